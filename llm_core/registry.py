@@ -1,0 +1,156 @@
+"""Where models come from, loaded once and shared by every tab and user.
+
+A model name is one of:
+- a built-in name: a checkpoint directory under ``assets/models/`` (e.g. ``pydoc-gpt``);
+- ``untrained:<preset>``: a seeded random init of a preset (``untrained:gpt2-small``);
+- a GPT-2 name or Hub repo id (``gpt2``, ``openai-community/gpt2-medium``);
+- a local directory (our format, or Hugging Face's GPT-2 layout);
+- a checkpoint a user saved from the Pretrain tab (listed from the runs folder).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import GPT2_HUB_IDS, CheckpointError, HubUnavailable, Progress, download_from_hub, load_checkpoint
+from .config import PRESET_LABELS, PRESETS, GPTConfig
+from .model import GPTModel, build_untrained
+from .tokenizers import BPETokenizer, gpt2_tokenizer
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+BUILTIN_DIR = ASSETS / "models"
+# Checkpoints users save in the app; LLM_EXPLORER_HOME moves them (e.g. to /data on Spaces).
+USER_DIR = Path(os.environ.get("LLM_EXPLORER_HOME", Path.home() / ".cache" / "llm-explorer")) / "checkpoints"
+UNTRAINED = "untrained:"
+DEFAULT_BUILTIN = "pydoc-gpt"
+MAX_CACHED = 3  # models kept in memory (GPT-2 XL alone is 6 GB in fp32)
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded, with a message fit for the UI."""
+
+
+@dataclass
+class ModelBundle:
+    name: str
+    model: GPTModel
+    tokenizer: BPETokenizer
+    config: GPTConfig
+    source: str  # "built-in", "untrained", "hub", "local", "saved"
+    meta: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # for hooks/train mode
+
+    @property
+    def num_parameters(self) -> int:
+        return self.model.num_parameters()
+
+    def summary(self) -> str:
+        c = self.config
+        return (f"{self.name} · {self.source} · {self.num_parameters / 1e6:.2f}M parameters · "
+                f"{c.n_layers} layers, {c.n_heads} heads, {c.emb_dim} dims, context {c.context_length}, "
+                f"vocab {c.vocab_size}{' (tied head)' if c.tie_weights else ''}")
+
+    def encode(self, text: str) -> torch.Tensor:
+        """Text → LongTensor [1, T] on the model's device."""
+        return torch.tensor([self.tokenizer.encode(text)], dtype=torch.long, device=self.model.device)
+
+
+_lock = threading.Lock()
+_name_locks: dict[str, threading.Lock] = {}
+_cache: "OrderedDict[str, ModelBundle]" = OrderedDict()
+
+
+def builtin_names() -> list[str]:
+    if not BUILTIN_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def saved_names() -> list[str]:
+    if not USER_DIR.is_dir():
+        return []
+    return sorted(f"saved:{p.name}" for p in USER_DIR.iterdir()
+                  if (p / "config.json").is_file() and not p.name.startswith("."))
+
+
+def default_model_name() -> str:
+    names = builtin_names()
+    if DEFAULT_BUILTIN in names:
+        return DEFAULT_BUILTIN
+    return names[0] if names else UNTRAINED + "tiny"
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """(label, name) pairs for pickers: built-ins, saved runs, untrained presets, GPT-2 sizes."""
+    out = [(f"{n} (built-in)", n) for n in builtin_names()]
+    out += [(f"{n.removeprefix('saved:')} (saved by you)", n) for n in saved_names()]
+    out += [(f"untrained {PRESET_LABELS[k]}", UNTRAINED + k) for k in PRESETS]
+    out += [(f"{k} from the Hugging Face Hub (needs network or cache)", k) for k in GPT2_HUB_IDS]
+    return out
+
+
+def _load_uncached(name: str, progress: Progress | None, device) -> ModelBundle:
+    if name.startswith(UNTRAINED):
+        key = name.removeprefix(UNTRAINED)
+        if key not in PRESETS:
+            raise ModelLoadError(f"unknown preset {key!r}; choose one of {', '.join(PRESETS)}")
+        model = build_untrained(PRESETS[key]).to(device)
+        return ModelBundle(name, model, gpt2_tokenizer(), model.cfg, "untrained",
+                           {"description": "random weights (seed 123): what a GPT says before training"})
+    if name in builtin_names():
+        path, source = BUILTIN_DIR / name, "built-in"
+    elif name.startswith("saved:"):
+        path, source = USER_DIR / name.removeprefix("saved:"), "saved"
+    elif Path(name).expanduser().is_dir():
+        path, source = Path(name).expanduser(), "local"
+    elif name in GPT2_HUB_IDS or (name.count("/") == 1 and not name.startswith((".", "/"))):
+        try:
+            path, source = download_from_hub(name, progress), "hub"
+        except HubUnavailable as exc:
+            raise ModelLoadError(str(exc)) from None
+    else:
+        raise ModelLoadError(f"{name!r} is not a built-in model, a preset, a Hub repo id or a directory")
+    try:
+        model, tok, meta = load_checkpoint(path, device=device)
+    except (CheckpointError, OSError) as exc:
+        raise ModelLoadError(f"cannot load {name}: {exc}") from None
+    return ModelBundle(name, model, tok, model.cfg, source, meta)
+
+
+def load_model(name_or_path: str | None = None, progress: Progress | None = None,
+               device: str | torch.device | None = None) -> ModelBundle:
+    """Load (once) and return a model bundle: ``.model``, ``.tokenizer``, ``.config``.
+
+    ``None`` gives the default: the shipped built-in model, or an untrained tiny GPT
+    when no built-in model is installed.
+    """
+    name = str(name_or_path or default_model_name())
+    device = torch.device(device or "cpu")
+    key = f"{name}@{device}"
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        name_lock = _name_locks.setdefault(key, threading.Lock())
+    with name_lock:  # two users asking for the same model load it once
+        with _lock:
+            if key in _cache:
+                return _cache[key]
+        bundle = _load_uncached(name, progress, device)
+        with _lock:
+            _cache[key] = bundle
+            while len(_cache) > MAX_CACHED:
+                _cache.popitem(last=False)
+        return bundle
+
+
+def forget(name: str) -> None:
+    """Drop a model from the cache (after a checkpoint under that name was rewritten)."""
+    with _lock:
+        for key in [k for k in _cache if k.rsplit("@", 1)[0] == name]:
+            del _cache[key]
