@@ -1,0 +1,103 @@
+"""LLM Explorer: see how a GPT-style language model is built and how it works inside.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--model NAME_OR_PATH]
+
+This file only assembles the app: each stage of the book is one module in tabs/.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from llm_core.registry import ModelLoadError, default_model_name, load_model, model_choices
+from tabs.common import AppContext
+
+# One module per stage of the book, in the book's order. Each has build(ctx).
+STAGES: list = []
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+MAX_FILE_SIZE = "5mb"
+
+
+def _header(default_model: str) -> AppContext:
+    gr.Markdown("# LLM Explorer\nSee every stage of building a GPT, from tokens to chat, "
+                "following *Build a Large Language Model (From Scratch)*.", elem_id="title")
+    model_name = gr.State(default_model)
+    with gr.Row(equal_height=True, elem_id="model-bar"):
+        picker = gr.Dropdown(
+            choices=model_choices(), value=default_model, label="Active model",
+            allow_custom_value=True, scale=3, elem_id="model-picker",
+            info="Built-in, your saved runs, an untrained config, GPT-2 from the Hub, "
+                 "or type a local directory / Hub repo id.",
+        )
+        load_btn = gr.Button("Load model", variant="primary", scale=1, elem_id="model-load")
+    summary = gr.Markdown(_summary(default_model), elem_id="model-summary")
+    model_changed = gr.Textbox(value=default_model, visible=False, elem_id="model-changed")
+
+    def switch(name, current, progress=gr.Progress()):
+        name = (name or "").strip()
+        if not name:
+            raise gr.Error("Choose a model in the list or type a directory / Hub repo id.")
+        try:
+            bundle = load_model(name, progress=lambda f, msg: progress(f, desc=msg))
+        except ModelLoadError as exc:
+            gr.Warning(f"{exc} Still using {current}.")
+            return current, gr.update(), gr.update(), gr.update(choices=model_choices(), value=current)
+        return name, _summary(name), name, gr.update(choices=model_choices(), value=bundle.name)
+
+    load_btn.click(switch, [picker, model_name], [model_name, summary, model_changed, picker],
+                   concurrency_id="model-load", api_name="load_model")
+    return AppContext(model_name=model_name, model_changed=model_changed)
+
+
+def _summary(name: str) -> str:
+    try:
+        return f"**Active:** {load_model(name).summary()}"
+    except ModelLoadError as exc:
+        return f"**Could not load {name}:** {exc}"
+
+
+def build_demo(default_model: str | None = None) -> gr.Blocks:
+    default_model = default_model or default_model_name()
+    load_model(default_model)  # fail at start-up, not on the first click
+    with gr.Blocks(title="LLM Explorer") as demo:
+        ctx = _header(default_model)
+        with gr.Tabs(elem_id="stages"):
+            for stage in STAGES:
+                stage.build(ctx)
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    return demo
+
+
+def launch_kwargs() -> dict:
+    css_file = ASSETS / "style.css"
+    return dict(
+        theme=gr.themes.Soft(),
+        css=css_file.read_text() if css_file.is_file() else None,
+        ssr_mode=False,
+        max_file_size=MAX_FILE_SIZE,
+        show_error=True,
+    )
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--model", default=os.environ.get("LLM_EXPLORER_MODEL"),
+                        help="built-in name, untrained:<preset>, gpt2[-medium|-large|-xl], Hub id or directory")
+    args = parser.parse_args(argv)
+    try:
+        demo = build_demo(args.model)
+    except ModelLoadError as exc:
+        fallback = default_model_name()
+        print(f"Could not load {args.model}: {exc}\nStarting on {fallback} instead.")
+        demo = build_demo(fallback)
+    demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs())
+
+
+if __name__ == "__main__":
+    main()

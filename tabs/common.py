@@ -1,0 +1,96 @@
+"""What every tab shares: the session's active model, limits, and error handling."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import gradio as gr
+
+from llm_core.registry import ModelBundle, ModelLoadError, load_model
+
+# One queue for events that keep the CPU busy (forward passes, training): on 2 vCPUs
+# running two at once only makes both slow.
+CPU_HEAVY = "cpu-heavy"
+
+# Server-side limits (browsers can ignore max_length; these cannot be ignored).
+MAX_TEXT_CHARS = 200_000      # pasted text
+MAX_UPLOAD_BYTES = 2_000_000  # uploaded corpora
+
+
+@dataclass
+class AppContext:
+    """Components created by app.py that tabs read from or listen to."""
+
+    model_name: gr.State          # this session's active model name (a string, cheap to copy)
+    model_changed: gr.Textbox     # hidden; its .change fires after the header loads a model
+
+
+def get_bundle(name: str | None) -> ModelBundle:
+    """The shared model for ``name``; a clear UI error when it cannot be had."""
+    try:
+        return load_model(name)
+    except ModelLoadError as exc:
+        raise gr.Error(f"{exc}", title="Model unavailable") from None
+
+
+def check_text(text: str | None, what: str = "text", max_chars: int = MAX_TEXT_CHARS,
+               allow_empty: bool = False) -> str:
+    """Server-side validation of a text input."""
+    text = text or ""
+    if not allow_empty and not text.strip():
+        raise gr.Error(f"The {what} is empty: type or paste some text first.")
+    if len(text) > max_chars:
+        raise gr.Error(f"The {what} has {len(text):,} characters; the limit is {max_chars:,}. "
+                       "Use a shorter piece.")
+    return text
+
+
+def check_int(value, name: str, lo: int, hi: int) -> int:
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name} must be a whole number (got {value!r}).") from None
+    if not lo <= v <= hi:
+        raise gr.Error(f"{name} must be between {lo:,} and {hi:,} (got {v:,}).")
+    return v
+
+
+def check_float(value, name: str, lo: float, hi: float, lo_open: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name} must be a number (got {value!r}).") from None
+    if v != v or v > hi or v < lo or (lo_open and v == lo):
+        bound = f"greater than {lo}" if lo_open else f"at least {lo}"
+        raise gr.Error(f"{name} must be {bound} and at most {hi} (got {value}).")
+    return v
+
+
+def friendly_errors(fn):
+    """Turn unexpected exceptions into a UI error instead of a dead event.
+
+    gr.Error passes through; anything else is reported with its message.
+    Works for plain functions and generators (streaming handlers).
+    """
+    import inspect
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as exc:  # the UI must never show a traceback
+                raise gr.Error(f"{type(exc).__name__}: {exc}") from exc
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            raise gr.Error(f"{type(exc).__name__}: {exc}") from exc
+    return wrapper

@@ -1,0 +1,93 @@
+"""Shared fixtures: the app launched once in-process, a gradio_client, a Chromium page."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Tests never touch the user's real cache or the network.
+os.environ.setdefault("LLM_EXPLORER_HOME", tempfile.mkdtemp(prefix="llm-explorer-test-"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(os.environ["LLM_EXPLORER_HOME"], "tiktoken"))
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """The whole app on the embedded default model, served on a free local port."""
+    import app
+
+    demo = app.build_demo()
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                quiet=True, **app.launch_kwargs())
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "gradio_api/info", timeout=5).read()
+            break
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.3)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    """A fresh page on the app, loaded and ready."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.goto(app_url)
+    pg.wait_for_selector("#model-summary", state="visible")
+    yield pg
+    context.close()
+
+
+def open_tab(page, elem_id: str):
+    """Click a stage's tab button (Gradio gives it the id '<elem_id>-button')."""
+    page.locator(f"#{elem_id}-button").click()
+    page.wait_for_selector(f"#{elem_id}", state="visible")

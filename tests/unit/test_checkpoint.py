@@ -1,0 +1,75 @@
+"""Checkpoints: our format round-trips atomically; GPT-2 weights match transformers."""
+import json
+
+import pytest
+import torch
+
+from llm_core import GPTConfig, build_untrained, load_model
+from llm_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from llm_core.registry import ModelLoadError
+
+
+def _greedy(fn, ids, n):
+    for _ in range(n):
+        ids = torch.cat([ids, fn(ids)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids
+
+
+@pytest.mark.parametrize("sizes", [dict(n_layer=2, n_head=4, n_embd=64, n_positions=64),
+                                   dict(n_layer=3, n_head=6, n_embd=96, n_positions=77)])
+def test_parity_with_transformers_gpt2(tmp_path, sizes):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf_cfg = transformers.GPT2Config(vocab_size=50257, **sizes)
+    hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    bundle = load_model(str(tmp_path))
+    assert bundle.source == "local" and bundle.config.n_layers == sizes["n_layer"]
+    ids = torch.tensor([bundle.tokenizer.encode("Every effort moves you toward the sunlit terraces")])
+    with torch.no_grad():
+        ours = bundle.model(ids)
+        theirs = hf(ids).logits
+        assert (ours - theirs).abs().max().item() <= 1e-4
+        a = _greedy(bundle.model, ids, 12)
+        b = _greedy(lambda x: hf(x).logits, ids, 12)
+    assert torch.equal(a, b)
+
+
+def test_own_format_roundtrip_and_atomic_overwrite(tmp_path):
+    cfg = GPTConfig(vocab_size=50257, context_length=16, emb_dim=16, n_heads=2, n_layers=1, tie_weights=True)
+    m = build_untrained(cfg, seed=5)
+    path = save_checkpoint(tmp_path / "ck", m, meta={"note": "first"})
+    m2, tok, meta = load_checkpoint(path)
+    assert meta["note"] == "first" and tok.name == "gpt2"
+    assert m2.out_head.weight.data_ptr() == m2.tok_emb.weight.data_ptr()  # still tied
+    for (k, v), (k2, v2) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+
+    class Boom:  # a save that fails half-way must leave the old checkpoint intact
+        name = "broken"
+        encoding = None
+
+    with pytest.raises(Exception):
+        save_checkpoint(path, m, tokenizer=Boom(), meta={"note": "second"})
+    assert load_checkpoint(path)[2]["note"] == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no temp dirs left behind
+
+
+def test_pickled_or_missing_weights_are_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 8, "n_head": 2,
+                                                      "n_layer": 1, "n_positions": 8, "vocab_size": 10}))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(ModelLoadError, match="safetensors"):
+        load_model(str(tmp_path))
+
+
+def test_offline_hub_and_nonsense_names_give_clear_errors(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError):
+        load_model("openai-community/gpt2-this-does-not-exist")
+    with pytest.raises(ModelLoadError, match="not a built-in"):
+        load_model("no such model at all")
+    with pytest.raises(ModelLoadError, match="preset"):
+        load_model("untrained:huge")
