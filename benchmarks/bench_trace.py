@@ -1,0 +1,108 @@
+"""Traced forward pass (every attention map returned) vs transformers' GPT-2, same weights.
+
+    .venv/bin/python benchmarks/bench_trace.py [--tokens 256] [--repeats 7] [--threads N] [--device cpu]
+
+A randomly initialised GPT-2 small is built with ``transformers``, saved with
+``save_pretrained`` (safetensors) and loaded with ``llm_core.load_model``, so both
+sides hold identical weights. Each side runs one forward pass over the same
+random 256-token prompt and returns all attention weights:
+
+- ours: ``model.run_with_trace(ids)`` (every named activation, attention included);
+- theirs: ``GPT2LMHeadModel(..., attn_implementation="eager")(ids, output_attentions=True)``.
+
+Also timed: our plain fast forward (fused SDPA, nothing recorded), to report the
+overhead of tracing. Timings are medians over interleaved repeats, in one run.
+Targets: ours/transformers <= 1.0; traced/plain < 1.5.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from llm_core import GPT_CONFIG_124M, load_model  # noqa: E402
+
+
+def build_pair(seed: int, device: torch.device):
+    """(transformers model, our model) with the same random GPT-2-small weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT_CONFIG_124M
+    hf_cfg = GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
+                        n_layer=cfg.n_layers, n_head=cfg.n_heads, resid_pdrop=0.0, embd_pdrop=0.0,
+                        attn_pdrop=0.0, attn_implementation="eager")
+    torch.manual_seed(seed)
+    theirs = GPT2LMHeadModel(hf_cfg).eval()
+    assert theirs.config._attn_implementation == "eager"
+    with tempfile.TemporaryDirectory(prefix="bench-trace-") as tmp:
+        theirs.save_pretrained(tmp, safe_serialization=True)
+        ours = load_model(tmp, device=device).model.eval()
+    return theirs.to(device), ours
+
+
+def timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=123)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    theirs, ours = build_pair(args.seed, device)
+    gen = torch.Generator().manual_seed(args.seed)
+    ids = torch.randint(0, GPT_CONFIG_124M.vocab_size, (1, args.tokens), generator=gen).to(device)
+
+    runs = {
+        "ours, traced (all activations)": lambda: ours.run_with_trace(ids),
+        "ours, plain forward (SDPA)": lambda: ours(ids),
+        "transformers eager, output_attentions": lambda: theirs(ids, output_attentions=True),
+    }
+    with torch.inference_mode():
+        # Same answer first: a speed comparison of different computations means nothing.
+        trace = ours.run_with_trace(ids)
+        ref = theirs(ids, output_attentions=True)
+        logit_diff = (trace["logits"] - ref.logits).abs().max().item()
+        attn_diff = max((trace[f"blocks.{i}.attn.weights"] - a).abs().max().item()
+                        for i, a in enumerate(ref.attentions))
+        del trace, ref
+        for fn in runs.values():  # warm-up
+            fn()
+        times = {name: [] for name in runs}
+        for _ in range(args.repeats):  # interleaved, so drift in machine load hits all alike
+            for name, fn in runs.items():
+                times[name].append(timed(fn, device))
+
+    med = {name: statistics.median(t) for name, t in times.items()}
+    traced, plain, hf = med.values()
+    print(f"GPT-2 small shape, random weights, {args.tokens} tokens, batch 1, device {device}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    print(f"max |logits diff| {logit_diff:.2e}, max |attention diff| {attn_diff:.2e}")
+    for name, t in med.items():
+        print(f"  {name:<40s} {t * 1000:8.1f} ms   (min {min(times[name]) * 1000:.1f})")
+    print(f"ratio ours traced / transformers with attentions: {traced / hf:.2f}x  (target <= 1.00)")
+    print(f"tracing overhead, traced / plain forward:        {traced / plain:.2f}x  (target < 1.50)")
+
+
+if __name__ == "__main__":
+    main()
