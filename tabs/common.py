@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 
 import gradio as gr
@@ -16,6 +17,10 @@ CPU_HEAVY = "cpu-heavy"
 MAX_TEXT_CHARS = 200_000      # pasted text
 MAX_UPLOAD_BYTES = 2_000_000  # uploaded corpora
 
+# One training run (pre-training or fine-tuning) at a time on this server: a second one
+# would halve the speed of both on 2 vCPUs. Acquire with blocking=False and tell the user.
+TRAINING_SLOT = threading.Lock()
+
 
 @dataclass
 class AppContext:
@@ -23,6 +28,7 @@ class AppContext:
 
     model_name: gr.State          # this session's active model name (a string, cheap to copy)
     model_changed: gr.Textbox     # hidden; its .change fires after the header loads a model
+    model_picker: gr.Dropdown | None = None  # the header picker: update its choices after saving a model
 
 
 def get_bundle(name: str | None) -> ModelBundle:
