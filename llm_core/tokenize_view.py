@@ -1,0 +1,350 @@
+"""What a tokenizer did to a text, in a form views can show: one record per token with its
+bytes, its byte and character span in the text, and the tokens that together make up a
+character that one token alone only holds part of (CJK, emoji, accents in byte-level BPE).
+
+Nothing here tokenizes: the ids come from the tokenizers in ``llm_core.tokenizers`` (or a
+BPE replay in ``llm_core.bpe``); this module lines them up with the text.
+"""
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable, Iterable, Literal
+
+from .tokenizers import ENDOFTEXT, SIMPLE_SPLIT, UNK, BPETokenizer, SimpleTokenizerV1, SpecialTokenError
+
+SpecialMode = Literal["allow", "plain", "refuse"]
+SPECIAL_MODES = ("allow", "plain", "refuse")
+
+
+@dataclass(frozen=True)
+class TokenPiece:
+    """One token as it sits in the text."""
+
+    index: int          # position in the token sequence
+    id: int
+    raw: bytes          # the token's bytes (word-level tokenizers: the word as UTF-8)
+    byte_start: int     # span in text.encode("utf-8")
+    byte_end: int
+    char_start: int     # span in the text, widened to whole characters for partial tokens
+    char_end: int
+    group: int          # tokens with the same group together form whole characters
+    partial: bool       # the token's bytes start or end inside a character
+    special: bool = False
+    unknown: bool = False   # the word was not in the vocabulary and became <|unk|>
+
+    @property
+    def label(self) -> str:
+        """The token as a string; bytes that are not whole characters appear as <0xE6>."""
+        return readable(self.raw)
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "id": self.id, "token": UNK if self.unknown else self.label,
+                "bytes": [self.byte_start, self.byte_end], "chars": [self.char_start, self.char_end],
+                "hex": self.raw.hex(" ") if self.partial else None, "partial": self.partial,
+                "special": self.special, "unknown": self.unknown,
+                **({"word": self.raw.decode("utf-8")} if self.unknown else {})}
+
+
+@dataclass
+class Tokenization:
+    """A text, its ids, and how each id lines up with the text."""
+
+    text: str
+    tokenizer: str
+    ids: list[int]
+    tokens: list[TokenPiece]
+    decoded: str
+    special_mode: str = "allow"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def round_trip_ok(self) -> bool:
+        return self.decoded == self.text
+
+    def groups(self) -> list[list[TokenPiece]]:
+        """Tokens bundled by ``group``, in order."""
+        out: list[list[TokenPiece]] = []
+        for tok in self.tokens:
+            if out and out[-1][0].group == tok.group:
+                out[-1].append(tok)
+            else:
+                out.append([tok])
+        return out
+
+    def counts(self) -> dict:
+        n_tok = len(self.ids)
+        n_chars = len(self.text)
+        n_bytes = len(self.text.encode("utf-8"))
+        return {
+            "characters": n_chars,      # Unicode code points, as Python's len()
+            "bytes": n_bytes,           # UTF-8
+            "tokens": n_tok,
+            "distinct_tokens": len(set(self.ids)),
+            "chars_per_token": round(n_chars / n_tok, 3) if n_tok else None,
+            "bytes_per_token": round(n_bytes / n_tok, 3) if n_tok else None,
+            "partial_tokens": sum(t.partial for t in self.tokens),
+            "special_tokens": sum(t.special for t in self.tokens),
+            "unknown_tokens": sum(t.unknown for t in self.tokens),
+        }
+
+
+# ---------------------------------------------------------------- bytes and characters
+
+def readable_parts(raw: bytes) -> list[tuple[str, str | bytes]]:
+    """Split ``raw`` into ("text", str) runs of whole UTF-8 characters and ("bytes", bytes)
+    runs that are not (a character cut by a token boundary, or invalid UTF-8)."""
+    parts: list[tuple[str, str | bytes]] = []
+    i = 0
+    while i < len(raw):
+        try:
+            parts.append(("text", raw[i:].decode("utf-8")))
+            break
+        except UnicodeDecodeError as exc:
+            if exc.start:
+                parts.append(("text", raw[i:i + exc.start].decode("utf-8")))
+            parts.append(("bytes", raw[i + exc.start:i + exc.end]))
+            i += exc.end
+    # Merge neighbouring byte runs (several broken sequences in a row read as one run).
+    merged: list[tuple[str, str | bytes]] = []
+    for kind, value in parts:
+        if merged and kind == "bytes" and merged[-1][0] == "bytes":
+            merged[-1] = ("bytes", merged[-1][1] + value)
+        elif value:
+            merged.append((kind, value))
+    return merged
+
+
+def hex_bytes(raw: bytes) -> str:
+    return "".join(f"<0x{b:02X}>" for b in raw)
+
+
+def readable(raw: bytes) -> str:
+    """Token bytes as a string, never with U+FFFD: partial characters become <0xE6>."""
+    return "".join(v if k == "text" else hex_bytes(v) for k, v in readable_parts(raw))
+
+
+def is_partial(raw: bytes) -> bool:
+    return any(kind == "bytes" for kind, _ in readable_parts(raw))
+
+
+def check_unicode(text: str) -> None:
+    """Raise ValueError for text that has no UTF-8 form (an unpaired UTF-16 surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        raise ValueError(f"the text contains an unpaired surrogate U+{ord(bad):04X} at character "
+                         f"{exc.start:,}: that is not valid Unicode text") from None
+
+
+def _char_starts(data: bytes) -> list[int]:
+    """For every byte offset 0..len, the index of the character it belongs to (offset len
+    maps to the number of characters)."""
+    out = []
+    char = -1
+    for b in data:
+        if b & 0xC0 != 0x80:   # not a continuation byte: a new character starts here
+            char += 1
+        out.append(char)
+    out.append(char + 1)
+    return out
+
+
+# ---------------------------------------------------------------- lining tokens up with the text
+
+def byte_level_pieces(text: str, ids: list[int], token_bytes: Callable[[int], bytes] | None = None,
+                      *, raw_tokens: list[bytes] | None = None,
+                      special_ids: Iterable[int] = ()) -> list[TokenPiece]:
+    """Tokens of a byte-level tokenizer, whose token bytes concatenate to the text's UTF-8.
+
+    Give either ``token_bytes(id)`` or the tokens' bytes directly (``raw_tokens``).
+    """
+    data = text.encode("utf-8")
+    raws = raw_tokens if raw_tokens is not None else [token_bytes(i) for i in ids]
+    if len(raws) != len(ids):
+        raise ValueError(f"{len(ids)} ids but {len(raws)} token byte strings")
+    if b"".join(raws) != data:
+        raise ValueError("the tokens' bytes do not add up to the text: not a byte-level tokenization")
+    char_of = _char_starts(data)
+    n = len(data)
+
+    def boundary(pos: int) -> bool:
+        return pos >= n or data[pos] & 0xC0 != 0x80
+
+    specials = set(special_ids)
+    out: list[TokenPiece] = []
+    pos, group = 0, -1
+    for index, (tid, raw) in enumerate(zip(ids, raws)):
+        end = pos + len(raw)
+        if boundary(pos):
+            group += 1
+        partial = not (boundary(pos) and boundary(end))
+        # Widen to whole characters: a partial token covers (part of) the character it is in.
+        char_start = char_of[pos]
+        char_end = char_of[end] if boundary(end) else char_of[end] + 1
+        out.append(TokenPiece(index, int(tid), raw, pos, end, char_start, char_end, group, partial,
+                              special=int(tid) in specials))
+        pos = end
+    return out
+
+
+def word_level_pieces(text: str, words: list[str], ids: list[int],
+                      special_words: Iterable[str] = (ENDOFTEXT,)) -> list[TokenPiece]:
+    """Tokens of the book's simple tokenizer: ``words`` are the pieces it split the text into
+    (``<|unk|>`` where the word was unknown); whitespace between them belongs to no token."""
+    specials = set(special_words)
+    pieces = []  # (char_start, piece) of each non-blank piece, in order
+    offset = 0
+    for part in SIMPLE_SPLIT.split(text):
+        stripped = part.strip()
+        if stripped:
+            pieces.append((offset + part.index(stripped), stripped))
+        offset += len(part)
+    if len(pieces) != len(words) or len(words) != len(ids):
+        raise ValueError("the tokenizer's words do not line up with the text's pieces")
+    out = []
+    byte_pos, char_pos = 0, 0
+    for index, ((start, piece), word, tid) in enumerate(zip(pieces, words, ids)):
+        byte_pos += len(text[char_pos:start].encode("utf-8"))
+        raw = piece.encode("utf-8")
+        out.append(TokenPiece(index, int(tid), raw, byte_pos, byte_pos + len(raw), start,
+                              start + len(piece), index, False,
+                              special=word in specials and piece == word,
+                              unknown=word == UNK and piece != UNK))
+        byte_pos += len(raw)
+        char_pos = start + len(piece)
+    return out
+
+
+def special_literals(tokenizer) -> list[str]:
+    """The special-token strings a tokenizer knows (``<|endoftext|>`` and friends)."""
+    if isinstance(tokenizer, BPETokenizer):
+        return sorted(tokenizer.encoding.special_tokens_set)
+    if isinstance(tokenizer, SimpleTokenizerV1):
+        return [s for s in (ENDOFTEXT, UNK) if s in tokenizer.str_to_int]
+    return []
+
+
+def tokenize(tokenizer, text: str, special: SpecialMode = "allow", name: str | None = None) -> Tokenization:
+    """Encode ``text`` and line the tokens up with it.
+
+    ``special`` says what a special-token literal typed in the text becomes:
+    ``"allow"`` the special token (one id), ``"plain"`` ordinary text (BPE: several pieces;
+    the word-level tokenizer: an unknown word), ``"refuse"`` raise ``SpecialTokenError``.
+    """
+    if special not in SPECIAL_MODES:
+        raise ValueError(f"special must be one of {', '.join(SPECIAL_MODES)}, got {special!r}")
+    check_unicode(text)
+    name = name or getattr(tokenizer, "name", type(tokenizer).__name__)
+    literals = [s for s in special_literals(tokenizer) if s in text]
+    notes = []
+    if isinstance(tokenizer, BPETokenizer):
+        if special == "refuse":
+            ids = tokenizer.encode(text, allow_special=False)
+        elif special == "plain":
+            ids = tokenizer.encode_ordinary(text)
+        else:
+            ids = tokenizer.encode(text, allow_special=True)
+        special_ids = set(tokenizer.encoding._special_tokens.values()) if special == "allow" else set()
+        tokens = byte_level_pieces(text, ids, tokenizer.token_bytes, special_ids=special_ids)
+        if ENDOFTEXT in text and ENDOFTEXT not in literals:
+            notes.append(f"{name} has no {ENDOFTEXT} token: the literal is ordinary text.")
+    elif isinstance(tokenizer, SimpleTokenizerV1):
+        if special == "refuse" and literals:
+            raise SpecialTokenError(f"the text contains the special token {literals[0]!r}")
+        words = tokenizer.tokenize(text)
+        if special == "plain":
+            # A word-level vocabulary has no pieces to spell a literal with: it is unknown.
+            unk = UNK if UNK in tokenizer.str_to_int else None
+            words = [unk if (w in literals and unk) else w for w in words]
+        if any(w not in tokenizer.str_to_int for w in words):
+            tokenizer.encode(text)  # V1 has no <|unk|>: let it raise its own KeyError
+        ids = [tokenizer.str_to_int[w] for w in words]
+        tokens = word_level_pieces(text, words, ids, special_words=literals if special == "allow" else ())
+    else:
+        raise TypeError(f"cannot show tokens of a {type(tokenizer).__name__}")
+    return Tokenization(text=text, tokenizer=name, ids=list(ids), tokens=tokens,
+                        decoded=tokenizer.decode(ids) if ids else "", special_mode=special, notes=notes)
+
+
+def first_difference(a: str, b: str) -> int | None:
+    """Index of the first character where ``a`` and ``b`` differ (None when equal)."""
+    if a == b:
+        return None
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+# ---------------------------------------------------------------- showing whitespace
+
+WhitespaceMode = Literal["typed", "markers", "gpt2"]
+WHITESPACE_MARKERS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
+
+
+@lru_cache(maxsize=1)
+def gpt2_byte_chars() -> dict[int, str]:
+    """GPT-2's printable stand-in for every byte, as its vocab.json writes tokens.
+
+    Bytes that are visible Latin-1 characters stand for themselves; the other 68 (space,
+    control bytes, ...) are shifted to U+0100 onwards, so a space is 'Ġ' (U+0120) and a
+    newline 'Ċ' (U+010A). That is why GPT-2 vocabularies are full of 'Ġthe'.
+    """
+    visible = set(range(ord("!"), ord("~") + 1)) | set(range(0xA1, 0xAC + 1)) | set(range(0xAE, 0xFF + 1))
+    table, shift = {}, 0
+    for b in range(256):
+        if b in visible:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + shift)
+            shift += 1
+    return table
+
+
+def invisible(ch: str) -> bool:
+    """Characters that would be invisible or would rearrange the page if shown raw:
+    control characters, zero-width joiners, bidirectional overrides, line separators."""
+    return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs") and ch not in "\n\t"
+
+
+def display_text(s: str, mode: WhitespaceMode = "typed") -> str:
+    """How a token's text is shown: ``typed`` keeps spaces and newlines, ``markers`` uses
+    · ↵ → for space, newline and tab; invisible characters always show as ⟨U+200D⟩."""
+    out = []
+    for ch in s:
+        if mode == "markers" and ch in WHITESPACE_MARKERS:
+            out.append(WHITESPACE_MARKERS[ch] + ("\n" if ch == "\n" else ""))
+        elif ch == "\r" or invisible(ch):
+            out.append(f"⟨U+{ord(ch):04X}⟩")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def gpt2_form(raw: bytes) -> str:
+    """A token written as GPT-2's vocab.json does (byte by byte through ``gpt2_byte_chars``)."""
+    table = gpt2_byte_chars()
+    return "".join(table[b] for b in raw)
+
+
+def describe(tok: TokenPiece) -> str:
+    """A one-line tooltip: id, bytes, and what the token is."""
+    kind = ("special token" if tok.special else "unknown word → <|unk|>" if tok.unknown
+            else "part of a character" if tok.partial else "token")
+    return (f"#{tok.index} · id {tok.id} · {kind} · bytes {tok.byte_start}–{tok.byte_end} "
+            f"({tok.raw.hex(' ')}) · GPT-2 vocab form {gpt2_form(tok.raw)!r}")
+
+
+def as_records(tz: Tokenization, limit: int | None = None) -> list[dict]:
+    return [t.to_dict() for t in (tz.tokens if limit is None else tz.tokens[:limit])]
+
+
+__all__ = [
+    "TokenPiece", "Tokenization", "tokenize", "byte_level_pieces", "word_level_pieces",
+    "readable", "readable_parts", "hex_bytes", "is_partial", "check_unicode", "first_difference",
+    "display_text", "gpt2_form", "gpt2_byte_chars", "invisible", "describe", "as_records",
+    "special_literals", "SPECIAL_MODES",
+]
