@@ -163,7 +163,11 @@ class _TableCache:
         self.lock = threading.Lock()
 
     def get(self, weight: torch.Tensor, tag: str, compute):
-        key = (id(weight), weight._version, tuple(weight.shape), tag)
+        try:
+            version = weight._version
+        except RuntimeError:  # an inference tensor: no version counter, and frozen outside inference mode
+            version = None
+        key = (id(weight), version, tuple(weight.shape), tag)
         with self.lock:
             if key in self.data:
                 self.data.move_to_end(key)

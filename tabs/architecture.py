@@ -1,0 +1,388 @@
+"""Stage 5 · Architecture: what a GPTModel is made of, counted from its modules, and what
+happens to a prompt on its way through (residual stream, logit lens, LayerNorm)."""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from llm_core import architecture_view as av
+from llm_core.config import PRESET_LABELS, PRESETS
+from llm_core.embedding_view import token_label
+from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
+
+DEFAULT_PROMPT = "Every effort moves you forward, and the model guesses the next token at every position"
+MAX_PROMPT_CHARS = 5_000
+MAX_TOKENS = 128          # positions traced and drawn (heatmap columns)
+PRECOMPUTE_MAX_PARAMS = 40_000_000  # pre-render at start-up only for small default models
+LENS_TEXT_TOKENS = 24     # above this the heatmap cells carry no printed labels (hover still works)
+MAX_TOP_K = 10
+NORM_CHOICES = [("LayerNorm 1 (before attention)", "norm1"), ("LayerNorm 2 (before feed-forward)", "norm2"),
+                ("final LayerNorm (before the output head)", "final")]
+
+INTRO = """## 5 · Architecture
+A GPT is a stack of identical **TransformerBlocks** between an embedding layer and an output
+head. Each block normalises its input, lets every token look back at earlier tokens (masked
+multi-head attention), adds the result to its input (a *shortcut*), then does the same with a
+small feed-forward network. The running sum that the shortcuts carry from block to block is the
+**residual stream**. Counts below are read from the active model's own modules."""
+
+DIAGRAM_CSS = """
+.arch svg { max-width: 100%; height: auto; font-family: ui-sans-serif, system-ui, sans-serif; }
+.arch .box { fill: rgba(99, 102, 241, 0.10); stroke: currentColor; stroke-opacity: 0.55; }
+.arch .box.blk { fill: rgba(16, 185, 129, 0.12); }
+.arch .box.add { fill: rgba(245, 158, 11, 0.16); }
+.arch .group { fill: none; stroke: #10b981; stroke-dasharray: 6 4; stroke-width: 1.5; }
+.arch text { fill: currentColor; }
+.arch .lbl { font-weight: 600; font-size: 14px; }
+.arch .det { font-size: 11.5px; opacity: 0.8; }
+.arch .note { font-size: 12px; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; opacity: 0.9; }
+.arch .grp { font-size: 13px; font-weight: 600; fill: #059669; }
+.arch line, .arch path { stroke: currentColor; stroke-opacity: 0.6; fill: none; stroke-width: 1.4; }
+"""
+
+
+def _esc(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _md(text) -> str:
+    """Text inside Markdown shown literally (no HTML, no formatting)."""
+    return str(text).translate({ord(c): f"&#{ord(c)};" for c in "&<>\\`*_[]{}#|~!"})
+
+
+# ---------------------------------------------------------------- config, counts, diagram
+
+def config_markdown(bundle) -> str:
+    c = bundle.config
+    rows = [("vocab_size", f"{c.vocab_size:,}", "rows of the token embedding and columns of the output head"),
+            ("context_length", f"{c.context_length:,}", "positions the model can see at once"),
+            ("emb_dim", c.emb_dim, "width of every token's vector (the residual stream)"),
+            ("n_heads", c.n_heads, f"attention heads per block, {c.head_dim} dims each"),
+            ("n_layers", c.n_layers, "TransformerBlocks stacked"),
+            ("drop_rate", c.drop_rate, "dropout during training (off when the model is used)"),
+            ("qkv_bias", c.qkv_bias, "bias in W_query/W_key/W_value (True for OpenAI's GPT-2 weights)"),
+            ("tie_weights", c.tie_weights, "output head shares the token embedding matrix")]
+    table = "| setting | value | meaning |\n|---|---|---|\n" + "\n".join(
+        f"| `{k}` | {_md(v)} | {m} |" for k, v, m in rows)
+    return f"**{_md(bundle.name)}** ({_md(bundle.source)})\n\n{table}"
+
+
+def counts_rows(counts: av.ParameterCounts) -> list[list]:
+    total = counts.untied_total
+    return [[name, "" if per is None else f"{per:,}", f"{count:,}", f"{100 * count / total:.1f} %", note]
+            for name, per, count, note in counts.rows()]
+
+
+def counts_markdown(counts: av.ParameterCounts, what: str) -> str:
+    mb = counts.megabytes
+    lines = ["| | parameters | fp32 | bf16 |", "|---|---|---|---|",
+             f"| without weight tying (head is its own matrix) | **{counts.untied_total:,}** | "
+             f"{mb(counts.untied_total):,.2f} MB | {mb(counts.untied_total, 'bf16'):,.2f} MB |"]
+    if counts.tied_total is not None:
+        lines.append(f"| with weight tying (head = token embedding) | **{counts.tied_total:,}** | "
+                     f"{mb(counts.tied_total):,.2f} MB | {mb(counts.tied_total, 'bf16'):,.2f} MB |")
+    state = ("This model **ties** its head, so it has the smaller count." if counts.tied
+             else "This model keeps a separate head (like the book's GPTModel); OpenAI's GPT-2 ties them."
+             if counts.tieable else "This model's head has a different shape from the token table, so it "
+             "cannot be tied (a classifier head, for instance).")
+    return (f"{what}\n\n" + "\n".join(lines) + f"\n\n{state} MB = 2²⁰ bytes: 4 bytes per parameter in fp32, 2 in "
+            "bf16; training needs several times more (gradients, optimizer state, activations).")
+
+
+def diagram_html(cfg, counts: av.ParameterCounts) -> str:
+    """An SVG flow chart of the model, every label escaped."""
+    nodes = av.architecture_diagram(cfg, counts)
+    box_x, box_w, box_h, gap, note_x = 70, 330, 46, 16, 420
+    y = 20
+    parts, layout = [], []
+    for node in nodes:
+        if node.in_block and not any(n.in_block for n, _ in layout):
+            y += 26  # room for the group title
+        layout.append((node, y))
+        y += box_h + gap
+        if node.key == "add2":
+            y += 14
+    height = y + 10
+    block_nodes = [(n, ny) for n, ny in layout if n.in_block]
+    if block_nodes:
+        top, bottom = block_nodes[0][1] - 30, block_nodes[-1][1] + box_h + 12
+        parts.append(f'<rect class="group" x="{box_x - 50}" y="{top}" width="{box_w + 70}" '
+                     f'height="{bottom - top}" rx="10"/>')
+        parts.append(f'<text class="grp" x="{box_x - 40}" y="{top + 18}">'
+                     f'{_esc(f"× {counts.n_layers} TransformerBlock")}</text>')
+    centre = box_x + box_w / 2
+    for i, (node, ny) in enumerate(layout):
+        if i:
+            prev_y = layout[i - 1][1] + box_h
+            parts.append(f'<line x1="{centre}" y1="{prev_y}" x2="{centre}" y2="{ny}" marker-end="url(#arrow)"/>')
+        cls = "box add" if node.shortcut == "add" else "box blk" if node.in_block else "box"
+        parts.append(f'<rect class="{cls}" x="{box_x}" y="{ny}" width="{box_w}" height="{box_h}" rx="7"/>')
+        label = ("⊕ " if node.shortcut == "add" else "") + node.label
+        parts.append(f'<text class="lbl" x="{box_x + 12}" y="{ny + 19}">{_esc(label)}</text>')
+        if node.detail:
+            parts.append(f'<text class="det" x="{box_x + 12}" y="{ny + 36}">{_esc(node.detail)}</text>')
+        parts.append(f'<text class="note" x="{note_x}" y="{ny + 19}">{_esc(node.shape)}</text>')
+        if node.params:
+            each = " per block" if node.in_block else ""
+            parts.append(f'<text class="note" x="{note_x}" y="{ny + 36}">'
+                         f'{_esc(f"{node.params:,} params{each}")}</text>')
+    # Shortcuts: from just above each LayerNorm around the left side into the matching ⊕.
+    starts = [ny for n, ny in layout if n.shortcut == "start"]
+    adds = [ny for n, ny in layout if n.shortcut == "add"]
+    for sy, ay in zip(starts, adds):
+        branch_y, join_y, x_side = sy - gap / 2, ay + box_h / 2, box_x - 24
+        parts.append(f'<path d="M {centre} {branch_y} H {x_side} V {join_y} H {box_x}" marker-end="url(#arrow)"/>')
+        parts.append(f'<text class="det" x="{x_side - 4}" y="{(branch_y + join_y) / 2}" text-anchor="end" '
+                     f'transform="rotate(-90 {x_side - 4} {(branch_y + join_y) / 2})">shortcut</text>')
+    width = note_x + 230
+    defs = ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+            'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" style="fill: currentColor"/></marker></defs>')
+    title = _esc(f"GPT block diagram: {counts.n_layers} blocks, {cfg.emb_dim} dims, {cfg.n_heads} heads")
+    return (f'<div class="arch" id="arch-svg"><svg viewBox="0 0 {width} {height}" width="{width}" role="img" '
+            f'aria-label="{title}"><title>{title}</title>{defs}{"".join(parts)}</svg></div>')
+
+
+def model_overview(model_name=None):
+    bundle = get_bundle(model_name)
+    counts = av.parameter_counts(bundle.model)
+    what = f"**{_md(bundle.name)}**, counted from its modules:"
+    return (config_markdown(bundle), diagram_html(bundle.config, counts), counts_rows(counts),
+            counts_markdown(counts, what))
+
+
+@friendly_errors
+def preset_counts(preset, qkv_bias):
+    """Parameter counts of any preset from its config alone (no weights are built)."""
+    if preset not in PRESETS:
+        raise gr.Error(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
+    cfg = PRESETS[preset].with_(qkv_bias=bool(qkv_bias))
+    counts = av.count_parameters(cfg)
+    what = f"**{_md(PRESET_LABELS[preset])}**{', qkv_bias=True' if qkv_bias else ''}, counted from the config:"
+    return counts_rows(counts), counts_markdown(counts, what), diagram_html(cfg, counts)
+
+
+def activation_figure() -> go.Figure:
+    c = av.activation_curves()
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=c["x"], y=c["GELU"], name="GELU (tanh approximation)", line=dict(width=3)))
+    fig.add_trace(go.Scatter(x=c["x"], y=c["ReLU"], name="ReLU", line=dict(dash="dash")))
+    fig.update_layout(title="GELU vs ReLU", height=360, xaxis_title="x", yaxis_title="activation",
+                      margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+# ---------------------------------------------------------------- a prompt through the model
+
+def residual_figure(stages: list[str], norms: np.ndarray, tokens: list[str]) -> go.Figure:
+    fig = go.Figure()
+    shown = min(norms.shape[1], 32)
+    for t in range(shown):
+        fig.add_trace(go.Scatter(x=stages, y=norms[:, t], mode="lines", line=dict(width=1), opacity=0.35,
+                                 name=f"{t}: {_esc(tokens[t])}", showlegend=False,
+                                 hovertemplate=f"{t}: {_esc(tokens[t])}<br>%{{x}}: %{{y:.2f}}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=stages, y=norms.mean(1), mode="lines+markers", line=dict(width=4, color="#dc2626"),
+                             name="mean over positions"))
+    note = f" (thin lines: the first {shown} positions)" if shown < norms.shape[1] else " (thin lines: each position)"
+    fig.update_layout(title="Length of the residual stream after each stage" + note, height=420,
+                      yaxis_title="L2 norm", margin=dict(l=10, r=10, t=50, b=10),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def lens_figure(lens: av.LogitLens, tokens: list[str]) -> go.Figure:
+    n_stages, n_pos, _ = lens.top_ids.shape
+    cols = [f"{t}: {_esc(tok)}" for t, tok in enumerate(tokens)]
+    rows = [_esc(s) for s in lens.stages]
+    top1 = np.array([[_esc(lens.top_labels[s][t][0]) for t in range(n_pos)] for s in range(n_stages)], dtype=object)
+    hover = np.array([["<br>".join(f"{_esc(lbl)}  {_pct(p)}" for lbl, p in zip(lens.top_labels[s][t],
+                                                                             lens.top_probs[s, t].tolist()))
+                       for t in range(n_pos)] for s in range(n_stages)], dtype=object)
+    heat = go.Heatmap(z=lens.top_probs[:, :, 0], x=cols, y=rows, zmin=0, zmax=1, colorscale="Viridis",
+                      text=top1, customdata=hover, colorbar=dict(title="p(top)"),
+                      hovertemplate="%{y} · after %{x}<br>%{customdata}<extra></extra>")
+    if n_pos <= LENS_TEXT_TOKENS:
+        heat.update(texttemplate="%{text}", textfont=dict(size=10))
+    fig = go.Figure(heat)
+    fig.update_xaxes(type="category", tickangle=-45)
+    fig.update_yaxes(type="category", autorange="reversed")
+    fig.update_layout(title="Logit lens: each stage's top guess for the next token (colour = its probability)",
+                      height=max(320, 120 + 28 * n_stages), margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def _pct(p: float) -> str:
+    """Probabilities from 90 % down to 0.002 % (an untrained model's 1/50,257) stay readable."""
+    return f"{p:.1%}" if p >= 0.001 else f"{100 * p:.2g} %"
+
+
+def lens_rows(lens: av.LogitLens, position: int) -> pd.DataFrame:
+    k = lens.top_ids.shape[2]
+    rows = [[stage] + [f"{lbl} ({_pct(p)})" for lbl, p in zip(lens.top_labels[s][position],
+                                                           lens.top_probs[s, position].tolist())]
+            for s, stage in enumerate(lens.stages)]
+    return pd.DataFrame(rows, columns=["stage"] + [f"guess {i + 1}" for i in range(k)])
+
+
+def layernorm_figure(demo: av.LayerNormDemo) -> go.Figure:
+    fig = go.Figure()
+    for name, values in (("before", demo.before), ("normalised (mean 0, var 1)", demo.normalised),
+                         ("after the model's scale & shift", demo.after)):
+        fig.add_trace(go.Histogram(x=values.astype(np.float32), name=name, opacity=0.55, nbinsx=60))
+    fig.update_layout(barmode="overlay", title=f"Values of one activation vector: {_esc(demo.where)}", height=380,
+                      xaxis_title="value", yaxis_title="dimensions", margin=dict(l=10, r=10, t=50, b=10),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def layernorm_markdown(demo: av.LayerNormDemo) -> str:
+    rows = "\n".join(f"| {name} | {m:+.4f} | {v:.4f} |" for name, (m, v) in demo.stats.items())
+    return (f"**{_md(demo.where)}**\n\n| vector | mean | variance |\n|---|---|---|\n{rows}\n\n"
+            "LayerNorm subtracts the mean and divides by the standard deviation (eps = 1e-5), so every vector "
+            "reaches the next layer at the same scale; the trained `scale` and `shift` then let the model "
+            "choose a different scale per dimension.")
+
+
+@friendly_errors
+def architecture(prompt, top_k, layer, which, position, model_name=None):
+    """Everything about the active model, and one traced pass of the prompt through it."""
+    bundle = get_bundle(model_name)
+    config_md, diagram, rows, totals = model_overview(model_name)
+    prompt = check_text(prompt, what="prompt", max_chars=MAX_PROMPT_CHARS)
+    k = check_int(top_k, "Top-k guesses", 1, MAX_TOP_K)
+    n_layers = bundle.config.n_layers
+    if which not in {v for _, v in NORM_CHOICES}:
+        raise gr.Error(f"Which LayerNorm must be one of {', '.join(v for _, v in NORM_CHOICES)}.")
+    layer = check_int(layer, "Block", 1, n_layers) if which != "final" else n_layers
+    ids = bundle.tokenizer.encode(prompt)
+    if not ids:
+        raise gr.Error("The prompt has no tokens: type some text.")
+    context = bundle.config.context_length
+    notice = ""
+    cap = min(MAX_TOKENS, context)
+    if len(ids) > cap:
+        why = (f"the model's context length is {context}" if context <= MAX_TOKENS
+               else f"the views show at most {MAX_TOKENS} positions")
+        notice = f"The prompt has {len(ids):,} tokens; {why}, so the first {cap} are used."
+        gr.Warning(notice)
+        ids = ids[:cap]
+    if max(ids) >= bundle.model.tok_emb.weight.shape[0]:
+        raise gr.Error("This text contains a token the model has no embedding for; try plainer text.")
+    t = len(ids)
+    pos = check_int(position, "Position", -t, t - 1)
+    with torch.inference_mode():
+        trace = bundle.model.run_with_trace(torch.tensor([ids], device=bundle.model.device))
+        stages, norms = av.residual_norms(trace)
+        lens = av.logit_lens(bundle.model, bundle.tokenizer, trace, k)
+        demo = av.layernorm_demo(bundle.model, trace, layer - 1, pos, which)
+    tokens = [token_label(bundle.tokenizer, i) for i in ids]
+    p = pos % t
+    lens_note = (f"At position {p} (token <code>{_md(tokens[p])}</code>): the next token each stage would "
+                 "predict if the model stopped there — final LayerNorm and output head applied to that stage's "
+                 "residual stream. The last row is the model's real prediction.")
+    if notice:
+        lens_note = _md(notice) + "\n\n" + lens_note
+    layer_update = gr.update(maximum=n_layers)
+    return (config_md, diagram, rows, totals, residual_figure(stages, norms, tokens), lens_figure(lens, tokens),
+            lens_rows(lens, p), lens_note, layernorm_figure(demo), layernorm_markdown(demo), layer_update)
+
+
+# ---------------------------------------------------------------- the tab
+
+def build(ctx) -> None:
+    init_model = ctx.model_name.value
+    try:
+        bundle = get_bundle(init_model)
+        init = model_overview(init_model)
+        n_layers = bundle.config.n_layers
+        run = (architecture(DEFAULT_PROMPT, 3, 1, "norm1", -1, init_model)
+               if bundle.num_parameters <= PRECOMPUTE_MAX_PARAMS else None)
+    except gr.Error:
+        init, n_layers, run = ("", "", [], ""), max(PRESETS[k].n_layers for k in PRESETS), None
+    run = run or (None,) * 4 + (None, None, None, "", None, "")
+    first_preset = "gpt2-small"
+    preset_init = preset_counts(first_preset, False)
+    lens_headers = ["stage"] + [f"guess {i + 1}" for i in range(MAX_TOP_K)]
+
+    with gr.Tab("5 · Architecture", id="architecture", elem_id="tab-architecture"):
+        gr.Markdown(INTRO)
+        with gr.Row():
+            with gr.Column(scale=2):
+                gr.Markdown("### The active model")
+                config_md = gr.Markdown(init[0], elem_id="arch-config")
+                totals_md = gr.Markdown(init[3], elem_id="arch-totals")
+            with gr.Column(scale=3):
+                diagram = gr.HTML(init[1], elem_id="arch-diagram", css_template=DIAGRAM_CSS)
+        params = gr.Dataframe(init[2], headers=["component", "per block", "parameters", "share", "note"],
+                              interactive=False, wrap=True, elem_id="arch-params",
+                              label="Parameters per component (shares of the untied total)")
+
+        with gr.Accordion("Any GPT-2 size, counted from its config (no weights loaded)", open=False,
+                          elem_id="arch-presets-box"):
+            with gr.Row():
+                preset = gr.Dropdown([(PRESET_LABELS[k], k) for k in PRESETS], value=first_preset, label="Preset",
+                                     elem_id="arch-preset", info="The four GPT-2 sizes and this app's small configs.")
+                qkv = gr.Checkbox(False, label="qkv_bias", elem_id="arch-qkv",
+                                  info="OpenAI's weights have biases in W_query/W_key/W_value (the book's counts "
+                                       "leave them out).")
+            preset_md = gr.Markdown(preset_init[1], elem_id="arch-preset-totals")
+            preset_table = gr.Dataframe(preset_init[0], headers=["component", "per block", "parameters", "share",
+                                                                 "note"],
+                                        interactive=False, wrap=True, elem_id="arch-preset-params")
+            preset_diagram = gr.HTML(preset_init[2], elem_id="arch-preset-diagram", css_template=DIAGRAM_CSS)
+
+        with gr.Row():
+            with gr.Column():
+                gr.Plot(activation_figure(), label="GELU vs ReLU", elem_id="arch-gelu")
+            with gr.Column():
+                gr.Markdown("GELU, the feed-forward network's non-linearity, is smooth: it lets small negative "
+                            "values through (its minimum is about −0.17 near x = −0.75) where ReLU cuts them to "
+                            "zero, which gives non-zero gradients everywhere. GPT-2 uses the tanh approximation "
+                            "0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).")
+
+        gr.Markdown("### A prompt on its way through the model")
+        with gr.Row():
+            prompt = gr.Textbox(DEFAULT_PROMPT, lines=2, label="Prompt", elem_id="arch-prompt", scale=3,
+                                max_length=MAX_PROMPT_CHARS,
+                                info=f"One traced forward pass; at most {MAX_TOKENS} tokens are shown.")
+            top_k = gr.Slider(1, MAX_TOP_K, value=3, step=1, label="Top-k guesses", elem_id="arch-topk",
+                              info="Guesses per stage in the logit-lens table.")
+        with gr.Row():
+            which = gr.Radio(NORM_CHOICES, value="norm1", label="LayerNorm to inspect", elem_id="arch-which",
+                             info="Which normalisation the LayerNorm demo looks at.")
+            layer = gr.Slider(1, n_layers, value=1, step=1, label="Block",
+                              elem_id="arch-layer", info="1 to the model's number of blocks (ignored for final).")
+            position = gr.Number(-1, precision=0, label="Position", elem_id="arch-position",
+                                 info="Token position for the LayerNorm demo and the lens table (−1 = last).")
+        run_btn = gr.Button("Run the prompt through the model", variant="primary", elem_id="arch-run")
+        residual_plot = gr.Plot(run[4], label="Residual stream norms", elem_id="arch-residual")
+        lens_plot = gr.Plot(run[5], label="Logit lens", elem_id="arch-lens")
+        lens_note = gr.Markdown(run[7], elem_id="arch-lens-note")
+        lens_table = gr.Dataframe(run[6], headers=lens_headers[:4], interactive=False, elem_id="arch-lens-table",
+                                  label="Top guesses per stage at the chosen position")
+        with gr.Row():
+            ln_plot = gr.Plot(run[8], label="LayerNorm on a real activation", elem_id="arch-ln")
+            ln_md = gr.Markdown(run[9], elem_id="arch-ln-md")
+
+        inputs = [prompt, top_k, layer, which, position, ctx.model_name]
+        outputs = [config_md, diagram, params, totals_md, residual_plot, lens_plot, lens_table, lens_note,
+                   ln_plot, ln_md, layer]
+        gr.on([run_btn.click, prompt.submit], architecture, inputs, outputs, api_name="architecture",
+              concurrency_id=CPU_HEAVY, trigger_mode="always_last")
+        ctx.model_changed.change(architecture, inputs, outputs, api_visibility="private",
+                                 concurrency_id=CPU_HEAVY, trigger_mode="always_last")
+        gr.on([preset.input, qkv.input], preset_counts, [preset, qkv], [preset_table, preset_md, preset_diagram],
+              api_name="parameter_counts")
+
+        examples = gr.Examples(
+            [[DEFAULT_PROMPT, 3, 1, "norm1", -1],
+             ["def add(a, b):\n    return a + b\n\nprint(add(2, 3))", 5, 1, "norm2", -1],
+             ["The capital of France is Paris. The capital of Germany is", 5, 1, "final", -1]],
+            inputs=[prompt, top_k, layer, which, position], elem_id="arch-examples",
+            label="Try: a sentence, a bit of Python, a fact to recall")
+        examples.load_input_event.then(architecture, inputs, outputs, api_visibility="private",
+                                       concurrency_id=CPU_HEAVY)
