@@ -283,6 +283,9 @@ class BPETrainResult:
     n_chunks: int = 0
     n_distinct_chunks: int = 0
     n_specials: int = 0
+    # Id of each single byte; None means id = byte value (ours). GPT-2 orders them differently.
+    byte_ids: list[int] | None = None
+    source: str = "trained"  # or "recovered from <tokenizer>" (then counts are unknown)
     _ranks: dict[bytes, int] | None = field(default=None, repr=False, compare=False)
 
     # ---------------------------------------------------------------- the vocabulary
@@ -307,7 +310,8 @@ class BPETrainResult:
     def mergeable_ranks(self, n_merges: int | None = None) -> dict[bytes, int]:
         """bytes -> id for the 256 bytes and the first ``n_merges`` merges (all by default)."""
         n = self._check_n(n_merges)
-        ranks = {bytes([i]): i for i in range(BASE_VOCAB)}
+        ids = self.byte_ids or range(BASE_VOCAB)
+        ranks = {bytes([b]): i for b, i in enumerate(ids)}
         for m in self.merges[:n]:
             ranks[m.new] = m.rank
         return ranks
@@ -328,6 +332,8 @@ class BPETrainResult:
     def training_token_counts(self) -> list[int]:
         """Tokens in the training text (not counting <|endoftext|>) before any merge and after
         each merge: a merge removes ``replaced`` tokens."""
+        if self.source != "trained":
+            raise ValueError(f"token counts are unknown: these merges were {self.source}")
         out = [self.n_bytes]
         for m in self.merges:
             out.append(out[-1] - m.replaced)
@@ -379,9 +385,34 @@ class BPETrainResult:
             "requested_merges": self.requested_merges, "stopped_because": self.stopped_because,
             "seconds": self.seconds, "n_chars": self.n_chars, "n_bytes": self.n_bytes,
             "n_chunks": self.n_chunks, "n_distinct_chunks": self.n_distinct_chunks,
-            "n_specials": self.n_specials,
+            "n_specials": self.n_specials, "byte_ids": self.byte_ids, "source": self.source,
             "merges": [[b64(m.left), b64(m.right), m.count, m.replaced] for m in self.merges],
         }
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: BPETokenizer) -> "BPETrainResult":
+        """Recover the merge list of an existing byte-level BPE tokenizer (a checkpoint's, or
+        GPT-2's 50,000 merges) so it can be replayed. Each token is split the way tiktoken
+        would split it using only lower ranks; in a real BPE that gives exactly two parts.
+        How often each pair occurred is not stored in a tokenizer, so counts are 0."""
+        enc = tokenizer.encoding
+        ranks: dict[bytes, int] = enc._mergeable_ranks  # tiktoken keeps no public accessor
+        byte_ids = [ranks.get(bytes([b]), -1) for b in range(BASE_VOCAB)]
+        if sorted(byte_ids) != list(range(BASE_VOCAB)):
+            raise ValueError(f"{tokenizer.name} is not byte-level BPE: ids 0-255 must be the 256 bytes")
+        by_rank = sorted((r, t) for t, r in ranks.items() if r >= BASE_VOCAB)
+        if [r for r, _ in by_rank] != list(range(BASE_VOCAB, BASE_VOCAB + len(by_rank))):
+            raise ValueError(f"{tokenizer.name}'s merge ranks are not consecutive from 256")
+        merges = []
+        for rank, token in by_rank:
+            parts = _bpe_chunk(token, ranks, rank)
+            if len(parts) != 2:
+                raise ValueError(f"{tokenizer.name}: token {rank} ({token!r}) is not a merge of "
+                                 f"two earlier tokens")
+            merges.append(Merge(rank, parts[0], parts[1], token, 0, 0))
+        identity = byte_ids == list(range(BASE_VOCAB))
+        return cls(merges=merges, pat_str=enc._pat_str, requested_merges=len(merges),
+                   byte_ids=None if identity else byte_ids, source=f"recovered from {tokenizer.name}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "BPETrainResult":
@@ -393,5 +424,5 @@ class BPETrainResult:
             merges.append(Merge(rank, lb, rb, lb + rb, int(count), int(replaced)))
         facts = {k: d[k] for k in ("min_count", "requested_merges", "stopped_because", "seconds",
                                    "n_chars", "n_bytes", "n_chunks", "n_distinct_chunks",
-                                   "n_specials") if k in d}
+                                   "n_specials", "byte_ids", "source") if k in d}
         return cls(merges=merges, pat_str=d.get("pat_str", GPT2_PATTERN), **facts)

@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from llm_core.bpe import MAX_MERGES, BPETrainResult, Merge, train_bpe
+from collections import Counter
+
+from llm_core.bpe import MAX_MERGES, BPETrainResult, Merge, _bpe_chunk, _chunk_counts, train_bpe
 from llm_core.tokenizers import ENDOFTEXT
 
 ODD_TEXTS = [
@@ -51,6 +53,24 @@ def test_hand_worked_merges():
     more = train_bpe("aaab aaab", num_merges=10, min_count=1)
     assert [m.new for m in more.merges] == [b"aa", b"ab", b"aaab", b" aaab"]
     assert "no pair occurs 1" in more.stopped_because
+
+
+def test_every_merge_is_the_most_frequent_pair_at_its_step(docs_text):
+    # Greedy property, checked from scratch at each step: segment every distinct chunk with
+    # the merges so far (reference rules) and count adjacent pairs over the whole text.
+    text = docs_text[:10_000]
+    result = train_bpe(text, num_merges=80)
+    chunks, _ = _chunk_counts(text, result.pat_str)
+    ranks = result.mergeable_ranks()
+    for n, merge in enumerate(result.merges):
+        pairs = Counter()
+        for chunk, freq in chunks.items():
+            parts = _bpe_chunk(chunk, ranks, 256 + n)
+            for pair in zip(parts, parts[1:]):
+                pairs[pair] += freq
+        top = max(pairs.values())
+        assert merge.count == pairs[(merge.left, merge.right)] == top, merge
+        assert (merge.left, merge.right) == min(p for p, c in pairs.items() if c == top), merge
 
 
 def test_vocab_size_counts_endoftext_and_ranks_are_consecutive(trained):
@@ -166,3 +186,27 @@ def test_bad_replay_input(trained):
     with pytest.raises(ValueError, match="between 0 and"):
         trained.segment("hello", -1)
     assert trained.segment("", 5) == []
+
+
+def test_merges_recovered_from_our_tokenizer_are_the_trained_ones(trained):
+    recovered = BPETrainResult.from_tokenizer(trained.to_tokenizer("docs"))
+    assert [(m.left, m.right) for m in recovered.merges] == [(m.left, m.right) for m in trained.merges]
+    assert recovered.mergeable_ranks() == trained.mergeable_ranks()
+    with pytest.raises(ValueError, match="unknown"):
+        recovered.training_token_counts()
+
+
+def test_gpt2_merges_replay_exactly():
+    from llm_core.tokenizers import gpt2_tokenizer
+
+    tok = gpt2_tokenizer()
+    gpt2 = BPETrainResult.from_tokenizer(tok)
+    assert gpt2.num_merges == 50_000 and gpt2.merges[0].new == b" t"
+    text = "Hello, do you like tea? " + ENDOFTEXT + " In the sunlit terraces of someunknownPlace."
+    assert gpt2.segment_ids(text) == tok.encode(text)
+    assert gpt2.mergeable_ranks() == tok.encoding._mergeable_ranks
+    assert gpt2.tokens_after(text, 0) == len(text.encode("utf-8")) - len(ENDOFTEXT) + 1
+    saved = gpt2.to_dict()
+    saved["merges"] = saved["merges"][:300]  # GPT-2's own byte order must survive saving
+    restored = BPETrainResult.from_dict(json.loads(json.dumps(saved)))
+    assert restored.segment_ids(text, 300) == gpt2.segment_ids(text, 300)
