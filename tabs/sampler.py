@@ -588,6 +588,14 @@ def sample_windows(source, text, upload, sample, tokenizer_choice, max_length, s
     return render(result)
 
 
+def on_source_change(source, text, upload, *rest):
+    """Switching the source re-samples only when the new source has something to sample,
+    so choosing "Type or paste" before typing is not an error."""
+    if (source == SRC_TEXT and not (text or "").strip()) or (source == SRC_UPLOAD and upload is None):
+        return tuple(gr.skip() for _ in range(6))
+    return sample_windows(source, text, upload, *rest)
+
+
 def _source_visibility(source):
     return (gr.update(visible=source == SRC_TEXT), gr.update(visible=source == SRC_SAMPLE),
             gr.update(visible=source == SRC_UPLOAD))
@@ -669,9 +677,10 @@ def build(ctx) -> None:
         outputs = [summary, stream, pairs, batch, table, data]
         source.change(_source_visibility, source, [text, sample, upload], api_visibility="private", queue=False)
         gr.on([run_btn.click, max_length.submit, stride.submit, batch_size.submit, seed.submit, window.submit,
-               batch_index.submit, source.input, sample.input, tokenizer.input, shuffle.input, drop_last.input,
+               batch_index.submit, sample.input, tokenizer.input, shuffle.input, drop_last.input,
                upload.upload], sample_windows, inputs, outputs, api_name="sample_windows",
               trigger_mode="always_last")
+        source.input(on_source_change, inputs, outputs, api_visibility="private", trigger_mode="always_last")
         ctx.model_changed.change(sample_windows, inputs, outputs, api_visibility="private",
                                  trigger_mode="always_last")
 
