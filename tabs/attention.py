@@ -1,0 +1,495 @@
+"""Stage 4 · Attention: where each token looks, per layer and head, and the maths behind it.
+
+Every picture is drawn from one traced forward pass (``llm_core.attention_view``); the
+step-by-step maths reads the same trace and the module's own weights.
+"""
+from __future__ import annotations
+
+import html
+import math
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from llm_core import attention_view as av
+from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
+
+MAX_PROMPT_CHARS = 20_000       # far more than 256 tokens; longer text is refused, not encoded
+GRID_MAX_CELLS = 512 * 512      # all heads of a layer in one figure: cells in total
+HEAD_VIEW_MAX_KEYS = 40         # tokens listed in the head view (those just before the chosen one)
+LABEL_ALL_TICKS = 40            # above this many tokens the axes show every n-th label
+MAX_SEED = 2**32 - 1
+STATISTICS = list(av.HEAD_STATISTICS)
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+
+DEFAULT_PROMPT = "The cat sat on the mat because it was tired. The cat sat on the mat"
+EXAMPLES = [
+    [DEFAULT_PROMPT, 0, 0],
+    ["one two three four five one two three four five one two three four five", 1, 0],
+    ["def add(a, b):\n    return a + b\n\nprint(add(2, 3))", 0, 1],
+    ["Your journey starts with one step", 1, 1],
+    ["First document.<|endoftext|>A second document starts here.", 0, 0],
+]
+
+INTRO = """\
+Each token builds its next representation as a **weighted average of the tokens before it**;
+the weights are the attention. A GPT has several **heads** per layer, each with its own
+weights, so each can look for something different. Rows are the token that looks (the
+query), columns the tokens it looks at (the keys). The empty upper triangle is the
+**causal mask**: no token may look ahead.
+"""
+
+
+# ---------------------------------------------------------------- small helpers
+
+def _esc(text: str) -> str:
+    """A token for plotly text or a Markdown table: HTML-escaped, table/maths characters defused."""
+    out = html.escape(text, quote=True)
+    for ch, ent in (("|", "&#124;"), ("$", "&#36;"), ("*", "&#42;"), ("_", "&#95;"), ("`", "&#96;"),
+                    ("\\", "&#92;"), ("[", "&#91;"), ("]", "&#93;")):
+        out = out.replace(ch, ent)
+    return out
+
+
+def _axis_labels(labels: list[str]) -> tuple[list[int], list[str]]:
+    """Tick positions and texts: every token when few, every n-th when many."""
+    step = max(1, math.ceil(len(labels) / LABEL_ALL_TICKS))
+    ticks = list(range(0, len(labels), step))
+    return ticks, [f"{_esc(labels[i])} ·{i}" for i in ticks]
+
+
+def _causal(weights: np.ndarray) -> np.ndarray:
+    """Blank out the masked upper triangle so the causal shape is visible (not just dark)."""
+    z = weights.astype(np.float32).copy()
+    t = z.shape[-1]
+    z[..., np.triu_indices(t, 1)[0], np.triu_indices(t, 1)[1]] = np.nan
+    return z
+
+
+def _colour_top(weights: np.ndarray) -> float:
+    """Shared upper end of a colour scale: the 99th percentile of the weights tokens may use
+    (row 0 is always 1 and would wash every other cell out)."""
+    w = np.asarray(weights, dtype=np.float32)
+    t = w.shape[-1]
+    if t < 2:
+        return 1.0
+    rows, cols = np.tril_indices(t)
+    keep = rows > 0
+    vals = w[..., rows[keep], cols[keep]]
+    return float(min(1.0, max(1e-3, np.quantile(vals, 0.99))))
+
+
+def _heatmap(weights: np.ndarray, labels: list[str], title: str, zmax: float, height: int = 520) -> go.Figure:
+    t = len(labels)
+    hover = [f"{_esc(lab)} ·{i}" for i, lab in enumerate(labels)]
+    fig = go.Figure(go.Heatmap(
+        z=_causal(weights), x=np.arange(t), y=np.arange(t), zmin=0.0, zmax=zmax, colorscale="Viridis",
+        customdata=np.array([[[hover[r], hover[c]] for c in range(t)] for r in range(t)]) if t <= 64 else None,
+        hovertemplate=("query %{customdata[0]}<br>key %{customdata[1]}<br>weight %{z:.4f}<extra></extra>"
+                       if t <= 64 else "query ·%{y}<br>key ·%{x}<br>weight %{z:.4f}<extra></extra>"),
+        colorbar=dict(title="weight"),
+    ))
+    ticks, texts = _axis_labels(labels)
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=50, b=10),
+                      xaxis=dict(tickvals=ticks, ticktext=texts, tickangle=-60, title="key (looked at)",
+                                 side="top"),
+                      yaxis=dict(tickvals=ticks, ticktext=texts, autorange="reversed", title="query (looking)"),
+                      plot_bgcolor="#f1f1f4")
+    return fig
+
+
+def _layer_grid(weights: torch.Tensor, layer: int, chosen_head: int) -> go.Figure:
+    """All heads of one layer, one colour scale, pooled when the figure would be too heavy."""
+    maps, stride = av.pooled(weights[layer], GRID_MAX_CELLS)
+    maps = maps.numpy()
+    n_heads, side = maps.shape[0], maps.shape[-1]
+    cols = min(n_heads, 4 if n_heads <= 8 else 6)
+    rows = math.ceil(n_heads / cols)
+    titles = [f"<b>head {h}</b>" if h == chosen_head else f"head {h}" for h in range(n_heads)]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.02,
+                        vertical_spacing=0.06 if rows > 1 else 0.1)
+    zmax = _colour_top(weights[layer].numpy())
+    pos = np.arange(side) * stride
+    for h in range(n_heads):
+        fig.add_trace(go.Heatmap(z=_causal(maps[h]), x=pos, y=pos, coloraxis="coloraxis",
+                                 hovertemplate=f"head {h}<br>query ·%{{y}}<br>key ·%{{x}}"
+                                               "<br>weight %{z:.4f}<extra></extra>"),
+                      row=h // cols + 1, col=h % cols + 1)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False, autorange="reversed")
+    note = f" (each cell averages {stride}×{stride} tokens)" if stride > 1 else ""
+    fig.update_layout(title=f"Layer {layer}: every head, one colour scale{note}",
+                      height=min(1400, 60 + rows * (1100 // cols)), margin=dict(l=10, r=10, t=70, b=10),
+                      coloraxis=dict(colorscale="Viridis", cmin=0.0, cmax=zmax, colorbar=dict(title="weight")),
+                      plot_bgcolor="#f1f1f4")
+    return fig
+
+
+def _head_view(weights: np.ndarray, labels: list[str], focus: int, layer: int, head: int) -> go.Figure:
+    """Lines from the chosen token to each token it attends to; line width = weight."""
+    row = torch.from_numpy(weights[focus])
+    start, hidden = av.focus_window(row, focus, HEAD_VIEW_MAX_KEYS)
+    keys = list(range(start, focus + 1))
+    y = {j: -(j - start) for j in keys}
+    fig = go.Figure()
+    for j in keys:
+        w = float(weights[focus, j])
+        fig.add_trace(go.Scatter(
+            x=[0, 1], y=[y[focus], y[j]], mode="lines", hoverinfo="text",
+            line=dict(width=max(0.4, 24 * w), color=f"rgba(60, 90, 200, {0.25 + 0.75 * min(1.0, w * 2):.3f})"),
+            text=f"{_esc(labels[focus])} → {_esc(labels[j])}: {w:.4f}", showlegend=False))
+    left = [f"<b>{_esc(labels[j])}</b>" if j == focus else _esc(labels[j]) for j in keys]
+    right = [f"{_esc(labels[j])}  {float(weights[focus, j]):.3f}" for j in keys]
+    fig.add_trace(go.Scatter(x=[0] * len(keys), y=[y[j] for j in keys], mode="text", text=left,
+                             textposition="middle left", hoverinfo="skip", showlegend=False))
+    fig.add_trace(go.Scatter(x=[1] * len(keys), y=[y[j] for j in keys], mode="text", text=right,
+                             textposition="middle right", hoverinfo="skip", showlegend=False))
+    note = (f"<br><sup>{start} earlier tokens not listed; together they get weight {hidden:.3f}</sup>"
+            if start else "")
+    fig.update_layout(
+        title=f"Layer {layer}, head {head}: where “{_esc(labels[focus])}” (·{focus}) looks{note}",
+        height=max(260, 110 + 24 * len(keys)), margin=dict(l=10, r=10, t=70, b=10),
+        xaxis=dict(visible=False, range=[-0.8, 1.8]), yaxis=dict(visible=False), plot_bgcolor="white")
+    return fig
+
+
+def _summary_grid(stats: dict[str, torch.Tensor], statistic: str) -> go.Figure:
+    z = stats[statistic].numpy().astype(np.float32)
+    n_layers, n_heads = z.shape
+    extra = np.stack([stats[name].numpy() for name in STATISTICS], axis=-1).astype(np.float32)
+    hover = "layer %{y}, head %{x}<br>" + "<br>".join(
+        f"{name}: %{{customdata[{i}]:.3f}}" for i, name in enumerate(STATISTICS)) + "<extra></extra>"
+    fig = go.Figure(go.Heatmap(
+        z=z, x=np.arange(n_heads), y=np.arange(n_layers), zmin=0.0, zmax=1.0, colorscale="Magma",
+        customdata=extra, hovertemplate=hover, colorbar=dict(title=statistic),
+        texttemplate="%{z:.2f}" if z.size <= 300 else None, textfont=dict(size=10),
+    ))
+    fig.update_layout(title=f"Every head by “{statistic}” (rows: layers, columns: heads)",
+                      height=min(900, 140 + 34 * n_layers), margin=dict(l=10, r=10, t=50, b=10),
+                      xaxis=dict(title="head", dtick=1), yaxis=dict(title="layer", dtick=1, autorange="reversed"))
+    return fig
+
+
+def _summary_text(stats: dict[str, torch.Tensor], statistic: str) -> str:
+    low_is_notable = statistic == "entropy"
+    top = av.strongest_heads(stats[statistic], k=3, largest=not low_is_notable)
+    which = "lowest" if low_is_notable else "highest"
+    heads = ", ".join(f"layer {lay} head {h} ({v:.2f})" for lay, h, v in top)
+    return f"**{statistic}:** {av.HEAD_STATISTICS[statistic]}  \n{which.capitalize()}: {heads}."
+
+
+# ---------------------------------------------------------------- the maths, step by step
+
+def _fmt(x: float) -> str:
+    return "−∞" if x == float("-inf") else f"{x:.4f}"
+
+
+def _matrix_panel(fig, z: torch.Tensor, row: int, col: int, axis: str, labels: list[str]):
+    arr = z.numpy().astype(np.float32)
+    finite = np.isfinite(arr)
+    text = np.where(finite, np.vectorize(lambda v: f"{v:.2f}")(np.where(finite, arr, 0)), "−∞")
+    tick = [_esc(lab) for lab in labels]
+    fig.add_trace(go.Heatmap(z=np.where(finite, arr, np.nan).astype(np.float32), x=tick, y=tick,
+                             text=text, texttemplate="%{text}", textfont=dict(size=9), coloraxis=axis,
+                             hovertemplate="query %{y}<br>key %{x}<br>%{text}<extra></extra>"),
+                  row=row, col=col)
+
+
+def _math_scores_figure(s: av.AttentionSteps) -> go.Figure:
+    dk = s.head_dim
+    titles = ["1 · Q·Kᵀ", f"2 · ÷ √d_k = ÷ {math.sqrt(dk):.3f}", "3 · causal mask (−∞ above diagonal)",
+              "4 · softmax (rows sum to 1)", f"5 · dropout p = {s.dropout_p} (illustration)",
+              f"6 · context Z = A·V (first {min(8, dk)} of {dk} dims)"]
+    fig = make_subplots(rows=2, cols=3, subplot_titles=titles, horizontal_spacing=0.09, vertical_spacing=0.16)
+    for i, (z, axis) in enumerate(((s.raw_scores, "coloraxis"), (s.scaled, "coloraxis"), (s.masked, "coloraxis"),
+                                   (s.weights, "coloraxis2"), (s.dropped, "coloraxis2"))):
+        _matrix_panel(fig, z, i // 3 + 1, i % 3 + 1, axis, s.labels)
+    ctx = s.context[:, :8].numpy().astype(np.float32)
+    fig.add_trace(go.Heatmap(z=ctx, x=[f"z{j}" for j in range(ctx.shape[1])], y=[_esc(lab) for lab in s.labels],
+                             texttemplate="%{z:.2f}", textfont=dict(size=9), coloraxis="coloraxis3",
+                             hovertemplate="token %{y}<br>%{x} = %{z:.4f}<extra></extra>"), row=2, col=3)
+    finite = s.scaled.abs().max().item()
+    lim = max(1e-6, float(s.raw_scores.abs().max()), finite)
+    clim = max(1e-6, float(s.context.abs().max()))
+    top = max(1e-6, float(s.dropped.max()))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(tickangle=-45)
+    fig.update_layout(
+        height=760, margin=dict(l=10, r=10, t=60, b=10), plot_bgcolor="#f1f1f4",
+        title=f"Layer {s.layer}, head {s.head}, first {len(s.labels)} tokens",
+        coloraxis=dict(colorscale="RdBu", cmin=-lim, cmax=lim, colorbar=dict(title="score", x=1.0, y=0.8, len=0.4)),
+        coloraxis2=dict(colorscale="Viridis", cmin=0, cmax=top, colorbar=dict(title="weight", x=1.0, y=0.25, len=0.4)),
+        coloraxis3=dict(colorscale="RdBu", cmin=-clim, cmax=clim, showscale=False),
+    )
+    return fig
+
+
+def _math_qkv_figure(s: av.AttentionSteps) -> go.Figure:
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[f"Q = X·W_q  [{len(s.labels)} × {s.head_dim}]",
+                                                        f"K = X·W_k  [{len(s.labels)} × {s.head_dim}]",
+                                                        f"V = X·W_v  [{len(s.labels)} × {s.head_dim}]"],
+                        shared_yaxes=True, horizontal_spacing=0.03)
+    lim = max(1e-6, float(torch.stack([s.q, s.k, s.v]).abs().max()))
+    for i, (name, z) in enumerate((("q", s.q), ("k", s.k), ("v", s.v))):
+        fig.add_trace(go.Heatmap(z=z.numpy().astype(np.float32), y=[_esc(lab) for lab in s.labels],
+                                 coloraxis="coloraxis",
+                                 hovertemplate=f"token %{{y}}<br>{name}[%{{x}}] = %{{z:.4f}}<extra></extra>"),
+                      row=1, col=i + 1)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=50, b=10),
+                      coloraxis=dict(colorscale="RdBu", cmin=-lim, cmax=lim))
+    return fig
+
+
+def _math_markdown(s: av.AttentionSteps, d_model: int, qkv_bias: bool) -> str:
+    t, dk = len(s.labels), s.head_dim
+    i = t - 1  # the last token shown: the one with the most keys to look at
+    bias = " + b" if qkv_bias else ""
+    lines = [
+        f"### Layer {s.layer}, head {s.head}: the maths with this model's numbers",
+        f"Tokens: " + " · ".join(f"`{j}` {_esc(lab)}" for j, lab in enumerate(s.labels)),
+        "",
+        f"**1. Queries, keys, values.** The block's LayerNorm output $X$ ({t} × {d_model}) times this head's "
+        f"slice of the projection matrices: $Q = XW_q{bias}$, $K = XW_k{bias}$, $V = XW_v{bias}$, each "
+        f"{t} × $d_k$ = {t} × {dk}. Recomputed from the weights they match the model's own q, k, v "
+        f"(largest difference {s.check_qkv:.1e}).",
+        "",
+        "**2. Scores.** $\\omega = QK^\\top$: how well each query matches each key (a dot product).",
+        "",
+        f"**3. Scale.** $\\omega / \\sqrt{{d_k}} = \\omega / \\sqrt{{{dk}}} = \\omega / {math.sqrt(dk):.4f}$, "
+        "so the softmax does not saturate as $d_k$ grows.",
+        "",
+        "**4. Causal mask.** Entries above the diagonal (keys after the query) become $-\\infty$.",
+        "",
+        "**5. Softmax.** $\\alpha_{ij} = e^{\\omega_{ij}/\\sqrt{d_k}} / \\sum_{j'} e^{\\omega_{ij'}/\\sqrt{d_k}}$: "
+        "every row sums to 1 and $e^{-\\infty} = 0$. These equal the weights the model recorded "
+        f"(largest difference {s.check_weights:.1e}).",
+        "",
+        f"**6. Dropout (training only).** With p = {s.dropout_p}, about half the weights are zeroed and the "
+        f"rest multiplied by 1/(1−p) = {1 / (1 - s.dropout_p):g}. Shown as an illustration: the app runs the "
+        "model in evaluation mode, where dropout does nothing.",
+        "",
+        "**7. Context vectors.** $z_i = \\sum_j \\alpha_{ij} v_j$, i.e. $Z = AV$ "
+        f"({t} × {dk}). The heads' contexts, side by side and through `out_proj`, give the layer's "
+        f"attention output exactly as the model computed it (largest difference {s.check_output:.1e}).",
+        "",
+        f"#### Token {i} ({_esc(s.labels[i])}) looking back",
+        "",
+        "| key j | token | $q_i \\cdot k_j$ | $\\div\\sqrt{d_k}$ | softmax $\\alpha_{ij}$ | after dropout |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for j in range(t):
+        lines.append(f"| {j} | {_esc(s.labels[j])} | {_fmt(float(s.raw_scores[i, j]))} | "
+                     f"{_fmt(float(s.masked[i, j]))} | {float(s.weights[i, j]):.4f} | {float(s.dropped[i, j]):.4f} |")
+    shown = min(4, dk)
+    z = ", ".join(f"{float(x):.4f}" for x in s.context[i, :shown])
+    lines += ["", f"$z_{{{i}}}$ = [{z}{', …' if dk > shown else ''}] (first {shown} of {dk} numbers)."]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the event
+
+def _check_statistic(statistic) -> str:
+    if statistic not in av.HEAD_STATISTICS:
+        raise gr.Error(f"Unknown statistic {statistic!r}: choose one of {', '.join(STATISTICS)}.")
+    return statistic
+
+
+@friendly_errors
+def attention(prompt, layer, head, focus, statistic, math_tokens, dropout_seed, model_name):
+    """Trace the prompt once and draw every view of it."""
+    text = check_text(prompt, "prompt", max_chars=MAX_PROMPT_CHARS)
+    bundle = get_bundle(model_name)
+    cfg = bundle.config
+    layer = check_int(layer, "Layer", 0, cfg.n_layers - 1)
+    head = check_int(head, "Head", 0, cfg.n_heads - 1)
+    statistic = _check_statistic(statistic)
+    math_tokens = check_int(math_tokens, "Tokens in the maths", 1, av.MATH_MAX_TOKENS)
+    seed = check_int(dropout_seed, "Dropout seed", 0, MAX_SEED)
+    try:
+        with bundle.lock, torch.inference_mode():
+            att = av.trace_prompt(bundle.model, bundle.tokenizer, text)
+            steps = av.attention_steps(bundle.model, att, layer, head, math_tokens,
+                                       generator=torch.Generator().manual_seed(seed))
+    except av.PromptError as exc:
+        raise gr.Error(str(exc)) from None
+    tokens = att.tokens
+    t = len(tokens.ids)
+    focus = check_int(focus, "Token for the head view", -t, t - 1)
+    focus = focus % t
+    if tokens.truncated:
+        gr.Warning(tokens.notice())
+
+    weights = att.weights
+    head_map = weights[layer, head].numpy()
+    mean_map = weights[layer].mean(0).numpy()
+    stats = av.head_statistics(weights)
+    notice = (f"**{t} tokens** through **{bundle.name}** ({cfg.n_layers} layers × {cfg.n_heads} heads, "
+              f"d_k = {cfg.head_dim}). " + (f"⚠️ {tokens.notice()}" if tokens.truncated else ""))
+    return (
+        notice,
+        _heatmap(head_map, tokens.labels, f"Layer {layer}, head {head}", _colour_top(head_map)),
+        _layer_grid(weights, layer, head),
+        _heatmap(mean_map, tokens.labels, f"Layer {layer}: mean over its {cfg.n_heads} heads",
+                 _colour_top(mean_map)),
+        _head_view(head_map, tokens.labels, focus, layer, head),
+        _summary_grid(stats, statistic),
+        _summary_text(stats, statistic),
+        _math_markdown(steps, cfg.emb_dim, cfg.qkv_bias),
+        _math_qkv_figure(steps),
+        _math_scores_figure(steps),
+    )
+
+
+# ---------------------------------------------------------------- the toy example
+
+def _toy_markdown(toy: av.ToyAttention) -> str:
+    i, word = toy.query_index, toy.words[toy.query_index]
+    x = ", ".join(f"{v:.2f}" for v in toy.inputs[i].tolist())
+    lines = [
+        f"Query $x^{{({i + 1})}}$ = “{word}” = [{x}]. No trainable weights yet: the scores are plain dot "
+        f"products $\\omega_{{{i + 1}j}} = x^{{({i + 1})}} \\cdot x^{{(j)}}$, the weights "
+        f"$\\alpha_{{{i + 1}j}} = \\mathrm{{softmax}}(\\omega_{{{i + 1}}})_j$, and the context vector "
+        f"$z^{{({i + 1})}} = \\sum_j \\alpha_{{{i + 1}j}}\\, x^{{(j)}}$.",
+        "",
+        "| j | word | embedding $x^{(j)}$ | score $\\omega$ | weight $\\alpha$ |",
+        "|---:|---|---|---:|---:|",
+    ]
+    for j, w in enumerate(toy.words):
+        emb = ", ".join(f"{v:.2f}" for v in toy.inputs[j].tolist())
+        lines.append(f"| {j + 1} | {w} | [{emb}] | {float(toy.scores[j]):.4f} | {float(toy.weights[j]):.4f} |")
+    z = ", ".join(f"{v:.4f}" for v in toy.context.tolist())
+    lines += ["", f"Weights sum to {float(toy.weights.sum()):.4f}. Context vector $z^{{({i + 1})}}$ = **[{z}]**."]
+    return "\n".join(lines)
+
+
+def _toy_figure(toy: av.ToyAttention) -> go.Figure:
+    w = toy.all_weights.numpy().astype(np.float32)
+    fig = go.Figure(go.Heatmap(z=w, x=toy.words, y=toy.words, colorscale="Viridis", zmin=0, zmax=float(w.max()),
+                               texttemplate="%{z:.4f}", textfont=dict(size=11),
+                               hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>"))
+    i = toy.query_index
+    fig.add_shape(type="rect", x0=-0.5, x1=len(toy.words) - 0.5, y0=i - 0.5, y1=i + 0.5,
+                  line=dict(color="#e4572e", width=3))
+    fig.update_layout(title="Every query at once: softmax(X·Xᵀ) (no mask in this first example)", height=420,
+                      margin=dict(l=10, r=10, t=50, b=10), yaxis=dict(autorange="reversed"))
+    return fig
+
+
+@friendly_errors
+def toy_example(word):
+    if word not in av.TOY_WORDS:
+        raise gr.Error(f"Choose one of the six words: {', '.join(av.TOY_WORDS)}.")
+    toy = av.toy_self_attention(word)
+    return _toy_markdown(toy), _toy_figure(toy)
+
+
+# ---------------------------------------------------------------- the tab
+
+def _picker_info(name: str) -> tuple[str, str]:
+    try:
+        cfg = get_bundle(name).config
+    except gr.Error:
+        return "Which layer (0 is the first).", "Which head of that layer (0 is the first)."
+    return (f"Which layer: 0 to {cfg.n_layers - 1} for this model (0 is nearest the input).",
+            f"Which head of that layer: 0 to {cfg.n_heads - 1} for this model.")
+
+
+def _on_model_change(name, layer, head):
+    """Keep the pickers within the new model's range and say what the range is."""
+    info_layer, info_head = _picker_info(name)
+    try:
+        cfg = get_bundle(name).config
+        layer = min(max(int(layer or 0), 0), cfg.n_layers - 1)
+        head = min(max(int(head or 0), 0), cfg.n_heads - 1)
+    except (gr.Error, TypeError, ValueError):
+        layer, head = 0, 0
+    return gr.update(value=layer, info=info_layer), gr.update(value=head, info=info_head)
+
+
+DEFAULTS = dict(prompt=DEFAULT_PROMPT, layer=0, head=0, focus=-1, statistic="previous token", math_tokens=6,
+                seed=123)
+
+
+def build(ctx) -> None:
+    d = DEFAULTS
+    try:
+        init = attention(d["prompt"], d["layer"], d["head"], d["focus"], d["statistic"], d["math_tokens"],
+                         d["seed"], ctx.model_name.value)
+    except gr.Error:
+        init = ("",) + (None,) * 5 + ("", "", None, None)  # the page still works; a click shows why
+    toy_init = toy_example("journey")
+    info_layer, info_head = _picker_info(ctx.model_name.value)
+
+    with gr.Tab("4 · Attention", id="attention", elem_id="tab-attention"):
+        gr.Markdown(INTRO)
+        with gr.Row():
+            with gr.Column(scale=3):
+                prompt = gr.Textbox(d["prompt"], lines=3, max_lines=8, label="Prompt", elem_id="att-prompt",
+                                    max_length=MAX_PROMPT_CHARS,
+                                    info=f"Up to {av.MAX_TOKENS} tokens are shown (or the model's context, if "
+                                         "shorter); the rest is cut with a notice. <|endoftext|> is the special token.")
+                run_btn = gr.Button("Show attention", variant="primary", elem_id="att-run")
+            with gr.Column(scale=2):
+                with gr.Row():
+                    layer = gr.Number(d["layer"], precision=0, label="Layer", elem_id="att-layer", info=info_layer)
+                    head = gr.Number(d["head"], precision=0, label="Head", elem_id="att-head", info=info_head)
+                with gr.Row():
+                    focus = gr.Number(d["focus"], precision=0, label="Token for the head view", elem_id="att-focus",
+                                      info="Position of the token whose lines are drawn: 0 is the first, "
+                                           "−1 the last, −2 the one before.")
+                    statistic = gr.Dropdown(STATISTICS, value=d["statistic"], label="Summary statistic",
+                                            elem_id="att-statistic",
+                                            info="Colours the grid of every head, so head types stand out.")
+        examples = gr.Examples(EXAMPLES, inputs=[prompt, layer, head], elem_id="att-examples",
+                               label="Try: a plain sentence, a repeated pattern (look for heads that copy), "
+                                     "code, the book's sentence, two documents joined by <|endoftext|>")
+        notice = gr.Markdown(init[0], elem_id="att-notice")
+        with gr.Row():
+            head_plot = gr.Plot(init[1], label="One head", elem_id="att-head-map")
+            mean_plot = gr.Plot(init[3], label="Mean over the layer's heads", elem_id="att-mean-map")
+        grid_plot = gr.Plot(init[2], label="All heads of the layer", elem_id="att-layer-grid")
+        with gr.Row():
+            with gr.Column(scale=1):
+                head_view = gr.Plot(init[4], label="Head view", elem_id="att-head-view")
+            with gr.Column(scale=1):
+                summary_plot = gr.Plot(init[5], label="Every head at a glance", elem_id="att-summary")
+                summary_text = gr.Markdown(init[6], elem_id="att-summary-text")
+
+        with gr.Accordion("The maths, step by step, for the chosen layer and head", open=True):
+            with gr.Row():
+                math_tokens = gr.Slider(1, av.MATH_MAX_TOKENS, value=d["math_tokens"], step=1,
+                                        label="Tokens in the maths", elem_id="att-math-tokens",
+                                        info="The first few tokens of the prompt (causal attention never looks "
+                                             "ahead, so their numbers are the same as in the full pass).")
+                seed = gr.Number(d["seed"], precision=0, label="Dropout seed", elem_id="att-seed",
+                                 info="Which weights the dropout illustration drops (same seed, same mask).")
+            math_md = gr.Markdown(init[7], latex_delimiters=LATEX, elem_id="att-math")
+            math_qkv = gr.Plot(init[8], label="Q, K, V", elem_id="att-math-qkv")
+            math_scores = gr.Plot(init[9], label="From scores to context vectors", elem_id="att-math-scores")
+
+        with gr.Accordion("The book's first example: self-attention without trainable weights", open=False):
+            gr.Markdown("“Your journey starts with one step”, six words with 3-d embeddings (section 3.3). "
+                        "Pick the query word.")
+            toy_word = gr.Radio(av.TOY_WORDS, value="journey", label="Query word", elem_id="att-toy-word",
+                                info="The word whose context vector is computed (the book uses “journey”).")
+            toy_md = gr.Markdown(toy_init[0], latex_delimiters=LATEX, elem_id="att-toy")
+            toy_plot = gr.Plot(toy_init[1], label="Attention weights", elem_id="att-toy-map")
+
+        inputs = [prompt, layer, head, focus, statistic, math_tokens, seed, ctx.model_name]
+        outputs = [notice, head_plot, grid_plot, mean_plot, head_view, summary_plot, summary_text,
+                   math_md, math_qkv, math_scores]
+        gr.on([run_btn.click, prompt.submit, layer.submit, head.submit, focus.submit, statistic.input,
+               math_tokens.release, seed.submit],
+              attention, inputs, outputs, api_name="attention", concurrency_id=CPU_HEAVY,
+              trigger_mode="always_last")
+        ctx.model_changed.change(_on_model_change, [ctx.model_name, layer, head], [layer, head],
+                                 api_visibility="private", queue=False).then(
+            attention, inputs, outputs, api_visibility="private", concurrency_id=CPU_HEAVY)
+        toy_word.change(toy_example, toy_word, [toy_md, toy_plot], api_name="attention_toy")
+
+        examples.load_input_event.then(attention, inputs, outputs, api_visibility="private",
+                                       concurrency_id=CPU_HEAVY)

@@ -1,0 +1,89 @@
+"""The Attention tab through its API: /attention and /attention_toy."""
+import json
+
+import pytest
+from gradio_client.exceptions import AppError
+
+from llm_core import default_model_name, load_model
+
+PROMPT = "The cat sat on the mat because it was tired."
+
+
+def _figure(out) -> dict:
+    """gradio_client gives a Plot as {'type': 'plotly', 'plot': '<figure json>'}."""
+    assert isinstance(out, dict) and out.get("type") == "plotly", out
+    return json.loads(out["plot"])
+
+
+def _predict(client, prompt=PROMPT, layer=0, head=0, focus=-1, statistic="entropy", math_tokens=6, seed=123):
+    return client.predict(prompt, layer, head, focus, statistic, math_tokens, seed, api_name="/attention")
+
+
+@pytest.fixture(scope="module")
+def cfg(client):
+    # The app fixture starts on the default model, and each client session starts there too.
+    return load_model(default_model_name()).config
+
+
+def test_attention_returns_every_view(client, cfg):
+    out = _predict(client)
+    notice, head_map, grid, mean_map, head_view, summary, summary_text, math_md, qkv, scores = out
+    n_tokens = len(load_model(default_model_name()).tokenizer.encode(PROMPT))
+    assert f"{n_tokens} tokens" in notice
+    heat = _figure(head_map)["data"][0]
+    assert heat["type"] == "heatmap"
+    assert len(_figure(grid)["data"]) == cfg.n_heads               # one map per head
+    assert _figure(mean_map)["data"][0]["type"] == "heatmap"
+    assert any(tr.get("mode") == "lines" for tr in _figure(head_view)["data"])
+    assert _figure(summary)["data"][0]["type"] == "heatmap"
+    assert "entropy" in summary_text
+    assert "Layer 0, head 0" in math_md and "softmax" in math_md
+    assert len(_figure(qkv)["data"]) == 3 and len(_figure(scores)["data"]) == 6
+
+
+def test_long_prompt_is_cut_with_a_notice(client, cfg):
+    limit = min(256, cfg.context_length)
+    notice = _predict(client, prompt=" word" * (limit + 20))[0]
+    assert f"first {limit}" in notice and "only" in notice
+
+
+def test_special_token_and_odd_unicode_are_fine(client):
+    notice = _predict(client, prompt="a<|endoftext|>b 🤖 naïve 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u200b漢字")[0]
+    assert "tokens" in notice
+
+
+@pytest.mark.parametrize("prompt", ["", "   \n  "])
+def test_empty_prompt_is_refused(client, prompt):
+    with pytest.raises(AppError, match="empty"):
+        _predict(client, prompt=prompt)
+
+
+def test_huge_prompt_is_refused(client):
+    with pytest.raises(AppError, match="limit"):
+        _predict(client, prompt="x" * 50_000)
+
+
+def test_layer_and_head_out_of_range(client, cfg):
+    with pytest.raises(AppError, match=f"Layer must be between 0 and {cfg.n_layers - 1}"):
+        _predict(client, layer=cfg.n_layers)
+    with pytest.raises(AppError, match="Layer must be between"):
+        _predict(client, layer=-1)
+    with pytest.raises(AppError, match=f"Head must be between 0 and {cfg.n_heads - 1}"):
+        _predict(client, head=cfg.n_heads + 3)
+
+
+def test_focus_token_out_of_range(client):
+    with pytest.raises(AppError, match="Token for the head view"):
+        _predict(client, prompt="one two", focus=5)
+
+
+def test_unknown_statistic_is_refused(client):
+    with pytest.raises(AppError):
+        _predict(client, statistic="charisma")
+
+
+def test_toy_example_shows_the_books_numbers(client):
+    md, fig = client.predict("journey", api_name="/attention_toy")
+    for number in ("0.9544", "1.4950", "0.2379", "0.1581", "0.4419", "0.6515", "0.5683"):
+        assert number in md
+    assert _figure(fig)["data"][0]["type"] == "heatmap"
