@@ -286,12 +286,16 @@ def architecture(prompt, top_k, layer, which, position, model_name=None):
                  "residual stream. The last row is the model's real prediction.")
     if notice:
         lens_note = _md(notice) + "\n\n" + lens_note
-    layer_update = gr.update(maximum=n_layers)
+    layer_update = gr.update(info=_layer_info(n_layers))
     return (config_md, diagram, rows, totals, residual_figure(stages, norms, tokens), lens_figure(lens, tokens),
             lens_rows(lens, p), lens_note, layernorm_figure(demo), layernorm_markdown(demo), layer_update)
 
 
 # ---------------------------------------------------------------- the tab
+
+def _layer_info(n_layers: int) -> str:
+    return f"Which block's LayerNorm: 1 to {n_layers} for this model (ignored for the final LayerNorm)."
+
 
 def build(ctx) -> None:
     init_model = ctx.model_name.value
@@ -354,8 +358,8 @@ def build(ctx) -> None:
         with gr.Row():
             which = gr.Radio(NORM_CHOICES, value="norm1", label="LayerNorm to inspect", elem_id="arch-which",
                              info="Which normalisation the LayerNorm demo looks at.")
-            layer = gr.Slider(1, n_layers, value=1, step=1, label="Block",
-                              elem_id="arch-layer", info="1 to the model's number of blocks (ignored for final).")
+            # A Number, not a Slider: the valid range changes with the model, and the server checks it.
+            layer = gr.Number(1, precision=0, label="Block", elem_id="arch-layer", info=_layer_info(n_layers))
             position = gr.Number(-1, precision=0, label="Position", elem_id="arch-position",
                                  info="Token position for the LayerNorm demo and the lens table (−1 = last).")
         run_btn = gr.Button("Run the prompt through the model", variant="primary", elem_id="arch-run")

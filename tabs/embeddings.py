@@ -463,9 +463,10 @@ def build(ctx) -> None:
         gr.Markdown("### Before vs after: how training moved the tokens")
         with gr.Row():
             before = gr.Dropdown(_compare_choices(init_model), value=UNTRAINED_TWIN, label="Compare with (before)",
-                                 elem_id="emb-before", scale=2,
+                                 elem_id="emb-before", scale=2, allow_custom_value=True,
                                  info="Another model with the same tokenizer: an untrained one, the model "
-                                      "before your further training, a saved run. The active model is 'after'.")
+                                      "before your further training, a saved run, or a directory. The active "
+                                      "model is 'after'.")
             cmp_words = gr.Textbox("king, queen, man, woman, one, two, def, return", label="Tokens",
                                    elem_id="emb-cmp-words", max_length=MAX_LIST_CHARS, scale=2,
                                    info="Comma-separated, as above.")
