@@ -222,8 +222,9 @@ class _EvalMode:
 
 def _decode_steps(model, idx: torch.Tensor, n_steps: int, use_cache: bool, window: int,
                   vocab_size: int | None = None):
-    """A coroutine over decoding steps: yields next-token logits [B, V] and whether they came
-    from a single cached step; the caller ``send``s the chosen ids [B, 1] back.
+    """A coroutine over decoding steps: yields (next-token logits [B, V], whether they came
+    from a single cached step, how many positions that forward pass processed); the caller
+    ``send``s the chosen ids [B, 1] back.
 
     The model sees at most the last ``window`` tokens. The KV cache serves steps while it
     holds fewer than ``window`` positions; after that every step recomputes the window.
@@ -232,22 +233,22 @@ def _decode_steps(model, idx: torch.Tensor, n_steps: int, use_cache: bool, windo
     cache = model.new_kv_cache(seq.shape[0]) if use_cache else None
     with torch.inference_mode():
         logits = model(seq[:, -window:], kv_cache=cache)[:, -1, :]
-    from_cache = False
+    from_cache, positions = False, min(seq.shape[1], window)
     for step in range(n_steps):
         if vocab_size is not None:
             logits = logits[:, :vocab_size]
-        next_ids = yield logits, from_cache
+        next_ids = yield logits, from_cache, positions
         seq = torch.cat((seq, next_ids), dim=1)
         if step == n_steps - 1:
             return
         with torch.inference_mode():
             if cache is not None and cache.length < window:
                 logits = model(next_ids, kv_cache=cache)[:, -1, :]
-                from_cache = True
+                from_cache, positions = True, 1
             else:  # the window is full (or no cache): positions shift, recompute it all
                 cache = None
                 logits = model(seq[:, -window:])[:, -1, :]
-                from_cache = False
+                from_cache, positions = False, min(seq.shape[1], window)
 
 
 def generate(model, idx: torch.Tensor, max_new_tokens: int, context_size: int | None = None,
@@ -273,7 +274,7 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, context_size: int | 
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
     with _EvalMode(model):
         steps = _decode_steps(model, idx, settings.max_new_tokens, settings.use_cache, window)
-        logits, _ = next(steps)
+        logits, _, _ = next(steps)
         while True:
             with torch.inference_mode():
                 next_ids = sample_next_token(logits, settings, generator)
@@ -287,7 +288,7 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, context_size: int | 
             if eos_id is not None and bool(finished.all()):
                 break
             try:
-                logits, _ = steps.send(next_ids)
+                logits, _, _ = steps.send(next_ids)
             except StopIteration:
                 break
         steps.close()
@@ -321,6 +322,7 @@ class Step:
     kept: int                  # tokens left with non-zero probability after filtering
     candidates: list[Candidate] = field(default_factory=list)  # top tokens by model probability
     from_cache: bool = False   # logits came from a single cached step (not a full window)
+    positions: int = 0         # positions the forward pass behind this step processed
     elapsed_s: float = 0.0     # since generation started, when this token was ready
     is_eos: bool = False       # the stop token: generation ends here (not part of the text)
 
@@ -364,7 +366,7 @@ def stream_generate(model, ids, settings: SamplingSettings, generator: torch.Gen
     with _EvalMode(model):
         steps = _decode_steps(model, idx, settings.max_new_tokens, settings.use_cache,
                               model.cfg.context_length, vocab_size)
-        logits, from_cache = next(steps)
+        logits, from_cache, positions = next(steps)
         for index in range(settings.max_new_tokens):
             with torch.inference_mode():
                 raw = logits[0].float()
@@ -375,7 +377,8 @@ def stream_generate(model, ids, settings: SamplingSettings, generator: torch.Gen
                     token = int(torch.multinomial(after, 1, generator=generator))
                 step = Step(index=index, token_id=token, prob_before=0.0,
                             prob_after=float(after[token]), entropy_bits=0.0, entropy_after_bits=0.0,
-                            kept=0, from_cache=from_cache, is_eos=token == settings.eos_id)
+                            kept=0, from_cache=from_cache, positions=positions,
+                            is_eos=token == settings.eos_id)
                 if details:
                     before = torch.softmax(raw, dim=-1)
                     top = torch.topk(before, n_cand)
@@ -391,7 +394,7 @@ def stream_generate(model, ids, settings: SamplingSettings, generator: torch.Gen
             if step.is_eos or index == settings.max_new_tokens - 1:
                 break
             try:
-                logits, from_cache = steps.send(torch.tensor([[token]], device=idx.device))
+                logits, from_cache, positions = steps.send(torch.tensor([[token]], device=idx.device))
             except StopIteration:
                 break
         steps.close()
@@ -455,6 +458,7 @@ class SpeedReport:
     seconds: float
     first_token_s: float   # prompt processing + first token
     use_cache: bool
+    positions: int = 0     # token positions pushed through the model in all
 
     @property
     def tokens_per_s(self) -> float:
@@ -474,12 +478,14 @@ def measure_speed(model, ids, new_tokens: int, use_cache: bool = True,
     settings = SamplingSettings(max_new_tokens=int(new_tokens), use_cache=use_cache, n_candidates=1)
     start = time.perf_counter()
     first = None
-    n = 0
+    n = positions = 0
     for step in stream_generate(model, ids, settings, details=False):
         n += 1
+        positions += step.positions
         if first is None:
             first = step.elapsed_s
         if time_limit_s is not None and time.perf_counter() - start > time_limit_s:
             break
     seconds = time.perf_counter() - start
-    return SpeedReport(new_tokens=n, seconds=seconds, first_token_s=first or 0.0, use_cache=use_cache)
+    return SpeedReport(new_tokens=n, seconds=seconds, first_token_s=first or 0.0, use_cache=use_cache,
+                       positions=positions)

@@ -320,3 +320,16 @@ def test_incremental_decoder_holds_split_characters():
     assert "\ufffd" not in "".join(pieces)
     dec = IncrementalDecoder(tok)
     assert "".join(dec.feed(i) for i in ids) + dec.flush() == text
+
+
+def test_positions_processed_with_and_without_cache(model):
+    s = SamplingSettings(max_new_tokens=20)
+    cached = list(stream_generate(model, prompt(), s))
+    uncached = list(stream_generate(model, prompt(), s.with_(use_cache=False)))
+    assert [st.positions for st in uncached] == [min(5 + i, 16) for i in range(20)]
+    # the prompt once, then one position per token until the 16-slot cache is full
+    assert [st.positions for st in cached[:12]] == [5] + [1] * 11
+    assert [st.positions for st in cached[12:]] == [16] * 8
+    assert [st.token_id for st in cached] == [st.token_id for st in uncached]
+    rep = measure_speed(model, prompt(), 20, use_cache=False)
+    assert rep.positions == sum(st.positions for st in uncached)
