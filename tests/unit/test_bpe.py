@@ -1,5 +1,6 @@
 """Byte-level BPE training: hand-checked merges, tiktoken parity, replaying merges, bad input."""
 import json
+import random
 
 import pytest
 
@@ -210,3 +211,15 @@ def test_gpt2_merges_replay_exactly():
     saved["merges"] = saved["merges"][:300]  # GPT-2's own byte order must survive saving
     restored = BPETrainResult.from_dict(json.loads(json.dumps(saved)))
     assert restored.segment_ids(text, 300) == gpt2.segment_ids(text, 300)
+
+
+def test_one_long_chunk_trains_and_replays_exactly():
+    # No spaces: the whole text is one pre-tokenised chunk (a DNA-like upload).
+    rng = random.Random(0)
+    text = "".join(rng.choice("acgt") for _ in range(6000))
+    result = train_bpe(text, vocab_size=500)
+    assert result.n_distinct_chunks == 1 and result.num_merges > 50
+    tok = result.to_tokenizer("dna")
+    ids = tok.encode(text)
+    assert len(ids) == result.training_token_counts()[-1] == result.tokens_after(text)
+    assert result.segment_ids(text) == ids and tok.decode(ids) == text
