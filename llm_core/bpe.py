@@ -83,6 +83,7 @@ def _chunk_counts(text: str, pat_str: str) -> tuple[Counter, int]:
     for piece in pieces:
         if piece:
             counts.update(pattern.findall(piece))
+    counts.pop("", None)  # a custom pattern may match empty strings
     return Counter({chunk.encode("utf-8"): n for chunk, n in counts.items()}), len(pieces) - 1
 
 

@@ -223,3 +223,9 @@ def test_one_long_chunk_trains_and_replays_exactly():
     ids = tok.encode(text)
     assert len(ids) == result.training_token_counts()[-1] == result.tokens_after(text)
     assert result.segment_ids(text) == ids and tok.decode(ids) == text
+
+
+def test_custom_pattern_with_empty_matches():
+    result = train_bpe("ab ab abc", num_merges=5, pat_str=r"\w*", min_count=1)
+    assert [m.new for m in result.merges] == [b"ab", b"abc"]
+    assert result.segment("ab abc") == [b"ab", b"abc"]
