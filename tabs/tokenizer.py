@@ -450,6 +450,9 @@ def train_event(source, upload, n_merges, text, progress=gr.Progress()):
                            progress=lambda done, total: progress(done / max(total, 1), desc="merging"))
     except ValueError as exc:
         raise gr.Error(f"Cannot train on {where}: {exc}.") from None
+    if result.num_merges == 0:
+        raise gr.Error(f"No pair of tokens occurs {result.min_count} or more times in {where}: nothing to "
+                       "merge. Give it more (or more repetitive) text.")
     why = result.stopped_because
     if result.num_merges < n:
         why += (f" — a pair must occur at least {result.min_count} times to be merged, "
