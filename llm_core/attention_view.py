@@ -109,12 +109,20 @@ HEAD_STATISTICS: dict[str, str] = {
 }
 
 
-def head_statistics(weights: torch.Tensor) -> dict[str, torch.Tensor]:
+def head_statistics(weights: torch.Tensor, chunk: int = 16) -> dict[str, torch.Tensor]:
     """Per-head summaries of causal attention weights [..., T, T] -> each [...].
 
     Averaged over query positions 1..T-1: position 0 can only look at itself, which
     says nothing about the head (with T = 1 that single row is all there is).
+    Maps are processed ``chunk`` at a time so GPT-2 XL's 1,200 heads need little memory.
     """
+    lead, t = weights.shape[:-2], weights.shape[-1]
+    flat = weights.reshape(-1, t, t)
+    parts = [_head_statistics(flat[i:i + chunk]) for i in range(0, flat.shape[0], chunk)]
+    return {name: torch.cat([p[name] for p in parts]).reshape(lead) for name in parts[0]}
+
+
+def _head_statistics(weights: torch.Tensor) -> dict[str, torch.Tensor]:
     w = weights.float()
     t = w.shape[-1]
     rows = torch.arange(1, t) if t > 1 else torch.arange(0, 1)

@@ -101,6 +101,9 @@ def test_statistics_keep_leading_dims_and_handle_one_token():
     s = head_statistics(w)
     assert all(v.shape == (3, 5) for v in s.values())
     assert torch.allclose(s["first token"], torch.ones(3, 5))
+    rand = torch.softmax(torch.randn(3, 5, 6, 6).masked_fill(torch.ones(6, 6).triu(1).bool(), float("-inf")), -1)
+    chunked, whole = head_statistics(rand, chunk=4), head_statistics(rand, chunk=1000)
+    assert all(torch.allclose(chunked[k], whole[k]) for k in whole)
     one = head_statistics(torch.ones(2, 1, 1))
     assert one["self"].tolist() == [1.0, 1.0] and one["previous token"].tolist() == [0.0, 0.0]
 
