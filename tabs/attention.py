@@ -211,8 +211,7 @@ def _math_scores_figure(s: av.AttentionSteps) -> go.Figure:
     fig.add_trace(go.Heatmap(z=ctx, x=[f"z{j}" for j in range(ctx.shape[1])], y=[_esc(lab) for lab in s.labels],
                              texttemplate="%{z:.2f}", textfont=dict(size=9), coloraxis="coloraxis3",
                              hovertemplate="token %{y}<br>%{x} = %{z:.4f}<extra></extra>"), row=2, col=3)
-    finite = s.scaled.abs().max().item()
-    lim = max(1e-6, float(s.raw_scores.abs().max()), finite)
+    lim = max(1e-6, float(s.raw_scores.abs().max()), float(s.scaled.abs().max()))  # panels 1-3 share it
     clim = max(1e-6, float(s.context.abs().max()))
     top = max(1e-6, float(s.dropped.max()))
     fig.update_yaxes(autorange="reversed")
