@@ -13,10 +13,11 @@ from pathlib import Path
 import gradio as gr
 
 from llm_core.registry import ModelLoadError, default_model_name, load_model, model_choices
+from tabs import architecture, attention, embeddings, generate, pretrain, sampler, tokenizer
 from tabs.common import AppContext
 
 # One module per stage of the book, in the book's order. Each has build(ctx).
-STAGES: list = []
+STAGES: list = [tokenizer, sampler, embeddings, attention, architecture, pretrain, generate]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 MAX_FILE_SIZE = "5mb"
@@ -50,7 +51,7 @@ def _header(default_model: str) -> AppContext:
 
     load_btn.click(switch, [picker, model_name], [model_name, summary, model_changed, picker],
                    concurrency_id="model-load", api_name="load_model")
-    return AppContext(model_name=model_name, model_changed=model_changed)
+    return AppContext(model_name=model_name, model_changed=model_changed, model_picker=picker)
 
 
 def _summary(name: str) -> str:
