@@ -31,6 +31,11 @@ import torch
 
 LN2 = math.log(2.0)
 
+# The book's decoding toy example: a 9-word vocabulary and the next-token logits after
+# "every effort moves you" (chapter 5.3).
+BOOK_TOY_VOCAB = ("closer", "every", "effort", "forward", "inches", "moves", "pizza", "toward", "you")
+BOOK_TOY_LOGITS = (4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79)
+
 
 # ---------------------------------------------------------------- settings
 
@@ -201,6 +206,15 @@ def make_generator(seed: int | None, device: str | torch.device = "cpu") -> torc
 def entropy_bits(probs: torch.Tensor) -> torch.Tensor:
     """Shannon entropy in bits over the last axis (0·log 0 counts as 0)."""
     return torch.special.entr(probs.float()).sum(dim=-1) / LN2
+
+
+def next_token_logits(model, ids: Sequence[int]) -> torch.Tensor:
+    """The model's raw next-token logits [V] after ``ids`` (its last context window)."""
+    idx = torch.tensor([list(ids)[-model.cfg.context_length:]], dtype=torch.long, device=model.device)
+    if idx.shape[1] == 0:
+        raise ValueError("need at least one token")
+    with _EvalMode(model), torch.inference_mode():
+        return model(idx)[0, -1].float()
 
 
 # ---------------------------------------------------------------- the decoding loop
@@ -450,6 +464,35 @@ def token_pieces(tokenizer, ids: Sequence[int]) -> list[str]:
     return pieces
 
 
+@dataclass
+class RunSummary:
+    tokens: int
+    mean_prob: float          # average model probability of the picked tokens
+    surprisal_bits: float     # average -log2 p of the picks (the text's cross-entropy in bits)
+    mean_entropy_bits: float  # average uncertainty of the model over the steps
+    distinct: float           # share of distinct token ids among the picks (low = repetitive)
+    tokens_per_s: float
+    first_token_s: float
+
+
+def summarize_steps(steps: Sequence[Step]) -> RunSummary:
+    """Averages over a run's steps (the stop token, if any, included: it was a pick)."""
+    n = len(steps)
+    if n == 0:
+        return RunSummary(0, float("nan"), float("nan"), float("nan"), float("nan"), float("nan"), float("nan"))
+    probs = [max(s.prob_before, 1e-45) for s in steps]
+    elapsed = steps[-1].elapsed_s
+    return RunSummary(
+        tokens=n,
+        mean_prob=sum(probs) / n,
+        surprisal_bits=-sum(math.log2(p) for p in probs) / n,
+        mean_entropy_bits=sum(s.entropy_bits for s in steps) / n,
+        distinct=len({s.token_id for s in steps}) / n,
+        tokens_per_s=n / elapsed if elapsed > 0 else float("nan"),
+        first_token_s=steps[0].elapsed_s,
+    )
+
+
 # ---------------------------------------------------------------- measuring
 
 @dataclass
@@ -459,6 +502,7 @@ class SpeedReport:
     first_token_s: float   # prompt processing + first token
     use_cache: bool
     positions: int = 0     # token positions pushed through the model in all
+    tokens: list[int] = field(default_factory=list)
 
     @property
     def tokens_per_s(self) -> float:
@@ -479,13 +523,15 @@ def measure_speed(model, ids, new_tokens: int, use_cache: bool = True,
     start = time.perf_counter()
     first = None
     n = positions = 0
+    tokens: list[int] = []
     for step in stream_generate(model, ids, settings, details=False):
         n += 1
         positions += step.positions
+        tokens.append(step.token_id)
         if first is None:
             first = step.elapsed_s
         if time_limit_s is not None and time.perf_counter() - start > time_limit_s:
             break
     seconds = time.perf_counter() - start
     return SpeedReport(new_tokens=n, seconds=seconds, first_token_s=first or 0.0, use_cache=use_cache,
-                       positions=positions)
+                       positions=positions, tokens=tokens)

@@ -333,3 +333,26 @@ def test_positions_processed_with_and_without_cache(model):
     assert [st.token_id for st in cached] == [st.token_id for st in uncached]
     rep = measure_speed(model, prompt(), 20, use_cache=False)
     assert rep.positions == sum(st.positions for st in uncached)
+
+
+def test_summarize_steps_and_next_token_logits(model):
+    from llm_core.generation import next_token_logits, summarize_steps
+
+    steps = list(stream_generate(model, prompt(), SamplingSettings(temperature=1.0, max_new_tokens=12),
+                                 make_generator(4)))
+    summary = summarize_steps(steps)
+    assert summary.tokens == 12
+    assert summary.surprisal_bits == pytest.approx(sum(-math.log2(s.prob_before) for s in steps) / 12)
+    assert 0 < summary.distinct <= 1 and summary.tokens_per_s > 0
+    # the recorded model probability of a pick is the softmax of the logits at that position
+    ids = prompt()[0].tolist() + [s.token_id for s in steps]
+    for i in (0, 7):
+        probs = torch.softmax(next_token_logits(model, ids[:5 + i]), -1)
+        assert probs[steps[i].token_id].item() == pytest.approx(steps[i].prob_before, rel=1e-4)
+    assert summarize_steps([]).tokens == 0
+
+
+def test_book_toy_constants_match_the_book():
+    from llm_core.generation import BOOK_TOY_LOGITS, BOOK_TOY_VOCAB
+
+    assert list(BOOK_TOY_VOCAB) == TOY_VOCAB and torch.tensor(BOOK_TOY_LOGITS).tolist() == TOY_LOGITS.tolist()
