@@ -1,0 +1,277 @@
+"""Pre-train a GPT from scratch on the command line (the same loop the Pretrain tab runs).
+
+    python -m llm_core.pretrain --corpus pydoc --tokenizer bpe --vocab-size 4096 \\
+        --layers 4 --heads 4 --emb-dim 256 --context 128 --steps 3000 --out runs/my-gpt
+
+Prints one line per evaluation. With ``--out`` the best model so far (by validation
+loss) is saved there atomically as it trains, and once more at the end with sample
+generations and the run's statistics in its metadata.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import corpus as corpus_mod
+from .checkpoint import save_checkpoint
+from .config import PRESETS, GPTConfig
+from .data import create_dataloader_v1
+from .model import GPTModel
+from .training import TrainConfig, calc_loss_loader, gpt2_init_, pick_device, sample_text, train_model
+
+SAMPLE_PROMPTS = ("The list", "A module is", "Return the")
+
+
+# ---------------------------------------------------------------- inputs
+
+def load_corpus(args) -> tuple[str, str]:
+    if args.text_file:
+        return corpus_mod.load_text_upload(args.text_file, max_bytes=200_000_000), Path(args.text_file).name
+    if args.corpus == "pydoc":
+        return corpus_mod.pydoc_corpus(), "pydoc"
+    book = corpus_mod.the_verdict()
+    if not book.available:
+        raise SystemExit(book.reason)
+    return book.text, "the-verdict"
+
+
+def bpe_tokenizer_for(text: str, vocab_size: int, name: str, log=print):
+    """Train (or reuse from the cache) a byte-level BPE of ``vocab_size`` on ``text``."""
+    import hashlib
+
+    from .bpe import BPETrainResult, train_bpe
+
+    key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    cache = corpus_mod.CACHE_DIR / f"bpe-{key}-{vocab_size}.json"
+    result = None
+    if cache.is_file():
+        try:
+            result = BPETrainResult.from_dict(json.loads(cache.read_text()))
+            log(f"BPE: reusing {cache}")
+        except (ValueError, KeyError, json.JSONDecodeError):
+            result = None
+    if result is None:
+        log(f"BPE: training a {vocab_size}-token vocabulary on {len(text):,} characters ...")
+        result = train_bpe(text, vocab_size=vocab_size)
+        log(f"BPE: {result.num_merges} merges in {result.seconds:.0f} s ({result.stopped_because})")
+        try:
+            corpus_mod._write_atomic(cache, json.dumps(result.to_dict()).encode())
+        except OSError:
+            pass
+    info = {"kind": "bpe", "vocab_size": result.n_vocab, "merges": result.num_merges,
+            "trained_on": "the training split", "training_seconds": round(result.seconds, 1)}
+    return result.to_tokenizer(name), info
+
+
+def model_config(args, vocab_size: int) -> GPTConfig:
+    base = PRESETS[args.preset] if args.preset else GPTConfig(context_length=128, emb_dim=256, n_heads=4,
+                                                               n_layers=4, drop_rate=0.0)
+    changes = {"vocab_size": vocab_size}
+    for flag, field in (("layers", "n_layers"), ("heads", "n_heads"), ("emb_dim", "emb_dim"),
+                        ("context", "context_length"), ("dropout", "drop_rate")):
+        if getattr(args, flag) is not None:
+            changes[field] = getattr(args, flag)
+    if args.tie_weights:
+        changes["tie_weights"] = True
+    cfg = base.with_(**changes)  # validates
+    return cfg
+
+
+# ---------------------------------------------------------------- output
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def format_event(ev) -> str:
+    val = f"{ev.val_loss:.3f}" if ev.val_loss is not None else "-"
+    sample = (ev.sample or "").replace("\n", "⏎")
+    return (f"step {ev.step:>6}/{ev.total_steps} | ep {ev.epoch} | tok {ev.tokens_seen:>11,} | "
+            f"train {ev.train_loss:.3f} | val {val} | ppl {ev.perplexity:,.1f} | lr {ev.lr:.2e} | "
+            f"{ev.tokens_per_s:,.0f} tok/s | {fmt_duration(ev.elapsed_s)} eta {fmt_duration(ev.eta_s)} | {sample}")
+
+
+def generate_samples(model, tokenizer, prompts=SAMPLE_PROMPTS, max_new_tokens: int = 40, seed: int = 123) -> list[dict]:
+    """Greedy and sampled (T=0.8, top-k 40) continuations, recorded as they come (no cherry-picking)."""
+    from .generation import make_generator
+
+    gen = make_generator(seed, model.device)
+    return [{"prompt": p,
+             "greedy": sample_text(model, tokenizer, p, max_new_tokens),
+             "temperature_0.8_top_k_40": sample_text(model, tokenizer, p, max_new_tokens, 0.8, gen, top_k=40)}
+            for p in prompts]
+
+
+# ---------------------------------------------------------------- main
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m llm_core.pretrain", description=__doc__.split("\n\n")[0])
+    g = p.add_argument_group("data")
+    g.add_argument("--corpus", choices=["pydoc", "verdict"], default="pydoc",
+                   help="pydoc: the Python documentation corpus (offline); verdict: the book's story (online)")
+    g.add_argument("--text-file", help="train on this UTF-8 text file instead")
+    g.add_argument("--train-ratio", type=float, default=0.9)
+    g.add_argument("--tokenizer", choices=["gpt2", "bpe"], default="bpe")
+    g.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary (with --tokenizer bpe)")
+    g.add_argument("--stride", type=int, help="window stride (default: the context length)")
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset, then apply the flags below")
+    g.add_argument("--layers", type=int)
+    g.add_argument("--heads", type=int)
+    g.add_argument("--emb-dim", type=int)
+    g.add_argument("--context", type=int)
+    g.add_argument("--dropout", type=float)
+    g.add_argument("--tie-weights", action="store_true", help="share the token embedding and output head")
+    g.add_argument("--init", choices=["gpt2", "pytorch"], default="gpt2",
+                   help="gpt2: normal(0, 0.02) init; pytorch: the book's default init")
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=1000)
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--min-lr", type=float, default=None, help="cosine floor (default lr/10)")
+    g.add_argument("--weight-decay", type=float, default=0.1)
+    g.add_argument("--warmup", type=int, default=100)
+    g.add_argument("--no-cosine", action="store_true", help="constant lr after warmup")
+    g.add_argument("--grad-clip", type=float, default=1.0)
+    g.add_argument("--eval-interval", type=int, default=50)
+    g.add_argument("--eval-batches", type=int, default=20)
+    g.add_argument("--seed", type=int, default=123)
+    g.add_argument("--max-minutes", type=float, help="stop (and save) after this much wall time")
+    g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    g.add_argument("--sample-prompt", default="The list")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", help="checkpoint directory (written atomically)")
+    g.add_argument("--name", help="model name recorded in the checkpoint (default: the --out folder's name)")
+    g.add_argument("--save-every", type=int, default=500,
+                   help="save the best model so far at most every N steps (with --out)")
+    g.add_argument("--log-json", help="also append every evaluation as a JSON line to this file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "python -m llm_core.pretrain " + " ".join(shlex.quote(a) for a in argv)
+    name = args.name or (Path(args.out).name if args.out else "pretrained")
+
+    text, corpus_name = load_corpus(args)
+    train_text, val_text = corpus_mod.train_val_split(text, args.train_ratio)
+    if args.tokenizer == "gpt2":
+        from .tokenizers import gpt2_tokenizer
+        tokenizer, tok_info = gpt2_tokenizer(), {"kind": "gpt2", "vocab_size": 50257}
+    else:
+        tokenizer, tok_info = bpe_tokenizer_for(train_text, args.vocab_size, name)
+    train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
+    stats = corpus_mod.corpus_stats(text, name=corpus_name).to_dict()
+    stats.update(tokens=len(train_ids) + len(val_ids), tokenizer=tokenizer.name,
+                 train_tokens=len(train_ids), val_tokens=len(val_ids), train_ratio=args.train_ratio)
+    print(f"corpus {corpus_name}: {stats['characters']:,} characters, {stats['documents']:,} documents, "
+          f"{stats['tokens']:,} tokens ({len(train_ids):,} train / {len(val_ids):,} val), "
+          f"vocabulary {tokenizer.n_vocab}", flush=True)
+
+    cfg = model_config(args, tokenizer.n_vocab)
+    stride = args.stride or cfg.context_length
+    train_loader = create_dataloader_v1(train_text, batch_size=args.batch_size, max_length=cfg.context_length,
+                                        stride=stride, shuffle=True, drop_last=True, token_ids=train_ids,
+                                        seed=args.seed)
+    val_loader = create_dataloader_v1(val_text, batch_size=args.batch_size, max_length=cfg.context_length,
+                                      stride=cfg.context_length, shuffle=False, drop_last=False,
+                                      token_ids=val_ids)
+    if len(train_loader) == 0:
+        raise SystemExit("the training text is shorter than one batch of windows; use more text, "
+                         "a shorter --context or a smaller --batch-size")
+
+    torch.manual_seed(args.seed)  # this process only: model init and dropout
+    model = GPTModel(cfg)
+    if args.init == "gpt2":
+        gpt2_init_(model, seed=args.seed)
+    device = pick_device(args.device)
+    print(f"model: {model.num_parameters():,} parameters ({cfg.n_layers} layers, {cfg.n_heads} heads, "
+          f"{cfg.emb_dim} dims, context {cfg.context_length}, vocab {cfg.vocab_size}) on {device}; "
+          f"{len(train_loader)} batches per epoch", flush=True)
+
+    tcfg = TrainConfig(max_steps=args.steps, num_epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+                       warmup_steps=args.warmup, cosine_decay=not args.no_cosine,
+                       min_lr=args.lr / 10 if args.min_lr is None else args.min_lr,
+                       grad_clip=args.grad_clip if args.grad_clip > 0 else None,
+                       eval_interval=args.eval_interval, eval_batches=args.eval_batches,
+                       max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+                       decay_by_time=bool(args.max_minutes),
+                       sample_prompt=args.sample_prompt, sample_tokens=16, seed=args.seed)
+
+    best = {"val_loss": float("inf")}
+    last_saved_step = -1
+
+    def meta(ev, final: bool) -> dict:
+        return {
+            "name": name, "command": command, "corpus": stats, "tokenizer": tok_info,
+            "parameters": model.num_parameters(), "config": cfg.to_dict(),
+            "training": {k: v for k, v in vars(tcfg).items()}, "batch_size": args.batch_size, "stride": stride,
+            "init": args.init, "seed": args.seed, "device": str(device),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "steps": ev.step, "tokens_seen": ev.tokens_seen, "seconds": round(ev.elapsed_s, 1),
+            "train_loss": ev.train_loss, "val_loss": ev.val_loss, "perplexity": ev.perplexity,
+            "status": ev.status if final else "in progress", "reason": ev.reason,
+        }
+
+    log_file = open(args.log_json, "a") if args.log_json else None
+    final_ev = None
+    best_state = None
+    for ev in train_model(model, train_loader, val_loader, tcfg, tokenizer=tokenizer, device=device):
+        if not ev.is_eval:
+            continue
+        print(format_event(ev), flush=True)
+        if log_file:
+            log_file.write(json.dumps(ev.to_dict()) + "\n")
+            log_file.flush()
+        val = ev.val_loss if ev.val_loss is not None else ev.train_loss
+        if ev.status != "diverged" and math.isfinite(val) and val < best["val_loss"]:
+            best = {"val_loss": val, "event": ev}
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if args.out and ev.step > 0 and (ev.done or ev.step - last_saved_step >= args.save_every):
+                save_checkpoint(args.out, model, tokenizer, meta(ev, final=False))
+                last_saved_step = ev.step
+                print(f"saved {args.out} (step {ev.step}, val {val:.3f})", flush=True)
+        final_ev = ev
+    if log_file:
+        log_file.close()
+    print(final_ev.reason, flush=True)
+
+    if args.out and best_state is not None and best["event"].step > 0:
+        # The saved model is the best by validation loss (the last one unless it overfitted).
+        model.load_state_dict(best_state)
+        ev = best["event"]
+        info = meta(ev, final=True)
+        model.eval()
+        with torch.no_grad():  # the whole validation split, not just the eval batches
+            full_val = calc_loss_loader(val_loader, model, device)
+        info.update(val_loss_full=full_val, perplexity_full=math.exp(full_val) if math.isfinite(full_val) else None)
+        info.update(status=final_ev.status, reason=final_ev.reason, total_steps_run=final_ev.step,
+                    total_seconds=round(final_ev.elapsed_s, 1), best_step=ev.step,
+                    samples=generate_samples(model.to("cpu"), tokenizer, seed=args.seed))
+        save_checkpoint(args.out, model, tokenizer, info)
+        print(f"saved {args.out}: step {ev.step}, train {ev.train_loss:.3f}, val {ev.val_loss:.3f} "
+              f"(whole validation split {full_val:.3f}), perplexity {ev.perplexity:.1f}", flush=True)
+        for s in info["samples"]:
+            print(json.dumps(s), flush=True)
+    return 0 if final_ev.status != "diverged" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

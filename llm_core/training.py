@@ -1,0 +1,324 @@
+"""The book's pre-training loop, written as a generator of metric events.
+
+``train_model`` runs next-token cross-entropy over sliding windows with AdamW and yields a
+``TrainEvent`` after every optimizer step (and before the first one), so a UI can stream
+it, a CLI can print it, and either can stop it between steps. Every ``eval_interval``
+steps the event also carries the book's evaluation: mean loss over ``eval_batches`` train
+and validation batches (``calc_loss_loader``), the validation perplexity and a sample.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .model import GPTModel
+
+StopCheck = Callable[[], bool] | threading.Event | None
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The requested device, else CUDA when present, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------- the book's loss helpers
+
+def calc_loss_batch(input_batch: torch.Tensor, target_batch: torch.Tensor, model: GPTModel, device) -> torch.Tensor:
+    """Mean cross-entropy of one batch: logits [B, T, V] against targets [B, T]."""
+    input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+    logits = model(input_batch)
+    return F.cross_entropy(logits.flatten(0, 1), target_batch.flatten())
+
+
+def calc_loss_loader(data_loader, model: GPTModel, device, num_batches: int | None = None) -> float:
+    """Mean batch loss over the first ``num_batches`` batches (all when None); NaN if empty."""
+    if len(data_loader) == 0:
+        return float("nan")
+    n = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    total = 0.0
+    for i, (inputs, targets) in enumerate(data_loader):
+        if i >= n:
+            break
+        total += calc_loss_batch(inputs, targets, model, device).item()
+    return total / n
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), the effective number of equally likely next tokens (inf when it overflows)."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float("inf")
+
+
+# ---------------------------------------------------------------- settings and events
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000             # server-side cap on optimizer steps
+    num_epochs: int | None = None     # None: run until max_steps
+    lr: float = 4e-4
+    weight_decay: float = 0.1
+    warmup_steps: int = 0             # linear warmup from lr/warmup to lr
+    cosine_decay: bool = False        # after warmup, cosine from lr down to min_lr at the last step
+    min_lr: float = 0.0
+    decay_by_time: bool = False       # with max_seconds: cosine follows elapsed time when that is further along
+    grad_clip: float | None = 1.0     # max global gradient norm (None: no clipping)
+    eval_interval: int = 5            # evaluate every N steps (and at the start and end)
+    eval_batches: int = 5             # ... on this many train and validation batches
+    max_seconds: float | None = None  # server-side cap on wall time
+    sample_prompt: str = "Every effort moves you"
+    sample_tokens: int = 24
+    sample_temperature: float = 0.0   # 0: greedy, as the book's training printout
+    seed: int = 123                   # for sampling at temperature > 0
+    restore_on_divergence: bool = True  # keep a copy at each eval to roll back to on NaN/inf
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.max_steps < 1:
+            out.append(f"max_steps must be at least 1 (got {self.max_steps})")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            out.append(f"learning rate must be a positive number (got {self.lr})")
+        if self.weight_decay < 0:
+            out.append(f"weight decay must be ≥ 0 (got {self.weight_decay})")
+        if self.warmup_steps < 0:
+            out.append(f"warmup steps must be ≥ 0 (got {self.warmup_steps})")
+        if self.eval_interval < 1 or self.eval_batches < 1:
+            out.append("eval interval and eval batches must be at least 1")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            out.append(f"gradient clipping must be > 0 or off (got {self.grad_clip})")
+        if self.num_epochs is not None and self.num_epochs < 1:
+            out.append(f"epochs must be at least 1 (got {self.num_epochs})")
+        return out
+
+
+@dataclass
+class TrainEvent:
+    step: int                       # optimizer steps done
+    epoch: int                      # 1-based epoch the last step belonged to (0 before training)
+    tokens_seen: int
+    lr: float
+    batch_loss: float | None        # loss of the last step's batch
+    elapsed_s: float
+    tokens_per_s: float
+    eta_s: float | None
+    total_steps: int
+    is_eval: bool = False
+    train_loss: float | None = None  # evaluation events only
+    val_loss: float | None = None
+    perplexity: float | None = None  # exp(val_loss), or exp(train_loss) without validation data
+    sample: str | None = None
+    done: bool = False
+    stopped: bool = False           # ended before total_steps (user, time cap or divergence)
+    status: str = "running"         # running | finished | stopped | time_limit | diverged
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- schedule, init, sampling
+
+def lr_at(step: int, cfg: TrainConfig, total_steps: int, time_fraction: float = 0.0) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then constant or cosine.
+
+    ``time_fraction`` (elapsed / max_seconds) lets a time-capped run finish its decay on time."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if not cfg.cosine_decay:
+        return cfg.lr
+    span = max(total_steps - cfg.warmup_steps, 1)
+    progress = min(max(max(step - cfg.warmup_steps, 0) / span, time_fraction), 1.0)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def gpt2_init_(model: GPTModel, seed: int = 123) -> GPTModel:
+    """GPT-2's initialisation (normal, std 0.02; residual projections scaled by 1/sqrt(2·layers)).
+
+    PyTorch's defaults (the book's) give N(0, 1) embeddings, which train slower from scratch."""
+    gen = torch.Generator().manual_seed(seed)
+    resid_std = 0.02 / math.sqrt(2 * model.cfg.n_layers)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("norm1.scale", "norm2.scale", "final_norm.scale")):
+                p.fill_(1.0)
+            elif p.dim() == 1:
+                p.zero_()
+            else:
+                std = resid_std if name.endswith(("out_proj.weight", "ff.layers.2.weight")) else 0.02
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
+def sample_text(model: GPTModel, tokenizer, prompt: str, max_new_tokens: int, temperature: float = 0.0,
+                generator: torch.Generator | None = None, top_k: int | None = None) -> str:
+    """A short continuation to watch learning (greedy at temperature 0, as the book's printout)."""
+    from .generation import generate
+
+    ids = tokenizer.encode(prompt) or [tokenizer.eot_id or 0]
+    idx = torch.tensor([ids], dtype=torch.long, device=model.device)
+    out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator)
+    return tokenizer.decode(out[0].tolist())
+
+
+def _should_stop(stop: StopCheck) -> bool:
+    if stop is None:
+        return False
+    if isinstance(stop, threading.Event):
+        return stop.is_set()
+    return bool(stop())
+
+
+def _finite_grad_norm(model: GPTModel, clip: float | None) -> float:
+    params = [p for p in model.parameters() if p.grad is not None]
+    if clip is not None:
+        return float(torch.nn.utils.clip_grad_norm_(params, clip))
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+
+
+# ---------------------------------------------------------------- the loop
+
+def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig | None = None, *,
+                tokenizer=None, stop: StopCheck = None, device=None,
+                optimizer: torch.optim.Optimizer | None = None) -> Iterator[TrainEvent]:
+    """Train ``model`` in place, yielding a TrainEvent per step; the last one has ``done=True``.
+
+    Stopping (``stop`` set or returning True, the step cap, the time cap) happens between
+    steps and leaves the partly trained model in place. A NaN/inf loss or gradient stops
+    the run with ``status="diverged"``; the model is rolled back to the last evaluation.
+    """
+    cfg = cfg or TrainConfig()
+    problems = cfg.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    if len(train_loader) == 0:
+        raise ValueError("the training text is too short for even one batch: use more text, "
+                         "a shorter context or a smaller batch")
+    device = pick_device(device)
+    model.to(device)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    per_epoch = len(train_loader)
+    total_steps = cfg.max_steps if cfg.num_epochs is None else min(cfg.max_steps, cfg.num_epochs * per_epoch)
+    from .generation import make_generator
+    sample_gen = make_generator(cfg.seed, device)
+
+    start = time.perf_counter()
+    train_time = 0.0  # seconds spent in optimizer steps (tokens/s excludes evaluation)
+    step, epoch, tokens_seen = 0, 0, 0
+    last_loss: float | None = None
+    good_state: dict | None = None
+    good_step = 0
+
+    current_lr = lr_at(0, cfg, total_steps)
+
+    def time_fraction(now: float) -> float:
+        if not (cfg.decay_by_time and cfg.max_seconds):
+            return 0.0
+        return (now - start) / cfg.max_seconds
+
+    def event(**kw) -> TrainEvent:
+        elapsed = time.perf_counter() - start
+        eta = None
+        if step > 0 and not kw.get("done"):
+            eta = (total_steps - step) * elapsed / step
+            if cfg.max_seconds is not None:
+                eta = min(eta, max(cfg.max_seconds - elapsed, 0.0))
+        return TrainEvent(step=step, epoch=epoch, tokens_seen=tokens_seen,
+                          lr=current_lr, batch_loss=last_loss,
+                          elapsed_s=elapsed, tokens_per_s=tokens_seen / train_time if train_time > 0 else 0.0,
+                          eta_s=eta, total_steps=total_steps, **kw)
+
+    def evaluate(**kw) -> TrainEvent:
+        nonlocal good_state, good_step
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            train_loss = calc_loss_loader(train_loader, model, device, cfg.eval_batches)
+            val_loss = (calc_loss_loader(val_loader, model, device, cfg.eval_batches)
+                        if val_loader is not None and len(val_loader) else None)
+            sample = (sample_text(model, tokenizer, cfg.sample_prompt, cfg.sample_tokens,
+                                  cfg.sample_temperature, sample_gen) if tokenizer is not None else None)
+        model.train(was_training)
+        ref = val_loss if val_loss is not None else train_loss
+        if cfg.restore_on_divergence and math.isfinite(train_loss) and (val_loss is None or math.isfinite(val_loss)):
+            good_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            good_step = step
+        return event(is_eval=True, train_loss=train_loss, val_loss=val_loss,
+                     perplexity=perplexity(ref), sample=sample, **kw)
+
+    def diverged(what: str) -> TrainEvent:
+        optimizer.zero_grad(set_to_none=True)
+        note = ""
+        if good_state is not None:
+            model.load_state_dict(good_state)
+            note = f" The model was rolled back to step {good_step}, its last evaluation."
+        model.eval()
+        return event(done=True, stopped=True, status="diverged",
+                     reason=f"{what} at step {step + 1}: training diverged (try a lower learning rate "
+                            f"or gradient clipping).{note}")
+
+    yield evaluate()  # the untrained model: loss ≈ ln(vocab)
+    model.train()
+    status, reason = "running", ""
+    while status == "running" and step < total_steps:
+        epoch += 1
+        for inputs, targets in train_loader:
+            if _should_stop(stop):
+                status, reason = "stopped", f"stopped by request after {step} steps"
+                break
+            if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
+                status, reason = "time_limit", f"reached the time limit of {cfg.max_seconds:.0f} s after {step} steps"
+                break
+            t0 = time.perf_counter()
+            current_lr = lr_at(step, cfg, total_steps, time_fraction(t0))
+            for group in optimizer.param_groups:
+                group["lr"] = current_lr
+            optimizer.zero_grad(set_to_none=True)
+            loss = calc_loss_batch(inputs, targets, model, device)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                yield diverged(f"the loss became {loss_value}")
+                return
+            loss.backward()
+            grad_norm = _finite_grad_norm(model, cfg.grad_clip)
+            if not math.isfinite(grad_norm):
+                yield diverged(f"the gradient became {grad_norm}")
+                return
+            optimizer.step()
+            train_time += time.perf_counter() - t0
+            step += 1
+            tokens_seen += inputs.numel()
+            last_loss = loss_value
+            if step >= total_steps:
+                break
+            yield evaluate() if step % cfg.eval_interval == 0 else event()
+    model.eval()
+    if status == "running":
+        status, reason = "finished", f"finished {step} steps"
+    final = evaluate(done=True, stopped=status != "finished", status=status, reason=reason)
+    yield final
+
+
+def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+                       start_context, tokenizer) -> tuple[list[float], list[float], list[int]]:
+    """The book's signature: returns (train_losses, val_losses, tokens_seen) at each evaluation."""
+    cfg = TrainConfig(max_steps=10**9, num_epochs=num_epochs, lr=optimizer.param_groups[0]["lr"],
+                      eval_interval=eval_freq, eval_batches=eval_iter, sample_prompt=start_context,
+                      grad_clip=None, restore_on_divergence=False)
+    train_losses, val_losses, track_tokens = [], [], []
+    for ev in train_model(model, train_loader, val_loader, cfg, tokenizer=tokenizer, device=device,
+                          optimizer=optimizer):
+        if ev.is_eval:
+            train_losses.append(ev.train_loss)
+            val_losses.append(ev.val_loss)
+            track_tokens.append(ev.tokens_seen)
+    return train_losses, val_losses, track_tokens
