@@ -267,7 +267,7 @@ def compute(text: str, origin: str, tokenizer, max_length: int, stride: int, bat
             f"{model_name} could not take these windows (it has no position embedding past "
             f"{context_length - 1:,}). Use max_length ≤ {context_length:,} to train it.")
     if model_vocab is not None and n_tokens and int(dataset.token_ids.max()) >= model_vocab:
-        warnings.append(
+        notices.append(
             f"These ids go up to {int(dataset.token_ids.max()):,}, but {model_name} has only {model_vocab:,} "
             "tokens in its vocabulary: choose “the active model's tokenizer” to make windows it can train on.")
     if tokenizer.eot_id is not None and bool((dataset.token_ids == tokenizer.eot_id).any()):
@@ -315,8 +315,8 @@ def compute(text: str, origin: str, tokenizer, max_length: int, stride: int, bat
 def _stride_effect(max_length: int, stride: int) -> str:
     if stride < max_length:
         return (f"stride {stride} < max_length {max_length}: neighbouring windows **overlap** by "
-                f"{max_length - stride} tokens, so most tokens are an input {math.ceil(max_length / stride)} "
-                "times or so (more examples, more repetition).")
+                f"{max_length - stride} tokens, so a token is an input in about max_length / stride = "
+                f"{max_length / stride:.3g} windows (more examples, but more repetition).")
     if stride == max_length:
         return (f"stride = max_length = {max_length}: the windows **tile** the text with no overlap; every "
                 "token is an input once (the book uses this to avoid overfitting).")
@@ -676,8 +676,10 @@ def build(ctx) -> None:
                   drop_last, window, batch_index, ctx.model_name]
         outputs = [summary, stream, pairs, batch, table, data]
         source.change(_source_visibility, source, [text, sample, upload], api_visibility="private", queue=False)
-        gr.on([run_btn.click, max_length.submit, stride.submit, batch_size.submit, seed.submit, window.submit,
-               batch_index.submit, sample.input, tokenizer.input, shuffle.input, drop_last.input,
+        # Numbers that may be cleared while typing re-sample on Enter or when the field is left;
+        # the others (empty means 0) re-sample as they change.
+        gr.on([run_btn.click, max_length.submit, stride.submit, batch_size.submit, max_length.blur, stride.blur,
+               batch_size.blur, seed.input, window.input, batch_index.input, sample.input, tokenizer.input, shuffle.input, drop_last.input,
                upload.upload], sample_windows, inputs, outputs, api_name="sample_windows",
               trigger_mode="always_last")
         source.input(on_source_change, inputs, outputs, api_visibility="private", trigger_mode="always_last")

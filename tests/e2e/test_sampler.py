@@ -35,7 +35,7 @@ def test_set_max_length_and_stride_and_see_the_windows(page):
     # Every window is drawn as a bar; the tokens are shown as text, never run as HTML.
     expect(page.locator("#smp-stream [data-window]")).to_have_count(n_windows)
     expect(page.locator("#smp-stream")).to_contain_text("script")
-    assert page.locator("#smp-stream script").count() == 0
+    assert page.locator("#tab-sampler script").count() == 0      # not in the table either
     expect(page.locator("#smp-batch-code")).to_contain_text("torch.Size([2, 4])")
     expect(page.locator("#smp-pairs")).to_contain_text("---->")
     expect(page.locator("#smp-table")).to_contain_text("[464, 3797, 3332, 319]")   # "The cat sat on"
