@@ -114,6 +114,53 @@ def generate_samples(model, tokenizer, prompts=SAMPLE_PROMPTS, max_new_tokens: i
             for p in prompts]
 
 
+def training_report(meta: dict) -> str:
+    """TRAINING.md for a checkpoint: how it was made and how good it is, from its metadata."""
+    c, corpus_info, tok = meta["config"], meta["corpus"], meta["tokenizer"]
+    minutes = meta.get("total_seconds", meta["seconds"]) / 60
+    lines = [
+        f"# {meta['name']}: how this model was trained",
+        "",
+        "Reproduce it (from the repository root; the corpus is rebuilt from this Python's own docs):",
+        "",
+        "```",
+        meta["command"],
+        "```",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| parameters | {meta['parameters']:,} ({c['n_layers']} layers, {c['n_heads']} heads, "
+        f"{c['emb_dim']} dims, context {c['context_length']}, vocabulary {c['vocab_size']:,}) |",
+        f"| corpus | {corpus_info['name']}: {corpus_info['characters']:,} characters, "
+        f"{corpus_info['documents']:,} documents, {corpus_info['tokens']:,} tokens "
+        f"({corpus_info['train_tokens']:,} train / {corpus_info['val_tokens']:,} validation) |",
+        f"| tokenizer | {tok['kind']}, {tok['vocab_size']:,} tokens"
+        + (f", trained on the training split in {tok['training_seconds']} s" if tok.get("kind") == "bpe" else "")
+        + " |",
+        f"| training | {meta.get('total_steps_run', meta['steps']):,} steps in {minutes:.0f} min on "
+        f"{meta['device']} (torch {meta['torch']}, Python {meta['python']}); {meta.get('reason', '')} |",
+        f"| saved | step {meta['steps']:,} (best validation loss), {meta['tokens_seen']:,} tokens seen |",
+        f"| train loss | {meta['train_loss']:.3f} |",
+        f"| validation loss | {meta['val_loss']:.3f} on the evaluation batches"
+        + (f"; {meta['val_loss_full']:.3f} on the whole validation split" if meta.get("val_loss_full") else "")
+        + f" (an untrained model: ln {c['vocab_size']} = {math.log(c['vocab_size']):.2f}) |",
+        f"| perplexity | {meta['perplexity']:,.1f}"
+        + (f" ({meta['perplexity_full']:,.1f} on the whole validation split)" if meta.get("perplexity_full") else "")
+        + " |",
+        "",
+        "## Samples",
+        "",
+        "Generated once at the end of training from fixed prompts, not picked:",
+        "",
+    ]
+    for sample in meta.get("samples", []):
+        for key, text in sample.items():
+            if key == "prompt":
+                continue
+            lines += [f"**{sample['prompt']!r}, {key.replace('_', ' ')}:**", "", "```", text.strip(), "```", ""]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         save_checkpoint(args.out, model, tokenizer, info)
         print(f"saved {args.out}: step {ev.step}, train {ev.train_loss:.3f}, val {ev.val_loss:.3f} "
               f"(whole validation split {full_val:.3f}), perplexity {ev.perplexity:.1f}", flush=True)
+        (Path(args.out) / "TRAINING.md").write_text(training_report(info), encoding="utf-8")
         for s in info["samples"]:
             print(json.dumps(s), flush=True)
     return 0 if final_ev.status != "diverged" else 1

@@ -230,3 +230,6 @@ def test_pretrain_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert meta["perplexity_full"] == pytest.approx(math.exp(meta["val_loss_full"]))
     assert meta["corpus"]["characters"] == len(TEXT * 3) and meta["corpus"]["tokens"] > 0
     assert len(meta["samples"]) == 3 and all(s["greedy"].startswith(s["prompt"]) for s in meta["samples"])
+    report = (out / "TRAINING.md").read_text()
+    assert meta["command"] in report and f"{meta['parameters']:,}" in report
+    assert meta["samples"][0]["greedy"].strip() in report
