@@ -133,7 +133,8 @@ def builtin_sample(name: str) -> str:
     if name == VERDICT_SAMPLE:
         book = corpus.the_verdict()
         if not book.available:
-            raise gr.Error(f"{book.reason}", title="Sample unavailable")
+            raise gr.Error(f"{book.reason} Choose another sample, or paste or upload a text.",
+                           title="Sample unavailable")
         return book.text
     raise gr.Error(f"Unknown sample {name!r}: choose one of the built-in samples in the list.")
 

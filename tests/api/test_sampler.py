@@ -146,6 +146,17 @@ def test_joined_sample_has_endoftext_windows(client):
     assert any("<|endoftext|>" in n for n in data["notices"])
 
 
+def test_the_verdict_offline_is_a_clear_message(client):
+    # Tests run offline: unless the story is cached, the sample explains why it is unavailable.
+    try:
+        *_, data = sample(client, source=S.SRC_SAMPLE, sample_name=S.VERDICT_SAMPLE, max_length=4, stride=1,
+                          batch_size=1)
+    except AppError as exc:
+        assert "Verdict" in str(exc) and "Choose another sample" in str(exc)
+    else:
+        assert data["batch"]["inputs"] == [[40, 367, 2885, 1464]]
+
+
 def test_uploaded_text_file(client, tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text(TEXT, encoding="utf-8")
