@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import itertools
-import math
 import unicodedata
 from dataclasses import dataclass, field
 
