@@ -102,7 +102,13 @@ def read_settings(temperature, top_k, top_p, max_new_tokens, stop_at_eot, use_ca
                   label: str = "") -> tuple[SamplingSettings, list[str]]:
     """Validate the knobs on the server; return settings and notices for the user."""
     notices = []
-    t = check_float(temperature, f"{label}Temperature", -math.inf, MAX_TEMPERATURE)
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{label}Temperature must be a number (got {temperature!r}).") from None
+    if not math.isfinite(t) or t > MAX_TEMPERATURE:
+        raise gr.Error(f"{label}Temperature must be at most {MAX_TEMPERATURE:g} (got {temperature}); "
+                       "0 means greedy, 0.5–1.5 is the useful range.")
     if t < 0:
         notices.append(f"{label}Temperature {t:g} is below 0: decoding greedily (argmax) instead.")
         t = 0.0
@@ -670,8 +676,9 @@ def build(ctx) -> None:
         gr.Examples(EXAMPLES, [prompt, temperature, top_k, top_p, max_new, seed], label="Try these",
                     example_labels=["Book: greedy", "Top-k + top-p", "Book: top-k 25, T 1.4", "Top-p 0.9",
                                     "Empty prompt"])
-        out_html = gr.HTML(render_html(None, None), elem_id="gen-output-html", js_on_load=CLICK_JS)
-        stats = gr.Markdown(elem_id="gen-stats")
+        out_html = gr.HTML(render_html(None, None), label="Generated text", elem_id="gen-output-html",
+                           js_on_load=CLICK_JS)
+        stats = gr.Markdown(label="Statistics", elem_id="gen-stats")
         with gr.Accordion("Plain text", open=False):
             out_text = gr.Textbox(label="Prompt + generated text", lines=4, buttons=["copy"], elem_id="gen-output",
                                   interactive=False)
@@ -680,7 +687,7 @@ def build(ctx) -> None:
             with gr.Column(scale=3):
                 step = gr.Slider(1, 2, value=1, step=1, label="Step", elem_id="gen-step", interactive=False,
                                  info="Which generated token to inspect (or click a token above).")
-                step_md = gr.Markdown(elem_id="gen-step-detail")
+                step_md = gr.Markdown(label="Selected step", elem_id="gen-step-detail")
                 step_plot = gr.Plot(step_figure(None, None), label="Top candidates before and after filtering",
                                     elem_id="gen-step-chart")
             with gr.Column(scale=2):
@@ -691,7 +698,7 @@ def build(ctx) -> None:
                                         "from there (same total length, current knobs and seed).")
                     branch_btn = gr.Button("Continue from this alternative", elem_id="gen-branch")
         with gr.Accordion("Per-step candidates as JSON (what the API returns)", open=False):
-            steps_js = gr.JSON(elem_id="gen-steps-json")
+            steps_js = gr.JSON(label="Per-step candidates", elem_id="gen-steps-json")
 
         with gr.Accordion("Temperature: the book's plot", open=False, elem_id="gen-temp-acc"):
             with gr.Row():
@@ -702,8 +709,8 @@ def build(ctx) -> None:
                                    info=f"Comma-separated, each above 0 (up to {MAX_TEMPERATURES_PLOTTED}).")
                 temp_btn = gr.Button("Plot", elem_id="gen-temp-run")
             init_fig, init_note = temperature_plot(TEMP_SOURCE_BOOK, "0.1, 1, 5", None, 1)
-            temp_plot = gr.Plot(init_fig, elem_id="gen-temp-plot")
-            temp_note = gr.Markdown(init_note, elem_id="gen-temp-note")
+            temp_plot = gr.Plot(init_fig, label="Probabilities at each temperature", elem_id="gen-temp-plot")
+            temp_note = gr.Markdown(init_note, label="Summary", elem_id="gen-temp-note")
 
         with gr.Accordion("Compare two settings side by side", open=False, elem_id="gen-compare-acc"):
             gr.Markdown("**A** uses the knobs above; **B** uses these. Same prompt, seed and length.")
@@ -718,13 +725,13 @@ def build(ctx) -> None:
             with gr.Row():
                 cmp_a = gr.HTML(label="A", elem_id="gen-compare-a")
                 cmp_b = gr.HTML(label="B", elem_id="gen-compare-b")
-            cmp_md = gr.Markdown(elem_id="gen-compare-table")
+            cmp_md = gr.Markdown(label="Comparison", elem_id="gen-compare-table")
 
         with gr.Accordion("Speed: what the KV cache saves, measured now", open=False, elem_id="gen-speed-acc"):
             gr.Markdown("Times greedy generation of *max new tokens* (up to "
                         f"{SPEED_MAX_TOKENS}) after the prompt above, once with the cache and once without.")
             speed_btn = gr.Button("Measure", elem_id="gen-speed")
-            speed_md = gr.Markdown(elem_id="gen-speed-result")
+            speed_md = gr.Markdown(label="KV cache timing", elem_id="gen-speed-result")
 
         knobs = [temperature, top_k, top_p, max_new, seed, stop_eot, use_cache]
         outs = [out_html, out_text, stats, steps_js, step, step_md, step_plot, entropy_plot, alt, run_state]
@@ -732,7 +739,7 @@ def build(ctx) -> None:
         gen_event = gr.on([gen_btn.click, prompt.submit], generate_text, [prompt, *knobs, ctx.model_name], outs,
                           api_name="generate", concurrency_id=CPU_HEAVY, show_progress_on=[stats])
         branch_event = branch_btn.click(branch, [run_state, step, alt, *knobs, ctx.model_name], outs,
-                                        api_name="generate_branch", concurrency_id=CPU_HEAVY,
+                                        api_visibility="private", concurrency_id=CPU_HEAVY,  # needs the run state
                                         show_progress_on=[stats])
         step.change(select_step, [run_state, step], [out_html, step_md, step_plot, entropy_plot, alt],
                     api_visibility="private", queue=False)
