@@ -206,7 +206,7 @@ def apply_lora(model: nn.Module, rank: int, alpha: float, targets=("attention", 
             layer.weight = nn.Parameter(layer.weight.detach().clone(), requires_grad=False)
         with torch.random.fork_rng(devices=[], enabled=generator is not None):
             if generator is not None:
-                torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+                torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator, device="cpu")))
             wrapper = LinearWithLoRA(layer, rank, alpha)
         wrapper.to(device=layer.weight.device, dtype=layer.weight.dtype)
         _set(model, path, wrapper)

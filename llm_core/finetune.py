@@ -1,0 +1,636 @@
+"""Fine-tuning (chapters 6-7 and appendix E) as generators of metric events.
+
+``finetune(base_model, tokenizer, data, settings)`` trains a *copy* of the base model (the
+shared model is never touched) and yields a ``FinetuneEvent`` after every step; every
+``eval_interval`` steps the event carries the evaluation, and the last one (``done``) carries
+a ``FinetuneResult``: the tuned model, its adapter, curves, and the final scores.
+
+- Classification (7.1): the output head becomes ``Linear(emb_dim, num_classes)``; each text
+  is followed by one end-of-text token and batches are padded with end-of-text; the loss and
+  accuracy use the logits at that appended token, the last real position, so a text gets the
+  same prediction alone or in a padded batch (the book pads every text to the longest and
+  reads the last position: the same thing for the longest text).
+- Instruction tuning (7.2): the book's prompt and collate, next-token cross-entropy with
+  padding (and optionally the prompt) ignored; at each evaluation the model answers a few
+  held-out instructions; at the end held-out examples are scored before vs after tuning
+  (exact match for computed answers, word-level similarity otherwise).
+- Methods: ``lora`` (appendix E: frozen model + low-rank updates on the chosen layers; a new
+  classification head is trained in full), ``last-block`` (the book's 7.1 recipe: last
+  block, final norm and head), ``full`` (every weight).
+
+Caps on steps and time are enforced inside the loop; a NaN/inf loss stops the run with
+``status="diverged"`` and no result, so a previously saved adapter is never replaced.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .generation import generate
+from .instruct_data import (
+    ClassificationData, InstructionData, InstructionDataset, extract_response, format_input,
+    instruction_collate, split_classification, split_instructions,
+)
+from .lora import (
+    AdapterInfo, LoRAError, ParameterCounts, apply_lora, check_rank_alpha, count_parameters,
+    expand_targets, freeze, model_fingerprint, save_adapter, update_norms,
+)
+from .training import calc_loss_batch, pick_device
+
+TASKS = ("classification", "instruction")
+METHODS = ("lora", "last-block", "full")
+StopCheck = Callable[[], bool] | threading.Event | None
+
+# Server-side caps (the UI's sliders stay below these; direct API calls cannot exceed them).
+MAX_STEPS = 5000
+MAX_BATCH = 64
+MAX_SECONDS = 3600.0
+MIN_INSTRUCTIONS = 10  # 85/10/5 of fewer leaves no validation entry
+
+
+class FinetuneError(ValueError):
+    """Settings or data that cannot be trained on (the message says what to change)."""
+
+
+@dataclass
+class FinetuneSettings:
+    task: str = "classification"
+    method: str = "lora"
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple[str, ...] = ("attention", "feed-forward")
+    epochs: int = 1
+    max_steps: int = 200            # the run ends at epochs or max_steps, whichever is first
+    batch_size: int = 8
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+    eval_interval: int = 10
+    eval_batches: int = 4
+    seed: int = 123
+    max_seconds: float | None = 300.0
+    max_length: int | None = None   # tokens per example (None: the model's context length)
+    mask_instruction: bool = False  # instruction tuning: loss on the response only
+    grad_clip: float | None = 1.0
+    n_samples: int = 3              # held-out answers shown at each evaluation
+    n_score: int = 20               # held-out examples scored before vs after
+    sample_tokens: int = 32
+    max_eval_examples: int = 400    # final accuracy / confusion matrix per split
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.task not in TASKS:
+            out.append(f"task must be one of {', '.join(TASKS)} (got {self.task!r})")
+        if self.method not in METHODS:
+            out.append(f"method must be one of {', '.join(METHODS)} (got {self.method!r})")
+        if self.method == "lora":
+            try:
+                check_rank_alpha(self.rank, self.alpha)
+                expand_targets(self.targets)
+            except LoRAError as exc:
+                out.append(str(exc))
+        if not 1 <= int(self.epochs) <= 100:
+            out.append(f"epochs must be between 1 and 100 (got {self.epochs})")
+        if not 1 <= int(self.max_steps) <= MAX_STEPS:
+            out.append(f"steps must be between 1 and {MAX_STEPS} (got {self.max_steps})")
+        if not 1 <= int(self.batch_size) <= MAX_BATCH:
+            out.append(f"batch size must be between 1 and {MAX_BATCH} (got {self.batch_size})")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= 1):
+            out.append(f"learning rate must be a number in (0, 1] (got {self.lr})")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            out.append(f"weight decay must be ≥ 0 (got {self.weight_decay})")
+        if int(self.eval_interval) < 1 or int(self.eval_batches) < 1:
+            out.append("eval interval and eval batches must be at least 1")
+        if self.max_seconds is not None and not 0 < self.max_seconds <= MAX_SECONDS:
+            out.append(f"the time limit must be between 0 and {MAX_SECONDS:.0f} s (got {self.max_seconds})")
+        if self.max_length is not None and int(self.max_length) < 4:
+            out.append(f"max length must be at least 4 tokens (got {self.max_length})")
+        return out
+
+
+@dataclass
+class FinetuneEvent:
+    step: int
+    epoch: int
+    tokens_seen: int
+    lr: float
+    batch_loss: float | None
+    elapsed_s: float
+    tokens_per_s: float
+    eta_s: float | None
+    total_steps: int
+    is_eval: bool = False
+    train_loss: float | None = None
+    val_loss: float | None = None
+    train_acc: float | None = None   # classification only
+    val_acc: float | None = None
+    samples: list[dict] | None = None  # instruction only: held-out answers at this evaluation
+    done: bool = False
+    stopped: bool = False
+    status: str = "running"          # running | finished | stopped | time_limit | diverged
+    reason: str = ""
+    result: "FinetuneResult | None" = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("result")
+        return d
+
+
+@dataclass
+class FinetuneResult:
+    task: str
+    method: str
+    model: nn.Module                 # the tuned copy, eval mode
+    tokenizer: object
+    info: AdapterInfo
+    counts: ParameterCounts
+    history: list[dict]              # evaluation events as dicts
+    status: str
+    reason: str
+    label_names: list[str] = field(default_factory=list)
+    max_length: int = 0
+    accuracy: dict[str, float] = field(default_factory=dict)      # classification: per split
+    confusion: dict[str, list[list[int]]] = field(default_factory=dict)
+    examples: list[dict] = field(default_factory=list)            # classification: val predictions
+    val_loss: float | None = None
+    scores: dict[str, dict] = field(default_factory=dict)         # instruction: before / after
+    comparisons: list[dict] = field(default_factory=list)         # instruction: base vs tuned answers
+    norms: dict = field(default_factory=dict)                     # (target, layer) → update norm
+    created: float = field(default_factory=time.time)
+
+    def save_adapter(self, path: str | Path) -> Path:
+        return save_adapter(path, self.model, self.info)
+
+    def predict_proba(self, text: str) -> dict[str, float]:
+        return predict_proba(self.model, self.tokenizer, text, self.label_names, self.max_length)
+
+    def respond(self, entry: dict, max_new_tokens: int = 64) -> str:
+        return respond(self.model, self.tokenizer, entry, max_new_tokens)
+
+
+# ---------------------------------------------------------------- building the model to train
+
+def pad_id_of(tokenizer) -> int:
+    eot = getattr(tokenizer, "eot_id", None)
+    if eot is None:
+        raise FinetuneError("the model's tokenizer has no <|endoftext|> token to pad with")
+    return int(eot)
+
+
+def prepare_model(base_model: nn.Module, settings: FinetuneSettings, num_classes: int | None = None,
+                  device=None) -> nn.Module:
+    """A trainable copy of ``base_model``: new head for classification, then the method's freezing."""
+    model = copy.deepcopy(base_model).to(pick_device(device))
+    gen = torch.Generator().manual_seed(int(settings.seed))
+    if num_classes is not None:
+        head = nn.Linear(model.cfg.emb_dim, num_classes)
+        with torch.no_grad():  # nn.Linear's own init, drawn from our generator
+            bound = 1 / math.sqrt(model.cfg.emb_dim)
+            head.weight.copy_(torch.rand(head.weight.shape, generator=gen) * 2 * bound - bound)
+            head.bias.copy_(torch.rand(head.bias.shape, generator=gen) * 2 * bound - bound)
+        model.out_head = head.to(model.tok_emb.weight.device)
+    if settings.method == "lora":
+        targets = expand_targets(settings.targets)
+        if num_classes is not None:
+            targets = tuple(t for t in targets if t != "head")  # the new head trains in full
+            if not targets:
+                raise FinetuneError("LoRA on the head alone leaves nothing to adapt for classification "
+                                    "(the new head is trained in full): add attention or feed-forward")
+        apply_lora(model, settings.rank, settings.alpha, targets, generator=gen)
+        if num_classes is not None:
+            model.out_head.requires_grad_(True)
+    elif settings.method == "last-block":
+        freeze(model)
+        for module in (model.trf_blocks[-1], model.final_norm, model.out_head):
+            module.requires_grad_(True)
+    else:
+        model.requires_grad_(True)
+    return model
+
+
+def planned_counts(cfg, settings: FinetuneSettings, num_classes: int | None = None) -> ParameterCounts:
+    """Trainable vs total parameters of a run before it starts (built on the meta device: no memory)."""
+    from .model import GPTModel
+
+    with torch.device("meta"):
+        model = GPTModel(cfg)
+        return count_parameters(prepare_model(model, settings, num_classes, device="meta"))
+
+
+def adapter_info(base_name: str, fingerprint: str, settings: FinetuneSettings, num_classes: int | None,
+                 extra: dict) -> AdapterInfo:
+    lora = settings.method == "lora"
+    targets = expand_targets(settings.targets) if lora else ()
+    if lora and num_classes is not None:
+        targets = tuple(t for t in targets if t != "head")
+    return AdapterInfo(base_model=base_name, base_fingerprint=fingerprint, method=settings.method,
+                       rank=settings.rank if lora else None, alpha=float(settings.alpha) if lora else None,
+                       targets=targets, head_classes=num_classes, extra=extra)
+
+
+# ---------------------------------------------------------------- classification pieces
+
+def encode_for_classification(tokenizer, text: str, max_length: int) -> list[int]:
+    """Text ids (special-token literals stay text), cut to leave room for one end-of-text."""
+    ids = tokenizer.encode_ordinary(text)[: max_length - 1]
+    return ids + [pad_id_of(tokenizer)]
+
+
+def classification_batches(encoded: list[list[int]], labels: list[int], batch_size: int, pad_id: int,
+                           shuffle: bool, generator: torch.Generator | None = None, drop_last: bool = False):
+    """Batches (inputs [B, T] padded with end-of-text, index of each text's last token [B], labels [B])."""
+    order = torch.randperm(len(encoded), generator=generator).tolist() if shuffle else list(range(len(encoded)))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        if drop_last and len(idx) < batch_size:
+            break
+        longest = max(len(encoded[i]) for i in idx)
+        inputs = torch.full((len(idx), longest), pad_id, dtype=torch.long)
+        for row, i in enumerate(idx):
+            inputs[row, :len(encoded[i])] = torch.tensor(encoded[i])
+        last = torch.tensor([len(encoded[i]) - 1 for i in idx])
+        yield inputs, last, torch.tensor([labels[i] for i in idx])
+
+
+def classification_logits(model: nn.Module, inputs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    logits = model(inputs)                                        # [B, T, classes]
+    return logits[torch.arange(inputs.shape[0], device=logits.device), last.to(logits.device)]
+
+
+def calc_classification_batch(model, inputs, last, labels, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean cross-entropy, number correct) on the last-token logits."""
+    logits = classification_logits(model, inputs.to(device), last)
+    labels = labels.to(device)
+    return F.cross_entropy(logits, labels), (logits.argmax(-1) == labels).sum()
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, tokenizer, text: str, label_names: list[str], max_length: int) -> dict[str, float]:
+    """Class probabilities for one text (softmax of the last-token logits)."""
+    ids = torch.tensor([encode_for_classification(tokenizer, text, max_length)], device=model.tok_emb.weight.device)
+    was = model.training
+    model.eval()
+    probs = torch.softmax(model(ids)[0, -1].float(), dim=-1)
+    model.train(was)
+    return {name: float(p) for name, p in zip(label_names, probs)}
+
+
+@torch.no_grad()
+def evaluate_classifier(model, encoded, labels, num_classes: int, batch_size: int, pad_id: int, device,
+                        limit: int | None = None) -> tuple[float, float, list[list[int]]]:
+    """(mean loss, accuracy, confusion matrix [true][predicted]) over the first ``limit`` examples."""
+    n = len(encoded) if limit is None else min(limit, len(encoded))
+    confusion = [[0] * num_classes for _ in range(num_classes)]
+    if n == 0:
+        return float("nan"), float("nan"), confusion
+    total_loss = 0.0
+    for inputs, last, y in classification_batches(encoded[:n], labels[:n], batch_size, pad_id, shuffle=False):
+        logits = classification_logits(model, inputs.to(device), last)
+        total_loss += F.cross_entropy(logits, y.to(device), reduction="sum").item()
+        for t, p in zip(y.tolist(), logits.argmax(-1).tolist()):
+            confusion[t][p] += 1
+    correct = sum(confusion[i][i] for i in range(num_classes))
+    return total_loss / n, correct / n, confusion
+
+
+# ---------------------------------------------------------------- instruction pieces
+
+def normalise_answer(text: str) -> str:
+    return " ".join(text.lower().strip().rstrip(".").split())
+
+
+def answer_score(response: str, expected: str, check: str = "similar") -> float:
+    """1/0 exact match (after normalising case, spaces, a final period) for computed answers;
+    otherwise the similarity of the word sequences (difflib's ratio, 0..1)."""
+    a, b = normalise_answer(response), normalise_answer(expected)
+    if check == "exact":
+        return float(a == b)
+    return difflib.SequenceMatcher(None, re.findall(r"\w+|[^\w\s]", a), re.findall(r"\w+|[^\w\s]", b)).ratio()
+
+
+@torch.no_grad()
+def respond(model: nn.Module, tokenizer, entry: dict, max_new_tokens: int = 64) -> str:
+    """The model's greedy answer to an instruction (stops at end-of-text)."""
+    prompt = format_input(entry) + "\n\n### Response:\n"
+    ids = tokenizer.encode_ordinary(prompt)
+    ctx = model.cfg.context_length
+    room = ctx - 1
+    ids = ids[-room:]
+    new = max(1, min(max_new_tokens, ctx - len(ids)))
+    idx = torch.tensor([ids], device=model.tok_emb.weight.device)
+    out = generate(model, idx, new, ctx, temperature=0.0, eos_id=getattr(tokenizer, "eot_id", None))
+    return extract_response(tokenizer.decode(out[0, len(ids):].tolist()), "")
+
+
+def score_responses(model, tokenizer, entries: list[dict], max_new_tokens: int,
+                    stop: StopCheck = None) -> tuple[dict, list[str]]:
+    """Answers to ``entries`` and their scores: exact-match rate, mean similarity, overall (0-100)."""
+    answers, exact, similar = [], [], []
+    for e in entries:
+        if _should_stop(stop):
+            break
+        ans = respond(model, tokenizer, e, max_new_tokens)
+        answers.append(ans)
+        check = e.get("check", "similar")
+        (exact if check == "exact" else similar).append(answer_score(ans, e["output"], check))
+    all_scores = exact + similar
+    return {
+        "n": len(all_scores),
+        "exact_match": sum(exact) / len(exact) if exact else None, "n_exact": len(exact),
+        "similarity": sum(similar) / len(similar) if similar else None, "n_similar": len(similar),
+        "score": 100 * sum(all_scores) / len(all_scores) if all_scores else None,
+    }, answers
+
+
+# ---------------------------------------------------------------- the loop
+
+def _should_stop(stop: StopCheck) -> bool:
+    if stop is None:
+        return False
+    if isinstance(stop, threading.Event):
+        return stop.is_set()
+    return bool(stop())
+
+
+def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | InstructionData,
+             settings: FinetuneSettings | None = None, *, base_name: str = "", stop: StopCheck = None,
+             device=None) -> Iterator[FinetuneEvent]:
+    """Train a copy of ``base_model``; yield a FinetuneEvent per step; the last has ``done=True``
+    and, unless training diverged, a ``result``. The base model is never modified."""
+    s = settings or FinetuneSettings()
+    problems = s.problems()
+    if problems:
+        raise FinetuneError("; ".join(problems))
+    classify = s.task == "classification"
+    if classify != isinstance(data, ClassificationData):
+        raise FinetuneError(f"the {s.task} task needs a {'labelled' if classify else 'instruction'} data set")
+    device = pick_device(device)
+    pad_id = pad_id_of(tokenizer)
+    ctx = base_model.cfg.context_length
+    max_len = min(int(s.max_length or ctx), ctx)
+    gen = torch.Generator().manual_seed(int(s.seed))
+    num_classes = len(data.label_names) if classify else None
+    fingerprint = model_fingerprint(base_model, skip=("out_head",) if classify else ())
+
+    # ---- data
+    if classify:
+        split = split_classification(data, seed=s.seed)
+        enc = {k: [encode_for_classification(tokenizer, data.texts[i], max_len) for i in idx] for k, idx in split.items()}
+        lab = {k: [data.labels[i] for i in idx] for k, idx in split.items()}
+        if len(enc["train"]) < 1 or len(enc["val"]) < 1:
+            raise FinetuneError(f"the data set has {len(data)} examples: too few to split into training and "
+                                "validation (use at least 10)")
+        if len({*lab["train"]}) < 2:
+            raise FinetuneError("the training split has only one class; use a data set with every class represented")
+        per_epoch = math.ceil(len(enc["train"]) / s.batch_size)
+    else:
+        train_e, test_e, val_e = split_instructions(data.entries)
+        if len(data) < MIN_INSTRUCTIONS or not val_e:
+            raise FinetuneError(f"the data set has {len(data)} entries: too few to split 85/10/5 "
+                                "(use at least 20)")
+        train_ds = InstructionDataset(train_e, tokenizer)
+        if s.mask_instruction:  # a prompt that fills the window leaves no response to learn
+            keep = [i for i, n in enumerate(train_ds.prompt_lengths) if n < max_len - 1]
+            if not keep:
+                raise FinetuneError(f"every prompt is longer than {max_len} tokens: raise max length "
+                                    "or turn off instruction masking")
+            train_ds.encoded = [train_ds.encoded[i] for i in keep]
+            train_ds.prompt_lengths = [train_ds.prompt_lengths[i] for i in keep]
+        val_ds = InstructionDataset(val_e, tokenizer)
+        collate = instruction_collate(pad_id, max_len, s.mask_instruction)
+        train_loader = DataLoader(train_ds, batch_size=s.batch_size, shuffle=True, collate_fn=collate,
+                                  generator=gen, drop_last=False)
+        train_eval_loader = DataLoader(train_ds, batch_size=s.batch_size, shuffle=False, collate_fn=collate)
+        val_loader = DataLoader(val_ds, batch_size=s.batch_size, shuffle=False, collate_fn=collate)
+        per_epoch = len(train_loader)
+        sample_entries = val_e[: s.n_samples]
+        score_entries = (test_e or val_e)[: s.n_score]
+
+    total_steps = min(int(s.max_steps), int(s.epochs) * per_epoch)
+    model = prepare_model(base_model, s, num_classes, device)
+    counts = count_parameters(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=s.lr, weight_decay=s.weight_decay)
+
+    start = time.perf_counter()
+    train_time = 0.0
+    step = epoch = tokens_seen = 0
+    last_loss: float | None = None
+    history: list[dict] = []
+
+    def event(**kw) -> FinetuneEvent:
+        elapsed = time.perf_counter() - start
+        eta = None
+        if step > 0 and not kw.get("done"):
+            eta = (total_steps - step) * train_time / step
+            if s.max_seconds is not None:
+                eta = min(eta, max(s.max_seconds - elapsed, 0.0))
+        return FinetuneEvent(step=step, epoch=epoch, tokens_seen=tokens_seen, lr=s.lr, batch_loss=last_loss,
+                             elapsed_s=elapsed, tokens_per_s=tokens_seen / train_time if train_time > 0 else 0.0,
+                             eta_s=eta, total_steps=total_steps, **kw)
+
+    @torch.no_grad()
+    def evaluate(**kw) -> FinetuneEvent:
+        was = model.training
+        model.eval()
+        n_eval = s.eval_batches * s.batch_size
+        if classify:
+            tl, ta, _ = evaluate_classifier(model, enc["train"], lab["train"], num_classes, s.batch_size, pad_id,
+                                            device, n_eval)
+            vl, va, _ = evaluate_classifier(model, enc["val"], lab["val"], num_classes, s.batch_size, pad_id,
+                                            device, n_eval)
+            metrics = dict(train_loss=tl, val_loss=vl, train_acc=ta, val_acc=va)
+        else:
+            metrics = dict(train_loss=_loader_loss(train_eval_loader, model, device, s.eval_batches),
+                           val_loss=_loader_loss(val_loader, model, device, s.eval_batches))
+            metrics["samples"] = [dict(instruction=e["instruction"], input=e.get("input", ""), expected=e["output"],
+                                       response=respond(model, tokenizer, e, s.sample_tokens))
+                                  for e in sample_entries]
+        model.train(was)
+        ev = event(is_eval=True, **metrics, **kw)
+        history.append(ev.to_dict())
+        return ev
+
+    base_scores = base_answers = None
+    if not classify:  # the model before training: LoRA's B = 0, nothing trained yet
+        model.eval()
+        base_scores, base_answers = score_responses(model, tokenizer, score_entries, s.sample_tokens, stop)
+
+    yield evaluate()
+    model.train()
+    status, reason = "running", ""
+    while status == "running" and step < total_steps:
+        epoch += 1
+        if classify:
+            batches = classification_batches(enc["train"], lab["train"], s.batch_size, pad_id, True, gen)
+        else:
+            batches = iter(train_loader)
+        for batch in batches:
+            if _should_stop(stop):
+                status, reason = "stopped", f"stopped by request after {step} steps"
+                break
+            if s.max_seconds is not None and time.perf_counter() - start >= s.max_seconds:
+                status, reason = "time_limit", f"reached the time limit of {s.max_seconds:.0f} s after {step} steps"
+                break
+            t0 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            if classify:
+                loss, _ = calc_classification_batch(model, batch[0], batch[1], batch[2], device)
+            else:
+                loss = calc_loss_batch(batch[0], batch[1], model, device)
+            value = loss.item()
+            if math.isfinite(value):
+                loss.backward()
+                if s.grad_clip is not None:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, s.grad_clip))
+                    if not math.isfinite(grad_norm):
+                        value = grad_norm
+            if not math.isfinite(value):
+                optimizer.zero_grad(set_to_none=True)
+                model.eval()
+                yield event(done=True, stopped=True, status="diverged",
+                            reason=(f"the loss or gradient became {value} at step {step + 1}: training diverged. "
+                                    "Nothing was saved; try a lower learning rate."))
+                return
+            optimizer.step()
+            train_time += time.perf_counter() - t0
+            step += 1
+            tokens_seen += batch[0].numel()
+            last_loss = value
+            if step >= total_steps:
+                break
+            yield evaluate() if step % s.eval_interval == 0 else event()
+
+    model.eval()
+    if status == "running":
+        status, reason = "finished", f"finished {step} steps"
+    final = evaluate(done=True, stopped=status != "finished", status=status, reason=reason)
+
+    extra = {"task": s.task, "dataset": data.name, "steps": step, "settings": _settings_dict(s)}
+    result = FinetuneResult(task=s.task, method=s.method, model=model, tokenizer=tokenizer,
+                            info=None, counts=counts, history=history, status=status, reason=reason,
+                            max_length=max_len, val_loss=final.val_loss)
+    if classify:
+        result.label_names = list(data.label_names)
+        extra["labels"] = result.label_names
+        extra["max_length"] = max_len
+        for k in ("train", "val", "test"):
+            if enc[k]:
+                _, acc, conf = evaluate_classifier(model, enc[k], lab[k], num_classes, s.batch_size, pad_id,
+                                                   device, s.max_eval_examples)
+                result.accuracy[k], result.confusion[k] = acc, conf
+        val_idx = split["val"][:8]
+        result.examples = [dict(text=data.texts[i], label=data.label_names[data.labels[i]],
+                                probs=result.predict_proba(data.texts[i])) for i in val_idx]
+        extra["accuracy"] = result.accuracy
+    else:
+        after_scores, after_answers = score_responses(model, tokenizer, score_entries, s.sample_tokens, stop=None)
+        result.scores = {"before": base_scores, "after": after_scores}
+        result.comparisons = [dict(instruction=e["instruction"], input=e.get("input", ""), expected=e["output"],
+                                   before=b, after=a) for e, b, a in zip(score_entries, base_answers, after_answers)]
+        extra["scores"] = result.scores
+    norms = update_norms(model, None if s.method == "lora" else base_model)
+    result.norms = norms
+    result.info = adapter_info(base_name, fingerprint, s, num_classes, extra)
+    final.result = result
+    yield final
+
+
+def _loader_loss(loader, model, device, num_batches: int) -> float:
+    total, n = 0.0, 0
+    for i, (inputs, targets) in enumerate(loader):
+        if i >= num_batches:
+            break
+        total += calc_loss_batch(inputs, targets, model, device).item()
+        n += 1
+    return total / n if n else float("nan")
+
+
+def _settings_dict(s: FinetuneSettings) -> dict:
+    d = asdict(s)
+    d["targets"] = list(s.targets)
+    return d
+
+
+# ---------------------------------------------------------------- results per user session
+
+class SessionResults:
+    """Each browser session's latest fine-tuning result and its earlier curves, kept for a while.
+
+    Results hold a tuned copy of a model, so the store is small (``max_sessions``) and
+    forgets sessions idle for ``ttl_s`` seconds."""
+
+    def __init__(self, ttl_s: float = 3600.0, max_sessions: int = 6, max_runs: int = 5):
+        self.ttl_s, self.max_sessions, self.max_runs = ttl_s, max_sessions, max_runs
+        self._lock = threading.Lock()
+        self._data: "OrderedDict[str, dict]" = OrderedDict()
+
+    def _entry(self, key: str) -> dict:
+        self._expire()
+        entry = self._data.get(key)
+        if entry is None:
+            entry = self._data[key] = {"result": None, "runs": [], "running": False, "touched": time.time()}
+            while len(self._data) > self.max_sessions:
+                oldest = next(k for k in self._data if not self._data[k]["running"] or k == key)
+                if oldest == key:
+                    break
+                del self._data[oldest]
+        entry["touched"] = time.time()
+        self._data.move_to_end(key)
+        return entry
+
+    def _expire(self) -> None:
+        now = time.time()
+        for k in [k for k, v in self._data.items() if not v["running"] and now - v["touched"] > self.ttl_s]:
+            del self._data[k]
+
+    def result(self, key: str) -> FinetuneResult | None:
+        with self._lock:
+            return self._entry(key)["result"]
+
+    def set_result(self, key: str, result: FinetuneResult) -> None:
+        with self._lock:
+            self._entry(key)["result"] = result
+
+    def runs(self, key: str) -> list[dict]:
+        with self._lock:
+            return list(self._entry(key)["runs"])
+
+    def add_run(self, key: str, run: dict) -> None:
+        with self._lock:
+            runs = self._entry(key)["runs"]
+            runs.append(run)
+            del runs[:-self.max_runs]
+
+    def clear_runs(self, key: str) -> None:
+        with self._lock:
+            self._entry(key)["runs"] = []
+
+    def begin(self, key: str) -> bool:
+        """Mark a run as going for this session; False if one already is."""
+        with self._lock:
+            entry = self._entry(key)
+            if entry["running"]:
+                return False
+            entry["running"] = True
+            return True
+
+    def end(self, key: str) -> None:
+        with self._lock:
+            self._entry(key)["running"] = False
+
+
+RESULTS = SessionResults()

@@ -1,0 +1,216 @@
+"""Fine-tuning loops: classification beats chance, instruction tuning learns, caps and guards hold."""
+import math
+import random
+import threading
+
+import pytest
+import torch
+
+from llm_core.config import GPTConfig
+from llm_core.finetune import (
+    FinetuneError, FinetuneSettings, SessionResults, answer_score, finetune, predict_proba, respond,
+)
+from llm_core.instruct_data import ClassificationData, InstructionData
+from llm_core.lora import LoRAError, load_adapter, read_adapter
+from llm_core.model import build_untrained
+from llm_core.tokenizers import bpe_from_merges
+
+# A byte-level tokenizer (256 bytes + <|endoftext|>) keeps the output head small and the tests fast.
+TOK = bpe_from_merges("bytes", {bytes([i]): i for i in range(256)})
+CFG = GPTConfig(vocab_size=TOK.n_vocab, context_length=64, emb_dim=32, n_heads=2, n_layers=2, drop_rate=0.0)
+
+
+def _base(seed=1, context_length=64):
+    # instruction prompts are ~150 bytes: those tests need a longer context
+    return build_untrained(CFG.with_(context_length=context_length), seed=seed)
+
+
+def _colours_vs_animals(n=160, seed=0) -> ClassificationData:
+    rng = random.Random(seed)
+    groups = ("red green blue pink".split(), "cat dog cow owl".split())
+    texts, labels = [], []
+    for i in range(n):
+        y = i % 2
+        texts.append(" ".join(rng.choice(groups[y]) for _ in range(rng.randint(2, 4))))
+        labels.append(y)
+    return ClassificationData("colours vs animals", texts, labels, ["colour", "animal"])
+
+
+QUESTIONS = {"What colour is the sky?": "blue", "What colour is grass?": "green"}
+
+
+def _colour_questions(n=120, seed=0) -> InstructionData:
+    rng = random.Random(seed)
+    entries = []
+    for _ in range(n):
+        q = rng.choice(sorted(QUESTIONS))
+        entries.append({"instruction": q, "input": "", "output": QUESTIONS[q], "check": "exact"})
+    return InstructionData("colours", entries)
+
+
+def _run(base, data, **kw):
+    settings = FinetuneSettings(**kw)
+    events = list(finetune(base, TOK, data, settings, base_name="test-base"))
+    return events, events[-1]
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_lora_classification_beats_chance_and_leaves_the_base_alone():
+    base = _base()
+    before = _state(base)
+    events, last = _run(base, _colours_vs_animals(), task="classification", method="lora", rank=4, alpha=8,
+                        epochs=4, max_steps=30, batch_size=8, lr=3e-3, eval_interval=10)
+    assert last.done and last.status == "finished" and last.result is not None
+    res = last.result
+    assert res.accuracy["val"] >= 0.9 and res.accuracy["train"] >= 0.9  # chance is 0.5
+    evals = [e for e in events if e.is_eval]
+    assert evals[0].step == 0 and evals[-1].val_loss < evals[0].val_loss
+    assert all(0 <= e.val_acc <= 1 for e in evals)
+    conf = res.confusion["val"]
+    assert conf[0][0] + conf[1][1] == pytest.approx(res.accuracy["val"] * sum(map(sum, conf)))
+    after = _state(base)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    # LoRA trained only LoRA matrices and the new head: the copy's other weights are the base's.
+    tuned = dict(res.model.named_parameters())
+    torch.testing.assert_close(tuned["trf_blocks.0.att.W_query.linear.weight"], base.trf_blocks[0].att.W_query.weight)
+    assert res.counts.trainable == res.counts.lora + 32 * 2 + 2
+    assert res.norms[("q", 0)] > 0 and ("head", None) not in res.norms
+
+
+def test_predict_proba_is_a_distribution_and_ignores_batch_padding():
+    base = _base()
+    _, last = _run(base, _colours_vs_animals(), task="classification", method="last-block",
+                   epochs=2, max_steps=30, lr=3e-3, eval_interval=50)
+    res = last.result
+    probs = res.predict_proba("cat owl cat")
+    assert set(probs) == {"colour", "animal"} and sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+    assert probs["animal"] > 0.5 and res.predict_proba("red pink blue")["colour"] > 0.5
+    # same text alone or beside a longer text in a padded batch: the same logits
+    from llm_core.finetune import classification_batches, classification_logits, encode_for_classification
+    enc = [encode_for_classification(TOK, t, 64) for t in ("cat", "red green blue pink red green")]
+    inputs, idx, _ = next(classification_batches(enc, [1, 0], 2, TOK.eot_id, shuffle=False))
+    with torch.no_grad():
+        batched = torch.softmax(classification_logits(res.model, inputs, idx)[0], -1)
+    alone = predict_proba(res.model, TOK, "cat", res.label_names, 64)
+    assert batched.tolist() == pytest.approx(list(alone.values()), abs=1e-5)
+
+
+def test_full_finetune_changes_weights_and_reports_update_norms():
+    base = _base()
+    _, last = _run(base, _colours_vs_animals(80), task="classification", method="full", epochs=1, max_steps=5,
+                   lr=1e-3, eval_interval=5)
+    res = last.result
+    assert res.counts.trainable == res.counts.total and res.counts.lora == 0
+    assert res.norms[("ff_in", 1)] > 0
+
+
+@pytest.mark.slow
+def test_instruction_tuning_learns_and_scores_before_after(tmp_path):
+    base = _base(context_length=192)
+    events, last = _run(base, _colour_questions(), task="instruction", method="lora", rank=8, alpha=16,
+                        targets=("all",), epochs=6, max_steps=40, batch_size=8, lr=1e-2, eval_interval=20,
+                        n_samples=2, n_score=6, sample_tokens=6, mask_instruction=True)
+    res = last.result
+    evals = [e for e in events if e.is_eval]
+    assert evals[-1].val_loss < evals[0].val_loss - 1.0
+    assert len(evals[-1].samples) == 2 and {"instruction", "input", "expected", "response"} <= set(evals[-1].samples[0])
+    before, after = res.scores["before"], res.scores["after"]
+    assert before["n"] == after["n"] == 6 and before["n_exact"] == 6
+    assert before["exact_match"] == 0.0 and after["exact_match"] >= 0.8
+    assert len(res.comparisons) == 6 and res.comparisons[0]["expected"] in {"blue", "green"}
+    # the adapter alone reproduces the tuned model on a fresh copy of the base
+    path = res.save_adapter(tmp_path / "echo.safetensors")
+    tensors, info = read_adapter(path)
+    assert info.base_model == "test-base" and info.extra["scores"]["after"]["n"] == 6
+    assert all(".lora." in k for k in tensors)
+    loaded, _ = load_adapter(path, base)
+    entry = {"instruction": "What colour is grass?", "input": ""}
+    assert respond(loaded, TOK, entry, 6) == respond(res.model, TOK, entry, 6)
+    with pytest.raises(LoRAError):
+        load_adapter(path, _base(seed=2, context_length=192))
+
+
+def test_stop_event_ends_the_run_with_a_result():
+    stop = threading.Event()
+    gen = finetune(_base(), TOK, _colours_vs_animals(), FinetuneSettings(epochs=5, max_steps=100, eval_interval=100))
+    seen = 0
+    for ev in gen:
+        seen += 1
+        if ev.step == 3:
+            stop.set()
+            break
+    # a stop callable works the same way
+    calls = {"n": 0}
+
+    def stop_after_3():
+        calls["n"] += 1
+        return calls["n"] > 3
+    events = list(finetune(_base(), TOK, _colours_vs_animals(), FinetuneSettings(epochs=5, max_steps=100),
+                           stop=stop_after_3))
+    assert events[-1].status == "stopped" and events[-1].step == 3 and events[-1].result is not None
+
+
+def test_time_cap_is_enforced_inside_the_loop():
+    events = list(finetune(_base(), TOK, _colours_vs_animals(), FinetuneSettings(epochs=50, max_steps=5000,
+                                                                                  max_seconds=0.001)))
+    assert events[-1].status == "time_limit" and events[-1].step < 5000
+
+
+def test_nan_loss_stops_without_a_result():
+    base = _base()
+    with torch.no_grad():
+        base.trf_blocks[0].norm1.scale[0] = float("nan")
+    events = list(finetune(base, TOK, _colours_vs_animals(), FinetuneSettings(max_steps=10)))
+    assert events[-1].status == "diverged" and events[-1].result is None and "Nothing was saved" in events[-1].reason
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(rank=0), "rank"), (dict(alpha=0), "alpha"), (dict(alpha=float("nan")), "alpha"),
+    (dict(targets=()), "at least one"), (dict(method="magic"), "method"), (dict(task="chat"), "task"),
+    (dict(lr=float("inf")), "learning rate"), (dict(batch_size=0), "batch size"), (dict(max_steps=10**9), "steps"),
+    (dict(max_seconds=10**9), "time limit"),
+])
+def test_bad_settings(kw, match):
+    with pytest.raises(FinetuneError, match=match):
+        next(finetune(_base(), TOK, _colours_vs_animals(), FinetuneSettings(**kw)))
+
+
+def test_bad_data():
+    tiny = ClassificationData("x", ["a", "b"], [0, 1], ["a", "b"])
+    with pytest.raises(FinetuneError, match="too few"):
+        next(finetune(_base(), TOK, tiny, FinetuneSettings()))
+    with pytest.raises(FinetuneError, match="instruction data set"):
+        next(finetune(_base(), TOK, _colours_vs_animals(), FinetuneSettings(task="instruction")))
+    with pytest.raises(FinetuneError, match="too few"):
+        next(finetune(_base(), TOK, InstructionData("x", _colour_questions(5).entries), FinetuneSettings(task="instruction")))
+    with pytest.raises(FinetuneError, match="head alone"):
+        next(finetune(_base(), TOK, _colours_vs_animals(), FinetuneSettings(targets=("head",))))
+
+
+def test_answer_score():
+    assert answer_score("Os.", "os", "exact") == 1.0
+    assert answer_score("os.path", "os", "exact") == 0.0
+    assert answer_score("Return the size of a file.", "Return the size of a file", "similar") == 1.0
+    assert 0 < answer_score("Return the size", "Return the size of a file", "similar") < 1
+    assert answer_score("", "anything", "similar") == 0.0
+
+
+def test_session_results_ttl_and_one_run_per_session(monkeypatch):
+    store = SessionResults(ttl_s=10, max_sessions=2)
+    assert store.begin("a") and not store.begin("a")
+    store.end("a")
+    assert store.begin("a")
+    store.end("a")
+    store.add_run("a", {"n": 1})
+    assert store.runs("a") == [{"n": 1}] and store.runs("b") == []
+    import llm_core.finetune as ft
+    now = ft.time.time()
+    monkeypatch.setattr(ft.time, "time", lambda: now + 60)
+    assert store.runs("a") == []  # expired
+    store.add_run("c", {"n": 3})
+    store.add_run("d", {"n": 4})
+    assert store.runs("c") == [{"n": 3}]
+    assert math.isclose(len(store._data), 2)
