@@ -10,7 +10,9 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable, Iterable, Literal
+from typing import Callable, Iterable, Iterator, Literal, NamedTuple
+
+import numpy as np
 
 from .tokenizers import ENDOFTEXT, SIMPLE_SPLIT, UNK, BPETokenizer, SimpleTokenizerV1, SpecialTokenError
 
@@ -18,9 +20,8 @@ SpecialMode = Literal["allow", "plain", "refuse"]
 SPECIAL_MODES = ("allow", "plain", "refuse")
 
 
-@dataclass(frozen=True)
-class TokenPiece:
-    """One token as it sits in the text."""
+class TokenPiece(NamedTuple):
+    """One token as it sits in the text (a tuple: tens of thousands are made at once)."""
 
     index: int          # position in the token sequence
     id: int
@@ -58,22 +59,33 @@ class Tokenization:
     decoded: str
     special_mode: str = "allow"
     notes: list[str] = field(default_factory=list)
+    _counts: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def round_trip_ok(self) -> bool:
         return self.decoded == self.text
 
-    def groups(self) -> list[list[TokenPiece]]:
-        """Tokens bundled by ``group``, in order."""
-        out: list[list[TokenPiece]] = []
+    def groups(self, limit: int | None = None) -> Iterator[list[TokenPiece]]:
+        """Tokens bundled by ``group``, in order (stopping once ``limit`` tokens are out)."""
+        current: list[TokenPiece] = []
+        emitted = 0
         for tok in self.tokens:
-            if out and out[-1][0].group == tok.group:
-                out[-1].append(tok)
-            else:
-                out.append([tok])
-        return out
+            if current and current[0].group != tok.group:
+                yield current
+                emitted += len(current)
+                if limit is not None and emitted >= limit:
+                    return
+                current = []
+            current.append(tok)
+        if current:
+            yield current
 
     def counts(self) -> dict:
+        if self._counts is None:
+            self._counts = self._count()
+        return dict(self._counts)
+
+    def _count(self) -> dict:
         n_tok = len(self.ids)
         n_chars = len(self.text)
         n_bytes = len(self.text.encode("utf-8"))
@@ -139,17 +151,14 @@ def check_unicode(text: str) -> None:
                          f"{exc.start:,}: that is not valid Unicode text") from None
 
 
-def _char_starts(data: bytes) -> list[int]:
-    """For every byte offset 0..len, the index of the character it belongs to (offset len
-    maps to the number of characters)."""
-    out = []
-    char = -1
-    for b in data:
-        if b & 0xC0 != 0x80:   # not a continuation byte: a new character starts here
-            char += 1
-        out.append(char)
-    out.append(char + 1)
-    return out
+def _char_index(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Per byte offset 0..len: whether a character starts there (True at len), and the index
+    of the character the byte belongs to (len maps to the number of characters)."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    starts = np.ones(len(arr) + 1, dtype=bool)
+    starts[:-1] = (arr & 0xC0) != 0x80   # continuation bytes look like 10xxxxxx
+    char_of = np.cumsum(starts) - 1
+    return starts, char_of
 
 
 # ---------------------------------------------------------------- lining tokens up with the text
@@ -167,27 +176,23 @@ def byte_level_pieces(text: str, ids: list[int], token_bytes: Callable[[int], by
         raise ValueError(f"{len(ids)} ids but {len(raws)} token byte strings")
     if b"".join(raws) != data:
         raise ValueError("the tokens' bytes do not add up to the text: not a byte-level tokenization")
-    char_of = _char_starts(data)
-    n = len(data)
-
-    def boundary(pos: int) -> bool:
-        return pos >= n or data[pos] & 0xC0 != 0x80
-
+    if not raws:
+        return []
+    starts, char_of = _char_index(data)
+    ends = np.cumsum([len(r) for r in raws])
+    begins = ends - np.array([len(r) for r in raws])
+    clean_start, clean_end = starts[begins], starts[ends]
+    partial = ~(clean_start & clean_end)
+    group = np.cumsum(clean_start) - 1            # a new group wherever a token starts a character
+    char_start = char_of[begins]
+    # Widen to whole characters: a partial token covers (part of) the character it ends in.
+    char_end = char_of[ends] + ~clean_end
     specials = set(special_ids)
-    out: list[TokenPiece] = []
-    pos, group = 0, -1
-    for index, (tid, raw) in enumerate(zip(ids, raws)):
-        end = pos + len(raw)
-        if boundary(pos):
-            group += 1
-        partial = not (boundary(pos) and boundary(end))
-        # Widen to whole characters: a partial token covers (part of) the character it is in.
-        char_start = char_of[pos]
-        char_end = char_of[end] if boundary(end) else char_of[end] + 1
-        out.append(TokenPiece(index, int(tid), raw, pos, end, char_start, char_end, group, partial,
-                              special=int(tid) in specials))
-        pos = end
-    return out
+    return [TokenPiece(index, int(tid), raw, int(b0), int(b1), int(c0), int(c1), int(g), bool(p),
+                       special=int(tid) in specials)
+            for index, (tid, raw, b0, b1, c0, c1, g, p) in enumerate(
+                zip(ids, raws, begins.tolist(), ends.tolist(), char_start.tolist(), char_end.tolist(),
+                    group.tolist(), partial.tolist()))]
 
 
 def word_level_pieces(text: str, words: list[str], ids: list[int],

@@ -54,6 +54,7 @@ VOCAB_SOURCES = [("this text (everything is known)", "input"), ("the vocabulary 
 
 DISPLAY_TOKENS = 2_000     # tokens drawn as coloured spans (counts and ids always cover all)
 JSON_TOKENS = 2_000        # token records in the JSON output
+JSON_IDS = 2_000           # ids in the JSON (a browser JSON tree stalls on tens of thousands); all ids go to a text box
 REPLAY_CHARS = 5_000       # characters of the text segmented by the merge replay
 MAX_MERGES = 5_000         # merges the step-by-step trainer learns at most
 TRAIN_TIME_LIMIT_S = 30.0
@@ -211,7 +212,7 @@ def render_tokens(tz: tv.Tokenization, ws: str, limit: int = DISPLAY_TOKENS, hig
     text = tz.text
     shown = 0
     char_pos = 0
-    for group in tz.groups():
+    for group in tz.groups(limit):
         if shown >= limit:
             break
         first = group[0]
@@ -303,7 +304,8 @@ def as_json(tz: tv.Tokenization) -> dict:
         "counts": tz.counts(),
         "round_trip_ok": tz.round_trip_ok,
         "decoded": tz.decoded if len(tz.decoded) <= 5_000 else tz.decoded[:5_000] + "…",
-        "ids": tz.ids,
+        "ids": tz.ids[:JSON_IDS],
+        "ids_truncated": len(tz.ids) > JSON_IDS,
         "tokens": tv.as_records(tz, JSON_TOKENS),
         "tokens_truncated": len(tz.tokens) > JSON_TOKENS,
     }
@@ -327,31 +329,34 @@ def _clean_text(text) -> str:
 
 
 def tokenize_one(key: str, text: str, special: str, ws: str, model_name, vocab_source, vocab_text,
-                 bpe_state, other_count: int | None = None) -> tuple[dict, str]:
+                 bpe_state, other_count: int | None = None) -> tuple[dict, str, str]:
     tokenizer, name = resolve_tokenizer(key, text, model_name, vocab_source, vocab_text, bpe_state)
     try:
         tz = tv.tokenize(tokenizer, text, special=special, name=name)
     except SpecialTokenError as exc:
         raise gr.Error(f"{name}: {exc}. The 'special token literals' setting is 'refuse'; choose "
                        "'special token' to encode it as one id, or 'plain text' to spell it out.") from None
-    return as_json(tz), render_view(tz, tokenizer, ws, other_count)
+    return as_json(tz), render_view(tz, tokenizer, ws, other_count), ", ".join(map(str, tz.ids))
 
 
 @friendly_errors
 def tokenize_event(text, tok_a, tok_b, special, ws, vocab_source, vocab_text,
                    model_name=None, bpe_state=None):
-    """Tokenize the text with one or two tokenizers: (JSON, HTML) per side."""
+    """Tokenize the text with one or two tokenizers.
+
+    Returns JSON A, HTML A, JSON B, HTML B, all ids of A, all ids of B (B empty without a
+    second tokenizer). The JSON holds the ids, counts and the tokens (id, string, byte span)."""
     text = _clean_text(text)
     _check_choice(tok_a, list(BASE_CHOICES), "Tokenizer")
     _check_choice(tok_b or NONE, [NONE, *BASE_CHOICES], "Compare with")
     _check_choice(special, tv.SPECIAL_MODES, "Special-token literals")
     _check_choice(ws, [v for _, v in WS_CHOICES], "Whitespace display")
     common = (special, ws, model_name, vocab_source, vocab_text, bpe_state)
-    json_a, html_a = tokenize_one(tok_a, text, *common)
+    json_a, html_a, ids_a = tokenize_one(tok_a, text, *common)
     if not tok_b or tok_b == NONE:
-        return json_a, html_a, None, ""
-    json_b, html_b = tokenize_one(tok_b, text, *common, other_count=json_a["counts"]["tokens"])
-    return json_a, html_a, json_b, html_b
+        return json_a, html_a, None, "", ids_a, ""
+    json_b, html_b, ids_b = tokenize_one(tok_b, text, *common, other_count=json_a["counts"]["tokens"])
+    return json_a, html_a, json_b, html_b, ids_a, ids_b
 
 
 # ---------------------------------------------------------------- share links
@@ -507,7 +512,7 @@ def replay_event(state, step, source, upload, text):
 
 # ---------------------------------------------------------------- the tab
 
-def _initial_view() -> tuple[dict, str]:
+def _initial_view() -> tuple[dict, str, str]:
     """What the page shows before any event: the book's sentence through GPT-2."""
     return tokenize_one("gpt2", BOOK_SENTENCE, "allow", "typed", None, "other", DEFAULT_VOCAB_TEXT, None)
 
@@ -540,7 +545,7 @@ def build(ctx) -> None:
         go_btn = gr.Button("Tokenize", variant="primary", elem_id="tok-go")
         bpe_state = gr.State(None)
 
-        init_json, init_html = _initial_view()
+        init_json, init_html, init_ids = _initial_view()
         with gr.Row(equal_height=False):
             with gr.Column():
                 view_a = gr.HTML(init_html, elem_id="tok-view-a", js_on_load=HOVER_JS, css_template=VIEW_CSS)
@@ -559,8 +564,14 @@ def build(ctx) -> None:
                                     max_length=MAX_TEXT_CHARS, info="Sorted distinct words + <|endoftext|> + <|unk|>.")
         with gr.Accordion("Tokens as data (id, string, byte span)", open=False, elem_id="tok-data"):
             with gr.Row():
-                json_a = gr.JSON(init_json, label="Tokenizer", elem_id="tok-json-a")
-                json_b = gr.JSON(None, label="Compare with", elem_id="tok-json-b")
+                with gr.Column():
+                    json_a = gr.JSON(init_json, label="Tokenizer", elem_id="tok-json-a")
+                    ids_a = gr.Textbox(init_ids, label="All ids", lines=2, max_lines=6, elem_id="tok-ids-a",
+                                       buttons=["copy"], interactive=False)
+                with gr.Column():
+                    json_b = gr.JSON(None, label="Compare with", elem_id="tok-json-b")
+                    ids_b = gr.Textbox("", label="All ids", lines=2, max_lines=6, elem_id="tok-ids-b",
+                                       buttons=["copy"], interactive=False)
         with gr.Row(equal_height=True):
             share_btn = gr.Button("Copy share link", scale=1, elem_id="tok-share")
             share_url = gr.Textbox(label="Share link", scale=4, elem_id="tok-share-url", interactive=False,
@@ -594,7 +605,7 @@ def build(ctx) -> None:
 
         # Events -------------------------------------------------------------
         inputs = [text, tok_a, tok_b, special, ws, vocab_source, vocab_text, ctx.model_name, bpe_state]
-        outputs = [json_a, view_a, json_b, view_b]
+        outputs = [json_a, view_a, json_b, view_b, ids_a, ids_b]
         gr.on([go_btn.click, text.change, tok_a.change, tok_b.change, special.change, ws.change,
                vocab_source.change, vocab_text.change, ctx.model_changed.change],
               tokenize_event, inputs, outputs, api_name="tokenize", trigger_mode="always_last",

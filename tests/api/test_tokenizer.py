@@ -18,7 +18,7 @@ def tokenize(client, text, tok="gpt2", compare="none", special="allow", ws="type
 
 
 def test_book_sentence_gives_the_books_gpt2_ids(client):
-    data, view, other, other_view = tokenize(client, BOOK_TEXT)
+    data, view, other, other_view, ids, other_ids = tokenize(client, BOOK_TEXT)
     assert data["ids"] == BOOK_IDS
     assert data["counts"]["tokens"] == 20 and data["round_trip_ok"] is True
     first, eot = data["tokens"][0], data["tokens"][8]
@@ -27,16 +27,18 @@ def test_book_sentence_gives_the_books_gpt2_ids(client):
     # byte spans tile the text
     assert [t["bytes"][0] for t in data["tokens"][1:]] == [t["bytes"][1] for t in data["tokens"][:-1]]
     assert data["tokens"][-1]["bytes"][1] == len(BOOK_TEXT.encode())
-    assert "20</b> tokens" in view and other is None
+    assert "20</b> tokens" in view and other is None and other_ids == ""
+    assert ids == ", ".join(map(str, BOOK_IDS))
 
 
 def test_compare_with_the_books_simple_tokenizer(client):
-    data, _, simple, simple_view = tokenize(client, BOOK_TEXT, compare="simple")
+    data, _, simple, simple_view, _, simple_ids = tokenize(client, BOOK_TEXT, compare="simple")
     assert data["ids"] == BOOK_IDS
     words = [t["token"] for t in simple["tokens"]]
     assert words[0] == "<|unk|>" and simple["tokens"][0]["word"] == "Hello"
     assert "<|endoftext|>" in words and simple["round_trip_ok"] is False
     assert "&lt;|unk|&gt;" in simple_view and "vs the left" in simple_view
+    assert simple_ids == ", ".join(map(str, simple["ids"]))
 
 
 def test_special_literal_modes(client):
