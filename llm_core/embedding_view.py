@@ -28,9 +28,10 @@ PROCRUSTES_ROWS = 20_000  # rows used to align two embedding tables
 class TokenNotFound(ValueError):
     """Text that is not one token of the vocabulary; ``pieces`` shows how BPE splits it."""
 
-    def __init__(self, message: str, pieces: list[tuple[int, str]] | None = None):
+    def __init__(self, message: str, pieces: list[tuple[int, str]] | None = None, query: str = ""):
         super().__init__(message)
         self.pieces = pieces or []
+        self.query = query
 
 
 # ---------------------------------------------------------------- tokens
@@ -83,7 +84,8 @@ def resolve_token(tokenizer, text: str, n_vocab: int | None = None) -> TokenMatc
     if stripped.startswith("#") and stripped[1:].isdigit():
         tid = int(stripped[1:])
         if tid >= n_vocab:
-            raise TokenNotFound(f"token id {tid} is out of range: this vocabulary has ids 0 to {n_vocab - 1}")
+            raise TokenNotFound(f"token id {tid} is out of range: this vocabulary has ids 0 to {n_vocab - 1}",
+                                query=raw)
         return TokenMatch(tid, token_label(tokenizer, tid), raw)
     candidates = [raw] if raw.startswith(" ") else [" " + stripped, stripped]
     if raw.startswith(" ") and raw != " " + stripped:
@@ -96,7 +98,7 @@ def resolve_token(tokenizer, text: str, n_vocab: int | None = None) -> TokenMatc
     shown = " + ".join(f"'{label}'" for _, label in pieces)
     raise TokenNotFound(
         f"'{stripped}' is not a single token of this vocabulary: byte-pair encoding splits it into "
-        f"{len(pieces)} pieces ({shown}). Pick one of the pieces, or a more common word.", pieces)
+        f"{len(pieces)} pieces ({shown}). Pick one of the pieces, or a more common word.", pieces, raw)
 
 
 def parse_token_list(text: str, limit: int = MAX_CHOSEN) -> list[str]:

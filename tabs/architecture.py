@@ -8,6 +8,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 import torch
 
 from llm_core import architecture_view as av
@@ -59,14 +60,14 @@ def _md(text) -> str:
 
 def config_markdown(bundle) -> str:
     c = bundle.config
-    rows = [("vocab_size", f"{c.vocab_size:,}", "rows of the token embedding and columns of the output head"),
-            ("context_length", f"{c.context_length:,}", "positions the model can see at once"),
-            ("emb_dim", c.emb_dim, "width of every token's vector (the residual stream)"),
-            ("n_heads", c.n_heads, f"attention heads per block, {c.head_dim} dims each"),
+    rows = [("vocab_size", f"{c.vocab_size:,}", "tokens it knows"),
+            ("context_length", f"{c.context_length:,}", "positions it sees at once"),
+            ("emb_dim", c.emb_dim, "width of each token's vector"),
+            ("n_heads", c.n_heads, f"attention heads, {c.head_dim} dims each"),
             ("n_layers", c.n_layers, "TransformerBlocks stacked"),
-            ("drop_rate", c.drop_rate, "dropout during training (off when the model is used)"),
-            ("qkv_bias", c.qkv_bias, "bias in W_query/W_key/W_value (True for OpenAI's GPT-2 weights)"),
-            ("tie_weights", c.tie_weights, "output head shares the token embedding matrix")]
+            ("drop_rate", c.drop_rate, "dropout while training"),
+            ("qkv_bias", c.qkv_bias, "bias in W_query/W_key/W_value"),
+            ("tie_weights", c.tie_weights, "head shares the token table")]
     table = "| setting | value | meaning |\n|---|---|---|\n" + "\n".join(
         f"| `{k}` | {_md(v)} | {m} |" for k, v, m in rows)
     return f"**{_md(bundle.name)}** ({_md(bundle.source)})\n\n{table}"
@@ -229,13 +230,19 @@ def lens_rows(lens: av.LogitLens, position: int) -> pd.DataFrame:
 
 
 def layernorm_figure(demo: av.LayerNormDemo) -> go.Figure:
-    fig = go.Figure()
-    for name, values in (("before", demo.before), ("normalised (mean 0, var 1)", demo.normalised),
-                         ("after the model's scale & shift", demo.after)):
-        fig.add_trace(go.Histogram(x=values.astype(np.float32), name=name, opacity=0.55, nbinsx=60))
-    fig.update_layout(barmode="overlay", title=f"Values of one activation vector: {_esc(demo.where)}", height=380,
-                      xaxis_title="value", yaxis_title="dimensions", margin=dict(l=10, r=10, t=50, b=10),
-                      legend=dict(orientation="h", y=-0.25))
+    """One histogram per stage, each on its own x scale (the input may be 100× larger or smaller)."""
+    parts = [("before", demo.before, demo.stats["before"]),
+             ("normalised", demo.normalised, demo.stats["normalised"]),
+             ("after scale & shift", demo.after, demo.stats["after scale & shift"])]
+    titles = [f"{name}<br>mean {m:+.3f}, var {v:.3f}" for name, _, (m, v) in parts]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=titles, horizontal_spacing=0.06)
+    colours = ["#64748b", "#2563eb", "#16a34a"]
+    for i, ((name, values, _), colour) in enumerate(zip(parts, colours), 1):
+        fig.add_trace(go.Histogram(x=values.astype(np.float32), name=name, nbinsx=40, marker_color=colour,
+                                   showlegend=False), row=1, col=i)
+    fig.update_yaxes(title_text="dimensions", row=1, col=1)
+    fig.update_layout(title=f"One activation vector's {demo.before.shape[0]} values: {_esc(demo.where)}",
+                      height=380, margin=dict(l=10, r=10, t=90, b=10), bargap=0.05)
     return fig
 
 
@@ -315,12 +322,12 @@ def build(ctx) -> None:
     with gr.Tab("5 · Architecture", id="architecture", elem_id="tab-architecture"):
         gr.Markdown(INTRO)
         with gr.Row():
-            with gr.Column(scale=2):
+            with gr.Column(scale=1):
                 gr.Markdown("### The active model")
                 config_md = gr.Markdown(init[0], elem_id="arch-config")
-                totals_md = gr.Markdown(init[3], elem_id="arch-totals")
-            with gr.Column(scale=3):
+            with gr.Column(scale=1):
                 diagram = gr.HTML(init[1], elem_id="arch-diagram", css_template=DIAGRAM_CSS)
+        totals_md = gr.Markdown(init[3], elem_id="arch-totals")
         params = gr.Dataframe(init[2], headers=["component", "per block", "parameters", "share", "note"],
                               interactive=False, wrap=True, elem_id="arch-params",
                               label="Parameters per component (shares of the untied total)")

@@ -15,13 +15,18 @@ from llm_core.model import build_untrained
 from llm_core.registry import model_choices
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
 
-DEFAULT_WORDS = "king, queen, man, woman, Paris, London, dog, cat, one, two, three, red, blue, def, return"
+# Defaults are picked from these to suit the model's vocabulary (GPT-2's, or a small one of Python docs).
+WORD_CANDIDATES = ("king, queen, man, woman, Paris, London, dog, cat, one, two, three, four, red, blue, def, "
+                   "return, import, class, list, dict, True, None")
+ANALOGY_CANDIDATES = [("king", "man", "woman"), ("two", "one", "three"), ("list", "append", "dict")]
+QUERY_CANDIDATES = ["king", "two", "list", "#10"]
 DEFAULT_SENTENCE = ("In the sunlit terraces of the palace, every effort moves you forward; "
                     "the model reads each token together with its position in the window.")
 MAX_WORD_CHARS = 100
 MAX_LIST_CHARS = 2_000
 MAX_SENTENCE_CHARS = 5_000
 DEFAULT_POINTS = 5_000
+SVG_POINTS = 5_000          # more points than this are drawn with WebGL
 REQUEST_CEILING = 10**9     # anything up to this is capped with a notice; beyond it is nonsense
 HEATMAP_DIMS = 64           # columns of the token/position/input heatmaps
 PRECOMPUTE_MAX_PARAMS = 40_000_000  # pre-render at start-up only for small default models
@@ -78,8 +83,11 @@ def _resolve_list(tok, words_text: str, n_vocab: int) -> tuple[list[ev.TokenMatc
     lines = []
     if found:
         lines.append("Labelled: " + ", ".join(f"{_code(m.label)} (#{m.id})" for m in found))
-    for exc in missing:
-        lines.append(f"⚠️ {_md(exc)}")
+    if missing:
+        split = "; ".join(f"{_md(exc.query.strip())} → " + " + ".join(_code(label) for _, label in exc.pieces)
+                          if exc.pieces else f"{_md(exc.query.strip())} ({_md(exc)})" for exc in missing)
+        lines.append(f"⚠️ Not single tokens of this vocabulary (byte-pair encoding splits words it has not "
+                     f"merged into pieces), so not plotted: {split}. Use one of the pieces, or #id.")
     if len([w for w in words_text.split(",") if w.strip()]) > ev.MAX_CHOSEN:
         lines.append(f"Only the first {ev.MAX_CHOSEN} words are used.")
     return found, "\n\n".join(lines)
@@ -97,7 +105,9 @@ def projector_figure(proj: ev.Projection, title: str) -> go.Figure:
     axes = [f"PC{i + 1} ({100 * proj.explained[i]:.1f} % of variance)" for i in range(dims)]
     fig = go.Figure()
     if dims == 2:
-        fig.add_trace(go.Scattergl(x=proj.coords[bg, 0], y=proj.coords[bg, 1], mode="markers", name="tokens",
+        # WebGL only where SVG would be slow: it costs a lot in browsers without a GPU.
+        scatter = go.Scattergl if len(proj.ids) > SVG_POINTS else go.Scatter
+        fig.add_trace(scatter(x=proj.coords[bg, 0], y=proj.coords[bg, 1], mode="markers", name="tokens",
                                    hovertext=hover[bg], hoverinfo="text",
                                    marker=dict(size=4, opacity=0.45, color="#64748b")))
         fig.add_trace(go.Scatter(x=proj.coords[fg, 0], y=proj.coords[fg, 1], mode="markers+text", name="chosen",
@@ -371,12 +381,32 @@ def _compare_choices(active: str | None = None):
     return [BEFORE_CHOICE] + [(label, name) for label, name in model_choices() if name != active]
 
 
+def _defaults(model_name) -> dict:
+    """Example words that are single tokens of this model's vocabulary."""
+    try:
+        bundle = get_bundle(model_name)
+    except gr.Error:
+        return {"words": WORD_CANDIDATES, "query": QUERY_CANDIDATES[0], "analogy": ANALOGY_CANDIDATES[0]}
+    tok, n_vocab = bundle.tokenizer, ev.usable_vocab(bundle.model, bundle.tokenizer)
+
+    def ok(word):
+        try:
+            return ev.resolve_token(tok, word, n_vocab) is not None
+        except ev.TokenNotFound:
+            return False
+
+    words = [w.strip() for w in WORD_CANDIDATES.split(",") if ok(w.strip())] or ["#10", "#11", "#12"]
+    triple = next((t for t in ANALOGY_CANDIDATES if all(ok(w) for w in t)), ("#20", "#21", "#22"))
+    return {"words": ", ".join(words), "query": next(q for q in QUERY_CANDIDATES if ok(q)), "analogy": triple}
+
+
 def build(ctx) -> None:
     init_model = ctx.model_name.value
+    defaults = _defaults(init_model)
     initial = {}
     try:
         if get_bundle(init_model).num_parameters <= PRECOMPUTE_MAX_PARAMS:
-            initial["project"] = project(DEFAULT_WORDS, "2-D", DEFAULT_POINTS, init_model)
+            initial["project"] = project(defaults["words"], "2-D", DEFAULT_POINTS, init_model)
             initial["positions"] = positions(128, init_model)
             initial["input"] = input_embeddings(DEFAULT_SENTENCE, 8, 4, init_model)
     except gr.Error:
@@ -391,7 +421,7 @@ def build(ctx) -> None:
         gr.Markdown("### The token table as a map")
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
-                words = gr.Textbox(DEFAULT_WORDS, lines=3, label="Tokens to label", elem_id="emb-words",
+                words = gr.Textbox(defaults["words"], lines=3, label="Tokens to label", elem_id="emb-words",
                                    max_length=MAX_LIST_CHARS,
                                    info="Comma-separated words; a word is tried as ' word' (inside a sentence) "
                                         "then 'word'. #123 means token id 123. Always plotted and labelled.")
@@ -410,7 +440,7 @@ def build(ctx) -> None:
             with gr.Column():
                 gr.Markdown("### Nearest neighbours")
                 with gr.Row():
-                    query = gr.Textbox("king", label="Token", elem_id="emb-query", max_length=MAX_WORD_CHARS,
+                    query = gr.Textbox(defaults["query"], label="Token", elem_id="emb-query", max_length=MAX_WORD_CHARS,
                                        info="A word or piece of a word (or #id).")
                     k_nn = gr.Number(10, precision=0, label="Neighbours", elem_id="emb-k",
                                      info=f"How many, 1–{ev.MAX_NEIGHBOURS}.")
@@ -421,11 +451,13 @@ def build(ctx) -> None:
             with gr.Column():
                 gr.Markdown("### Analogy: a − b + c")
                 with gr.Row():
-                    an_a = gr.Textbox("king", label="a", elem_id="emb-an-a", max_length=MAX_WORD_CHARS,
+                    an_a = gr.Textbox(defaults["analogy"][0], label="a", elem_id="emb-an-a", max_length=MAX_WORD_CHARS,
                                       info="Start from this token…")
-                    an_b = gr.Textbox("man", label="− b", elem_id="emb-an-b", max_length=MAX_WORD_CHARS,
+                    an_b = gr.Textbox(defaults["analogy"][1], label="− b", elem_id="emb-an-b",
+                                      max_length=MAX_WORD_CHARS,
                                       info="…take this away…")
-                    an_c = gr.Textbox("woman", label="+ c", elem_id="emb-an-c", max_length=MAX_WORD_CHARS,
+                    an_c = gr.Textbox(defaults["analogy"][2], label="+ c", elem_id="emb-an-c",
+                                      max_length=MAX_WORD_CHARS,
                                       info="…and add this.")
                     k_an = gr.Number(10, precision=0, label="Results", elem_id="emb-an-k",
                                      info=f"1–{ev.MAX_NEIGHBOURS}.")
@@ -467,7 +499,7 @@ def build(ctx) -> None:
                                  info="Another model with the same tokenizer: an untrained one, the model "
                                       "before your further training, a saved run, or a directory. The active "
                                       "model is 'after'.")
-            cmp_words = gr.Textbox("king, queen, man, woman, one, two, def, return", label="Tokens",
+            cmp_words = gr.Textbox(", ".join(defaults["words"].split(", ")[:8]), label="Tokens",
                                    elem_id="emb-cmp-words", max_length=MAX_LIST_CHARS, scale=2,
                                    info="Comma-separated, as above.")
             cmp_k = gr.Number(5, precision=0, label="Neighbours", elem_id="emb-cmp-k",
@@ -502,14 +534,14 @@ def build(ctx) -> None:
             lambda name: gr.update(choices=_compare_choices(name), value=UNTRAINED_TWIN), m, before,
             api_visibility="private", queue=False)
 
-        examples = gr.Examples([["king, queen, man, woman, prince, princess", "2-D", 5000, "king", "man", "woman"],
-                     ["one, two, three, four, five, six, seven, eight", "3-D", 8000, "two", "one", "three"],
-                     ["def, return, import, class, self, print, None, True", "2-D", 5000, "def", "function",
-                      "class"],
-                     ["Paris, France, London, England, Berlin, Germany", "2-D", 20000, "Paris", "France",
-                      "Germany"]],
-                    inputs=[words, dims, n_points, an_a, an_b, an_c], label="Try: royalty, numbers, Python "
-                    "keywords, capitals (labels, then the analogy inputs)", elem_id="emb-examples")
+        examples = gr.Examples(
+            [["one, two, three, four, five, six, seven, eight", "3-D", 8000, "two", "one", "three"],
+             ["def, return, import, class, self, print, None, True", "2-D", 5000, "def", "function", "class"],
+             ["king, queen, man, woman, prince, princess", "2-D", 5000, "king", "man", "woman"],
+             ["Paris, France, London, England, Berlin, Germany", "2-D", 20000, "Paris", "France", "Germany"]],
+            inputs=[words, dims, n_points, an_a, an_b, an_c], elem_id="emb-examples",
+            label="Try: numbers, Python keywords, royalty and capitals (the last two need GPT-2's vocabulary). "
+                  "Each fills the labels and the analogy, then draws both.")
         examples.load_input_event.then(api_visibility="private", **project_event).then(
             analogy, [an_a, an_b, an_c, k_an, m], [an_table, an_note], api_visibility="private",
             concurrency_id=CPU_HEAVY)

@@ -61,7 +61,7 @@ def test_huge_point_counts_are_capped_and_tiny_ones_refused(client):
 
 def test_unknown_words_in_the_list_are_explained_not_fatal(client):
     plot, note = project(client, words="#10, Zqxjvwkzzqxjv, <script>alert(1)</script>")
-    assert "not a single token" in note and "pieces" in note
+    assert "Not single tokens" in note and "pieces" in note and "Zqxjvwkzzqxjv →" in note
     assert "<script>" not in note  # user text is escaped
     assert len(values(plot_data(plot)[1]["x"])) == 1
 
