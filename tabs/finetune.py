@@ -1,0 +1,620 @@
+"""Stage 7: fine-tune the active model — LoRA, the book's last-block recipe, or every weight —
+for classification (7.1) or for following instructions (7.2), with live curves."""
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from llm_core import instruct_data as idata
+from llm_core.config import PRESETS
+from llm_core.finetune import (
+    MAX_BATCH, RESULTS, FinetuneError, FinetuneSettings, finetune, planned_counts, respond,
+)
+from llm_core.lora import ALL_TARGETS, TARGET_LABELS, LoRAError, load_adapter, lora_parameter_count
+from tabs.common import TRAINING_SLOT, check_float, check_int, check_text, friendly_errors, get_bundle
+
+# Server-side caps (2 vCPUs shared by every visitor).
+MAX_STEPS = 2000
+MAX_SECONDS = float(os.environ.get("LLM_EXPLORER_FT_MAX_SECONDS", 10 * 60))
+MAX_PARAMS_FULL = 130_000_000   # full / last-block fine-tuning: up to GPT-2 small
+MAX_PARAMS_LORA = 400_000_000   # LoRA keeps the optimizer state small: up to GPT-2 medium
+MAX_POINTS = 400
+STREAM_EVERY_S = 0.3
+MAX_PROMPT_CHARS = 2000
+ADAPTER_DIR = Path(tempfile.gettempdir()) / "llm-explorer-adapters"
+
+TASK_CLS = "Classification (7.1)"
+TASK_INS = "Instruction following (7.2)"
+DS_CLS_BUILTIN = "Built-in: Python docstrings — function or class?"
+DS_CLS_BOOK = "SMS Spam Collection (the book's; needs network)"
+DS_CLS_UPLOAD = "Upload a CSV (text,label)"
+DS_INS_BUILTIN = "Built-in: Python docs questions + computed tasks"
+DS_INS_BOOK = "instruction-data.json (the book's; needs network)"
+DS_INS_UPLOAD = "Upload a JSON (instruction, input, output)"
+DATASETS = {TASK_CLS: [DS_CLS_BUILTIN, DS_CLS_BOOK, DS_CLS_UPLOAD], TASK_INS: [DS_INS_BUILTIN, DS_INS_BOOK, DS_INS_UPLOAD]}
+# One list for both tasks: the server checks a value against the component's choices, and the
+# task's own three come first after a switch.
+ALL_DATASETS = DATASETS[TASK_CLS] + DATASETS[TASK_INS]
+M_LORA = "LoRA"
+M_LAST = "Last block + head (book 7.1)"
+M_FULL = "Full fine-tune"
+METHODS = {M_LORA: "lora", M_LAST: "last-block", M_FULL: "full"}
+TARGET_CHOICES = [(TARGET_LABELS[t], t) for t in ALL_TARGETS]
+DEFAULT_TARGETS = ["q", "k", "v", "out", "ff_in", "ff_out"]
+COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777"]
+
+_stop_flags: dict[str, threading.Event] = {}
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "api"
+
+
+# ---------------------------------------------------------------- inputs
+
+def _task(task: str) -> str:
+    if task not in DATASETS:
+        raise gr.Error(f"Choose a task: {TASK_CLS} or {TASK_INS}.")
+    return "classification" if task == TASK_CLS else "instruction"
+
+
+def _load_data(task: str, dataset: str, upload):
+    """The chosen data set, or a clear error."""
+    if dataset not in DATASETS[task]:
+        raise gr.Error(f"{str(dataset)[:80]!r} is not a data set for {task}; choose one of: "
+                       f"{', '.join(DATASETS[task])}.")
+    try:
+        if dataset == DS_CLS_BUILTIN:
+            return idata.builtin_classification()
+        if dataset == DS_INS_BUILTIN:
+            return idata.builtin_instructions()
+        if dataset in (DS_CLS_BOOK, DS_INS_BOOK):
+            got = idata.sms_spam() if dataset == DS_CLS_BOOK else idata.book_instruction_data()
+            if isinstance(got, idata.Unavailable):
+                raise gr.Error(got.reason, title="Data set unavailable")
+            return got
+        if not upload:
+            raise gr.Error("Choose a file to upload first (CSV with text,label columns, or JSON with "
+                           "instruction/input/output).")
+        name = Path(str(upload)).name
+        if dataset == DS_CLS_UPLOAD:
+            return idata.parse_classification_csv(upload, name=name)
+        return idata.load_instruction_upload(upload, name=name)
+    except idata.DatasetError as exc:
+        raise gr.Error(f"The data set cannot be used: {exc}", title="Bad data set") from None
+
+
+def _targets(targets) -> tuple[str, ...]:
+    targets = tuple(t for t in (targets or []) if t in ALL_TARGETS)
+    if not targets:
+        raise gr.Error("Tick at least one layer type for LoRA (e.g. the attention projections).")
+    return targets
+
+
+def _settings(task, method, rank, alpha, targets, epochs, steps, batch, lr, eval_interval, seed, max_length,
+              mask) -> FinetuneSettings:
+    if method not in METHODS:
+        raise gr.Error(f"Choose a method: {', '.join(METHODS)}.")
+    m = METHODS[method]
+    return FinetuneSettings(
+        task=_task(task), method=m,
+        rank=check_int(rank, "LoRA rank", 1, 256) if m == "lora" else 8,
+        alpha=check_float(alpha, "LoRA alpha", 0.0, 1024.0, lo_open=True) if m == "lora" else 16.0,
+        targets=_targets(targets) if m == "lora" else ("all",),
+        epochs=check_int(epochs, "Epochs", 1, 100), max_steps=check_int(steps, "Max steps", 1, MAX_STEPS),
+        batch_size=check_int(batch, "Batch size", 1, MAX_BATCH), lr=check_float(lr, "Learning rate", 0.0, 1.0, lo_open=True),
+        eval_interval=check_int(eval_interval, "Evaluate every", 1, MAX_STEPS), eval_batches=4,
+        seed=check_int(seed, "Seed", 0, 2**31 - 1), max_seconds=MAX_SECONDS,
+        max_length=check_int(max_length, "Max tokens per example", 8, 4096), mask_instruction=bool(mask),
+        n_samples=3, n_score=20, sample_tokens=32)
+
+
+def _check_size(bundle, settings: FinetuneSettings) -> None:
+    n = bundle.num_parameters
+    cap = MAX_PARAMS_LORA if settings.method == "lora" else MAX_PARAMS_FULL
+    if n > cap and not torch.cuda.is_available():
+        raise gr.Error(f"{bundle.name} has {n / 1e6:.0f}M parameters; on this CPU server "
+                       f"{'LoRA' if settings.method == 'lora' else 'this method'} trains models up to "
+                       f"{cap / 1e6:.0f}M. Pick a smaller model at the top (or LoRA).")
+
+
+# ---------------------------------------------------------------- figures
+
+def _ema(values, weight: float):
+    out, acc = [], None
+    for v in values:
+        acc = v if acc is None else weight * acc + (1 - weight) * v
+        out.append(acc)
+    return out
+
+
+def _xy(xs, ys):
+    x, y = np.asarray(xs, dtype=np.float32), np.asarray(ys, dtype=np.float32)
+    if len(x) > MAX_POINTS:
+        idx = np.linspace(0, len(x) - 1, MAX_POINTS).astype(int)
+        x, y = x[idx], y[idx]
+    return x, y
+
+
+def curves_figure(runs: list[dict], log_scale: bool = False, smoothing: float = 0.6) -> go.Figure:
+    """Train/validation loss of this session's runs (newest bold), plus accuracy for classification."""
+    with_acc = any(r.get("val_acc") for r in runs)
+    fig = make_subplots(rows=1, cols=2 if with_acc else 1, subplot_titles=(
+        ("Loss (cross-entropy)", "Accuracy") if with_acc else ("Loss (cross-entropy)",)))
+    for i, run in enumerate(runs):
+        color = COLORS[i % len(COLORS)]
+        newest = i == len(runs) - 1
+        opacity = 1.0 if newest else 0.45
+        label = run["label"]
+        if newest and run["batch_loss"]:
+            x, y = _xy(run["batch_steps"], _ema(run["batch_loss"], smoothing))
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{label}: batch loss (smoothed)",
+                                     line=dict(color=color, width=1), opacity=0.3), row=1, col=1)
+        for key, dash, what in (("train_loss", None, "train"), ("val_loss", "dash", "validation")):
+            if run[key]:
+                x, y = _xy(run["eval_steps"], run[key])
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{label}: {what}",
+                                         line=dict(color=color, width=2.5 if newest else 1.5, dash=dash),
+                                         opacity=opacity), row=1, col=1)
+        if with_acc:
+            for key, dash, what in (("train_acc", None, "train acc"), ("val_acc", "dash", "val acc")):
+                if run.get(key):
+                    x, y = _xy(run["eval_steps"], run[key])
+                    fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{label}: {what}",
+                                             line=dict(color=color, width=2.5 if newest else 1.5, dash=dash),
+                                             opacity=opacity, showlegend=newest), row=1, col=2)
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(type="log" if log_scale else "linear", row=1, col=1)
+    if with_acc:
+        fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_layout(height=400, margin=dict(l=50, r=20, t=40, b=40), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def norms_figure(norms: dict, n_layers: int) -> go.Figure | None:
+    """Heatmap of the weight update's Frobenius norm per layer (rows) and target (columns)."""
+    if not norms:
+        return None
+    cols = [t for t in ALL_TARGETS if any(k[0] == t for k in norms)]
+    rows = [f"block {i}" for i in range(n_layers)] + (["output head"] if any(k[1] is None for k in norms) else [])
+    z = np.full((len(rows), len(cols)), np.nan, dtype=np.float32)
+    for (t, i), v in norms.items():
+        z[n_layers if i is None else i, cols.index(t)] = v
+    fig = go.Figure(go.Heatmap(z=z, x=[TARGET_LABELS[c] for c in cols], y=rows, colorscale="Viridis",
+                               colorbar=dict(title="‖ΔW‖"), hovertemplate="%{y} · %{x}: %{z:.4f}<extra></extra>"))
+    fig.update_layout(height=max(260, 28 * len(rows) + 120), title="Which weights changed: ‖ΔW‖ (Frobenius norm)",
+                      margin=dict(l=90, r=20, t=50, b=80), yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def confusion_figure(conf: list[list[int]], labels: list[str], split: str) -> go.Figure:
+    z = np.asarray(conf, dtype=np.float32)
+    fig = go.Figure(go.Heatmap(z=z, x=[f"predicted {l}" for l in labels], y=[f"true {l}" for l in labels],
+                               colorscale="Blues", text=z.astype(int), texttemplate="%{text}",
+                               hovertemplate="%{y}, %{x}: %{z:.0f}<extra></extra>"))
+    fig.update_layout(height=320, title=f"Confusion matrix ({split})", margin=dict(l=110, r=20, t=50, b=60),
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+# ---------------------------------------------------------------- text blocks
+
+def _fmt_s(s) -> str:
+    return "-" if s is None or not math.isfinite(s) else f"{int(s) // 60}:{int(s) % 60:02d}"
+
+
+def _fmt(v, pct=False) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{100 * v:.1f} %" if pct else f"{v:.3f}"
+
+
+def _status(ev, header: str) -> str:
+    acc = ""
+    if ev.val_acc is not None:
+        acc = f" · accuracy train {_fmt(ev.train_acc, True)} / validation {_fmt(ev.val_acc, True)}"
+    lines = [header,
+             f"**{ev.status}** · step {ev.step:,} / {ev.total_steps:,} · epoch {ev.epoch} · {ev.tokens_seen:,} tokens",
+             f"loss: last batch {_fmt(ev.batch_loss)} · train {_fmt(ev.train_loss)} · validation {_fmt(ev.val_loss)}{acc}",
+             f"{ev.tokens_per_s:,.0f} tokens/s · elapsed {_fmt_s(ev.elapsed_s)} · ETA {_fmt_s(ev.eta_s)}"]
+    if ev.reason:
+        lines.append(html.escape(ev.reason))
+    return "\n\n".join(lines)
+
+
+def _samples_md(history: list[dict]) -> str:
+    out = []
+    for h in reversed(history[-6:]):
+        if not h.get("samples"):
+            continue
+        rows = "".join(f"<tr><td>{html.escape(s['instruction'])}{'<br><i>' + html.escape(s['input']) + '</i>' if s['input'] else ''}"
+                       f"</td><td>{html.escape(s['expected'])}</td><td>{html.escape(s['response']) or '<i>(nothing)</i>'}</td></tr>"
+                       for s in h["samples"])
+        out.append(f"<b>step {h['step']}</b><table class='ft-table'><tr><th>held-out instruction</th>"
+                   f"<th>expected</th><th>model's answer</th></tr>{rows}</table>")
+    return "".join(out) or "<i>Held-out answers appear here at each evaluation (instruction tuning).</i>"
+
+
+def _score_line(name: str, s: dict | None) -> str:
+    if not s or not s.get("n"):
+        return f"| {name} | - | - | - |"
+    em = f"{100 * s['exact_match']:.0f} % of {s['n_exact']}" if s["exact_match"] is not None else "-"
+    sim = f"{s['similarity']:.2f} over {s['n_similar']}" if s["similarity"] is not None else "-"
+    return f"| {name} | {em} | {sim} | {s['score']:.1f} |"
+
+
+def _result_md(res) -> str:
+    c = res.counts
+    lines = [f"**Method:** {res.method} · {c.summary()} · adapter for **{html.escape(res.info.base_model)}** "
+             f"(fingerprint `{res.info.base_fingerprint}`)"]
+    if res.task == "classification":
+        acc = " · ".join(f"{k} {100 * v:.1f} %" for k, v in res.accuracy.items())
+        lines.append(f"**Accuracy** (up to 400 examples per split): {acc} · chance ≈ {100 / len(res.label_names):.0f} %")
+    else:
+        b, a = res.scores.get("before"), res.scores.get("after")
+        lines.append(f"**Final validation loss:** {_fmt(res.val_loss)}\n\n"
+                     "| held-out test examples | exact match (computed answers) | word similarity (0-1) | score 0-100 |\n"
+                     "|---|---|---|---|\n" + _score_line("before tuning", b) + "\n" + _score_line("after tuning", a))
+    return "\n\n".join(lines)
+
+
+def _comparison_html(res) -> str:
+    if res.task == "classification":
+        rows = "".join(
+            f"<tr><td>{html.escape(e['text'][:200])}</td><td>{html.escape(e['label'])}</td><td>"
+            + ", ".join(f"{html.escape(k)} {100 * v:.0f} %" for k, v in e["probs"].items()) + "</td></tr>"
+            for e in res.examples)
+        return ("<table class='ft-table'><tr><th>validation text</th><th>true label</th><th>tuned model's "
+                f"probabilities</th></tr>{rows}</table>")
+    rows = "".join(
+        f"<tr><td>{html.escape(e['instruction'])}{'<br><i>' + html.escape(e['input']) + '</i>' if e['input'] else ''}</td>"
+        f"<td>{html.escape(e['expected'])}</td><td>{html.escape(e['before']) or '<i>(nothing)</i>'}</td>"
+        f"<td>{html.escape(e['after']) or '<i>(nothing)</i>'}</td></tr>" for e in res.comparisons[:12])
+    return ("<table class='ft-table'><tr><th>held-out instruction</th><th>expected</th><th>base model</th>"
+            f"<th>tuned model</th></tr>{rows}</table>")
+
+
+def _new_run(label: str) -> dict:
+    return {"label": label, "batch_steps": [], "batch_loss": [], "eval_steps": [], "train_loss": [],
+            "val_loss": [], "train_acc": [], "val_acc": []}
+
+
+def _adapter_path(session: str, res, run_no: int) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_-]", "", session)[:32] or "api"
+    base = re.sub(r"[^A-Za-z0-9_.-]", "-", res.info.base_model)[:40] or "model"
+    return ADAPTER_DIR / safe / f"{base}-{res.task}-{res.method}-run{run_no}.safetensors"
+
+
+# ---------------------------------------------------------------- handlers
+
+@friendly_errors
+def parameter_counts(task, method, rank, alpha, targets, model_name):
+    """Trainable vs total parameters of the planned run (no weights are built)."""
+    try:
+        s = _settings(task, method, rank, alpha, targets, 1, 1, 1, 1e-3, 1, 123, 128, False)
+    except gr.Error as exc:
+        return f"*{html.escape(str(exc))}*"
+    bundle = get_bundle(model_name)
+    n_classes = 2 if s.task == "classification" else None
+    try:
+        counts = planned_counts(bundle.config, s, n_classes)
+    except (LoRAError, FinetuneError) as exc:
+        return f"*{html.escape(str(exc))}*"
+    book = lora_parameter_count(PRESETS["gpt2-small"], 16, "all", head_out=2)
+    head = " (with a 2-class head)" if n_classes else ""
+    return (f"**{bundle.name}**{head}: {counts.summary()}.\n\n"
+            f"For scale: GPT-2 small with rank-16 LoRA on every Linear layer and a 2-class head "
+            f"(the book's appendix E) trains {book:,} parameters of 124,441,346.")
+
+
+@friendly_errors
+def preview_data(task, dataset, upload):
+    """Size, classes and a few examples of the chosen data set."""
+    data = _load_data(task, dataset, upload)
+    if isinstance(data, idata.ClassificationData):
+        counts = ", ".join(f"{html.escape(k)}: {v:,}" for k, v in data.class_counts().items())
+        rows = "\n".join(f"| {html.escape(t[:160]).replace('|', '&#124;')} | {html.escape(data.label_names[y])} |"
+                         for t, y in list(zip(data.texts, data.labels))[:6])
+        return (f"**{html.escape(data.name)}** — {len(data):,} examples ({counts}). {html.escape(data.description)}"
+                f"\n\n| text | label |\n|---|---|\n{rows}")
+    rows = "\n".join(
+        f"| {html.escape(e['instruction'][:100])} | {html.escape(e.get('input', '')[:60])} | {html.escape(e['output'][:100])} |"
+        .replace("\n", " ") for e in data.entries[:6])
+    return (f"**{html.escape(data.name)}** — {len(data):,} entries. {html.escape(data.description)}\n\n"
+            f"| instruction | input | output |\n|---|---|---|\n{rows}")
+
+
+@friendly_errors
+def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, steps, batch, lr, eval_interval,
+                 seed, max_length, mask, log_scale, smoothing, model_name, request: gr.Request = None):
+    """Stream a fine-tuning run: (status, curves, held-out answers, results, confusion, norms, comparison, adapter)."""
+    settings = _settings(task, method, rank, alpha, targets, epochs, steps, batch, lr, eval_interval, seed,
+                         max_length, mask)
+    smoothing = check_float(smoothing, "Smoothing", 0.0, 0.99)
+    bundle = get_bundle(model_name)
+    _check_size(bundle, settings)
+    data = _load_data(task, dataset, upload)
+    session = _session(request)
+    if not RESULTS.begin(session):
+        raise gr.Error("A fine-tuning run of yours is already going: stop it or wait for it to finish.")
+    if not TRAINING_SLOT.acquire(blocking=False):
+        RESULTS.end(session)
+        raise gr.Error("Another training run is in progress on this server (pre-training or fine-tuning, yours "
+                       "or another visitor's). Wait for it to finish, then start again.")
+    stop_flag = threading.Event()
+    _stop_flags[session] = stop_flag
+    runs = RESULTS.runs(session)
+    run = _new_run(f"run {len(runs) + 1}: {settings.method}"
+                   + (f" r{settings.rank}" if settings.method == "lora" else "") + f", lr {settings.lr:g}")
+    runs.append(run)
+    header = (f"Fine-tuning **{html.escape(bundle.name)}** on **{html.escape(data.name)}** ({len(data):,} examples); "
+              f"server caps: {MAX_STEPS:,} steps, {MAX_SECONDS / 60:.0f} minutes.")
+    history: list[dict] = []
+    none = (gr.update(),) * 5
+    try:
+        last_yield = 0.0
+        last = None
+        for ev in finetune(bundle.model, bundle.tokenizer, data, settings, base_name=bundle.name, stop=stop_flag):
+            last = ev
+            if ev.step > 0 and ev.batch_loss is not None and not ev.is_eval:
+                run["batch_steps"].append(ev.step)
+                run["batch_loss"].append(ev.batch_loss)
+            if ev.is_eval:
+                history.append(ev.to_dict())
+                run["eval_steps"].append(ev.step)
+                for key in ("train_loss", "val_loss", "train_acc", "val_acc"):
+                    if getattr(ev, key) is not None:
+                        run[key].append(getattr(ev, key))
+            now = time.perf_counter()
+            if ev.done:
+                break
+            if ev.is_eval or now - last_yield >= STREAM_EVERY_S:
+                last_yield = now
+                yield (_status(ev, header), curves_figure(runs, log_scale, smoothing), _samples_md(history)) + none
+        res = last.result if last is not None else None
+        RESULTS.add_run(session, run)
+        if res is None:  # diverged: nothing stored, an earlier result and adapter stay as they were
+            gr.Warning(last.reason if last is not None else "The run ended without a result.")
+            yield (_status(last, header), curves_figure(runs, log_scale, smoothing), _samples_md(history)) + none
+            return
+        RESULTS.set_result(session, res)
+        path = res.save_adapter(_adapter_path(session, res, len(runs)))
+        conf = None
+        if res.task == "classification":
+            split = "test" if "test" in res.confusion else "val"
+            conf = confusion_figure(res.confusion[split], res.label_names, split)
+        yield (_status(last, header), curves_figure(runs, log_scale, smoothing), _samples_md(history),
+               _result_md(res), conf, norms_figure(res.norms, res.model.cfg.n_layers), _comparison_html(res), str(path))
+    finally:
+        _stop_flags.pop(session, None)
+        TRAINING_SLOT.release()
+        RESULTS.end(session)
+
+
+def stop_run(request: gr.Request = None) -> str:
+    """Ask this session's run to stop after the current step (the partly tuned model is kept)."""
+    flag = _stop_flags.get(_session(request))
+    if flag is None:
+        return "No fine-tuning run of yours is in progress."
+    flag.set()
+    return "Stopping after the current step…"
+
+
+@friendly_errors
+def redraw(log_scale, smoothing, request: gr.Request = None):
+    return curves_figure(RESULTS.runs(_session(request)), bool(log_scale), float(smoothing or 0))
+
+
+def clear_runs(request: gr.Request = None):
+    RESULTS.clear_runs(_session(request))
+    return curves_figure([])
+
+
+@friendly_errors
+def try_classifier(text, request: gr.Request = None):
+    """Class probabilities from this session's tuned classifier."""
+    text = check_text(text, "text", max_chars=MAX_PROMPT_CHARS)
+    res = RESULTS.result(_session(request))
+    if res is None or res.task != "classification":
+        raise gr.Error("Train a classifier first (task: Classification), then try it here.")
+    with torch.inference_mode():
+        return res.predict_proba(text)
+
+
+@friendly_errors
+def try_instruction(instruction, inp, model_name, request: gr.Request = None):
+    """The base model's and the tuned model's answers to the same instruction, side by side."""
+    instruction = check_text(instruction, "instruction", max_chars=MAX_PROMPT_CHARS)
+    inp = check_text(inp, "input", max_chars=MAX_PROMPT_CHARS, allow_empty=True)
+    res = RESULTS.result(_session(request))
+    if res is None or res.task != "instruction":
+        raise gr.Error("Instruction-tune a model first (task: Instruction following), then ask it here.")
+    entry = {"instruction": instruction, "input": inp}
+    bundle = get_bundle(res.info.base_model) if res.info.base_model else get_bundle(model_name)
+    return respond(bundle.model, bundle.tokenizer, entry, 48), respond(res.model, res.tokenizer, entry, 48)
+
+
+@friendly_errors
+def load_adapter_file(upload, model_name, request: gr.Request = None):
+    """Re-apply a downloaded adapter to the active model (checked: it must be the adapter's base)."""
+    if not upload:
+        raise gr.Error("Choose an adapter file (.safetensors) first.")
+    bundle = get_bundle(model_name)
+    try:
+        model, info = load_adapter(upload, bundle.model)
+    except LoRAError as exc:
+        raise gr.Error(str(exc), title="Adapter does not fit") from None
+    from llm_core.finetune import FinetuneResult
+    from llm_core.lora import count_parameters
+    task = info.extra.get("task", "instruction")
+    res = FinetuneResult(task=task, method=info.method, model=model, tokenizer=bundle.tokenizer, info=info,
+                         counts=count_parameters(model), history=[], status="loaded", reason="loaded from a file",
+                         label_names=list(info.extra.get("labels", [])),
+                         max_length=int(info.extra.get("max_length", bundle.config.context_length)))
+    RESULTS.set_result(_session(request), res)
+    return (f"Loaded a **{html.escape(info.method)}** adapter ({html.escape(task)}) trained on "
+            f"**{html.escape(info.base_model)}**; try it below.")
+
+
+def _initial_counts(ctx) -> str:
+    try:
+        return parameter_counts(TASK_CLS, M_LORA, 8, 16, DEFAULT_TARGETS, ctx.model_name.value)
+    except gr.Error:
+        return ""
+
+
+def _task_changed(task):
+    is_cls = task == TASK_CLS
+    own = DATASETS.get(task, DATASETS[TASK_CLS])
+    choices = own + [d for d in ALL_DATASETS if d not in own]
+    return (gr.update(choices=choices, value=own[0]), gr.update(visible=not is_cls),
+            gr.update(visible=is_cls), gr.update(visible=not is_cls))
+
+
+# ---------------------------------------------------------------- the tab
+
+def build(ctx) -> None:
+    with gr.Tab("8 · Fine-tune", id="finetune", elem_id="tab-finetune"):
+        gr.Markdown(
+            "### Fine-tuning: classification and instructions, with LoRA\n"
+            "Start from the active model (top of the page) and teach it a task. **LoRA** (appendix E) freezes "
+            "the model and learns a small update W + (α/r)·A·B per chosen layer; the book's chapter 6 recipe "
+            "trains only the last block and a new head; a full fine-tune trains everything. The shared model "
+            "is never changed: you train a copy, and the result belongs to your session.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                task = gr.Radio([TASK_CLS, TASK_INS], value=TASK_CLS, label="Task", elem_id="ft-task",
+                                info="Classification: a new output head with one logit per class, read at the "
+                                     "last token. Instructions: the Alpaca prompt, next-token loss on the answer.")
+                dataset = gr.Dropdown(ALL_DATASETS, value=DS_CLS_BUILTIN, label="Data set", elem_id="ft-dataset",
+                                      info="Built-in sets come from this Python's own docs; the book's need network; "
+                                           "or upload yours (≤ 5 MB, UTF-8).")
+                upload = gr.File(label="Your CSV (text,label) or JSON (instruction, input, output)",
+                                 file_types=[".csv", ".json"], type="filepath", elem_id="ft-upload")
+                with gr.Row():
+                    preview_btn = gr.Button("Preview data set", size="sm", elem_id="ft-preview")
+                data_info = gr.Markdown(elem_id="ft-data-info")
+                method = gr.Radio(list(METHODS), value=M_LORA, label="Method", elem_id="ft-method",
+                                  info="LoRA trains ~1-5 % of the weights; 'last block' is the book's 7.1 recipe; "
+                                       "full trains every weight (slow and memory-hungry).")
+                with gr.Row():
+                    rank = gr.Number(8, label="LoRA rank r", precision=0, elem_id="ft-rank",
+                                     info="Width of A and B: update has rank ≤ r (the book uses 16).")
+                    alpha = gr.Number(16, label="LoRA alpha α", elem_id="ft-alpha",
+                                      info="The update is scaled by α/r (the book uses α = r = 16).")
+                targets = gr.CheckboxGroup(TARGET_CHOICES, value=DEFAULT_TARGETS, label="LoRA on these layers",
+                                           elem_id="ft-targets",
+                                           info="Per transformer block; the output head is the big vocab layer "
+                                                "(for classification the new small head is always trained).")
+                counts_md = gr.Markdown(_initial_counts(ctx), elem_id="ft-counts")
+            with gr.Column(scale=1):
+                with gr.Row():
+                    epochs = gr.Number(1, label="Epochs", precision=0, elem_id="ft-epochs",
+                                       info="Passes over the training split (the run also stops at max steps).")
+                    steps = gr.Number(60, label="Max steps", precision=0, elem_id="ft-steps",
+                                      info=f"Optimizer steps; this server caps at {MAX_STEPS:,} and "
+                                           f"{MAX_SECONDS / 60:.0f} minutes.")
+                with gr.Row():
+                    batch = gr.Number(8, label="Batch size", precision=0, elem_id="ft-batch",
+                                      info="Examples per step (the book uses 8).")
+                    lr = gr.Number(1e-3, label="Learning rate", elem_id="ft-lr",
+                                   info="AdamW (weight decay 0.1). LoRA likes ~1e-3; full/last-block ~5e-5 (book).")
+                with gr.Row():
+                    eval_interval = gr.Number(10, label="Evaluate every", precision=0, elem_id="ft-eval",
+                                              info="Steps between train/validation evaluations (4 batches each).")
+                    seed = gr.Number(123, label="Seed", precision=0, elem_id="ft-seed",
+                                     info="Fixes the new weights (LoRA A, head) and the shuffle order.")
+                with gr.Row():
+                    max_length = gr.Number(128, label="Max tokens per example", precision=0, elem_id="ft-maxlen",
+                                           info="Longer examples are cut (never beyond the model's context).")
+                    mask = gr.Checkbox(False, label="Loss on the response only", elem_id="ft-mask", visible=False,
+                                       info="Mask the instruction part of the targets with -100 (optional in the book).")
+                with gr.Row():
+                    start = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
+                    stop = gr.Button("Stop", variant="stop", elem_id="ft-stop")
+                status = gr.Markdown("Press **Start fine-tuning**.", elem_id="ft-status")
+        with gr.Row():
+            with gr.Column(scale=3):
+                plot = gr.Plot(label="Training curves", elem_id="ft-plot")
+                with gr.Row():
+                    log_scale = gr.Checkbox(False, label="Log-scale loss", elem_id="ft-log",
+                                            info="Spot slow late progress.")
+                    smoothing = gr.Slider(0, 0.95, value=0.6, step=0.05, label="Smoothing (batch loss EMA)",
+                                          elem_id="ft-smooth", info="Only the thin batch-loss line is smoothed.")
+                    clear_btn = gr.Button("Clear earlier runs", size="sm", elem_id="ft-clear")
+            samples = gr.HTML("<i>Held-out answers appear here at each evaluation (instruction tuning).</i>",
+                              elem_id="ft-samples")
+        results_md = gr.Markdown(elem_id="ft-results")
+        with gr.Row():
+            confusion = gr.Plot(label="Confusion matrix", elem_id="ft-confusion")
+            norms = gr.Plot(label="What LoRA changed", elem_id="ft-norms")
+        comparison = gr.HTML(elem_id="ft-comparison")
+        adapter_file = gr.File(label="Download the adapter (safetensors: LoRA matrices + new head, with the base "
+                                     "model's fingerprint)", elem_id="ft-adapter", interactive=False)
+        with gr.Group(visible=True) as try_cls:
+            gr.Markdown("#### Try the classifier")
+            with gr.Row():
+                cls_text = gr.Textbox(label="Text", lines=2, max_length=MAX_PROMPT_CHARS, elem_id="ft-try-text",
+                                      value="Return the number of items in the container.", scale=3)
+                cls_btn = gr.Button("Classify", elem_id="ft-try-cls", scale=1)
+            cls_out = gr.Label(label="Class probabilities", elem_id="ft-try-probs")
+        with gr.Group(visible=False) as try_ins:
+            gr.Markdown("#### Ask the base and the tuned model the same thing")
+            with gr.Row():
+                ins_text = gr.Textbox(label="Instruction", value="Reverse the following word.",
+                                      max_length=MAX_PROMPT_CHARS, elem_id="ft-try-instruction")
+                ins_input = gr.Textbox(label="Input (optional)", value="module", max_length=MAX_PROMPT_CHARS,
+                                       elem_id="ft-try-input")
+                ins_btn = gr.Button("Ask both", elem_id="ft-try-ask")
+            with gr.Row():
+                base_out = gr.Textbox(label="Base model", elem_id="ft-try-base")
+                tuned_out = gr.Textbox(label="Tuned model", elem_id="ft-try-tuned")
+        with gr.Accordion("Load an adapter file", open=False):
+            with gr.Row():
+                adapter_upload = gr.File(label="Adapter (.safetensors)", file_types=[".safetensors"],
+                                         type="filepath", elem_id="ft-adapter-upload")
+                adapter_btn = gr.Button("Apply to the active model", elem_id="ft-adapter-apply")
+            adapter_md = gr.Markdown(elem_id="ft-adapter-out")
+
+        gr.Examples(
+            examples=[
+                [TASK_CLS, M_LORA, 8, 16, 1, 60, 8, 1e-3],
+                [TASK_CLS, M_LAST, 8, 16, 1, 60, 8, 5e-4],
+                [TASK_INS, M_LORA, 16, 32, 1, 100, 8, 1e-3],
+            ],
+            inputs=[task, method, rank, alpha, epochs, steps, batch, lr],
+            label="Starting points on the built-in data (then press Start)")
+
+        task.change(_task_changed, task, [dataset, mask, try_cls, try_ins], queue=False, api_visibility="private")
+        count_inputs = [task, method, rank, alpha, targets, ctx.model_name]
+        for comp in (task, method, rank, alpha, targets):
+            comp.change(parameter_counts, count_inputs, counts_md, queue=False, api_visibility="private")
+        ctx.model_changed.change(parameter_counts, count_inputs, counts_md, queue=False, api_visibility="private")
+        preview_btn.click(preview_data, [task, dataset, upload], data_info, api_name="finetune_preview_data",
+                          concurrency_id="ft-data")
+        start.click(run_finetune,
+                    [task, dataset, upload, method, rank, alpha, targets, epochs, steps, batch, lr, eval_interval,
+                     seed, max_length, mask, log_scale, smoothing, ctx.model_name],
+                    [status, plot, samples, results_md, confusion, norms, comparison, adapter_file],
+                    concurrency_id="training", concurrency_limit=2, show_progress_on=[status], api_name="finetune")
+        stop.click(stop_run, None, status, queue=False, api_name="finetune_stop")
+        for ctrl in (log_scale, smoothing):
+            ctrl.change(redraw, [log_scale, smoothing], plot, queue=False, api_visibility="private")
+        clear_btn.click(clear_runs, None, plot, queue=False, api_visibility="private")
+        cls_btn.click(try_classifier, cls_text, cls_out, api_name="finetune_classify", concurrency_id="cpu-heavy")
+        ins_btn.click(try_instruction, [ins_text, ins_input, ctx.model_name], [base_out, tuned_out],
+                      api_name="finetune_ask", concurrency_id="cpu-heavy")
+        adapter_btn.click(load_adapter_file, [adapter_upload, ctx.model_name], adapter_md,
+                          api_name="finetune_load_adapter", concurrency_id="cpu-heavy")

@@ -1,0 +1,31 @@
+"""Fine-tune tab in a browser: start a short run on the built-in data, see the curve, stop, try it."""
+from tests.conftest import open_tab
+
+
+def test_finetune_live_curve_stop_and_try(page):
+    open_tab(page, "tab-finetune")
+    assert "trainable of" in page.locator("#ft-counts").inner_text()
+    page.locator("#ft-steps input").fill("1000")
+    page.locator("#ft-eval input").fill("3")
+    page.locator("#ft-start").click()
+    page.wait_for_selector("#ft-plot .js-plotly-plot", timeout=90_000)
+    page.wait_for_function(
+        "() => /step [1-9]/.test(document.querySelector('#ft-status').innerText)", timeout=90_000)
+    page.locator("#ft-stop").click()
+    page.wait_for_function(
+        "() => document.querySelector('#ft-status').innerText.includes('stopped')", timeout=90_000)
+    page.wait_for_function(
+        "() => document.querySelector('#ft-results').innerText.includes('Accuracy')", timeout=90_000)
+    page.wait_for_selector("#ft-norms .js-plotly-plot", timeout=30_000)
+    page.locator("#ft-try-cls").click()
+    page.wait_for_function(
+        "() => /function|class/.test(document.querySelector('#ft-try-probs').innerText)", timeout=30_000)
+
+
+def test_switching_task_offers_instruction_data(page):
+    open_tab(page, "tab-finetune")
+    page.locator("#ft-task").get_by_role("radio", name="Instruction following (7.2)").check()
+    page.wait_for_function(
+        "() => document.querySelector('#ft-dataset input').value.includes('computed tasks')", timeout=30_000)
+    assert page.locator("#ft-mask").is_visible()
+    assert page.locator("#ft-try-ask").is_visible()
