@@ -268,6 +268,9 @@ def _notes(tz: tv.Tokenization, tokenizer) -> list[str]:
 
 
 def render_view(tz: tv.Tokenization, tokenizer, ws: str, other_count: int | None = None) -> str:
+    word_level = isinstance(tokenizer, SimpleTokenizerV2)
+    if ws == "gpt2" and word_level:
+        ws = "markers"  # words are not byte sequences: GPT-2's byte alphabet does not apply
     c = tz.counts()
     cpt = f"{c['chars_per_token']:.2f}" if c["chars_per_token"] is not None else "–"
     diff = ""
@@ -290,6 +293,10 @@ def render_view(tz: tv.Tokenization, tokenizer, ws: str, other_count: int | None
     cut = (f'<div class="tkv-legend">Showing the first {DISPLAY_TOKENS:,} of {c["tokens"]:,} tokens; '
            "the counts cover the whole text.</div>") if c["tokens"] > DISPLAY_TOKENS else ""
     legend = f'<div class="tkv-legend">{_esc(GPT2_LEGEND)}</div>' if ws == "gpt2" else ""
+    if word_level and ws == "markers":
+        legend = '<div class="tkv-legend">Markers: · space, ↵ newline, → tab (greyed: dropped by the tokenizer).</div>'
+    elif ws == "markers":
+        legend = '<div class="tkv-legend">Markers: · space, ↵ newline, → tab. Word tokens usually carry the space before them.</div>'
     idle = "Hover a token or an id to see its partner, its bytes and its id."
     return (f'<div class="tkv" data-ws="{_esc(ws)}">{head}{notes_html}'
             f'<div class="tkv-text">{render_tokens(tz, ws)}</div>{cut}{legend}'

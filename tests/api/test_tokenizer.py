@@ -123,3 +123,16 @@ def test_train_bpe_bad_input(client, tmp_path):
         client.predict("input", None, 10, "abc", api_name="/train_bpe")
     with pytest.raises(AppError, match="empty"):
         client.predict("input", None, 10, "", api_name="/train_bpe")
+
+
+def test_trained_bpe_becomes_a_tokenizer_for_this_session(app_url):
+    from gradio_client import Client
+
+    own = Client(app_url, verbose=False)  # a session of its own: the trained BPE lives in it
+    text = "the cat sat on the mat; the cat ate the rat. " * 8
+    own.predict("input", None, 30, text, api_name="/train_bpe")
+    data, view, gpt2, *_ = tokenize(own, text, tok="bpe", compare="gpt2")
+    n_merges = int(data["tokenizer"].split("(")[1].split(" merges")[0])
+    assert 0 < n_merges <= 30 and data["round_trip_ok"]
+    assert max(data["ids"]) < 256 + n_merges and data["counts"]["tokens"] < len(text.encode())
+    assert gpt2["ids"][:3] == [1169, 3797, 3332]  # "the", " cat", " sat" through GPT-2, side by side
