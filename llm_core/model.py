@@ -138,8 +138,9 @@ class MultiHeadAttention(nn.Module):
                 allowed = ~self.mask[past:past + t, :past + t]
                 ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
         else:
-            scores = q @ k.transpose(2, 3) / math.sqrt(self.head_dim)      # [B, H, T, past+T]
-            scores = scores.masked_fill(self.mask[past:past + t, :past + t], float("-inf"))
+            # In place on the fresh score tensor: no extra [B, H, T, T] copies per layer.
+            scores = (q @ k.transpose(2, 3)).div_(math.sqrt(self.head_dim))  # [B, H, T, past+T]
+            scores.masked_fill_(self.mask[past:past + t, :past + t], float("-inf"))
             weights = torch.softmax(scores, dim=-1)
             trace.record(prefix + "q", q)
             trace.record(prefix + "k", k)
