@@ -4,7 +4,7 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
 from llm_core.tokenizers import CL100K, available_tokenizers
-from tabs.common import MAX_TEXT_CHARS
+from tabs.common import MAX_TEXT_CHARS, MAX_UPLOAD_BYTES
 
 BOOK_TEXT = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of someunknownPlace."
 BOOK_IDS = [15496, 11, 466, 345, 588, 8887, 30, 220, 50256, 554, 262, 4252, 18250, 8812, 2114, 286, 617,
@@ -117,6 +117,14 @@ def test_train_bpe_bad_input(client, tmp_path):
     bad.write_bytes("café au lait".encode("latin-1"))
     with pytest.raises(AppError, match="not valid UTF-8"):
         client.predict("file", handle_file(str(bad)), 10, "hi", api_name="/train_bpe")
+    binary = tmp_path / "image.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    with pytest.raises(AppError, match="binary"):
+        client.predict("file", handle_file(str(binary)), 10, "hi", api_name="/train_bpe")
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"word " * (MAX_UPLOAD_BYTES // 5 + 1))
+    with pytest.raises(AppError, match=f"limit is {MAX_UPLOAD_BYTES:,}"):
+        client.predict("file", handle_file(str(big)), 10, "hi", api_name="/train_bpe")
     with pytest.raises(AppError, match="maximum"):
         client.predict("input", None, 10**6, "some text", api_name="/train_bpe")
     with pytest.raises(AppError, match="nothing to merge"):

@@ -18,16 +18,19 @@ def _type(page, text):
     box.press("Tab")  # leave the box, as a person would (change fires either way)
 
 
-def test_typing_shows_coloured_tokens_and_count(page):
+def test_typing_shows_coloured_tokens_count_and_markup_as_text(page):
     open_tab(page, "tab-tokenizer")
-    text = "Tokenizers split text into pieces, 12345 of them!"
+    text = "Tokens, 12345 of them: <script>window.pwned = 1</script><b>not bold</b>"
     n = len(gpt2_tokenizer().encode(text))
     _type(page, text)
     view = page.locator("#tok-view-a")
     expect(view.locator(".tkv-count")).to_have_text(f"{n} tokens")
     tokens = view.locator(".tkv-text .tkv-t")
     expect(tokens).to_have_count(n)
+    # Markup in the text is shown as text, never run or rendered.
     expect(view.locator(".tkv-text")).to_have_text(text)
+    assert view.locator(".tkv-text script, .tkv-text b").count() == 0
+    assert page.evaluate("window.pwned") is None
     colours = {tokens.nth(i).evaluate("e => getComputedStyle(e).backgroundColor") for i in range(3)}
     assert len(colours) == 3 and "rgba(0, 0, 0, 0)" not in colours  # neighbours differ, none blank
     expect(view.locator(".tkv-ids .tkv-id")).to_have_count(n)
@@ -39,29 +42,26 @@ def test_typing_shows_coloured_tokens_and_count(page):
     expect(view.locator(".tkv-info")).to_contain_text("id ")
 
 
-def test_markup_tokens_appear_as_text(page):
-    open_tab(page, "tab-tokenizer")
-    _type(page, "<script>window.pwned = 1</script><b>not bold</b>")
-    view = page.locator("#tok-view-a .tkv-text")
-    expect(view).to_have_text("<script>window.pwned = 1</script><b>not bold</b>")
-    assert view.locator("script, b").count() == 0
-    assert page.evaluate("window.pwned") is None
-
-
-def test_link_prefills_the_tab_and_share_link_round_trips(page, app_url):
+def test_link_prefills_the_tab_and_share_link_round_trips(browser, app_url):
     query = urlencode({"text": "Hello, do you like tea? In the sunlit terraces of the palace.",
                        "tokenizer": "simple", "compare": "gpt2", "ws": "markers"})
-    page.goto(app_url + "?" + query)
-    open_tab(page, "tab-tokenizer")
-    expect(page.locator("#tok-text textarea")).to_have_value("Hello, do you like tea? In the sunlit terraces of the palace.")
-    expect(page.locator("#tok-view-a .tkv-name")).to_contain_text("SimpleTokenizerV2")
-    expect(page.locator("#tok-view-a .tkv-unk").first).to_contain_text("<|unk|>")
-    expect(page.locator("#tok-view-b .tkv-name")).to_contain_text("GPT-2")
-    expect(page.locator("#tok-view-b .tkv-text")).to_contain_text("·do")  # markers show the space
-    page.locator("#tok-share").click()
-    link = page.locator("#tok-share-url textarea, #tok-share-url input").first
-    expect(link).to_have_value(re.compile(r"[?&]tokenizer=simple(&|$)"))
-    assert "compare=gpt2" in link.input_value() and "text=Hello" in link.input_value()
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(app_url + "?" + query)  # straight to the link, as a student following it would
+        open_tab(page, "tab-tokenizer")
+        expect(page.locator("#tok-text textarea")).to_have_value("Hello, do you like tea? In the sunlit terraces of the palace.")
+        expect(page.locator("#tok-view-a .tkv-name")).to_contain_text("SimpleTokenizerV2")
+        expect(page.locator("#tok-view-a .tkv-unk").first).to_contain_text("<|unk|>")
+        expect(page.locator("#tok-view-b .tkv-name")).to_contain_text("GPT-2")
+        expect(page.locator("#tok-view-b .tkv-text")).to_contain_text("·do")  # markers show the space
+        page.locator("#tok-share").click()
+        link = page.locator("#tok-share-url textarea, #tok-share-url input").first
+        expect(link).to_have_value(re.compile(r"[?&]tokenizer=simple(&|$)"))
+        assert "compare=gpt2" in link.input_value() and "text=Hello" in link.input_value()
+    finally:
+        context.close()
 
 
 def test_bpe_replay_slider_changes_the_segmentation(page):
@@ -82,10 +82,6 @@ def test_bpe_replay_slider_changes_the_segmentation(page):
     step.press("Enter")
     expect(view.locator(".tkv-name")).to_contain_text("no merges yet")
     expect(view.locator(".tkv-text .tkv-t")).to_have_count(len(text.encode()))
-    step.fill("1")
-    step.press("Enter")
-    expect(view.locator(".tkv-name")).to_contain_text("Merge 1 ")
-    assert len(text) > view.locator(".tkv-text .tkv-t").count() > merged_count
     table = page.locator("#bpe-table")
     expect(table).to_contain_text("256")   # the first merge's id …
     expect(table).to_contain_text("270")   # … and the 15th
