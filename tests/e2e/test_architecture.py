@@ -6,7 +6,7 @@ from playwright.sync_api import expect
 from tests.conftest import open_tab
 
 # Forward passes share two busy cores with the rest of the suite: give results time to arrive.
-WAIT = 20_000
+WAIT = 45_000
 
 
 def test_diagram_counts_and_a_prompt_through_the_model(page):
