@@ -31,7 +31,9 @@ REQUEST_CEILING = 10**9     # anything up to this is capped with a notice; beyon
 HEATMAP_DIMS = 64           # columns of the token/position/input heatmaps
 PRECOMPUTE_MAX_PARAMS = 40_000_000  # pre-render at start-up only for small default models
 UNTRAINED_TWIN = "__untrained_twin__"
-BEFORE_CHOICE = ("the active model before training (same config and tokenizer, random weights)", UNTRAINED_TWIN)
+BEFORE_CHOICE = ("the 'after' model before training (same config and tokenizer, random weights)", UNTRAINED_TWIN)
+ACTIVE = "__active__"
+ACTIVE_CHOICE = ("the active model", ACTIVE)
 
 INTRO = """## 3 · Embeddings
 A GPT starts by looking up two vectors for every input token: one for **the token** (a row of
@@ -331,18 +333,19 @@ def comparison_figure(cmp: ev.Comparison, before_name: str, after_name: str) -> 
 
 
 @friendly_errors
-def compare(before_name, words_text, k, model_name=None):
-    """How chosen tokens moved between another model (before) and the active one (after)."""
-    after = get_bundle(model_name)
+def compare(before_name, after_name, words_text, k, model_name=None):
+    """How chosen tokens moved between two models with one tokenizer: before → after
+    (after is the active model unless another is chosen)."""
     k = check_int(k, "Neighbours", 1, 20)
     if not before_name:
         raise gr.Error("Choose the model to compare with (the 'before').")
+    after = get_bundle(model_name if after_name in (None, "", ACTIVE) else after_name)
     if before_name == UNTRAINED_TWIN:
         before_model, before_tok, before_label = None, after.tokenizer, f"{after.name} before training"
     else:
         if before_name == after.name:
-            raise gr.Error("That is the active model: choose a different one to compare with, e.g. "
-                           "'the active model before training'.")
+            raise gr.Error(f"'Before' and 'after' are both {after.name}: choose two different models, e.g. "
+                           "'the same architecture before training'.")
         before = get_bundle(before_name)
         before_model, before_tok, before_label = before.model, before.tokenizer, before.name
         if not ev.same_tokenizer(before_tok, after.tokenizer):
@@ -379,6 +382,10 @@ def compare(before_name, words_text, k, model_name=None):
 
 def _compare_choices(active: str | None = None):
     return [BEFORE_CHOICE] + [(label, name) for label, name in model_choices() if name != active]
+
+
+def _after_choices():
+    return [ACTIVE_CHOICE] + model_choices()
 
 
 def _defaults(model_name) -> dict:
@@ -494,11 +501,13 @@ def build(ctx) -> None:
 
         gr.Markdown("### Before vs after: how training moved the tokens")
         with gr.Row():
-            before = gr.Dropdown(_compare_choices(init_model), value=UNTRAINED_TWIN, label="Compare with (before)",
+            before = gr.Dropdown(_compare_choices(init_model), value=UNTRAINED_TWIN, label="Before",
                                  elem_id="emb-before", scale=2, allow_custom_value=True,
                                  info="Another model with the same tokenizer: an untrained one, the model "
-                                      "before your further training, a saved run, or a directory. The active "
-                                      "model is 'after'.")
+                                      "before your further training, a saved run, or a directory.")
+            after = gr.Dropdown(_after_choices(), value=ACTIVE, label="After", elem_id="emb-after", scale=2,
+                                allow_custom_value=True,
+                                info="Usually the active model (the one loaded above); any other works too.")
             cmp_words = gr.Textbox(", ".join(defaults["words"].split(", ")[:8]), label="Tokens",
                                    elem_id="emb-cmp-words", max_length=MAX_LIST_CHARS, scale=2,
                                    info="Comma-separated, as above.")
@@ -524,14 +533,15 @@ def build(ctx) -> None:
               api_name="embedding_positions", concurrency_id=CPU_HEAVY)
         gr.on([in_btn.click, sentence.submit], input_embeddings, [sentence, in_batch, in_len, m],
               [in_md, in_fig, in_table], api_name="embedding_input", concurrency_id=CPU_HEAVY)
-        cmp_btn.click(compare, [before, cmp_words, cmp_k, m], [cmp_fig, cmp_table, cmp_note],
+        cmp_btn.click(compare, [before, after, cmp_words, cmp_k, m], [cmp_fig, cmp_table, cmp_note],
                       api_name="embedding_compare", concurrency_id=CPU_HEAVY)
 
         # A newly loaded model: redraw its map and positions, offer the others for comparison.
         ctx.model_changed.change(api_visibility="private", trigger_mode="always_last", **project_event).then(
             positions, [max_pos, m], [pos_heat, pos_pcs, pos_note], api_visibility="private",
             concurrency_id=CPU_HEAVY).then(
-            lambda name: gr.update(choices=_compare_choices(name), value=UNTRAINED_TWIN), m, before,
+            lambda name: (gr.update(choices=_compare_choices(name), value=UNTRAINED_TWIN),
+                          gr.update(choices=_after_choices(), value=ACTIVE)), m, [before, after],
             api_visibility="private", queue=False)
 
         examples = gr.Examples(

@@ -126,7 +126,7 @@ def test_input_embedding_shapes_are_written_out(client):
 
 
 def test_before_vs_after_against_an_untrained_twin(client):
-    fig, table, note = client.predict("__untrained_twin__", "#10, #11", 3, api_name="/embedding_compare")
+    fig, table, note = client.predict("__untrained_twin__", "__active__", "#10, #11", 3, api_name="/embedding_compare")
     assert len(rows(table)) == 2
     assert "Procrustes" in note
     assert len(plot_data(fig)) == 3
@@ -134,8 +134,28 @@ def test_before_vs_after_against_an_untrained_twin(client):
 
 def test_before_vs_after_bad_choices(client):
     with pytest.raises(AppError):
-        client.predict("no-such-model-anywhere", "#10", 3, api_name="/embedding_compare")
+        client.predict("no-such-model-anywhere", "__active__", "#10", 3, api_name="/embedding_compare")
     with pytest.raises(AppError, match="Choose the model"):
-        client.predict("", "#10", 3, api_name="/embedding_compare")
+        client.predict("", "__active__", "#10", 3, api_name="/embedding_compare")
     with pytest.raises(AppError, match="None of the tokens"):
-        client.predict("__untrained_twin__", "Zqxjvwkzzqxjv", 3, api_name="/embedding_compare")
+        client.predict("__untrained_twin__", "__active__", "Zqxjvwkzzqxjv", 3, api_name="/embedding_compare")
+    with pytest.raises(AppError, match="both untrained:tiny"):
+        client.predict("untrained:tiny", "untrained:tiny", "#10", 3, api_name="/embedding_compare")
+
+
+def test_before_vs_after_two_chosen_models(client):
+    # Two models with GPT-2's tokenizer, neither of them necessarily the active one.
+    fig, table, note = client.predict("untrained:tiny", "untrained:mini", "#10, #11, #12", 2,
+                                      api_name="/embedding_compare")
+    assert "untrained:tiny" in note and "untrained:mini" in note
+    assert [r[2] for r in table["data"]] and all(r[2].endswith("/2") for r in table["data"])
+
+
+def test_before_vs_after_needs_one_tokenizer(client):
+    from llm_core.registry import builtin_names, load_model
+
+    other = next((n for n in builtin_names() if load_model(n).tokenizer.name != "gpt2"), None)
+    if other is None:
+        pytest.skip("no installed model with a tokenizer other than GPT-2's")
+    with pytest.raises(AppError, match="same id means different text"):
+        client.predict(other, "untrained:tiny", "#10", 3, api_name="/embedding_compare")
