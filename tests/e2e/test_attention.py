@@ -2,6 +2,9 @@
 bad input is explained, the book's toy example is there."""
 from playwright.sync_api import expect
 
+from llm_core import default_model_name, load_model
+from llm_core.embedding_view import token_label
+from tabs.attention import DEFAULT_PROMPT
 from tests.conftest import open_tab
 
 SLOW = 30_000  # plotly loads lazily and the machine may be busy
@@ -12,15 +15,19 @@ def test_attention_tab_draws_the_heatmaps(page):
     for plot in ("att-head-map", "att-layer-grid", "att-mean-map", "att-head-view", "att-summary",
                  "att-math-scores"):
         expect(page.locator(f"#{plot} .js-plotly-plot")).to_be_visible(timeout=SLOW)
-    # A heatmap layer with its token labels (the default prompt starts with "The").
+    # A heatmap layer labelled with the prompt's tokens (the app's default model tokenizes it).
+    tok = load_model(default_model_name()).tokenizer
+    first = token_label(tok, tok.encode(DEFAULT_PROMPT)[0])
     expect(page.locator("#att-head-map .heatmaplayer").first).to_be_attached()
-    expect(page.locator("#att-head-map .ytick text").first).to_contain_text("The")
+    expect(page.locator("#att-head-map .ytick text").first).to_contain_text(first)
     expect(page.locator("#att-math")).to_contain_text("Causal mask")
 
-    page.locator("#att-prompt textarea").fill("Every effort moves you")
+    prompt = "Every effort moves you"
+    page.locator("#att-prompt textarea").fill(prompt)
     page.locator("#att-run").click()
-    expect(page.locator("#att-notice")).to_contain_text("4 tokens", timeout=SLOW)
-    expect(page.locator("#att-head-view")).to_contain_text("you")
+    expect(page.locator("#att-notice")).to_contain_text(f"{len(tok.encode(prompt))} tokens", timeout=SLOW)
+    last = token_label(tok, tok.encode(prompt)[-1])
+    expect(page.locator("#att-head-view")).to_contain_text(last)
 
 
 def test_attention_tab_explains_bad_input_and_shows_the_toy_example(page):
