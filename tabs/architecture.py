@@ -98,7 +98,7 @@ def counts_markdown(counts: av.ParameterCounts, what: str) -> str:
 def diagram_html(cfg, counts: av.ParameterCounts) -> str:
     """An SVG flow chart of the model, every label escaped."""
     nodes = av.architecture_diagram(cfg, counts)
-    box_x, box_w, box_h, gap, note_x = 70, 330, 46, 16, 420
+    box_x, box_w, box_h, gap, note_x = 70, 330, 46, 16, 430
     y = 20
     parts, layout = [], []
     for node in nodes:
@@ -112,7 +112,7 @@ def diagram_html(cfg, counts: av.ParameterCounts) -> str:
     block_nodes = [(n, ny) for n, ny in layout if n.in_block]
     if block_nodes:
         top, bottom = block_nodes[0][1] - 30, block_nodes[-1][1] + box_h + 12
-        parts.append(f'<rect class="group" x="{box_x - 50}" y="{top}" width="{box_w + 70}" '
+        parts.append(f'<rect class="group" x="{box_x - 50}" y="{top}" width="{box_w + 62}" '
                      f'height="{bottom - top}" rx="10"/>')
         parts.append(f'<text class="grp" x="{box_x - 40}" y="{top + 18}">'
                      f'{_esc(f"× {counts.n_layers} TransformerBlock")}</text>')
@@ -242,7 +242,7 @@ def layernorm_figure(demo: av.LayerNormDemo) -> go.Figure:
                                    showlegend=False), row=1, col=i)
     fig.update_yaxes(title_text="dimensions", row=1, col=1)
     fig.update_layout(title=f"One activation vector's {demo.before.shape[0]} values: {_esc(demo.where)}",
-                      height=380, margin=dict(l=10, r=10, t=90, b=10), bargap=0.05)
+                      height=410, margin=dict(l=10, r=10, t=115, b=10), bargap=0.05)
     return fig
 
 

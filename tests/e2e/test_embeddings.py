@@ -1,6 +1,8 @@
 """Stage 3 · the embeddings tab in a real browser: the map, neighbours, analogies, shapes."""
 import re
 
+import pytest
+
 from playwright.sync_api import expect
 
 from tests.conftest import open_tab
@@ -9,6 +11,7 @@ from tests.conftest import open_tab
 WAIT = 45_000
 
 
+@pytest.mark.slow   # draws thousands of points without a GPU
 def test_map_with_labelled_tokens_and_neighbours(page):
     open_tab(page, "tab-embeddings")
     # Useful on first load: the token map and the position plots are already drawn.
@@ -40,6 +43,7 @@ def test_map_with_labelled_tokens_and_neighbours(page):
     expect(page.locator("#emb-nn-note")).to_contain_text("token #11", timeout=WAIT)
 
 
+@pytest.mark.slow
 def test_three_d_and_analogy(page):
     open_tab(page, "tab-embeddings")
     page.locator("#emb-points input").fill("500")
