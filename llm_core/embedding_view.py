@@ -9,6 +9,7 @@ version, so a 50k-token table is decomposed once per model.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -157,11 +158,15 @@ def pca(matrix: torch.Tensor, k: int = 3) -> PCABasis:
 
 
 class _TableCache:
-    """Per-table results keyed by the tensor's identity and in-place version."""
+    """Per-table results keyed by the tensor's identity and in-place version.
+
+    Entries hold a weak reference to their tensor, so a new tensor that happens to get
+    a freed one's id() is never served the old table's results.
+    """
 
     def __init__(self, size: int = 4):
         self.size = size
-        self.data: "OrderedDict[tuple, object]" = OrderedDict()
+        self.data: "OrderedDict[tuple, tuple]" = OrderedDict()
         self.lock = threading.Lock()
 
     def get(self, weight: torch.Tensor, tag: str, compute):
@@ -171,12 +176,13 @@ class _TableCache:
             version = None
         key = (id(weight), version, tuple(weight.shape), tag)
         with self.lock:
-            if key in self.data:
+            entry = self.data.get(key)
+            if entry is not None and entry[0]() is weight:
                 self.data.move_to_end(key)
-                return self.data[key]
+                return entry[1]
         value = compute()
         with self.lock:
-            self.data[key] = value
+            self.data[key] = (weakref.ref(weight), value)
             while len(self.data) > self.size:
                 self.data.popitem(last=False)
         return value

@@ -158,3 +158,14 @@ def test_same_tokenizer(tok):
     from llm_core.tokenizers import bpe_from_merges
     small = bpe_from_merges("toy", {bytes([i]): i for i in range(256)}, tok.encoding._pat_str, True)
     assert not ev.same_tokenizer(tok, small)
+
+
+def test_cached_pca_follows_in_place_training(tok):
+    m = build_untrained(CFG, seed=11)
+    n = ev.usable_vocab(m, tok)
+    first = ev.token_pca(m, n, 2)
+    assert ev.token_pca(m, n, 2) is first                      # cached
+    with torch.no_grad():
+        m.tok_emb.weight[:, 0] *= 50                          # an optimizer step would do the same
+    moved = ev.token_pca(m, n, 2)
+    assert moved is not first and abs(moved.components[0, 0].item()) > 0.99
