@@ -217,8 +217,9 @@ def logit_lens(model: GPTModel, tokenizer, trace: Trace, k: int = 5) -> LogitLen
     k = max(1, min(int(k), model.out_head.weight.shape[0]))
     with torch.no_grad():
         for name, resid in residual_stream(trace):
-            logits = model.out_head(model.final_norm(resid[0]))
-            probs, ids = torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
+            logits = model.out_head(model.final_norm(resid[0])).float()
+            top, ids = logits.topk(k, dim=-1)
+            probs = torch.exp(top - torch.logsumexp(logits, dim=-1, keepdim=True))  # softmax of the top k only
             names.append(name)
             ids_all.append(ids.cpu())
             probs_all.append(probs.cpu())

@@ -146,8 +146,8 @@ def pca(matrix: torch.Tensor, k: int = 3) -> PCABasis:
     k = max(1, min(int(k), d))
     mean = x.mean(0)
     xc = x - mean
-    cov = (xc.T @ xc).double() / max(n, 1)
-    eigvals, eigvecs = torch.linalg.eigh(cov)            # ascending
+    cov = (xc.T @ xc) / max(n, 1)
+    eigvals, eigvecs = torch.linalg.eigh(cov)            # ascending; float32 is plenty for the top few
     order = torch.argsort(eigvals, descending=True)[:k]
     comps = eigvecs[:, order]
     signs = torch.sign(comps.gather(0, comps.abs().argmax(0, keepdim=True)))
