@@ -94,9 +94,14 @@ class LinearWithLoRA(nn.Module):
         return self.linear.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.linear(x)
         if self.merged:
-            return self.linear(x)
-        return self.linear(x) + self.lora(x)
+            return out
+        # linear(x) + lora(x), computed as: scale the small [.., rank] tensor, then one
+        # GEMM that accumulates into the frozen layer's output (no full-size temporaries).
+        h = (x @ self.lora.A) * self.lora.scaling
+        flat = torch.addmm(out.reshape(-1, out.shape[-1]), h.reshape(-1, h.shape[-1]), self.lora.B)
+        return flat.view(out.shape)
 
     @torch.no_grad()
     def merge(self) -> None:

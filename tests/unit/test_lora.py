@@ -212,3 +212,18 @@ def test_wrapped_layer_is_still_linear_like():
     lin = nn.Linear(8, 4)
     w = LinearWithLoRA(lin, 2, 4)
     assert w.weight is lin.weight and w.bias is lin.bias
+
+
+def test_fused_forward_equals_the_books_sum_with_gradients():
+    lin = nn.Linear(16, 12)
+    layer = LinearWithLoRA(lin, rank=4, alpha=8)
+    with torch.no_grad():
+        layer.lora.B.normal_()
+    x = torch.randn(3, 5, 16, requires_grad=True)
+    out = layer(x)
+    book = lin(x) + layer.lora(x)  # the book's LinearWithLoRA.forward
+    torch.testing.assert_close(out, book)
+    g = torch.randn_like(out)
+    params = [x, layer.lora.A, layer.lora.B]
+    for a, b in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(book, params, g)):
+        torch.testing.assert_close(a, b)
