@@ -28,12 +28,13 @@ MAX_PROMPT_CHARS = 20_000
 MAX_TEMPERATURE = 10.0
 MAX_SEED = 2**31 - 1
 TIME_LIMIT_S = 120.0          # a run stops here even if tokens are left
-YIELD_EVERY_S = 0.15          # stream text at most this often (each yield resends the output)
-CHART_EVERY_S = 0.8           # and the live charts at most this often
+YIELD_EVERY_S = 0.2           # stream text at most this often (each yield resends the output)
+CHART_EVERY_S = 1.5           # and the live charts at most this often
 N_CANDIDATES = 10
 SPEED_MAX_TOKENS = 128
 SPEED_TIME_LIMIT_S = 30.0     # per side (cache on / off)
 MAX_TEMPERATURES_PLOTTED = 6
+RUNNING = "generating…"
 
 PRESETS = {
     "Greedy (argmax)": (0.0, 0, 1.0),
@@ -82,6 +83,7 @@ STYLE = """<style>
 .gen-legend{font-size:12px;opacity:.85;margin-top:4px;display:flex;gap:10px;flex-wrap:wrap}
 .gen-legend span{padding:0 4px;border-radius:3px}
 .gen-empty{opacity:.6}
+.gen-mark{opacity:.45;font-size:11px}
 </style>"""
 
 PROB_BINS = ((0.8, "gen-p5", "≥ 80 %"), (0.5, "gen-p4", "50–80 %"), (0.2, "gen-p3", "20–50 %"),
@@ -206,7 +208,7 @@ def drive(run, bundle, model_ids, settings, seed):
     vocab = min(bundle.config.vocab_size, bundle.tokenizer.n_vocab)
     last_yield = 0.0
     started = time.perf_counter()
-    run["end"] = "running"
+    run["end"] = RUNNING
     offset = run.get("time_offset", 0.0)
     for step in stream_generate(bundle.model, model_ids, settings, generator, vocab_size=vocab):
         rec = step_record(bundle.tokenizer, step)
@@ -222,7 +224,7 @@ def drive(run, bundle, model_ids, settings, seed):
         if now - last_yield >= YIELD_EVERY_S or len(run["steps"]) == 1:
             last_yield = now
             yield run, False
-    if run["end"] == "running":
+    if run["end"] == RUNNING:
         run["end"] = f"reached max new tokens ({len(run['steps'])})"
     yield run, True
 
@@ -250,6 +252,14 @@ def code(token: str) -> str:
     return "`" + visible(token).replace("`", "ˋ") + "`"
 
 
+def shown_piece(piece: str) -> str:
+    """Escaped token text that stays visible and clickable: newlines get a ↵ mark, and a token
+    holding only part of a character (completed by the next token) a small placeholder."""
+    if not piece:
+        return '<span class="gen-mark" title="part of a character that the next token completes">◦</span>'
+    return html.escape(piece).replace("\n", '<span class="gen-mark">↵</span>\n')
+
+
 def render_html(run, tokenizer, selected: int | None = None) -> str:
     if run is None:
         return STYLE + '<div class="gen-out gen-empty">The generated text appears here, each token coloured ' \
@@ -274,7 +284,7 @@ def render_html(run, tokenizer, selected: int | None = None) -> str:
         title = (f'step {i + 1} · id {rec["token_id"]} · model {_pct(rec["p"])} · sampled from '
                  f'{_pct(rec["p_sampled"])} · entropy {rec["entropy_bits"]:.2f} bits')
         parts.append(f'<span class="{" ".join(cls)}" data-step="{i}" title="{html.escape(title)}">'
-                     f'{html.escape(piece)}</span>')
+                     f'{shown_piece(piece)}</span>')
     if run["steps"] and run["steps"][-1]["is_eos"]:
         i = len(run["steps"]) - 1
         rec = run["steps"][-1]
@@ -402,10 +412,12 @@ def all_outputs(run, tokenizer, selected: int | None):
 
 
 def live_outputs(run, tokenizer, charts: bool):
+    """While streaming: the text and stats (and now and then the charts). The state is kept
+    current too, so that Stop can show the partial run."""
     last = len(run["steps"]) - 1
     skip = gr.skip()
     return (render_html(run, tokenizer), run_text(run, tokenizer), render_stats(run), skip, skip, skip,
-            step_figure(run, last) if charts else skip, entropy_figure(run, None) if charts else skip, skip, skip)
+            step_figure(run, last) if charts else skip, entropy_figure(run, None) if charts else skip, skip, run)
 
 
 def _stream_outputs(run, bundle, model_ids, settings, seed):
@@ -482,6 +494,14 @@ def select_step(run, step):
     tok = get_bundle(run["model"]).tokenizer
     return (render_html(run, tok, i), step_detail(run, i), step_figure(run, i), entropy_figure(run, i),
             branch_choices(run, i))
+
+
+def stopped(run):
+    """After Stop cancelled a run: say so and show the steps made so far."""
+    if not run or run.get("end") != RUNNING or not run.get("steps"):
+        return tuple(gr.skip() for _ in range(10))
+    run = {**run, "end": f"stopped by you after {len(run['steps'])} tokens"}
+    return all_outputs(run, get_bundle(run["model"]).tokenizer, 0)
 
 
 def clicked_step(run, evt: gr.EventData):
@@ -754,7 +774,9 @@ def build(ctx) -> None:
                                   show_progress_on=[cmp_md])
         speed_btn.click(measure_cache, [prompt, max_new, ctx.model_name], speed_md, api_name="generate_speed",
                         concurrency_id=CPU_HEAVY, show_progress_on=[speed_md])
-        stop_btn.click(None, None, None, cancels=[gen_event, branch_event, cmp_event])
+        # Queued behind the cancelled run (same concurrency id), so it sees its last state.
+        stop_btn.click(None, None, None, cancels=[gen_event, branch_event, cmp_event]).then(
+            stopped, run_state, outs, api_visibility="private", concurrency_id=CPU_HEAVY)
         # Another model makes the last run's ids meaningless: forget it.
         ctx.model_changed.change(reset_outputs, ctx.model_changed, outs, api_visibility="private", queue=False)
 
