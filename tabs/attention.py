@@ -326,7 +326,7 @@ def attention(prompt, layer, head, focus, statistic, math_tokens, dropout_seed, 
     head_map = weights[layer, head].numpy()
     mean_map = weights[layer].mean(0).numpy()
     stats = av.head_statistics(weights)
-    notice = (f"**{t} tokens** through **{bundle.name}** ({cfg.n_layers} layers × {cfg.n_heads} heads, "
+    notice = (f"**{t} token{'s' if t != 1 else ''}** through **{bundle.name}** ({cfg.n_layers} layers × {cfg.n_heads} heads, "
               f"d_k = {cfg.head_dim}). " + (f"⚠️ {tokens.notice()}" if tokens.truncated else ""))
     return (
         notice,

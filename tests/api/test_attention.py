@@ -87,3 +87,24 @@ def test_toy_example_shows_the_books_numbers(client):
     for number in ("0.9544", "1.4950", "0.2379", "0.1581", "0.4419", "0.6515", "0.5683"):
         assert number in md
     assert _figure(fig)["data"][0]["type"] == "heatmap"
+
+
+# Handlers called directly (no browser, no client): the edges a person rarely reaches.
+
+def test_one_token_prompt_draws_everything():
+    from tabs.attention import attention
+
+    out = attention("a", 0, 0, -1, "entropy", 12, 0, "untrained:tiny")
+    assert out[0].startswith("**1 token**")
+    assert all(fig is not None for fig in out[1:6]) and "Token 0" in out[7]
+
+
+def test_switching_models_keeps_the_pickers_in_range():
+    from tabs.attention import _on_model_change
+
+    layer, head = _on_model_change("untrained:tiny", 99, -4)
+    tiny = load_model("untrained:tiny").config
+    assert layer["value"] == tiny.n_layers - 1 and head["value"] == 0
+    assert f"0 to {tiny.n_layers - 1}" in layer["info"]
+    layer, head = _on_model_change("no-such-model-anywhere", 3, 3)
+    assert layer["value"] == 0 and head["value"] == 0
