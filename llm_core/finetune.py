@@ -634,3 +634,91 @@ class SessionResults:
 
 
 RESULTS = SessionResults()
+
+
+# ---------------------------------------------------------------- command line
+
+def _cli_data(task: str, source: str):
+    from . import instruct_data as idata
+
+    if source == "builtin":
+        return idata.builtin_classification() if task == "classification" else idata.builtin_instructions()
+    if source == "book":
+        got = idata.sms_spam() if task == "classification" else idata.book_instruction_data()
+        if isinstance(got, idata.Unavailable):
+            raise SystemExit(got.reason)
+        return got
+    if task == "classification":
+        return idata.parse_classification_csv(source, name=Path(source).name)
+    return idata.load_instruction_upload(source, name=Path(source).name)
+
+
+def main(argv=None) -> None:
+    """Fine-tune from the command line (the loop the Fine-tune tab runs) and save the adapter.
+
+        python -m llm_core.finetune --model pydoc-gpt --task instruction --data builtin \\
+            --method lora --rank 16 --alpha 32 --steps 1000 --out runs/pydoc-instruct.safetensors
+    """
+    import argparse
+    import json
+    import sys
+
+    from .registry import load_model
+
+    p = argparse.ArgumentParser(prog="python -m llm_core.finetune", description=main.__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="base model name (default: the app's default model)")
+    p.add_argument("--task", choices=TASKS, default="instruction")
+    p.add_argument("--data", default="builtin", help="builtin, book, or a CSV (classification) / JSON (instruction) file")
+    p.add_argument("--method", choices=METHODS, default="lora")
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--alpha", type=float, default=32.0)
+    p.add_argument("--targets", nargs="+", default=["attention", "feed-forward"])
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--eval-interval", type=int, default=50)
+    p.add_argument("--eval-batches", type=int, default=10)
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--mask-instruction", action="store_true", help="loss on the response only")
+    p.add_argument("--n-score", type=int, default=100, help="held-out examples scored before vs after")
+    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--max-minutes", type=float, default=60.0)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", help="write the adapter here (.safetensors)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bundle = load_model(args.model)
+    data = _cli_data(args.task, args.data)
+    settings = FinetuneSettings(task=args.task, method=args.method, rank=args.rank, alpha=args.alpha,
+                                targets=tuple(args.targets), epochs=args.epochs, max_steps=args.steps,
+                                batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                                eval_interval=args.eval_interval, eval_batches=args.eval_batches, seed=args.seed,
+                                max_seconds=min(args.max_minutes * 60, MAX_SECONDS), max_length=args.max_length,
+                                mask_instruction=args.mask_instruction, n_score=args.n_score)
+    print(f"{bundle.summary()}\n{data.name}: {len(data):,} examples", flush=True)
+    last = None
+    for ev in finetune(bundle.model, bundle.tokenizer, data, settings, base_name=bundle.name, device=args.device):
+        last = ev
+        if ev.is_eval:
+            acc = f" acc {ev.train_acc:.3f}/{ev.val_acc:.3f}" if ev.val_acc is not None else ""
+            print(f"step {ev.step:5d} train {ev.train_loss:.4f} val {ev.val_loss:.4f}{acc} "
+                  f"{ev.tokens_per_s:,.0f} tok/s {ev.elapsed_s:,.0f} s", flush=True)
+            for sample in ev.samples or []:
+                print(f"    {sample['instruction']!r} {sample['input']!r} -> {sample['response']!r} "
+                      f"(expected {sample['expected']!r})", flush=True)
+    if last is None or last.result is None:
+        raise SystemExit(f"no result: {last.reason if last else 'no events'}")
+    res = last.result
+    print(f"{last.status}: {last.reason}. {res.counts.summary()}")
+    print(json.dumps({"accuracy": res.accuracy, "val_loss": res.val_loss, "scores": res.scores}, indent=2))
+    if args.out:
+        res.info.extra["command"] = "python -m llm_core.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
+        print(f"adapter written to {res.save_adapter(args.out)}")
+
+
+if __name__ == "__main__":
+    main()

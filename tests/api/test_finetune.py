@@ -165,3 +165,23 @@ def test_parameter_counts_preview():
                             default_model_name())
     assert "trainable of" in md and "2,666,528" in md
     assert "rank" in F.parameter_counts(F.TASK_CLS, F.M_LORA, 0, 16, ["q"], default_model_name())
+
+
+def test_a_diverged_run_keeps_the_earlier_result_and_adapter(tmp_path, monkeypatch):
+    from llm_core.finetune import RESULTS, FinetuneEvent
+    from llm_core.registry import default_model_name
+    args = _args(_easy_csv(tmp_path), steps=2)
+    args[2] = _easy_csv(tmp_path)
+    good = list(F.run_finetune(*args, default_model_name(), None))[-1]
+    adapter = Path(good[7])
+    saved, kept = adapter.read_bytes(), RESULTS.result("api")
+    assert kept is not None
+
+    def diverging(*a, **kw):
+        yield FinetuneEvent(step=1, epoch=1, tokens_seen=8, lr=1e-3, batch_loss=float("nan"), elapsed_s=0.1,
+                            tokens_per_s=80.0, eta_s=None, total_steps=2, done=True, stopped=True,
+                            status="diverged", reason="the loss became nan at step 1: training diverged.")
+    monkeypatch.setattr(F, "finetune", diverging)
+    last = list(F.run_finetune(*args, default_model_name(), None))[-1]
+    assert "diverged" in last[0]
+    assert RESULTS.result("api") is kept and adapter.read_bytes() == saved
