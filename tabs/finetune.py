@@ -355,10 +355,11 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
                        "or another visitor's). Wait for it to finish, then start again.")
     stop_flag = threading.Event()
     _stop_flags[session] = stop_flag
-    runs = RESULTS.runs(session)
-    run = _new_run(f"run {len(runs) + 1}: {settings.method}"
+    run_no = len(RESULTS.runs(session)) + 1
+    run = _new_run(f"run {run_no}: {settings.method}"
                    + (f" r{settings.rank}" if settings.method == "lora" else "") + f", lr {settings.lr:g}")
-    runs.append(run)
+    RESULTS.add_run(session, run)  # filled in place, so a redraw during the run shows it too
+    runs = RESULTS.runs(session)
     header = (f"Fine-tuning **{html.escape(bundle.name)}** on **{html.escape(data.name)}** ({len(data):,} examples); "
               f"server caps: {MAX_STEPS:,} steps, {MAX_SECONDS / 60:.0f} minutes.")
     history: list[dict] = []
@@ -366,7 +367,8 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
     try:
         last_yield = 0.0
         last = None
-        for ev in finetune(bundle.model, bundle.tokenizer, data, settings, base_name=bundle.name, stop=stop_flag):
+        events = finetune(bundle.model, bundle.tokenizer, data, settings, base_name=bundle.name, stop=stop_flag)
+        for ev in _friendly(events):
             last = ev
             if ev.step > 0 and ev.batch_loss is not None and not ev.is_eval:
                 run["batch_steps"].append(ev.step)
@@ -384,13 +386,12 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
                 last_yield = now
                 yield (_status(ev, header), curves_figure(runs, log_scale, smoothing), _samples_md(history)) + none
         res = last.result if last is not None else None
-        RESULTS.add_run(session, run)
         if res is None:  # diverged: nothing stored, an earlier result and adapter stay as they were
             gr.Warning(last.reason if last is not None else "The run ended without a result.")
             yield (_status(last, header), curves_figure(runs, log_scale, smoothing), _samples_md(history)) + none
             return
         RESULTS.set_result(session, res)
-        path = res.save_adapter(_adapter_path(session, res, len(runs)))
+        path = res.save_adapter(_adapter_path(session, res, run_no))
         conf = None
         if res.task == "classification":
             split = "test" if "test" in res.confusion else "val"
@@ -401,6 +402,14 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
         _stop_flags.pop(session, None)
         TRAINING_SLOT.release()
         RESULTS.end(session)
+
+
+def _friendly(events):
+    """The run's events, with its own errors (bad settings for this model, unusable data) as UI errors."""
+    try:
+        yield from events
+    except (FinetuneError, LoRAError) as exc:
+        raise gr.Error(str(exc), title="Cannot fine-tune") from None
 
 
 def stop_run(request: gr.Request = None) -> str:
@@ -442,7 +451,7 @@ def try_instruction(instruction, inp, model_name, request: gr.Request = None):
     if res is None or res.task != "instruction":
         raise gr.Error("Instruction-tune a model first (task: Instruction following), then ask it here.")
     entry = {"instruction": instruction, "input": inp}
-    bundle = get_bundle(res.info.base_model) if res.info.base_model else get_bundle(model_name)
+    bundle = get_bundle(res.info.base_model or model_name)
     return respond(bundle.model, bundle.tokenizer, entry, 48), respond(res.model, res.tokenizer, entry, 48)
 
 
@@ -458,6 +467,7 @@ def load_adapter_file(upload, model_name, request: gr.Request = None):
         raise gr.Error(str(exc), title="Adapter does not fit") from None
     from llm_core.finetune import FinetuneResult
     from llm_core.lora import count_parameters
+    info.base_model = bundle.name  # the fingerprint matched: the active model is its base
     task = info.extra.get("task", "instruction")
     res = FinetuneResult(task=task, method=info.method, model=model, tokenizer=bundle.tokenizer, info=info,
                          counts=count_parameters(model), history=[], status="loaded", reason="loaded from a file",

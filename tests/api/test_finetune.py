@@ -56,6 +56,8 @@ def test_classification_run_streams_and_finishes_with_an_adapter(client, tmp_pat
     assert adapter and Path(adapter).stat().st_size > 0
     probs = client.predict("cat dog owl", api_name="/finetune_classify")
     assert {c["label"] for c in probs["confidences"]} == {"colour", "animal"}
+    odd = client.predict("<|endoftext|> 🙂 caf\u00e9 \u202e", api_name="/finetune_classify")
+    assert abs(sum(c["confidence"] for c in odd["confidences"]) - 1) < 1e-4
 
 
 def test_instruction_run_scores_before_and_after(client, tmp_path):
@@ -83,6 +85,7 @@ def test_adapter_download_loads_back(client, tmp_path):
 @pytest.mark.parametrize("over,match", [
     (dict(rank=0), "LoRA rank"),
     (dict(rank=10**6), "LoRA rank"),
+    (dict(rank=250), "larger than the layer"),
     (dict(alpha=0), "LoRA alpha"),
     (dict(alpha=-1), "LoRA alpha"),
     (dict(targets=[]), "at least one layer"),
