@@ -356,3 +356,27 @@ def test_book_toy_constants_match_the_book():
     from llm_core.generation import BOOK_TOY_LOGITS, BOOK_TOY_VOCAB
 
     assert list(BOOK_TOY_VOCAB) == TOY_VOCAB and torch.tensor(BOOK_TOY_LOGITS).tolist() == TOY_LOGITS.tolist()
+
+
+def test_prepare_for_decoding_keeps_values_ties_and_saving(tmp_path):
+    from llm_core.checkpoint import load_checkpoint, save_checkpoint
+    from llm_core.generation import prepare_for_decoding
+
+    m = build_untrained(CFG.with_(tie_weights=True), seed=3)
+    ids = torch.randint(0, CFG.vocab_size, (1, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = m(ids)
+    prepare_for_decoding(m)
+    prepare_for_decoding(m)  # idempotent
+    w = m.trf_blocks[0].ff.layers[0].weight
+    assert w.shape == (4 * CFG.emb_dim, CFG.emb_dim) and w.stride() == (1, 4 * CFG.emb_dim)
+    assert m.out_head.weight is m.tok_emb.weight
+    with torch.no_grad():
+        assert torch.allclose(m(ids), before, atol=1e-5)
+    save_checkpoint(tmp_path / "ckpt", m)
+    loaded, _, _ = load_checkpoint(tmp_path / "ckpt")
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids), before, atol=1e-5)
+    trained = build_untrained(CFG, seed=3).train()
+    prepare_for_decoding(trained)  # a model being trained keeps its layout
+    assert trained.trf_blocks[0].ff.layers[0].weight.is_contiguous()
