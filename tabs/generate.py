@@ -249,7 +249,7 @@ def visible(tok: str) -> str:
 
 def code(token: str) -> str:
     """A token as a Markdown code span (whitespace visible; code spans show HTML as text)."""
-    return "`" + visible(token).replace("`", "ˋ") + "`"
+    return "`" + visible(token).replace("`", "ˋ").replace("|", "\\|") + "`"
 
 
 def shown_piece(piece: str) -> str:
@@ -548,7 +548,7 @@ def temperature_plot(source, temperatures, run, step):
         probs = softmax_with_temperature(logits, t)[top]
         fig.add_bar(x=labels, y=probs.numpy().astype(np.float32), name=f"T = {t:g}",
                     hovertemplate="%{x}: %{y:.2%}<extra>T = " + f"{t:g}</extra>")
-        rows.append(f"| {t:g} | {visible(labels[int(probs.argmax())])} {_pct(float(probs.max()))} | "
+        rows.append(f"| {t:g} | {code(labels[int(probs.argmax())])} {_pct(float(probs.max()))} | "
                     f"{_pct(float(probs.sum()))} |")
     fig.update_layout(height=360, barmode="group", margin=dict(l=10, r=10, t=40, b=40),
                       yaxis=dict(title="probability", tickformat=".0%"),
