@@ -10,7 +10,8 @@
 
 Each side generates ``--new`` tokens after the same random ``--prompt``-token prompt,
 greedy, batch 1, KV cache on (theirs: ``generate(do_sample=False, use_cache=True)``;
-ours: ``llm_core.generation.generate``). Time to first token is a 1-token generation
+ours: ``llm_core.generation.generate`` after ``prepare_for_decoding``, as the app serves
+its shared models: same values, weights stored input-major for faster one-row matmuls). Time to first token is a 1-token generation
 (prompt processing + one pick). Timings are medians over interleaved repeats in one run;
 on a shared machine they are noisy, so read the ratio, not the absolute numbers.
 Target: ours / transformers tokens/s >= 1.2.
@@ -29,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from llm_core import GPT_CONFIG_124M, load_model  # noqa: E402
-from llm_core.generation import generate  # noqa: E402
+from llm_core.generation import generate, prepare_for_decoding  # noqa: E402
 
 
 def hf_config(cfg):
@@ -77,6 +78,7 @@ def to_transformers(ours):
 
 
 def compare(label: str, theirs, ours, prompt_len: int, new: int, repeats: int, seed: int) -> dict:
+    prepare_for_decoding(ours)  # what the app does to its shared models (same values)
     cfg = ours.cfg
     new = min(new, cfg.context_length - prompt_len)  # transformers cannot slide past its window
     ids = torch.randint(0, cfg.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(seed))

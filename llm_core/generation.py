@@ -247,8 +247,12 @@ def prepare_for_decoding(model) -> None:
     how fast the weights stream from memory, and on CPUs the BLAS kernel for ``x @ W`` with
     W laid out [in, out] streams faster than for the [out, in] layout PyTorch keeps (for
     GPT-2's 768×50,257 output head: ~11 vs ~18 ms here). Done once per model, on CPU, only
-    for a model in eval mode (training keeps its layout); the tied token embedding follows
-    the head. Idempotent and thread-safe; numerics are unchanged up to float rounding.
+    for a model in eval mode; the tied token embedding follows the head. Idempotent and
+    thread-safe; numerics are unchanged up to float rounding.
+
+    It puts new Parameter objects into the model, so call it on inference-only models (the
+    shared ones from ``load_model``), never on a model an optimizer is holding: that is why
+    ``generate`` does not call it by itself.
     """
     if model.training or getattr(model, "_decode_layout", False) or model.device.type != "cpu":
         return
@@ -330,7 +334,6 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, context_size: int | 
     if settings.max_new_tokens == 0:
         return idx
     window = model.cfg.context_length if context_size is None else min(int(context_size), model.cfg.context_length)
-    prepare_for_decoding(model)
     out = idx
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
     with _EvalMode(model):
@@ -423,7 +426,6 @@ def stream_generate(model, ids, settings: SamplingSettings, generator: torch.Gen
     if settings.max_new_tokens == 0:
         return
     n_cand = min(int(settings.n_candidates), model_vocab)
-    prepare_for_decoding(model)
     start = time.perf_counter()
     with _EvalMode(model):
         steps = _decode_steps(model, idx, settings.max_new_tokens, settings.use_cache,

@@ -17,7 +17,8 @@ import torch
 
 from llm_core.generation import (
     BOOK_TOY_LOGITS, BOOK_TOY_VOCAB, SamplingSettings, Step, encode_prompt, make_generator, measure_speed,
-    next_token_logits, softmax_with_temperature, stream_generate, summarize_steps, token_pieces,
+    next_token_logits, prepare_for_decoding, softmax_with_temperature, stream_generate, summarize_steps,
+    token_pieces,
 )
 from tabs.common import CPU_HEAVY, check_float, check_int, check_text, friendly_errors, get_bundle
 
@@ -130,6 +131,14 @@ def read_settings(temperature, top_k, top_p, max_new_tokens, stop_at_eot, use_ca
                                 max_new_tokens=n, eos_id=eos, use_cache=bool(use_cache),
                                 n_candidates=N_CANDIDATES)
     return settings.check(vocab), notices
+
+
+def decoding_bundle(model_name):
+    """The shared model, with its weights laid out for fast one-token steps (done once; the
+    shared models are never trained in place)."""
+    bundle = get_bundle(model_name)
+    prepare_for_decoding(bundle.model)
+    return bundle
 
 
 def read_seed(seed) -> int:
@@ -439,7 +448,7 @@ def _stream_outputs(run, bundle, model_ids, settings, seed):
 def generate_text(prompt, temperature, top_k, top_p, max_new_tokens, seed, stop_at_eot, use_cache, model_name):
     """Stream a generation; each yield: html, text, stats, steps JSON, step slider, step text,
     step chart, entropy chart, branch choices, run state."""
-    bundle = get_bundle(model_name)
+    bundle = decoding_bundle(model_name)
     settings, notices = read_settings(temperature, top_k, top_p, max_new_tokens, stop_at_eot, use_cache, bundle)
     seed = read_seed(seed)
     ids, text, dropped, from_eot, prompt_notices = read_prompt(prompt, bundle)
@@ -454,7 +463,7 @@ def branch(run, at, token_id, temperature, top_k, top_p, max_new_tokens, seed, s
     """Force another candidate at step ``at`` (1-based) and continue generating from there."""
     if not run or not run.get("steps"):
         raise gr.Error("Generate some text first, then pick a step and one of its alternatives.")
-    bundle = get_bundle(run["model"])
+    bundle = decoding_bundle(run["model"])
     if model_name and model_name != run["model"]:
         raise gr.Error(f"This run was made with {run['model']}; the active model is now {model_name}. "
                        "Generate again before branching.")
@@ -582,7 +591,7 @@ def parse_temperatures(text) -> list[float]:
 def compare(prompt, temperature, top_k, top_p, temperature_b, top_k_b, top_p_b, max_new_tokens, seed,
             stop_at_eot, use_cache, model_name):
     """Two settings on the same prompt and seed, streamed side by side."""
-    bundle = get_bundle(model_name)
+    bundle = decoding_bundle(model_name)
     a, notes_a = read_settings(temperature, top_k, top_p, max_new_tokens, stop_at_eot, use_cache, bundle, "A: ")
     b, notes_b = read_settings(temperature_b, top_k_b, top_p_b, max_new_tokens, stop_at_eot, use_cache, bundle, "B: ")
     seed = read_seed(seed)
@@ -627,7 +636,7 @@ def compare_table(runs) -> str:
 @friendly_errors
 def measure_cache(prompt, max_new_tokens, model_name):
     """Greedy generation timed with the KV cache on and off, on the spot."""
-    bundle = get_bundle(model_name)
+    bundle = decoding_bundle(model_name)
     ids, _, _, _, notices = read_prompt(prompt, bundle)
     n = check_int(max_new_tokens, "Max new tokens", 1, 10**9)
     if n > SPEED_MAX_TOKENS:

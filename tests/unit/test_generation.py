@@ -380,3 +380,15 @@ def test_prepare_for_decoding_keeps_values_ties_and_saving(tmp_path):
     trained = build_untrained(CFG, seed=3).train()
     prepare_for_decoding(trained)  # a model being trained keeps its layout
     assert trained.trf_blocks[0].ff.layers[0].weight.is_contiguous()
+
+
+def test_generate_keeps_parameters_an_optimizer_holds():
+    # The book's training loop: model.eval(); generate(...); model.train() between steps.
+    m = build_untrained(CFG, seed=5).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    m.eval()
+    generate(m, prompt(), 4)
+    list(stream_generate(m, prompt(), SamplingSettings(max_new_tokens=3)))
+    m.train()
+    held = {id(p) for group in opt.param_groups for p in group["params"]}
+    assert held == {id(p) for p in m.parameters()}
