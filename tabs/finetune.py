@@ -53,6 +53,8 @@ M_FULL = "Full fine-tune"
 METHODS = {M_LORA: "lora", M_LAST: "last-block", M_FULL: "full"}
 TARGET_CHOICES = [(TARGET_LABELS[t], t) for t in ALL_TARGETS]
 DEFAULT_TARGETS = ["q", "k", "v", "out", "ff_in", "ff_out"]
+TABLE_OPEN = ("<table class='ft-table' style='width:100%;table-layout:fixed;border-collapse:collapse;"
+              "overflow-wrap:anywhere;font-size:0.9em'>")
 COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777"]
 
 _stop_flags: dict[str, threading.Event] = {}
@@ -149,7 +151,10 @@ def _xy(xs, ys):
 
 
 def curves_figure(runs: list[dict], log_scale: bool = False, smoothing: float = 0.6) -> go.Figure:
-    """Train/validation loss of this session's runs (newest bold), plus accuracy for classification."""
+    """Train/validation loss of this session's runs of the newest run's task (newest bold), plus
+    accuracy for classification (losses of different tasks are not comparable)."""
+    if runs:
+        runs = [r for r in runs if r.get("task") == runs[-1].get("task")]
     with_acc = any(r.get("val_acc") for r in runs)
     fig = make_subplots(rows=1, cols=2 if with_acc else 1, subplot_titles=(
         ("Loss (cross-entropy)", "Accuracy") if with_acc else ("Loss (cross-entropy)",)))
@@ -236,13 +241,13 @@ def _status(ev, header: str) -> str:
 
 def _samples_md(history: list[dict]) -> str:
     out = []
-    for h in reversed(history[-6:]):
+    for h in reversed(history[-3:]):
         if not h.get("samples"):
             continue
         rows = "".join(f"<tr><td>{html.escape(s['instruction'])}{'<br><i>' + html.escape(s['input']) + '</i>' if s['input'] else ''}"
                        f"</td><td>{html.escape(s['expected'])}</td><td>{html.escape(s['response']) or '<i>(nothing)</i>'}</td></tr>"
                        for s in h["samples"])
-        out.append(f"<b>step {h['step']}</b><table class='ft-table'><tr><th>held-out instruction</th>"
+        out.append(f"<b>step {h['step']}</b>{TABLE_OPEN}<tr><th>held-out instruction</th>"
                    f"<th>expected</th><th>model's answer</th></tr>{rows}</table>")
     return "".join(out) or "<i>Held-out answers appear here at each evaluation (instruction tuning).</i>"
 
@@ -276,18 +281,18 @@ def _comparison_html(res) -> str:
             f"<tr><td>{html.escape(e['text'][:200])}</td><td>{html.escape(e['label'])}</td><td>"
             + ", ".join(f"{html.escape(k)} {100 * v:.0f} %" for k, v in e["probs"].items()) + "</td></tr>"
             for e in res.examples)
-        return ("<table class='ft-table'><tr><th>validation text</th><th>true label</th><th>tuned model's "
+        return (f"{TABLE_OPEN}<tr><th>validation text</th><th>true label</th><th>tuned model's "
                 f"probabilities</th></tr>{rows}</table>")
     rows = "".join(
         f"<tr><td>{html.escape(e['instruction'])}{'<br><i>' + html.escape(e['input']) + '</i>' if e['input'] else ''}</td>"
         f"<td>{html.escape(e['expected'])}</td><td>{html.escape(e['before']) or '<i>(nothing)</i>'}</td>"
         f"<td>{html.escape(e['after']) or '<i>(nothing)</i>'}</td></tr>" for e in res.comparisons[:12])
-    return ("<table class='ft-table'><tr><th>held-out instruction</th><th>expected</th><th>base model</th>"
+    return (f"{TABLE_OPEN}<tr><th>held-out instruction</th><th>expected</th><th>base model</th>"
             f"<th>tuned model</th></tr>{rows}</table>")
 
 
-def _new_run(label: str) -> dict:
-    return {"label": label, "batch_steps": [], "batch_loss": [], "eval_steps": [], "train_loss": [],
+def _new_run(label: str, task: str) -> dict:
+    return {"label": label, "task": task, "batch_steps": [], "batch_loss": [], "eval_steps": [], "train_loss": [],
             "val_loss": [], "train_acc": [], "val_acc": []}
 
 
@@ -357,7 +362,8 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
     _stop_flags[session] = stop_flag
     run_no = len(RESULTS.runs(session)) + 1
     run = _new_run(f"run {run_no}: {settings.method}"
-                   + (f" r{settings.rank}" if settings.method == "lora" else "") + f", lr {settings.lr:g}")
+                   + (f" r{settings.rank}" if settings.method == "lora" else "") + f", lr {settings.lr:g}",
+                   settings.task)
     RESULTS.add_run(session, run)  # filled in place, so a redraw during the run shows it too
     runs = RESULTS.runs(session)
     header = (f"Fine-tuning **{html.escape(bundle.name)}** on **{html.escape(data.name)}** ({len(data):,} examples); "
@@ -555,17 +561,15 @@ def build(ctx) -> None:
                     start = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
                     stop = gr.Button("Stop", variant="stop", elem_id="ft-stop")
                 status = gr.Markdown("Press **Start fine-tuning**.", elem_id="ft-status")
+        plot = gr.Plot(label="Training curves", elem_id="ft-plot")
         with gr.Row():
-            with gr.Column(scale=3):
-                plot = gr.Plot(label="Training curves", elem_id="ft-plot")
-                with gr.Row():
-                    log_scale = gr.Checkbox(False, label="Log-scale loss", elem_id="ft-log",
-                                            info="Spot slow late progress.")
-                    smoothing = gr.Slider(0, 0.95, value=0.6, step=0.05, label="Smoothing (batch loss EMA)",
-                                          elem_id="ft-smooth", info="Only the thin batch-loss line is smoothed.")
-                    clear_btn = gr.Button("Clear earlier runs", size="sm", elem_id="ft-clear")
-            samples = gr.HTML("<i>Held-out answers appear here at each evaluation (instruction tuning).</i>",
-                              elem_id="ft-samples")
+            log_scale = gr.Checkbox(False, label="Log-scale loss", elem_id="ft-log",
+                                    info="Spot slow late progress.")
+            smoothing = gr.Slider(0, 0.95, value=0.6, step=0.05, label="Smoothing (batch loss EMA)",
+                                  elem_id="ft-smooth", info="Only the thin batch-loss line is smoothed.")
+            clear_btn = gr.Button("Clear earlier runs", size="sm", elem_id="ft-clear")
+        samples = gr.HTML("<i>Held-out answers appear here at each evaluation (instruction tuning).</i>",
+                          elem_id="ft-samples")
         results_md = gr.Markdown(elem_id="ft-results")
         with gr.Row():
             confusion = gr.Plot(label="Confusion matrix", elem_id="ft-confusion")
