@@ -72,6 +72,7 @@ def save_checkpoint(path: str | os.PathLike, model: GPTModel, tokenizer: BPEToke
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; a served app may run as another user
     try:
         tok_info: dict = {"kind": "gpt2"}
         if tokenizer is not None and tokenizer.name != "gpt2":
@@ -80,6 +81,8 @@ def save_checkpoint(path: str | os.PathLike, model: GPTModel, tokenizer: BPEToke
         save_file(_state_for_saving(model), str(tmp / "model.safetensors"))
         config = {"format": FORMAT, "model": model.cfg.to_dict(), "tokenizer": tok_info, "meta": meta or {}}
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        for f in tmp.iterdir():
+            f.chmod(0o644)
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old-{os.getpid()}"
@@ -218,12 +221,37 @@ def _progress_tqdm(progress: Progress | None, label: str):
     return Reporter
 
 
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """A quick TCP check, so an offline machine fails in seconds instead of retrying for half a minute."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT")
+    if endpoint:
+        host = urlparse(endpoint).hostname or host
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def download_from_hub(repo_id: str, progress: Progress | None = None) -> Path:
     """Fetch config.json + model.safetensors (cached; honours HF_HUB_OFFLINE)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     repo_id = GPT2_HUB_IDS.get(repo_id, repo_id)
+    try:  # the cache first: no network needed for a model downloaded before
+        cfg_path = hf_hub_download(repo_id, "config.json", local_files_only=True)
+        hf_hub_download(repo_id, "model.safetensors", local_files_only=True)
+        return Path(cfg_path).parent
+    except LocalEntryNotFoundError:
+        pass
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if offline or not hub_reachable():
+        raise HubUnavailable(f"{repo_id} is not cached and the Hugging Face Hub cannot be reached "
+                             "(offline?). Use a built-in model or a local directory.")
     try:
         cfg_path = hf_hub_download(repo_id, "config.json", etag_timeout=5)
         hf_hub_download(repo_id, "model.safetensors", etag_timeout=5,

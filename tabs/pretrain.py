@@ -1,0 +1,483 @@
+"""Stage 6: pre-train a GPT from scratch with live loss curves; load GPT-2's weights."""
+from __future__ import annotations
+
+import html
+import math
+import re
+import threading
+import time
+from collections import OrderedDict
+from functools import lru_cache
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from llm_core import corpus as corpus_mod
+from llm_core.architecture_view import count_parameters
+from llm_core.checkpoint import save_checkpoint
+from llm_core.config import PRESET_LABELS, PRESETS, GPTConfig
+from llm_core.data import create_dataloader_v1
+from llm_core.generation import generate
+from llm_core.model import build_untrained
+from llm_core.registry import USER_DIR, ModelLoadError, builtin_names, forget, load_model, model_choices
+from llm_core.tokenizers import gpt2_tokenizer
+from llm_core.training import TrainConfig, calc_loss_loader, gpt2_init_, perplexity, train_model
+from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, TRAINING_SLOT, check_float, check_int,
+                         check_text, friendly_errors)
+
+# Server-side caps: a demo machine has 2 vCPUs shared by every visitor.
+MAX_STEPS = 3000
+MAX_SECONDS = 15 * 60
+MAX_PARAMS = 130_000_000  # up to GPT-2 small; larger ones do not train on a CPU
+MAX_POINTS = 400          # per curve, so each streamed figure stays small
+STREAM_EVERY_S = 0.3
+
+CORPUS_BUILTIN = "Built-in: Python's own documentation"
+CORPUS_VERDICT = "The Verdict (the book's short story; needs network)"
+CORPUS_UPLOAD = "Upload a .txt file"
+CORPUS_PASTE = "Paste text"
+TOK_GPT2 = "GPT-2 BPE (50,257 tokens)"
+TOK_BUILTIN = "pydoc-gpt's own BPE (small vocabulary, built-in)"
+CUSTOM = "custom"
+SIZES = ["tiny", "mini", "gpt2-small", CUSTOM]
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+
+# The model each session trained last, until it saves it (or the entry expires).
+_SESSION_TTL_S = 3600
+_MAX_SESSIONS = 8
+_session_models: "OrderedDict[str, dict]" = OrderedDict()
+_session_lock = threading.Lock()
+_stop_flags: dict[str, threading.Event] = {}  # session -> its running run's stop request
+
+
+def _remember(session: str, entry: dict) -> None:
+    with _session_lock:
+        now = time.time()
+        for key in [k for k, v in _session_models.items() if now - v["time"] > _SESSION_TTL_S]:
+            del _session_models[key]
+        _session_models[session] = entry
+        _session_models.move_to_end(session)
+        while len(_session_models) > _MAX_SESSIONS:
+            _session_models.popitem(last=False)
+
+
+def _session_key(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "api"
+
+
+# ---------------------------------------------------------------- inputs
+
+def _tokenizer(choice: str):
+    if choice == TOK_BUILTIN:
+        names = builtin_names()
+        if not names:
+            raise gr.Error("No built-in model is installed, so its tokenizer is not available: use GPT-2 BPE.")
+        return load_model(names[0] if "pydoc-gpt" not in names else "pydoc-gpt").tokenizer
+    return gpt2_tokenizer()
+
+
+def _corpus_text(corpus: str, upload, pasted: str) -> tuple[str, str]:
+    if corpus == CORPUS_BUILTIN:
+        return corpus_mod.pydoc_corpus(), "python-docs"
+    if corpus == CORPUS_VERDICT:
+        book = corpus_mod.the_verdict()
+        if not book.available:
+            raise gr.Error(book.reason + " Choose the built-in corpus instead.")
+        return book.text, "the-verdict"
+    if corpus == CORPUS_UPLOAD:
+        if not upload:
+            raise gr.Error("Choose a .txt file to upload first.")
+        try:
+            text = corpus_mod.load_text_upload(upload, max_bytes=MAX_UPLOAD_BYTES)
+        except corpus_mod.CorpusError as exc:
+            raise gr.Error(str(exc)) from None
+        return check_text(text, "uploaded file", max_chars=MAX_UPLOAD_BYTES), "upload"
+    return check_text(pasted, "pasted text", max_chars=MAX_TEXT_CHARS), "pasted"
+
+
+@lru_cache(maxsize=4)
+def _encoded(text: str, tokenizer_name: str, tokenizer) -> tuple[list[int], list[int], str, str]:
+    train_text, val_text = corpus_mod.train_val_split(text, 0.9)
+    return tokenizer.encode(train_text), tokenizer.encode(val_text), train_text, val_text
+
+
+def _model_config(size, layers, heads, dims, context, vocab_size) -> GPTConfig:
+    if size == CUSTOM:
+        layers = check_int(layers, "Layers", 1, 24)
+        heads = check_int(heads, "Heads", 1, 32)
+        dims = check_int(dims, "Embedding dims", 8, 1024)
+        context = check_int(context, "Context length", 4, 1024)
+        if dims % heads:
+            raise gr.Error(f"Embedding dims ({dims}) must be divisible by heads ({heads}): "
+                           f"each head gets dims/heads dimensions.")
+        cfg = GPTConfig(vocab_size=vocab_size, context_length=context, emb_dim=dims, n_heads=heads,
+                        n_layers=layers, drop_rate=0.0)
+    elif size in PRESETS:
+        cfg = PRESETS[size].with_(vocab_size=vocab_size, drop_rate=0.0)
+        if size.startswith("gpt2"):
+            cfg = cfg.with_(context_length=256)  # the book's pre-training context
+    else:
+        raise gr.Error(f"Unknown model size {size!r}.")
+    return cfg
+
+
+def _prepare(corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, batch_size):
+    tokenizer = _tokenizer(tok_choice)
+    text, corpus_name = _corpus_text(corpus, upload, pasted)
+    cfg = _model_config(size, layers, heads, dims, context, tokenizer.n_vocab)
+    n_params = count_parameters(cfg).total
+    if n_params > MAX_PARAMS:
+        raise gr.Error(f"That model has {n_params / 1e6:.0f}M parameters; this server trains at most "
+                       f"{MAX_PARAMS / 1e6:.0f}M. Choose a smaller size.")
+    batch_size = check_int(batch_size, "Batch size", 1, 64)
+    train_ids, val_ids, train_text, val_text = _encoded(text, tokenizer.name, tokenizer)
+    need = batch_size * cfg.context_length + 1
+    if len(train_ids) < need:
+        raise gr.Error(f"The training part of the text has {len(train_ids):,} tokens, but one batch needs "
+                       f"batch size × context + 1 = {need:,}. Use more text, a shorter context or a smaller batch.")
+    train_loader = create_dataloader_v1(train_text, batch_size=batch_size, max_length=cfg.context_length,
+                                        stride=cfg.context_length, shuffle=True, drop_last=True,
+                                        token_ids=train_ids, seed=123)
+    val_loader = create_dataloader_v1(val_text, batch_size=batch_size, max_length=cfg.context_length,
+                                      stride=cfg.context_length, shuffle=False, drop_last=False,
+                                      token_ids=val_ids)
+    if len(val_loader) == 0:
+        gr.Warning("The validation part (last 10 %) is shorter than one window: training without validation loss.")
+        val_loader = None
+    return tokenizer, cfg, train_loader, val_loader, corpus_name, len(train_ids), len(val_ids)
+
+
+# ---------------------------------------------------------------- figures
+
+def _downsample(xs: list, ys: list) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(xs, dtype=np.float32), np.asarray(ys, dtype=np.float32)
+    if len(x) > MAX_POINTS:
+        idx = np.linspace(0, len(x) - 1, MAX_POINTS).astype(int)
+        x, y = x[idx], y[idx]
+    return x, y
+
+
+def _ema(values: list[float], weight: float) -> list[float]:
+    out, acc = [], None
+    for v in values:
+        acc = v if acc is None else weight * acc + (1 - weight) * v
+        out.append(acc)
+    return out
+
+
+COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#4b5563"]
+
+
+def loss_figure(runs: list[dict], x_axis: str = "tokens seen", log_scale: bool = False,
+                smoothing: float = 0.6) -> go.Figure:
+    fig = go.Figure()
+    key = "tokens" if x_axis == "tokens seen" else "steps"
+    for i, run in enumerate(runs):
+        color = COLORS[i % len(COLORS)]
+        label = run["label"]
+        if run["batch_loss"]:
+            x, y = _downsample(run["batch_" + key], _ema(run["batch_loss"], smoothing))
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{label}: batch loss (smoothed)",
+                                     line=dict(color=color, width=1), opacity=0.35))
+        if run["eval_train"]:
+            x, y = _downsample(run["eval_" + key], run["eval_train"])
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{label}: train",
+                                     line=dict(color=color, width=2)))
+        if run["eval_val"]:
+            x, y = _downsample(run["eval_" + key], run["eval_val"])
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{label}: validation",
+                                     line=dict(color=color, width=2, dash="dash")))
+    fig.update_layout(height=420, margin=dict(l=50, r=20, t=40, b=40), legend=dict(orientation="h", y=-0.2),
+                      title="Cross-entropy loss (nats per token)", xaxis_title=x_axis, yaxis_title="loss")
+    if log_scale:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def _new_run(label: str) -> dict:
+    return {"label": label, "batch_steps": [], "batch_tokens": [], "batch_loss": [],
+            "eval_steps": [], "eval_tokens": [], "eval_train": [], "eval_val": []}
+
+
+def _status(ev, n_params: int, cfg: GPTConfig) -> str:
+    def fmt_s(s):
+        return "-" if s is None or not math.isfinite(s) else f"{int(s) // 60}:{int(s) % 60:02d}"
+    val = "-" if ev.val_loss is None else f"{ev.val_loss:.3f}"
+    last_train = "-" if ev.train_loss is None else f"{ev.train_loss:.3f}"
+    ppl = "-" if ev.perplexity is None else f"{ev.perplexity:,.1f}"
+    lines = [
+        f"**{ev.status}** · step {ev.step:,} / {ev.total_steps:,} · epoch {ev.epoch} · "
+        f"{ev.tokens_seen:,} tokens seen",
+        f"train loss {last_train} · validation loss {val} · perplexity {ppl} · "
+        f"ln(vocab) = {math.log(cfg.vocab_size):.2f} (a uniform guess)",
+        f"{ev.tokens_per_s:,.0f} tokens/s · elapsed {fmt_s(ev.elapsed_s)} · ETA {fmt_s(ev.eta_s)} · "
+        f"lr {ev.lr:.2e} · {n_params / 1e6:.2f}M parameters",
+    ]
+    if ev.reason:
+        lines.append(html.escape(ev.reason))
+    return "\n\n".join(lines)
+
+
+# ---------------------------------------------------------------- handlers
+
+@friendly_errors
+def preview_untrained(corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, batch_size,
+                      prompt, seed):
+    """What the model says and how wrong it is before any training."""
+    tokenizer, cfg, train_loader, val_loader, *_ = _prepare(corpus, upload, pasted, tok_choice, size,
+                                                            layers, heads, dims, context, batch_size)
+    seed = check_int(seed, "Seed", 0, 2**31 - 1)
+    model = gpt2_init_(build_untrained(cfg, seed=seed), seed=seed)
+    with torch.inference_mode():
+        loss = calc_loss_loader(val_loader or train_loader, model, "cpu", num_batches=3)
+        ids = tokenizer.encode(prompt or "Every effort moves you") or [tokenizer.eot_id]
+        out = generate(model, torch.tensor([ids[-cfg.context_length:]]), max_new_tokens=16,
+                       context_size=cfg.context_length)
+    text = tokenizer.decode(out[0].tolist())
+    return (f"**Untrained model** ({model.num_parameters() / 1e6:.2f}M parameters): initial loss "
+            f"**{loss:.3f}** vs ln(vocab) = ln({cfg.vocab_size:,}) = **{math.log(cfg.vocab_size):.3f}**; "
+            f"perplexity {perplexity(loss):,.0f} — about as unsure as picking uniformly from the vocabulary.\n\n"
+            f"Greedy continuation: `{html.escape(text)}`")
+
+
+@friendly_errors
+def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, steps, batch_size, lr,
+             warmup, cosine, eval_interval, seed, prompt, x_axis, log_scale, smoothing, runs,
+             request: gr.Request = None):
+    """Stream a training run: (figure, status, samples, runs)."""
+    steps = check_int(steps, "Steps", 1, MAX_STEPS)
+    lr = check_float(lr, "Learning rate", 0.0, 1.0, lo_open=True)
+    warmup = check_int(warmup, "Warm-up steps", 0, MAX_STEPS)
+    eval_interval = check_int(eval_interval, "Evaluate every", 1, MAX_STEPS)
+    seed = check_int(seed, "Seed", 0, 2**31 - 1)
+    smoothing = check_float(smoothing, "Smoothing", 0.0, 0.99)
+    tokenizer, cfg, train_loader, val_loader, corpus_name, n_train, n_val = _prepare(
+        corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, batch_size)
+    if not TRAINING_SLOT.acquire(blocking=False):
+        raise gr.Error("Another training run is in progress on this server (yours or another visitor's). "
+                       "Wait for it to finish or stop it, then start again.")
+    session = _session_key(request)
+    stop_flag = threading.Event()
+    _stop_flags[session] = stop_flag
+    runs = list(runs or [])[-5:]  # earlier runs stay on the chart for comparison
+    run = _new_run(f"run {len(runs) + 1}: {size}, lr {lr:g}")
+    runs.append(run)
+    model = gpt2_init_(build_untrained(cfg, seed=seed), seed=seed)
+    n_params = model.num_parameters()
+    tcfg = TrainConfig(max_steps=steps, lr=lr, weight_decay=0.1, warmup_steps=warmup, cosine_decay=bool(cosine),
+                       min_lr=lr / 10, eval_interval=eval_interval, eval_batches=5, max_seconds=MAX_SECONDS,
+                       sample_prompt=(prompt or "Every effort moves you")[:200], sample_tokens=24, seed=seed)
+    samples: list[str] = []
+    last = None
+    header = (f"Corpus {corpus_name}: {n_train:,} training and {n_val:,} validation tokens "
+              f"({tokenizer.name} tokenizer).")
+    try:
+        last_yield = 0.0
+        for ev in train_model(model, train_loader, val_loader, tcfg, tokenizer=tokenizer, device="cpu",
+                              stop=stop_flag):
+            last = ev
+            if ev.batch_loss is not None and ev.step > 0:
+                run["batch_steps"].append(ev.step)
+                run["batch_tokens"].append(ev.tokens_seen)
+                run["batch_loss"].append(ev.batch_loss)
+            if ev.is_eval:
+                run["eval_steps"].append(ev.step)
+                run["eval_tokens"].append(ev.tokens_seen)
+                run["eval_train"].append(ev.train_loss)
+                if ev.val_loss is not None:
+                    run["eval_val"].append(ev.val_loss)
+                if ev.sample is not None:
+                    samples.append(f"[step {ev.step}] {ev.sample}")
+            now = time.perf_counter()
+            if ev.is_eval or ev.done or now - last_yield >= STREAM_EVERY_S:
+                last_yield = now
+                yield (loss_figure(runs, x_axis, log_scale, smoothing), header + "\n\n" + _status(ev, n_params, cfg),
+                       "\n".join(reversed(samples[-30:])), runs)
+    finally:
+        TRAINING_SLOT.release()
+        _stop_flags.pop(session, None)
+        if last is not None and last.step > 0:
+            _remember(session, {"model": model.eval(), "tokenizer": tokenizer, "time": time.time(),
+                                "meta": {"corpus": corpus_name, "steps": last.step, "tokens_seen": last.tokens_seen,
+                                         "train_loss": last.train_loss, "val_loss": last.val_loss,
+                                         "perplexity": last.perplexity, "config": cfg.to_dict(),
+                                         "lr": lr, "batch_size": int(batch_size), "seed": seed}})
+
+
+def stop_training(request: gr.Request = None) -> None:
+    """Ask this session's run to stop after its current step (it keeps the partial model)."""
+    flag = _stop_flags.get(_session_key(request))
+    if flag is None:
+        gr.Info("No training run of yours is in progress.")
+    else:
+        flag.set()
+
+
+@friendly_errors
+def save_trained(name, overwrite, request: gr.Request = None):
+    """Save this session's last trained model as a checkpoint that appears in the model picker."""
+    name = (name or "").strip()
+    if not NAME_RE.match(name):
+        raise gr.Error("Name the checkpoint with 1-40 letters, digits, '-', '_' or '.', starting with a letter or digit.")
+    with _session_lock:
+        entry = _session_models.get(_session_key(request))
+    if entry is None:
+        raise gr.Error("There is no trained model in this session yet (or it expired after an hour): train one first.")
+    path = USER_DIR / name
+    if path.exists() and not overwrite:
+        raise gr.Error(f"A checkpoint named {name!r} exists. Tick 'overwrite' or choose another name.")
+    save_checkpoint(path, entry["model"], entry["tokenizer"], meta=entry["meta"])
+    forget(f"saved:{name}")
+    gr.Info(f"Saved as saved:{name}. Pick it in 'Active model' at the top to use it in every tab.")
+    return (f"Saved **saved:{html.escape(name)}** ({entry['meta']['steps']} steps, validation loss "
+            f"{entry['meta']['val_loss'] if entry['meta']['val_loss'] is not None else '-'}).",
+            gr.update(choices=model_choices()))
+
+
+def _loss_on(bundle_model, tokenizer, text: str, context: int, max_batches: int = 8) -> tuple[float, int, int]:
+    """Mean loss over the first windows of ``text``, the tokens scored and the characters they cover."""
+    ids = tokenizer.encode(text)
+    context = min(context, bundle_model.cfg.context_length)
+    loader = create_dataloader_v1(text, batch_size=1, max_length=context, stride=context, shuffle=False,
+                                  drop_last=False, token_ids=ids)
+    if len(loader) == 0:
+        raise gr.Error(f"The validation text is shorter than one window of {context} tokens.")
+    with torch.inference_mode():
+        loss = calc_loss_loader(loader, bundle_model, "cpu", num_batches=max_batches)
+    n_tokens = min(len(loader), max_batches) * context
+    return loss, n_tokens, len(tokenizer.decode(ids[1:n_tokens + 1]))
+
+
+@friendly_errors
+def compare_with_gpt2(gpt2_size, corpus, upload, pasted, active_name, request: gr.Request = None,
+                      progress=gr.Progress()):
+    """Validation loss of GPT-2 and of the small models, on the same characters."""
+    text, corpus_name = _corpus_text(corpus, upload, pasted)
+    _, val_text = corpus_mod.train_val_split(text, 0.9)
+    val_text = val_text[:20_000]  # the same characters for every model
+    rows = []
+    candidates = [(f"{gpt2_size} (downloaded)", gpt2_size)]
+    with _session_lock:
+        entry = _session_models.get(_session_key(request))
+    if active_name:
+        candidates.append((f"{active_name} (active model)", active_name))
+    for label, name in candidates:
+        try:
+            bundle = load_model(name, progress=lambda f, msg: progress(f, desc=msg))
+        except ModelLoadError as exc:
+            gr.Warning(str(exc))
+            rows.append(f"| {html.escape(label)} | unavailable: {html.escape(str(exc))} | | | |")
+            continue
+        rows.append(_row(label, *_loss_on(bundle.model, bundle.tokenizer, val_text, 256)))
+    if entry is not None:
+        rows.append(_row("your last trained model", *_loss_on(entry["model"], entry["tokenizer"], val_text, 256)))
+    head = ("| model | loss per token | perplexity | tokens scored | nats per character |\n"
+            "|---|---|---|---|---|\n")
+    note = (f"\n\nValidation text: the last 10 % of **{corpus_name}** (first 20,000 characters). "
+            "Models with different tokenizers cut the text into different numbers of tokens, so "
+            "compare *nats per character* (loss × tokens / characters) across tokenizers. "
+            "The book reports GPT-2 124M at 3.56 validation loss on The Verdict.")
+    return head + "\n".join(rows) + note
+
+
+def _row(label, loss, n_tok, n_chars) -> str:
+    per_char = loss * n_tok / max(n_chars, 1)
+    return f"| {html.escape(label)} | {loss:.3f} | {perplexity(loss):,.1f} | {n_tok:,} | {per_char:.3f} |"
+
+
+# ---------------------------------------------------------------- the tab
+
+def build(ctx) -> None:
+    with gr.Tab("6 · Pretrain", id="pretrain", elem_id="tab-pretrain"):
+        gr.Markdown(
+            "### Pre-training from scratch\nNext-token prediction on sliding windows: cross-entropy loss, "
+            "AdamW, evaluation on held-out text every few steps (the book's chapter 5). The loss starts "
+            "near ln(vocabulary size) — a uniform guess — and falls as the model learns.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                corpus = gr.Radio([CORPUS_BUILTIN, CORPUS_VERDICT, CORPUS_UPLOAD, CORPUS_PASTE], value=CORPUS_BUILTIN,
+                                  label="Corpus", elem_id="pt-corpus",
+                                  info="Split 90 % train / 10 % validation by characters, as the book does.")
+                upload = gr.File(label="Your .txt file (UTF-8, ≤ 2 MB)", file_types=[".txt"], type="filepath",
+                                 elem_id="pt-upload")
+                pasted = gr.Textbox(label="Pasted text", lines=4, max_length=MAX_TEXT_CHARS, elem_id="pt-pasted",
+                                    info="Used when the corpus is 'Paste text'.")
+                tok = gr.Radio([TOK_BUILTIN, TOK_GPT2], value=TOK_BUILTIN if builtin_names() else TOK_GPT2,
+                               label="Tokenizer", elem_id="pt-tokenizer",
+                               info="A small vocabulary trains much faster on a CPU: GPT-2's 50,257-row "
+                                    "embedding and output head dominate a tiny model.")
+                size = gr.Dropdown(SIZES, value="tiny", label="Model size", elem_id="pt-size",
+                                   info="; ".join(PRESET_LABELS[s] for s in SIZES if s in PRESET_LABELS)
+                                        + " (context 256 for GPT-2 small). 'custom' uses the four fields below.")
+                with gr.Row():
+                    layers = gr.Number(4, label="Layers", precision=0, info="Transformer blocks", minimum=1)
+                    heads = gr.Number(4, label="Heads", precision=0, info="Must divide dims", minimum=1)
+                    dims = gr.Number(128, label="Embedding dims", precision=0, info="Width of the residual stream")
+                    context = gr.Number(64, label="Context", precision=0, info="Tokens per window (≤ 1024)")
+            with gr.Column(scale=1):
+                with gr.Row():
+                    steps = gr.Number(200, label="Steps", precision=0, elem_id="pt-steps",
+                                      info=f"Optimizer steps (this server caps at {MAX_STEPS:,} and "
+                                           f"{MAX_SECONDS // 60} minutes).")
+                    batch = gr.Number(8, label="Batch size", precision=0, elem_id="pt-batch",
+                                      info="Windows per step (the book uses 2).")
+                with gr.Row():
+                    lr = gr.Number(1e-3, label="Learning rate", elem_id="pt-lr",
+                                   info="AdamW step size; the book uses 4e-4 (weight decay 0.1).")
+                    warmup = gr.Number(20, label="Warm-up steps", precision=0,
+                                       info="Linear ramp from lr/warm-up to lr: avoids early blow-ups.")
+                with gr.Row():
+                    cosine = gr.Checkbox(True, label="Cosine decay", info="Lower the lr to lr/10 by the last step.")
+                    eval_interval = gr.Number(20, label="Evaluate every", precision=0, elem_id="pt-eval",
+                                              info="Steps between train/validation evaluations (5 batches each).")
+                    seed = gr.Number(123, label="Seed", precision=0, info="Initial weights and sampling.")
+                prompt = gr.Textbox("The list", label="Sample prompt", max_length=200,
+                                    info="Continued greedily at each evaluation: watch it learn.")
+                with gr.Row():
+                    preview_btn = gr.Button("Before training: what does it say?", elem_id="pt-preview")
+                    start = gr.Button("Start training", variant="primary", elem_id="pt-start")
+                    stop = gr.Button("Stop", variant="stop", elem_id="pt-stop")
+        preview = gr.Markdown(elem_id="pt-preview-out")
+        status = gr.Markdown("Press **Start training**.", elem_id="pt-status")
+        with gr.Row():
+            with gr.Column(scale=3):
+                plot = gr.Plot(label="Loss", elem_id="pt-plot")
+                with gr.Row():
+                    x_axis = gr.Radio(["tokens seen", "steps"], value="tokens seen", label="x axis")
+                    log_scale = gr.Checkbox(False, label="Log-scale y")
+                    smoothing = gr.Slider(0, 0.95, value=0.6, step=0.05, label="Smoothing (batch loss EMA)")
+            samples = gr.Textbox(label="Samples as it learns (newest first)", lines=16, elem_id="pt-samples",
+                                 scale=2)
+        runs = gr.State([])
+        with gr.Accordion("Save the trained model", open=False):
+            with gr.Row():
+                save_name = gr.Textbox(label="Checkpoint name", placeholder="my-first-gpt", max_length=40,
+                                       elem_id="pt-save-name")
+                overwrite = gr.Checkbox(False, label="Overwrite an existing checkpoint of that name")
+                save_btn = gr.Button("Save", elem_id="pt-save")
+            save_out = gr.Markdown(elem_id="pt-save-out")
+        with gr.Accordion("Load GPT-2's weights and compare", open=False):
+            gr.Markdown("OpenAI's GPT-2 from the Hugging Face Hub (downloaded once, then cached). The table "
+                        "scores GPT-2, the active model and your last trained model on the same validation text.")
+            with gr.Row():
+                gpt2_size = gr.Dropdown(["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"], value="gpt2",
+                                        label="GPT-2 size", info="124M, 355M, 774M, 1558M parameters")
+                compare_btn = gr.Button("Load and compare", elem_id="pt-compare")
+            compare_out = gr.Markdown(elem_id="pt-compare-out")
+
+        inputs = [corpus, upload, pasted, tok, size, layers, heads, dims, context]
+        preview_btn.click(preview_untrained, inputs + [batch, prompt, seed], preview, concurrency_id=CPU_HEAVY,
+                          api_name="pretrain_preview")
+        start.click(pretrain, inputs + [steps, batch, lr, warmup, cosine, eval_interval, seed, prompt,
+                                                x_axis, log_scale, smoothing, runs],
+                            [plot, status, samples, runs], concurrency_id="training", concurrency_limit=2,
+                            show_progress_on=[status], api_name="pretrain")
+        stop.click(stop_training, None, None, queue=False, api_name="pretrain_stop")
+        for ctrl in (x_axis, log_scale, smoothing):
+            ctrl.change(loss_figure, [runs, x_axis, log_scale, smoothing], plot, queue=False, api_visibility="private")
+        save_btn.click(save_trained, [save_name, overwrite], [save_out, ctx.model_picker],
+                       api_name="pretrain_save")
+        compare_btn.click(compare_with_gpt2, [gpt2_size, corpus, upload, pasted, ctx.model_name], compare_out,
+                          concurrency_id=CPU_HEAVY, api_name="pretrain_compare_gpt2")

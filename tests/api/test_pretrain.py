@@ -1,0 +1,103 @@
+"""Pretrain tab: the streaming endpoint, stop, save, bad input, one run at a time."""
+import math
+import re
+
+import gradio as gr
+import pytest
+import torch
+from gradio_client.exceptions import AppError
+
+import tabs.pretrain as P
+from llm_core.registry import load_model
+from tabs.common import TRAINING_SLOT
+
+TEXT = "Every effort moves you toward the sunlit terraces of the palace. " * 120
+SMALL = dict(size="custom", layers=1, heads=2, dims=16, context=16)
+
+
+def _args(steps=12, text=TEXT, lr=3e-3, **over):
+    a = dict(corpus=P.CORPUS_PASTE, upload=None, pasted=text, tok=P.TOK_GPT2, **SMALL, steps=steps, batch=4,
+             lr=lr, warmup=2, cosine=True, eval_interval=4, seed=1, prompt="Every effort",
+             x_axis="steps", log_scale=False, smoothing=0.5)
+    a.update(over)
+    return list(a.values())
+
+
+def _steps(status: str) -> int:
+    return int(re.search(r"step ([\d,]+) /", status).group(1).replace(",", ""))
+
+
+def test_streaming_endpoint_yields_increasing_steps_and_finishes(client):
+    job = client.submit(*_args(), api_name="/pretrain")
+    outputs = list(job)
+    assert len(outputs) >= 2
+    steps = [_steps(o[1]) for o in outputs]
+    assert steps == sorted(steps) and steps[-1] == 12
+    assert "finished" in outputs[-1][1]
+    assert "[step 12]" in outputs[-1][2]  # the newest sample is listed first
+
+
+def test_untrained_preview_reports_loss_near_ln_vocab():
+    out = P.preview_untrained(P.CORPUS_PASTE, None, TEXT, P.TOK_GPT2, *SMALL.values(), 4, "Every", 1)
+    loss = float(re.search(r"initial loss \*\*([\d.]+)\*\*", out).group(1))
+    assert abs(loss - math.log(50257)) < 0.7
+
+
+def test_stop_keeps_the_partial_model_and_save_makes_it_loadable(tmp_path):
+    gen = P.pretrain(*_args(steps=500), [], None)
+    first = [next(gen) for _ in range(3)]
+    P.stop_training(None)
+    rest = list(gen)
+    status = rest[-1][1]
+    assert "stopped" in status and _steps(status) < 500
+    assert len(first[-1][3]) == 1  # one run on the chart
+    msg, picker = P.save_trained("pytest-partial", True, None)
+    assert "saved:pytest-partial" in msg
+    assert any(v == "saved:pytest-partial" for _, v in picker["choices"])
+    bundle = load_model("saved:pytest-partial")
+    assert bundle.config.emb_dim == 16 and bundle.meta["steps"] == _steps(status)
+    with pytest.raises(gr.Error, match="exists"):
+        P.save_trained("pytest-partial", False, None)
+
+
+@pytest.mark.parametrize("over, message", [
+    (dict(text="   "), "empty"),
+    (dict(text="short text"), "one batch needs"),
+    (dict(heads=3, dims=16), "divisible"),
+    (dict(lr=0), "Learning rate"),
+    (dict(steps=10**9), "Steps"),
+    (dict(layers=0), "Layers|minimum value 1"),  # Gradio checks minimum= itself
+    (dict(size="gpt2-xl"), "not in the list of choices|Unknown model size"),
+])
+def test_bad_input_gives_clear_messages(client, over, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(*_args(**over), api_name="/pretrain")
+
+
+def test_nan_learning_rate_is_refused_on_the_server():  # JSON cannot even carry NaN: call the handler
+    with pytest.raises(gr.Error, match="Learning rate"):
+        next(P.pretrain(*_args(lr=float("nan")), [], None))
+
+
+def test_second_run_is_refused_while_one_runs():
+    assert TRAINING_SLOT.acquire(blocking=False)
+    try:
+        with pytest.raises(gr.Error, match="Another training run"):
+            next(P.pretrain(*_args(), [], None))
+    finally:
+        TRAINING_SLOT.release()
+
+
+def test_invalid_checkpoint_names_are_refused():
+    for name in ("", "../escape", "a/b", "x" * 41):
+        with pytest.raises(gr.Error, match="Name the checkpoint"):
+            P.save_trained(name, False, None)
+
+
+def test_gpt2_comparison_offline_is_a_message_not_a_crash(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    table = P.compare_with_gpt2("gpt2-medium", P.CORPUS_PASTE, None, TEXT, "untrained:tiny", None,
+                                progress=lambda *a, **k: None)
+    assert "unavailable" in table and "untrained:tiny" in table
+    row = [line for line in table.splitlines() if line.startswith("| untrained:tiny")][0]
+    assert float(row.split("|")[2]) > 9  # an untrained GPT-2-vocab model is near ln(50257)
