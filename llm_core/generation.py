@@ -217,7 +217,7 @@ def next_token_logits(model, ids: Sequence[int]) -> torch.Tensor:
     if idx.shape[1] == 0:
         raise ValueError("need at least one token")
     with _EvalMode(model), torch.inference_mode():
-        return model(idx)[0, -1].float()
+        return model(idx, last_only=True)[0, -1].float()
 
 
 # ---------------------------------------------------------------- the decoding loop
@@ -296,7 +296,7 @@ def _decode_steps(model, idx: torch.Tensor, n_steps: int, use_cache: bool, windo
         p = model.tok_emb.weight
         cache = KVCache(cfg, seq.shape[0], device=p.device, dtype=p.dtype)
     with torch.inference_mode():
-        logits = model(seq[:, -window:], kv_cache=cache)[:, -1, :]
+        logits = model(seq[:, -window:], kv_cache=cache, last_only=True)[:, -1, :]
     from_cache, positions = False, min(seq.shape[1], window)
     for step in range(n_steps):
         if vocab_size is not None:
@@ -307,11 +307,11 @@ def _decode_steps(model, idx: torch.Tensor, n_steps: int, use_cache: bool, windo
             return
         with torch.inference_mode():
             if cache is not None and cache.length < capacity:
-                logits = model(next_ids, kv_cache=cache)[:, -1, :]
+                logits = model(next_ids, kv_cache=cache, last_only=True)[:, -1, :]
                 from_cache, positions = True, 1
             else:  # the window is full (or no cache): positions shift, recompute it all
                 cache = None
-                logits = model(seq[:, -window:])[:, -1, :]
+                logits = model(seq[:, -window:], last_only=True)[:, -1, :]
                 from_cache, positions = False, min(seq.shape[1], window)
 
 

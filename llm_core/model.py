@@ -199,7 +199,9 @@ class GPTModel(nn.Module):
             self.out_head.weight = self.tok_emb.weight
 
     def forward(self, in_idx: torch.Tensor, *, kv_cache: KVCache | None = None,
-                trace: Trace | None = None) -> torch.Tensor:
+                trace: Trace | None = None, last_only: bool = False) -> torch.Tensor:
+        """ids [B, T] -> logits [B, T, V]; with ``last_only``, [B, 1, V] for the last position
+        only (all decoding needs: the output head is the largest matmul of a prompt pass)."""
         b, t = in_idx.shape
         past = kv_cache.length if kv_cache is not None else 0
         if past + t > self.cfg.context_length:
@@ -216,6 +218,8 @@ class GPTModel(nn.Module):
             x = block(x, kv_cache=kv_cache, layer=i, trace=trace)
         if kv_cache is not None:
             kv_cache.length = past + t
+        if last_only:
+            x = x[:, -1:, :]
         x = self.final_norm(x)
         logits = self.out_head(x)
         if trace is not None:

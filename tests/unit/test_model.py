@@ -84,6 +84,19 @@ def test_kv_cache_matches_uncached_forward():
     assert (cached - full).abs().max().item() < 1e-4
 
 
+def test_last_only_gives_the_last_positions_logits():
+    m = build_untrained(SMALL, seed=3)
+    ids = torch.randint(0, SMALL.vocab_size, (2, 9))
+    with torch.no_grad():
+        full = m(ids)
+        last = m(ids, last_only=True)
+        cache = m.new_kv_cache(batch_size=2)
+        cached_last = m(ids, kv_cache=cache, last_only=True)
+    assert last.shape == (2, 1, SMALL.vocab_size)
+    assert (last[:, 0] - full[:, -1]).abs().max().item() < 1e-5
+    assert (cached_last - last).abs().max().item() < 1e-5 and cache.length == 9
+
+
 def test_context_overflow_is_a_clear_error():
     m = build_untrained(SMALL)
     with pytest.raises(ValueError, match="context length"):
