@@ -1,32 +1,15 @@
 """Stage 5 · the architecture view through its API (/architecture, /parameter_counts)."""
-import base64
-import json
-
 import numpy as np
-
 import pytest
 from gradio_client.exceptions import AppError
+
+from tests.api.plots import plot_data, values
 
 PROMPT = "Every effort moves you forward"
 
 
 def run(client, prompt=PROMPT, top_k=3, layer=1, which="norm1", position=-1):
     return client.predict(prompt, top_k, layer, which, position, api_name="/architecture")
-
-
-def traces(plot):
-    fig = plot["plot"] if isinstance(plot, dict) else plot
-    return (json.loads(fig) if isinstance(fig, str) else fig)["data"]
-
-
-def values(arr):
-    """A plotly array as a list: plain JSON lists, or numpy typed arrays ({"dtype", "bdata", "shape"})."""
-    if isinstance(arr, dict) and "bdata" in arr:
-        flat = np.frombuffer(base64.b64decode(arr["bdata"]), dtype=np.dtype(arr["dtype"]))
-        if "shape" in arr:
-            flat = flat.reshape([int(s) for s in str(arr["shape"]).split(",")])
-        return flat.tolist()
-    return list(arr)
 
 
 def test_architecture_reports_config_counts_and_the_traced_pass(client):
@@ -41,10 +24,10 @@ def test_architecture_reports_config_counts_and_the_traced_pass(client):
     stages = [r[0] for r in lens_table["data"]]
     assert stages[0] == "embeddings" and stages[-1].startswith("after block")
     assert len(lens_table["headers"]) == 1 + 3
-    heat = traces(lens)[0]
+    heat = plot_data(lens)[0]
     z = np.array(values(heat["z"]))
     assert z.shape[0] == len(stages) and np.all((z >= 0) & (z <= 1))
-    assert len(values(traces(residual)[-1]["y"])) == len(stages)
+    assert len(values(plot_data(residual)[-1]["y"])) == len(stages)
     assert "normalised" in ln_md and "variance" in ln_md
 
 
@@ -72,7 +55,7 @@ def test_architecture_bad_input(client, kwargs, message):
 def test_long_prompt_is_cut_with_a_notice(client):
     out = run(client, prompt="tokens " * 600)
     assert "so the first" in out[7]
-    assert np.array(values(traces(out[5])[0]["z"])).shape[1] <= 128
+    assert np.array(values(plot_data(out[5])[0]["z"])).shape[1] <= 128
 
 
 def test_special_token_literal_and_odd_unicode(client):

@@ -3,29 +3,11 @@
 The session's model may be the shipped default or an untrained one (other tests switch it),
 so these tests use token ids (#n) or check structure, never model-specific words.
 """
-import base64
-import json
-
 import numpy as np
-
 import pytest
 from gradio_client.exceptions import AppError
 
-
-def plot_data(plot) -> list[dict]:
-    """The traces of a gr.Plot output as the client receives it."""
-    fig = plot["plot"] if isinstance(plot, dict) else plot
-    return (json.loads(fig) if isinstance(fig, str) else fig)["data"]
-
-
-def values(arr):
-    """A plotly array as a list: plain JSON lists, or numpy typed arrays ({"dtype", "bdata", "shape"})."""
-    if isinstance(arr, dict) and "bdata" in arr:
-        flat = np.frombuffer(base64.b64decode(arr["bdata"]), dtype=np.dtype(arr["dtype"]))
-        if "shape" in arr:
-            flat = flat.reshape([int(s) for s in str(arr["shape"]).split(",")])
-        return flat.tolist()
-    return list(arr)
+from tests.api.plots import plot_data, values
 
 
 def project(client, words="#10, #11, #12", dims="2-D", n_points=500):
