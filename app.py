@@ -13,11 +13,11 @@ from pathlib import Path
 import gradio as gr
 
 from llm_core.registry import ModelLoadError, default_model_name, load_model, model_choices
-from tabs import architecture, attention, embeddings, finetune, generate, pretrain, sampler, tokenizer
+from tabs import architecture, attention, chat, embeddings, finetune, generate, pretrain, sampler, tokenizer
 from tabs.common import AppContext
 
 # One module per stage of the book, in the book's order. Each has build(ctx).
-STAGES: list = [tokenizer, sampler, embeddings, attention, architecture, pretrain, generate, finetune]
+STAGES: list = [tokenizer, sampler, embeddings, attention, architecture, pretrain, generate, finetune, chat]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 MAX_FILE_SIZE = "5mb"

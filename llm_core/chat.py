@@ -19,6 +19,7 @@ from .instruct_data import PROMPT_INTRO, RESPONSE_HEADER, extract_response, form
 MAX_MESSAGE_CHARS = 2000   # longer text cannot fit any shipped model's context anyway
 MIN_ANSWER_TOKENS = 8      # a prompt must leave at least this much room to answer
 NO_ANSWER = "(no answer: the model ended its response straight away)"  # shown, never fed back
+NOT_SENT = "⚠️ Not sent: "  # starts a notice shown in place of an answer; that turn is never fed back
 SECTION_START = "\n\n### "  # the template's next header: the answer is over
 
 
@@ -61,7 +62,9 @@ def history_turns(history) -> list[tuple[str, str]]:
     pending: str | None = None
     for item in history or []:
         if isinstance(item, (list, tuple)) and len(item) == 2 and not isinstance(item[0], dict):
-            turns.append((content_text(item[0]), content_text(item[1])))
+            answer = content_text(item[1])
+            if not answer.startswith(NOT_SENT):
+                turns.append((content_text(item[0]), "" if answer.strip() == NO_ANSWER else answer))
             continue
         role = item.get("role") if isinstance(item, dict) else getattr(item, "role", None)
         content = item.get("content") if isinstance(item, dict) else getattr(item, "content", None)
@@ -73,7 +76,8 @@ def history_turns(history) -> list[tuple[str, str]]:
         elif role == "assistant":
             if pending is None:
                 continue  # an assistant message with no question (e.g. a notice): not part of the prompt
-            turns.append((pending, "" if text.strip() == NO_ANSWER else text))
+            if not text.startswith(NOT_SENT):  # a message that was refused is not part of the talk
+                turns.append((pending, "" if text.strip() == NO_ANSWER else text))
             pending = None
     if pending is not None:
         turns.append((pending, ""))

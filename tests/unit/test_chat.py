@@ -138,3 +138,11 @@ def test_stream_reply_with_a_real_model_ends_at_eos_and_respects_the_room():
     model.out_head = head
     replies = list(stream_reply(model, TOK, prompt, SamplingSettings(max_new_tokens=20)))
     assert replies[-1].text == "" and replies[-1].stopped_at_eos and replies[-1].tokens == 0
+
+
+def test_refused_messages_are_left_out_of_later_prompts():
+    history = [{"role": "user", "content": "too long"},
+               {"role": "assistant", "content": chat.NOT_SENT + "The message needs 300 tokens"},
+               {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
+    assert history_turns(history) == [("Q", "A")]
+    assert history_turns([("too long", chat.NOT_SENT + "no"), ("Q", "A")]) == [("Q", "A")]
