@@ -146,3 +146,29 @@ def test_refused_messages_are_left_out_of_later_prompts():
                {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
     assert history_turns(history) == [("Q", "A")]
     assert history_turns([("too long", chat.NOT_SENT + "no"), ("Q", "A")]) == [("Q", "A")]
+
+
+def test_instruct_tune_scores_computed_tasks_apart_from_doc_questions():
+    from llm_core.instruct_data import _doc_tasks, builtin_instructions, split_instructions, stdlib_docs
+    from llm_core.instruct_tune import held_out_sets
+
+    data = builtin_instructions()
+    sets = held_out_sets(data, n_computed=40, n_doc=10)
+    _, test, val = split_instructions(data.entries)
+    doc_keys = {(e["instruction"], e["input"]) for e in _doc_tasks(stdlib_docs())}
+    assert sets["val"] == val and len(sets["computed"]) == 40
+    assert all(e in test and (e["instruction"], e["input"]) not in doc_keys for e in sets["computed"])
+    assert all(e["check"] == "exact" for e in sets["computed"] + sets["doc_exact"])
+    assert all((e["instruction"], e["input"]) in doc_keys for e in sets["doc_exact"] + sets["doc_similar"])
+    assert all(e["check"] == "similar" for e in sets["doc_similar"])
+
+
+def test_shipped_instruct_model_loads_beside_the_base():
+    from llm_core.registry import builtin_names, model_choices
+
+    assert {"pydoc-gpt", "pydoc-gpt-instruct"} <= set(builtin_names())
+    assert ("pydoc-gpt-instruct (built-in)", "pydoc-gpt-instruct") in model_choices()
+    tuned, base = load_model("pydoc-gpt-instruct"), load_model("pydoc-gpt")
+    assert tuned.config == base.config and tuned.tokenizer.n_vocab == base.tokenizer.n_vocab
+    assert tuned.meta["base_model"] == "pydoc-gpt" and tuned.meta["after"]["val_loss"] < tuned.meta["before"]["val_loss"]
+    assert not torch.equal(tuned.model.tok_emb.weight, base.model.tok_emb.weight)  # really tuned
