@@ -27,14 +27,14 @@ def _header(default_model: str) -> AppContext:
     gr.Markdown("# LLM Explorer\nSee every stage of building a GPT, from tokens to chat, "
                 "following *Build a Large Language Model (From Scratch)*.", elem_id="title")
     model_name = gr.State(default_model)
-    with gr.Row(equal_height=True, elem_id="model-bar"):
+    with gr.Row(equal_height=False, elem_id="model-bar"):
         picker = gr.Dropdown(
             choices=model_choices(), value=default_model, label="Active model",
             allow_custom_value=True, scale=3, elem_id="model-picker",
             info="Built-in, your saved runs, an untrained config, GPT-2 from the Hub, "
                  "or type a local directory / Hub repo id.",
         )
-        load_btn = gr.Button("Load model", variant="primary", scale=1, elem_id="model-load")
+        load_btn = gr.Button("Load model", variant="primary", scale=0, min_width=160, elem_id="model-load")
     summary = gr.Markdown(_summary(default_model), elem_id="model-summary")
     model_changed = gr.Textbox(value=default_model, visible=False, elem_id="model-changed")
 
