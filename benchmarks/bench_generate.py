@@ -19,7 +19,8 @@ Target: ours / transformers tokens/s >= 1.2.
 Measured (2026-11-23, the project's 2-core machine, shared with a training job, ``--threads 1
 --repeats 5``): GPT-2 small shape 24.9 vs 21.9 tokens/s, **1.14x** (time to first token 111 vs
 134 ms); the shipped model 443 vs 291 tokens/s, **1.52x** (3.7 vs 6.6 ms). Greedy tokens agree
-for every step, logits to 2e-6. A profile of GPT-2-small decoding puts 91% of the time in the
+for every step, logits to 2e-6. ``--threads 2 --skip-default`` (load ~3): 26.5 vs 22.4 tokens/s,
+**1.18x** (first token 97 vs 104 ms). A profile of GPT-2-small decoding puts 91% of the time in the
 matmuls (weights streaming from memory, the same bytes on both sides), so at batch 1 on this
 CPU the margin over transformers comes from the ~9% around them.
 """
