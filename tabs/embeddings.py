@@ -416,11 +416,15 @@ def build(ctx) -> None:
             initial["project"] = project(defaults["words"], "2-D", DEFAULT_POINTS, init_model)
             initial["positions"] = positions(128, init_model)
             initial["input"] = input_embeddings(DEFAULT_SENTENCE, 8, 4, init_model)
+            initial["neighbours"] = neighbours(defaults["query"], 10, init_model)
+            initial["analogy"] = analogy(*defaults["analogy"], 10, init_model)
     except gr.Error:
         initial = {}  # the page still works; the first click shows the reason
     p0 = initial.get("project", (None, ""))
     pos0 = initial.get("positions", (None, None, ""))
     in0 = initial.get("input", ("", None, []))
+    nn0 = initial.get("neighbours", (None, ""))
+    an0 = initial.get("analogy", (None, ""))
 
     with gr.Tab("3 · Embeddings", id="embeddings", elem_id="tab-embeddings"):
         gr.Markdown(INTRO)
@@ -452,9 +456,9 @@ def build(ctx) -> None:
                     k_nn = gr.Number(10, precision=0, label="Neighbours", elem_id="emb-k",
                                      info=f"How many, 1–{ev.MAX_NEIGHBOURS}.")
                 nn_btn = gr.Button("Find neighbours", elem_id="emb-nn-btn")
-                nn_table = gr.Dataframe(headers=["rank", "token", "id", "cosine"], interactive=False,
+                nn_table = gr.Dataframe(nn0[0], headers=["rank", "token", "id", "cosine"], interactive=False,
                                         elem_id="emb-nn-table", max_height=380)
-                nn_note = gr.Markdown(elem_id="emb-nn-note")
+                nn_note = gr.Markdown(nn0[1], elem_id="emb-nn-note")
             with gr.Column():
                 gr.Markdown("### Analogy: a − b + c")
                 with gr.Row():
@@ -469,9 +473,9 @@ def build(ctx) -> None:
                     k_an = gr.Number(10, precision=0, label="Results", elem_id="emb-an-k",
                                      info=f"1–{ev.MAX_NEIGHBOURS}.")
                 an_btn = gr.Button("Solve the analogy", elem_id="emb-an-btn")
-                an_table = gr.Dataframe(headers=["rank", "token", "id", "cosine"], interactive=False,
+                an_table = gr.Dataframe(an0[0], headers=["rank", "token", "id", "cosine"], interactive=False,
                                         elem_id="emb-an-table", max_height=380)
-                an_note = gr.Markdown(elem_id="emb-an-note")
+                an_note = gr.Markdown(an0[1], elem_id="emb-an-note")
 
         gr.Markdown("### Positional embeddings")
         with gr.Row():
@@ -541,7 +545,11 @@ def build(ctx) -> None:
             positions, [max_pos, m], [pos_heat, pos_pcs, pos_note], api_visibility="private",
             concurrency_id=CPU_HEAVY).then(
             lambda name: (gr.update(choices=_compare_choices(name), value=UNTRAINED_TWIN),
-                          gr.update(choices=_after_choices(), value=ACTIVE)), m, [before, after],
+                          gr.update(choices=_after_choices(), value=ACTIVE),
+                          # the tables answered for the previous model: clear them, say why
+                          None, f"Model changed to {_code(name)}: press *Find neighbours*.",
+                          None, f"Model changed to {_code(name)}: press *Solve the analogy*."),
+            m, [before, after, nn_table, nn_note, an_table, an_note],
             api_visibility="private", queue=False)
 
         examples = gr.Examples(
