@@ -28,7 +28,10 @@ BUILTIN_DIR = ASSETS / "models"
 USER_DIR = Path(os.environ.get("LLM_EXPLORER_HOME", Path.home() / ".cache" / "llm-explorer")) / "checkpoints"
 UNTRAINED = "untrained:"
 DEFAULT_BUILTIN = "pydoc-gpt"
-MAX_CACHED = 3  # models kept in memory (GPT-2 XL alone is 6 GB in fp32)
+MAX_CACHED = 6  # models kept in memory, at most...
+# ...and at most this many bytes of weights (GPT-2 XL alone is 6.2 GB in fp32); the model just
+# loaded always stays, so one model larger than the budget still works.
+MAX_CACHED_BYTES = int(float(os.environ.get("LLM_EXPLORER_CACHE_GB", "8")) * 2**30)
 
 
 class ModelLoadError(RuntimeError):
@@ -144,9 +147,25 @@ def load_model(name_or_path: str | None = None, progress: Progress | None = None
         bundle = _load_uncached(name, progress, device)
         with _lock:
             _cache[key] = bundle
-            while len(_cache) > MAX_CACHED:
-                _cache.popitem(last=False)
+            _evict()
         return bundle
+
+
+def _weight_bytes(bundle: ModelBundle) -> int:
+    return sum(p.numel() * p.element_size() for p in bundle.model.parameters())
+
+
+def _evict() -> None:
+    """Drop the least recently used models while over the count or the byte budget."""
+    while len(_cache) > 1 and (len(_cache) > MAX_CACHED
+                               or sum(_weight_bytes(b) for b in _cache.values()) > MAX_CACHED_BYTES):
+        _cache.popitem(last=False)
+
+
+def cached_models() -> list[str]:
+    """Names of the models held in memory, least recently used first."""
+    with _lock:
+        return [k.rsplit("@", 1)[0] for k in _cache]
 
 
 def forget(name: str) -> None:

@@ -73,3 +73,16 @@ def test_offline_hub_and_nonsense_names_give_clear_errors(monkeypatch):
         load_model("no such model at all")
     with pytest.raises(ModelLoadError, match="preset"):
         load_model("untrained:huge")
+
+
+def test_model_cache_keeps_to_its_byte_budget(monkeypatch):
+    from llm_core import registry
+
+    tiny = load_model("untrained:tiny")
+    tiny_bytes = registry._weight_bytes(tiny)
+    monkeypatch.setattr(registry, "MAX_CACHED_BYTES", int(tiny_bytes * 1.5))
+    load_model("untrained:mini")          # larger than the whole budget on its own
+    held = registry.cached_models()
+    assert held == ["untrained:mini"]     # the older models went; the newest always stays
+    assert load_model("untrained:tiny") is not tiny   # evicted, so loaded afresh
+    assert registry.cached_models() == ["untrained:tiny"]
