@@ -86,3 +86,34 @@ def test_model_cache_keeps_to_its_byte_budget(monkeypatch):
     assert held == ["untrained:mini"]     # the older models went; the newest always stays
     assert load_model("untrained:tiny") is not tiny   # evicted, so loaded afresh
     assert registry.cached_models() == ["untrained:tiny"]
+
+
+def test_hub_name_loads_from_the_hugging_face_cache_without_network(tmp_path, monkeypatch):
+    """A GPT-2 downloaded before (here: a tiny one written into the Hub cache's layout) loads by
+    its repo id with no network; the loader never asks the Hub."""
+    transformers = pytest.importorskip("transformers")
+    import huggingface_hub.constants as hub_constants
+
+    from llm_core import registry
+
+    repo = "openai-community/gpt2-large"
+    model_dir = tmp_path / ("models--" + repo.replace("/", "--"))
+    snapshot = model_dir / "snapshots" / ("0" * 40)
+    torch.manual_seed(1)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=50257, n_layer=2, n_head=2, n_embd=32, n_positions=40)).eval()
+    hf.save_pretrained(snapshot, safe_serialization=True)
+    (model_dir / "refs").mkdir()
+    (model_dir / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("llm_core.checkpoint.hub_reachable", lambda *a, **k: pytest.fail("asked the network"))
+    registry.forget("gpt2-large")
+    try:
+        bundle = load_model("gpt2-large")   # the short name maps to the repo id
+        assert bundle.config.n_layers == 2 and bundle.config.context_length == 40
+        ids = torch.tensor([bundle.tokenizer.encode("Every effort moves you")])
+        with torch.no_grad():
+            assert (bundle.model(ids) - hf(ids).logits).abs().max().item() <= 1e-4
+    finally:
+        registry.forget("gpt2-large")
