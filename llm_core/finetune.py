@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -48,11 +48,10 @@ from .lora import (
     AdapterInfo, LoRAError, ParameterCounts, apply_lora, check_rank_alpha, count_parameters,
     expand_targets, freeze, model_fingerprint, save_adapter, update_norms,
 )
-from .training import calc_loss_batch, pick_device
+from .training import StopCheck, _should_stop, calc_loss_batch, eta_seconds, pick_device, run_interruption
 
 TASKS = ("classification", "instruction")
 METHODS = ("lora", "last-block", "full")
-StopCheck = Callable[[], bool] | threading.Event | None
 
 # Server-side caps (the UI's sliders stay below these; direct API calls cannot exceed them).
 MAX_STEPS = 5000
@@ -357,14 +356,6 @@ def score_responses(model, tokenizer, entries: list[dict], max_new_tokens: int,
 
 # ---------------------------------------------------------------- the loop
 
-def _should_stop(stop: StopCheck) -> bool:
-    if stop is None:
-        return False
-    if isinstance(stop, threading.Event):
-        return stop.is_set()
-    return bool(stop())
-
-
 def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | InstructionData,
              settings: FinetuneSettings | None = None, *, base_name: str = "", stop: StopCheck = None,
              device=None) -> Iterator[FinetuneEvent]:
@@ -433,11 +424,7 @@ def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | Instru
 
     def event(**kw) -> FinetuneEvent:
         elapsed = time.perf_counter() - start
-        eta = None
-        if step > 0 and not kw.get("done"):
-            eta = (total_steps - step) * train_time / step
-            if s.max_seconds is not None:
-                eta = min(eta, max(s.max_seconds - elapsed, 0.0))
+        eta = None if kw.get("done") else eta_seconds(step, total_steps, train_time, elapsed, s.max_seconds)
         return FinetuneEvent(step=step, epoch=epoch, tokens_seen=tokens_seen, lr=s.lr, batch_loss=last_loss,
                              elapsed_s=elapsed, tokens_per_s=tokens_seen / train_time if train_time > 0 else 0.0,
                              eta_s=eta, total_steps=total_steps, **kw)
@@ -479,11 +466,9 @@ def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | Instru
         else:
             batches = iter(train_loader)
         for batch in batches:
-            if _should_stop(stop):
-                status, reason = "stopped", f"stopped by request after {step} steps"
-                break
-            if s.max_seconds is not None and time.perf_counter() - start >= s.max_seconds:
-                status, reason = "time_limit", f"reached the time limit of {s.max_seconds:.0f} s after {step} steps"
+            interrupted = run_interruption(stop, start, s.max_seconds, step)
+            if interrupted:
+                status, reason = interrupted
                 break
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
 
 import torch
@@ -177,6 +177,26 @@ def _should_stop(stop: StopCheck) -> bool:
     return bool(stop())
 
 
+def run_interruption(stop: StopCheck, started: float, max_seconds: float | None,
+                     step: int) -> tuple[str, str] | None:
+    """(status, reason) when a run must end before its next step (a stop request or the time
+    cap), else None. Shared by the pre-training and fine-tuning loops."""
+    if _should_stop(stop):
+        return "stopped", f"stopped by request after {step} steps"
+    if max_seconds is not None and time.perf_counter() - started >= max_seconds:
+        return "time_limit", f"reached the time limit of {max_seconds:.0f} s after {step} steps"
+    return None
+
+
+def eta_seconds(step: int, total_steps: int, seconds_so_far: float, elapsed: float,
+                max_seconds: float | None) -> float | None:
+    """Time left at the pace so far, never past the time cap; None before the first step."""
+    if step <= 0:
+        return None
+    eta = (total_steps - step) * seconds_so_far / step
+    return eta if max_seconds is None else min(eta, max(max_seconds - elapsed, 0.0))
+
+
 def _finite_grad_norm(model: GPTModel, clip: float | None) -> float:
     params = [p for p in model.parameters() if p.grad is not None]
     if clip is not None:
@@ -227,11 +247,7 @@ def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig
 
     def event(**kw) -> TrainEvent:
         elapsed = time.perf_counter() - start
-        eta = None
-        if step > 0 and not kw.get("done"):
-            eta = (total_steps - step) * elapsed / step
-            if cfg.max_seconds is not None:
-                eta = min(eta, max(cfg.max_seconds - elapsed, 0.0))
+        eta = None if kw.get("done") else eta_seconds(step, total_steps, elapsed, elapsed, cfg.max_seconds)
         return TrainEvent(step=step, epoch=epoch, tokens_seen=tokens_seen,
                           lr=current_lr, batch_loss=last_loss,
                           elapsed_s=elapsed, tokens_per_s=tokens_seen / train_time if train_time > 0 else 0.0,
@@ -272,11 +288,9 @@ def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig
     while status == "running" and step < total_steps:
         epoch += 1
         for inputs, targets in train_loader:
-            if _should_stop(stop):
-                status, reason = "stopped", f"stopped by request after {step} steps"
-                break
-            if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
-                status, reason = "time_limit", f"reached the time limit of {cfg.max_seconds:.0f} s after {step} steps"
+            interrupted = run_interruption(stop, start, cfg.max_seconds, step)
+            if interrupted:
+                status, reason = interrupted
                 break
             t0 = time.perf_counter()
             current_lr = lr_at(step, cfg, total_steps, time_fraction(t0))
