@@ -148,7 +148,7 @@ class DiagramNode:
 
 def architecture_diagram(cfg: GPTConfig, counts: ParameterCounts) -> list[DiagramNode]:
     """The GPT data flow from ids to logits, annotated with shapes and parameters."""
-    d, h, v, n = cfg.emb_dim, cfg.n_heads, cfg.vocab_size, counts.n_layers
+    d, h, v = cfg.emb_dim, cfg.n_heads, cfg.vocab_size
     act = f"[B, T, {d}]"
     return [
         DiagramNode("ids", "Token ids", f"up to {cfg.context_length:,} positions", "[B, T]", None, False),

@@ -29,7 +29,6 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset

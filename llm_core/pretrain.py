@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import torch

@@ -249,7 +249,7 @@ def _math_markdown(s: av.AttentionSteps, d_model: int, qkv_bias: bool) -> str:
     bias = " + b" if qkv_bias else ""
     lines = [
         f"### Layer {s.layer}, head {s.head}: the maths with this model's numbers",
-        f"Tokens: " + " · ".join(f"`{j}` {_esc(lab)}" for j, lab in enumerate(s.labels)),
+        "Tokens: " + " · ".join(f"`{j}` {_esc(lab)}" for j, lab in enumerate(s.labels)),
         "",
         f"**1. Queries, keys, values.** The block's LayerNorm output $X$ ({t} × {d_model}) times this head's "
         f"slice of the projection matrices: $Q = XW_q{bias}$, $K = XW_k{bias}$, $V = XW_v{bias}$, each "
