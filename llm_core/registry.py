@@ -20,6 +20,8 @@ import torch
 from .checkpoint import GPT2_HUB_IDS, CheckpointError, HubUnavailable, Progress, download_from_hub, load_checkpoint
 from .config import PRESET_LABELS, PRESETS, GPTConfig
 from .model import GPTModel, build_untrained
+from .generation import prepare_for_decoding
+from .quantize import check_precision, int8_linear_bytes, quantize_int8
 from .tokenizers import BPETokenizer, gpt2_tokenizer
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -47,6 +49,7 @@ class ModelBundle:
     source: str  # "built-in", "untrained", "hub", "local", "saved"
     meta: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # for hooks/train mode
+    variants: dict = field(default_factory=dict, repr=False)  # precision -> a decoding copy (int8)
 
     @property
     def num_parameters(self) -> int:
@@ -58,12 +61,29 @@ class ModelBundle:
                 f"{c.n_layers} layers, {c.n_heads} heads, {c.emb_dim} dims, context {c.context_length}, "
                 f"vocab {c.vocab_size}{' (tied head)' if c.tie_weights else ''}")
 
+    def for_precision(self, precision: str = "fp32"):
+        """The model to decode with: the shared fp32 model, or its int8 copy (made once, kept
+        with the bundle and counted in the cache's byte budget). CPU only for int8."""
+        precision = check_precision(precision)
+        if precision == "fp32":
+            return self.model
+        with _variant_lock:
+            if precision not in self.variants:
+                # Lay the fp32 weights out first, so the copy shares the embedding the fp32
+                # model keeps (prepare_for_decoding replaces a tied embedding's tensor).
+                prepare_for_decoding(self.model)
+                self.variants[precision] = quantize_int8(self.model)
+        with _lock:
+            _evict()
+        return self.variants[precision]
+
     def encode(self, text: str) -> torch.Tensor:
         """Text → LongTensor [1, T] on the model's device."""
         return torch.tensor([self.tokenizer.encode(text)], dtype=torch.long, device=self.model.device)
 
 
 _lock = threading.Lock()
+_variant_lock = threading.Lock()  # one int8 conversion at a time (each is a burst of memory)
 _name_locks: dict[str, threading.Lock] = {}
 _cache: "OrderedDict[str, ModelBundle]" = OrderedDict()
 
@@ -152,7 +172,9 @@ def load_model(name_or_path: str | None = None, progress: Progress | None = None
 
 
 def _weight_bytes(bundle: ModelBundle) -> int:
-    return sum(p.numel() * p.element_size() for p in bundle.model.parameters())
+    """fp32 weights plus the int8 copies' own bytes (they share the embeddings and norms)."""
+    return (sum(p.numel() * p.element_size() for p in bundle.model.parameters())
+            + sum(int8_linear_bytes(m) for m in list(bundle.variants.values())))
 
 
 def _evict() -> None:

@@ -10,6 +10,7 @@ from llm_core.chat import (
 )
 from llm_core.finetune import RESULTS
 from llm_core.generation import SamplingSettings, make_generator, prepare_for_decoding
+from llm_core.quantize import PRECISIONS
 from llm_core.registry import builtin_names, default_model_name
 from tabs.common import check_float, check_int, check_text, get_bundle
 
@@ -45,33 +46,45 @@ def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "api"
 
 
-def _shared(name: str):
-    """A shared model by name, laid out for fast one-token steps (it is never trained in place)."""
+def _shared(name: str, precision: str = "fp32"):
+    """A shared model by name, laid out for fast one-token steps (it is never trained in place);
+    with ``int8``, its int8 copy (made once per model, CPU only)."""
     bundle = get_bundle(name)
     prepare_for_decoding(bundle.model)
-    return bundle.name, bundle.model, bundle.tokenizer
+    if precision == "fp32":
+        return bundle.name, bundle.model, bundle.tokenizer
+    if bundle.model.device.type != "cpu":
+        raise gr.Error(f"int8 decoding is a CPU path; {bundle.name} runs on {bundle.model.device}. Choose fp32.")
+    return f"{bundle.name} (int8)", bundle.for_precision(precision), bundle.tokenizer
 
 
-def resolve_models(choice: str, active_name: str, request: gr.Request | None):
+def resolve_models(choice: str, active_name: str, request: gr.Request | None, precision: str = "fp32"):
     """(label, model, tokenizer) of the chosen model, and a function giving the model to compare
-    it with (loaded only when compare mode asks for it)."""
+    it with (loaded only when compare mode asks for it). Your own fine-tuned model always
+    decodes in fp32 (it is yours alone: no shared int8 copy is kept for it)."""
+    if precision not in PRECISIONS:
+        raise gr.Error(f"Precision must be one of {', '.join(PRECISIONS)} (got {precision!r}).")
+
+    def shared(name):
+        return _shared(name, precision)
+
     fallback = default_model_name()
     installed = builtin_names()
     shipped = INSTRUCT_MODEL if INSTRUCT_MODEL in installed else fallback
     base = BASE_MODEL if BASE_MODEL in installed else fallback
     if choice == SHIPPED:
-        return _shared(shipped), lambda: _shared(base)
+        return shared(shipped), lambda: shared(base)
     if choice == BASE:
-        return _shared(base), lambda: _shared(shipped)
+        return shared(base), lambda: shared(shipped)
     if choice == FINETUNED:
         res = RESULTS.result(_session(request))
         if res is None or res.task != "instruction":
             raise gr.Error("You have no instruction-tuned model in this session yet: train one in the "
                            "Fine-tune tab (task: Instruction following), or choose the shipped instruct model.")
         return ((f"your tuned {res.info.base_model}", res.model, res.tokenizer),
-                lambda: _shared(res.info.base_model or base))
+                lambda: shared(res.info.base_model or base))
     if choice == ACTIVE:
-        return _shared(active_name or fallback), lambda: _shared(base)
+        return shared(active_name or fallback), lambda: shared(base)
     raise gr.Error(f"Unknown model choice {choice!r}; pick one of: {', '.join(CHOICES)}.")
 
 
@@ -113,7 +126,7 @@ def validate_message(message):
 
 
 def chat(message, history, model_choice, input_text, compare, temperature, top_k, top_p, max_new_tokens,
-         seed, active_name, request: gr.Request = None):
+         seed, active_name, precision="fp32", request: gr.Request = None):
     """Stream the chosen model's answer; yields (answer, exact prompt, usage, comparison).
 
     A message that cannot be answered gets a warning and a "Not sent" notice in place of the
@@ -121,7 +134,7 @@ def chat(message, history, model_choice, input_text, compare, temperature, top_k
     and the notice's turn is left out of later prompts."""
     try:
         yield from _chat(message, history, model_choice, input_text, compare, temperature, top_k, top_p,
-                         max_new_tokens, seed, active_name, request)
+                         max_new_tokens, seed, active_name, request, precision or "fp32")
     except Exception as exc:  # the UI must never show a traceback or lock up
         reason = exc.message if isinstance(exc, gr.Error) else f"{type(exc).__name__}: {exc}"
         gr.Warning(str(reason))
@@ -129,7 +142,7 @@ def chat(message, history, model_choice, input_text, compare, temperature, top_k
 
 
 def _chat(message, history, model_choice, input_text, compare, temperature, top_k, top_p, max_new_tokens,
-          seed, active_name, request):
+          seed, active_name, request, precision="fp32"):
     message = check_text(content_text(message), "message", max_chars=MAX_MESSAGE_CHARS)
     input_text = check_text(content_text(input_text), "input", max_chars=MAX_MESSAGE_CHARS, allow_empty=True)
     temperature = check_float(temperature, "Temperature", 0.0, 5.0)
@@ -137,7 +150,7 @@ def _chat(message, history, model_choice, input_text, compare, temperature, top_
     top_p = check_float(top_p, "Top-p", 0.0, 1.0, lo_open=True)
     max_new = check_int(max_new_tokens, "Max new tokens", 1, MAX_NEW_TOKENS)
     seed = check_int(seed if seed not in (None, "") else 123, "Seed", 0, 2**31 - 1)
-    (label, model, tok), other_of = resolve_models(model_choice, active_name, request)
+    (label, model, tok), other_of = resolve_models(model_choice, active_name, request, precision)
     settings = SamplingSettings(temperature=temperature, top_k=top_k or None,
                                 top_p=None if top_p >= 1.0 else top_p, max_new_tokens=max_new)
     if settings.top_k is not None and settings.top_k > tok.n_vocab:
@@ -197,6 +210,9 @@ def build(ctx) -> None:
                                 info="Upper bound on the answer; the context may leave fewer.")
             seed = gr.Number(123, precision=0, label="Seed", elem_id="chat-seed",
                              info="Same seed + settings = same sampled answer.")
+            precision = gr.Radio(list(PRECISIONS), value="fp32", label="Precision", elem_id="chat-precision",
+                                 info="int8: every linear layer and the output head in 8-bit weights (CPU), "
+                                      "faster decoding. Your own fine-tuned model stays fp32.")
         # Plain text, not Markdown: a message or an answer with <b> or *stars* is shown as typed.
         chatbot = gr.Chatbot(label="Conversation", height=340, elem_id="chat-bot", render_markdown=False)
         textbox = gr.Textbox(placeholder="Type an instruction, e.g. Reverse the following word.",
@@ -213,7 +229,7 @@ def build(ctx) -> None:
         gr.ChatInterface(
             chat, chatbot=chatbot, textbox=textbox,
             additional_inputs=[model_choice, input_text, compare, temperature, top_k, top_p, max_new, seed,
-                               ctx.model_name],
+                               ctx.model_name, precision],
             additional_outputs=[prompt_box, usage, compare_out],
             api_name="chat", concurrency_limit=1, fill_height=False, autofocus=False,
             validator=validate_message,

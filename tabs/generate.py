@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import math
 import time
+from dataclasses import replace
 
 import gradio as gr
 import numpy as np
@@ -20,6 +21,7 @@ from llm_core.generation import (
     next_token_logits, prepare_for_decoding, softmax_with_temperature, stream_generate, summarize_steps,
     token_pieces,
 )
+from llm_core.quantize import PRECISIONS
 from tabs.common import CPU_HEAVY, check_float, check_int, check_text, friendly_errors, get_bundle
 
 # ---------------------------------------------------------------- limits and choices
@@ -133,12 +135,18 @@ def read_settings(temperature, top_k, top_p, max_new_tokens, stop_at_eot, use_ca
     return settings.check(vocab), notices
 
 
-def decoding_bundle(model_name):
+def decoding_bundle(model_name, precision="fp32"):
     """The shared model, with its weights laid out for fast one-token steps (done once; the
-    shared models are never trained in place)."""
+    shared models are never trained in place); for ``int8``, its int8 copy (made once)."""
     bundle = get_bundle(model_name)
     prepare_for_decoding(bundle.model)
-    return bundle
+    if precision in (None, "", "fp32"):
+        return bundle
+    if precision not in PRECISIONS:
+        raise gr.Error(f"Precision must be one of {', '.join(PRECISIONS)} (got {precision!r}).")
+    if bundle.model.device.type != "cpu":
+        raise gr.Error(f"int8 decoding is a CPU path; {bundle.name} runs on {bundle.model.device}. Choose fp32.")
+    return replace(bundle, model=bundle.for_precision(precision))
 
 
 def read_seed(seed) -> int:
@@ -194,7 +202,8 @@ def as_step(rec: dict) -> Step:
 def new_run(bundle, prompt_ids, prompt_text, dropped, from_eot, settings, seed, notices) -> dict:
     return {"model": bundle.name, "prompt_ids": list(prompt_ids), "prompt_text": prompt_text,
             "dropped": dropped, "from_eot": from_eot, "settings": settings_dict(settings), "seed": seed,
-            "steps": [], "notices": list(notices), "end": "", "branch": None, "time_offset": 0.0}
+            "steps": [], "notices": list(notices), "end": "", "branch": None, "time_offset": 0.0,
+            "precision": getattr(bundle.model, "precision", "fp32")}
 
 
 def settings_dict(s: SamplingSettings) -> dict:
@@ -313,7 +322,8 @@ def render_stats(run) -> str:
     lines = [
         f'**{s.tokens} tokens** · **{s.tokens_per_s:.1f} tokens/s** · first token after '
         f'{1000 * s.first_token_s:.0f} ms · KV cache {"on" if cfg["use_cache"] else "off"} '
-        f'({positions:,} positions through the model) · **{cfg["strategy"]}** · seed {run["seed"]} · '
+        f'({positions:,} positions through the model) · {run.get("precision", "fp32")} weights · '
+        f'**{cfg["strategy"]}** · seed {run["seed"]} · '
         f'{run["end"]}',
         f'average model probability of the picks {_pct(s.mean_prob)} · surprisal {s.surprisal_bits:.2f} bits/token '
         f'(perplexity {2 ** s.surprisal_bits:,.1f}) · mean entropy {s.mean_entropy_bits:.2f} bits · '
@@ -445,10 +455,11 @@ def _stream_outputs(run, bundle, model_ids, settings, seed):
 # ---------------------------------------------------------------- handlers
 
 @friendly_errors
-def generate_text(prompt, temperature, top_k, top_p, max_new_tokens, seed, stop_at_eot, use_cache, model_name):
+def generate_text(prompt, temperature, top_k, top_p, max_new_tokens, seed, stop_at_eot, use_cache, model_name,
+                  precision="fp32"):
     """Stream a generation; each yield: html, text, stats, steps JSON, step slider, step text,
     step chart, entropy chart, branch choices, run state."""
-    bundle = decoding_bundle(model_name)
+    bundle = decoding_bundle(model_name, precision)
     settings, notices = read_settings(temperature, top_k, top_p, max_new_tokens, stop_at_eot, use_cache, bundle)
     seed = read_seed(seed)
     ids, text, dropped, from_eot, prompt_notices = read_prompt(prompt, bundle)
@@ -459,11 +470,12 @@ def generate_text(prompt, temperature, top_k, top_p, max_new_tokens, seed, stop_
 
 
 @friendly_errors
-def branch(run, at, token_id, temperature, top_k, top_p, max_new_tokens, seed, stop_at_eot, use_cache, model_name):
+def branch(run, at, token_id, temperature, top_k, top_p, max_new_tokens, seed, stop_at_eot, use_cache, model_name,
+           precision="fp32"):
     """Force another candidate at step ``at`` (1-based) and continue generating from there."""
     if not run or not run.get("steps"):
         raise gr.Error("Generate some text first, then pick a step and one of its alternatives.")
-    bundle = decoding_bundle(run["model"])
+    bundle = decoding_bundle(run["model"], precision)
     if model_name and model_name != run["model"]:
         raise gr.Error(f"This run was made with {run['model']}; the active model is now {model_name}. "
                        "Generate again before branching.")
@@ -589,9 +601,9 @@ def parse_temperatures(text) -> list[float]:
 
 @friendly_errors
 def compare(prompt, temperature, top_k, top_p, temperature_b, top_k_b, top_p_b, max_new_tokens, seed,
-            stop_at_eot, use_cache, model_name):
+            stop_at_eot, use_cache, model_name, precision="fp32"):
     """Two settings on the same prompt and seed, streamed side by side."""
-    bundle = decoding_bundle(model_name)
+    bundle = decoding_bundle(model_name, precision)
     a, notes_a = read_settings(temperature, top_k, top_p, max_new_tokens, stop_at_eot, use_cache, bundle, "A: ")
     b, notes_b = read_settings(temperature_b, top_k_b, top_p_b, max_new_tokens, stop_at_eot, use_cache, bundle, "B: ")
     seed = read_seed(seed)
@@ -634,9 +646,9 @@ def compare_table(runs) -> str:
 
 
 @friendly_errors
-def measure_cache(prompt, max_new_tokens, model_name):
+def measure_cache(prompt, max_new_tokens, model_name, precision="fp32"):
     """Greedy generation timed with the KV cache on and off, on the spot."""
-    bundle = decoding_bundle(model_name)
+    bundle = decoding_bundle(model_name, precision)
     ids, _, _, _, notices = read_prompt(prompt, bundle)
     n = check_int(max_new_tokens, "Max new tokens", 1, 10**9)
     if n > SPEED_MAX_TOKENS:
@@ -657,7 +669,8 @@ def measure_cache(prompt, max_new_tokens, model_name):
               f" Past {ctx} tokens the window slides: positions shift, so every step recomputes the whole "
               "window with or without the cache.")
     return ("\n".join(lines)
-            + f"\n\n**The cache made generation {speedup:.1f}× faster** on {bundle.name} ({len(ids)}-token prompt, "
+            + f"\n\n**The cache made generation {speedup:.1f}× faster** on {bundle.name} "
+              f"({getattr(bundle.model, 'precision', 'fp32')} weights, {len(ids)}-token prompt, "
               f"greedy). Without it every new token reruns the whole sequence; with it only the new position "
               f"is computed and the keys/values of earlier positions are reused. "
             + ("Both produced the same tokens. ✓" if same else "⚠ The two runs produced different tokens.")
@@ -688,6 +701,10 @@ def build(ctx) -> None:
                     use_cache = gr.Checkbox(True, label="KV cache", elem_id="gen-cache",
                                             info="Reuse earlier keys/values so each step computes one position. "
                                                  "Off: recompute the whole sequence each step (same tokens, slower).")
+                    precision = gr.Radio(list(PRECISIONS), value="fp32", label="Precision", elem_id="gen-precision",
+                                         info="Weights of every linear layer and the output head: fp32, or int8 "
+                                              "(one byte each, a scale per output channel; CPU). Decoding reads "
+                                              "every weight per token, so int8 runs faster; perplexity moves < 1 %.")
                 with gr.Row():
                     gen_btn = gr.Button("Generate", variant="primary", elem_id="gen-run")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="gen-stop")
@@ -765,9 +782,10 @@ def build(ctx) -> None:
         knobs = [temperature, top_k, top_p, max_new, seed, stop_eot, use_cache]
         outs = [out_html, out_text, stats, steps_js, step, step_md, step_plot, entropy_plot, alt, run_state]
         preset.input(apply_preset, preset, [temperature, top_k, top_p], api_visibility="private", queue=False)
-        gen_event = gr.on([gen_btn.click, prompt.submit], generate_text, [prompt, *knobs, ctx.model_name], outs,
+        gen_event = gr.on([gen_btn.click, prompt.submit], generate_text,
+                          [prompt, *knobs, ctx.model_name, precision], outs,
                           api_name="generate", concurrency_id=CPU_HEAVY, show_progress_on=[stats])
-        branch_event = branch_btn.click(branch, [run_state, step, alt, *knobs, ctx.model_name], outs,
+        branch_event = branch_btn.click(branch, [run_state, step, alt, *knobs, ctx.model_name, precision], outs,
                                         api_visibility="private", concurrency_id=CPU_HEAVY,  # needs the run state
                                         show_progress_on=[stats])
         step.change(select_step, [run_state, step], [out_html, step_md, step_plot, entropy_plot, alt],
@@ -778,10 +796,10 @@ def build(ctx) -> None:
         temp_source.change(temperature_plot, [temp_source, temps, run_state, step], [temp_plot, temp_note],
                            api_visibility="private", concurrency_id=CPU_HEAVY)
         cmp_event = cmp_btn.click(compare, [prompt, temperature, top_k, top_p, temperature_b, top_k_b, top_p_b,
-                                            max_new, seed, stop_eot, use_cache, ctx.model_name],
+                                            max_new, seed, stop_eot, use_cache, ctx.model_name, precision],
                                   [cmp_a, cmp_b, cmp_md], api_name="generate_compare", concurrency_id=CPU_HEAVY,
                                   show_progress_on=[cmp_md])
-        speed_btn.click(measure_cache, [prompt, max_new, ctx.model_name], speed_md, api_name="generate_speed",
+        speed_btn.click(measure_cache, [prompt, max_new, ctx.model_name, precision], speed_md, api_name="generate_speed",
                         concurrency_id=CPU_HEAVY, show_progress_on=[speed_md])
         # Queued behind the cancelled run (same concurrency id), so it sees its last state.
         stop_btn.click(None, None, None, cancels=[gen_event, branch_event, cmp_event]).then(

@@ -103,3 +103,11 @@ def test_each_session_sees_only_its_own_conversation(app_url):
     assert "Alice asks about tuples." in alice_prompt and "Bob" not in alice_prompt
     assert "word word" not in alice_prompt
     assert "Bob asks about sets." in bob_prompt and "Alice" not in bob_prompt
+
+
+def test_int8_precision_answers_with_the_int8_copy(client):
+    args = _args("Is the word a palindrome? Answer yes or no.", input_text="level")
+    answer, _, usage, _ = client.predict(*args, "int8", api_name="/chat")
+    assert "(int8)" in usage and answer and not answer.startswith(NOT_SENT)
+    answer32, _, usage32, _ = client.predict(*args, "fp32", api_name="/chat")
+    assert "(int8)" not in usage32 and answer32

@@ -228,3 +228,19 @@ def test_kv_cache_timing(client):
         client.predict("hi", 0, api_name="/generate_speed")
     with pytest.raises(gr.Error, match="Max new tokens"):
         G.measure_cache("hi", 0, default_model_name())
+
+
+def test_int8_precision_generates_and_says_so(client):
+    # The same greedy run in fp32 and int8: the int8 copy of the shipped model agrees on the
+    # first tokens (quality bounds are measured in tests/unit/test_quantize.py).
+    fp32 = stream(client, GREEDY + ["fp32"])[-1]
+    int8 = stream(client, GREEDY + ["int8"])[-1]
+    assert "fp32 weights" in fp32[2] and "int8 weights" in int8[2]
+    assert int8[3]["steps"][0]["token_id"] == fp32[3]["steps"][0]["token_id"]
+    assert len(int8[3]["steps"]) == GREEDY[4]
+    out = client.predict("The for statement is", 8, "int8", api_name="/generate_speed")
+    assert "int8 weights" in out and "KV cache on | 8 |" in out
+    with pytest.raises(AppError):  # not one of the radio's choices
+        client.predict(*GREEDY, "int4", api_name="/generate")
+    with pytest.raises(gr.Error, match="Precision must be one of"):
+        final(G.generate_text(*GREEDY, default_model_name(), "int4"))
