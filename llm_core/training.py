@@ -17,16 +17,12 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from .device import autocast_for, pick_device  # noqa: F401  (pick_device: used by the CLIs and tabs)
 from .model import GPTModel
 
 StopCheck = Callable[[], bool] | threading.Event | None
 
 
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The requested device, else CUDA when present, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # ---------------------------------------------------------------- the book's loss helpers
@@ -197,6 +193,36 @@ def eta_seconds(step: int, total_steps: int, seconds_so_far: float, elapsed: flo
     return eta if max_seconds is None else min(eta, max(max_seconds - elapsed, 0.0))
 
 
+def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with PyTorch's fused kernel where the device has one (CPU and CUDA do): one pass
+    over all parameters instead of a loop of small ops. On GPT-2 small on 2 CPU cores an
+    optimizer step took ~2 s fused vs ~7.6 s ``foreach`` (benchmarks/bench_train.py measures
+    whole steps). Same update rule; results differ only by float rounding."""
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError, TypeError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def train_step(model, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor,
+               device, grad_clip: float | None) -> tuple[float, float]:
+    """One optimizer step on one batch: (loss, gradient norm before clipping). The loss and
+    norm are checked by the caller; a non-finite value means the update must not be trusted,
+    so with a non-finite loss no backward pass and no update is done."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast_for(device):
+        loss = calc_loss_batch(inputs, targets, model, device)
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        return loss_value, float("nan")
+    loss.backward()
+    grad_norm = _finite_grad_norm(model, grad_clip)
+    if math.isfinite(grad_norm):
+        optimizer.step()
+    return loss_value, grad_norm
+
+
 def _finite_grad_norm(model: GPTModel, clip: float | None) -> float:
     params = [p for p in model.parameters() if p.grad is not None]
     if clip is not None:
@@ -225,7 +251,7 @@ def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig
     device = pick_device(device)
     model.to(device)
     if optimizer is None:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     per_epoch = len(train_loader)
     total_steps = cfg.max_steps if cfg.num_epochs is None else min(cfg.max_steps, cfg.num_epochs * per_epoch)
     from .generation import make_generator
@@ -296,18 +322,13 @@ def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig
             current_lr = lr_at(step, cfg, total_steps, time_fraction(t0))
             for group in optimizer.param_groups:
                 group["lr"] = current_lr
-            optimizer.zero_grad(set_to_none=True)
-            loss = calc_loss_batch(inputs, targets, model, device)
-            loss_value = loss.item()
+            loss_value, grad_norm = train_step(model, optimizer, inputs, targets, device, cfg.grad_clip)
             if not math.isfinite(loss_value):
                 yield diverged(f"the loss became {loss_value}")
                 return
-            loss.backward()
-            grad_norm = _finite_grad_norm(model, cfg.grad_clip)
             if not math.isfinite(grad_norm):
                 yield diverged(f"the gradient became {grad_norm}")
                 return
-            optimizer.step()
             train_time += time.perf_counter() - t0
             step += 1
             tokens_seen += inputs.numel()

@@ -1,0 +1,248 @@
+"""Pre-training step throughput: ours vs the book's ``train_model_simple`` step vs transformers.
+
+    .venv/bin/python benchmarks/bench_train.py [--steps 3] [--threads N] [--shapes shipped,gpt2-256,gpt2-124m]
+
+One training step = forward, cross-entropy, backward, AdamW update, on the same random token
+batch from the same initial weights, three ways:
+
+- **ours**: ``llm_core.training.train_step`` with ``make_optimizer`` (what the Pretrain tab
+  and ``python -m llm_core.pretrain`` run): fused AdamW, SDPA attention, gradient clipping at
+  1.0 (extra work the book's loop does not do);
+- **book**: the body of ``train_model_simple`` from the ``llms-from-scratch`` package
+  (``optimizer.zero_grad()``, ``calc_loss_batch``, ``loss.backward()``, ``optimizer.step()``
+  with ``torch.optim.AdamW(lr=4e-4, weight_decay=0.1)`` as in chapter 5), on the package's
+  own ``GPTModel`` (chapter 4). The package is installed for this benchmark only, with
+  ``--no-deps`` into ``.cache/bench-deps`` (its declared dependencies include tensorflow and
+  an old numpy); its chapter-5 module imports matplotlib for plotting helpers only, so an
+  empty stand-in module is used when matplotlib is not installed. The loop's evaluations and
+  samples are left out: only the step is timed;
+- **transformers**: ``GPT2LMHeadModel`` (SDPA attention) of the same shape and weights,
+  logits → cross-entropy on the same targets → backward → ``torch.optim.AdamW``.
+
+Shapes: the shipped model's (4 layers, 192 dims, context 128, vocabulary 4,096, batch 16);
+a GPT-2 small at context 256 (12 layers, 768 dims, batch 2, the book's chapter-5 setting);
+the book's GPT_CONFIG_124M (context 1024, dropout 0.1, batch 1). Untied heads everywhere (the
+book's GPTModel has no tying). The first step's losses are printed to show every side does
+the same computation. MFU = model FLOPs (6·N per token for the matmul parameters, plus
+12·layers·context·dims for attention) / the machine's fp32 matmul peak, measured in the same
+run with a 2048³ ``torch.mm``. Each side runs one warm-up step and then ``--steps`` timed
+steps; the median step is used.
+
+Measured (2026-12-01, the project's 2-core AVX2 EPYC, shared with four other jobs, so the
+absolute numbers are low and noisy; read the ratios): see README ("Benchmarks") for the table
+this script printed.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import statistics
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from llm_core.config import GPT_CONFIG_124M, GPTConfig  # noqa: E402
+from llm_core.model import GPTModel  # noqa: E402
+from llm_core.training import gpt2_init_, make_optimizer, train_step  # noqa: E402
+
+DEPS = ROOT / ".cache" / "bench-deps"
+
+SHAPES = {
+    "shipped": ("shipped model (pydoc-gpt)", GPTConfig(vocab_size=4096, context_length=128, emb_dim=192,
+                                                       n_heads=4, n_layers=4, drop_rate=0.0), 16),
+    "gpt2-256": ("GPT-2 small, context 256", GPT_CONFIG_124M.with_(context_length=256), 2),
+    "gpt2-124m": ("the book's GPT_CONFIG_124M (context 1024)", GPT_CONFIG_124M, 1),
+}
+
+
+def book_package():
+    """(ch04, ch05) of ``llms-from-scratch``, installed here with --no-deps when missing."""
+    try:
+        return _import_book()
+    except ImportError:
+        pass
+    DEPS.mkdir(parents=True, exist_ok=True)
+    print(f"installing llms-from-scratch (--no-deps) into {DEPS} ...", flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(DEPS),
+                    "llms-from-scratch"], check=True)
+    importlib.invalidate_caches()
+    return _import_book()
+
+
+def _import_book():
+    if str(DEPS) not in sys.path:
+        sys.path.insert(0, str(DEPS))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # ch05 imports it for its plotting helpers only
+        mpl = types.ModuleType("matplotlib")
+        mpl.pyplot = types.ModuleType("matplotlib.pyplot")
+        mpl.ticker = types.ModuleType("matplotlib.ticker")
+        mpl.ticker.MaxNLocator = object
+        sys.modules.update({"matplotlib": mpl, "matplotlib.pyplot": mpl.pyplot, "matplotlib.ticker": mpl.ticker})
+    ch04 = importlib.import_module("llms_from_scratch.ch04")
+    ch05 = importlib.import_module("llms_from_scratch.ch05")
+    return ch04, ch05
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """Measured fp32 matmul FLOP/s (median of ``repeats``)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times)
+
+
+def flops_per_token(cfg: GPTConfig) -> float:
+    """Training FLOPs per token: 6 per matmul weight (forward + backward), plus attention."""
+    d, L = cfg.emb_dim, cfg.n_layers
+    matmul_params = L * (4 * d * d + 8 * d * d) + d * cfg.vocab_size
+    return 6 * matmul_params + 12 * L * cfg.context_length * d
+
+
+def hf_model(cfg: GPTConfig, ours: GPTModel):
+    """A GPT2LMHeadModel with our weights (Conv1D stores [in, out]; zero q/k/v biases when ours has none)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hcfg = GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
+                      n_layer=cfg.n_layers, n_head=cfg.n_heads, resid_pdrop=cfg.drop_rate,
+                      embd_pdrop=cfg.drop_rate, attn_pdrop=cfg.drop_rate, tie_word_embeddings=False)
+    theirs = GPT2LMHeadModel(hcfg)
+    sd = {"transformer.wte.weight": ours.tok_emb.weight, "transformer.wpe.weight": ours.pos_emb.weight,
+          "transformer.ln_f.weight": ours.final_norm.scale, "transformer.ln_f.bias": ours.final_norm.shift,
+          "lm_head.weight": ours.out_head.weight}
+    for i, blk in enumerate(ours.trf_blocks):
+        h, att = f"transformer.h.{i}.", blk.att
+        sd[h + "attn.c_attn.weight"] = torch.cat([att.W_query.weight.T, att.W_key.weight.T, att.W_value.weight.T], 1)
+        sd[h + "attn.c_attn.bias"] = torch.zeros(3 * cfg.emb_dim)
+        sd[h + "attn.c_proj.weight"], sd[h + "attn.c_proj.bias"] = att.out_proj.weight.T, att.out_proj.bias
+        sd[h + "mlp.c_fc.weight"], sd[h + "mlp.c_fc.bias"] = blk.ff.layers[0].weight.T, blk.ff.layers[0].bias
+        sd[h + "mlp.c_proj.weight"], sd[h + "mlp.c_proj.bias"] = blk.ff.layers[2].weight.T, blk.ff.layers[2].bias
+        sd[h + "ln_1.weight"], sd[h + "ln_1.bias"] = blk.norm1.scale, blk.norm1.shift
+        sd[h + "ln_2.weight"], sd[h + "ln_2.bias"] = blk.norm2.scale, blk.norm2.shift
+    theirs.load_state_dict({k: v.detach().clone().contiguous() for k, v in sd.items()}, strict=False)
+    return theirs.train()
+
+
+def time_steps(step_fn, steps: int) -> tuple[float, float]:
+    """(first loss, median seconds per step) after one warm-up step."""
+    first = step_fn()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step_fn()
+        times.append(time.perf_counter() - t)
+    return first, statistics.median(times)
+
+
+def run_shape(key: str, steps: int, peak: float, ch04, ch05, seed: int) -> dict:
+    label, cfg, batch = SHAPES[key]
+    gen = torch.Generator().manual_seed(seed)
+    data = torch.randint(0, cfg.vocab_size, (batch, cfg.context_length + 1), generator=gen)
+    inputs, targets = data[:, :-1], data[:, 1:]
+    tokens = inputs.numel()
+    cpu = torch.device("cpu")
+    init = gpt2_init_(GPTModel(cfg), seed=seed)
+    state = {k: v.clone() for k, v in init.state_dict().items()}
+    results = {}
+
+    # ours: what train_model runs per step
+    torch.manual_seed(seed)
+    ours = GPTModel(cfg)
+    ours.load_state_dict(state)
+    ours.train()
+    opt = make_optimizer(ours.parameters(), lr=4e-4, weight_decay=0.1)
+    results["ours"] = time_steps(lambda: train_step(ours, opt, inputs, targets, cpu, 1.0)[0], steps)
+    del ours, opt
+    gc.collect()
+
+    # the book's train_model_simple step, on the book's GPTModel
+    torch.manual_seed(seed)
+    book = ch04.GPTModel(cfg.to_dict())
+    book.load_state_dict(state, strict=False)  # same names (the book's); its mask buffer stays
+    book.train()
+    book_opt = torch.optim.AdamW(book.parameters(), lr=0.0004, weight_decay=0.1)
+
+    def book_step():
+        book_opt.zero_grad()
+        loss = ch05.calc_loss_batch(inputs, targets, book, cpu)
+        loss.backward()
+        book_opt.step()
+        return loss.item()
+
+    results["book"] = time_steps(book_step, steps)
+    del book, book_opt
+    gc.collect()
+
+    # transformers GPT2LMHeadModel, same weights
+    torch.manual_seed(seed)
+    theirs = hf_model(cfg, init)
+    hf_opt = torch.optim.AdamW(theirs.parameters(), lr=4e-4, weight_decay=0.1)
+
+    def hf_step():
+        hf_opt.zero_grad()
+        logits = theirs(input_ids=inputs).logits
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        loss.backward()
+        hf_opt.step()
+        return loss.item()
+
+    results["transformers"] = time_steps(hf_step, steps)
+    del theirs, hf_opt, init
+    gc.collect()
+
+    fpt = flops_per_token(cfg)
+    print(f"\n== {label}: {cfg.n_layers} layers, {cfg.emb_dim} dims, context {cfg.context_length}, "
+          f"vocabulary {cfg.vocab_size:,}, batch {batch} ({tokens:,} tokens/step), dropout {cfg.drop_rate}, "
+          f"median of {steps} steps")
+    rates = {}
+    for name, (first_loss, sec) in results.items():
+        rates[name] = tokens / sec
+        mfu = rates[name] * fpt / peak
+        print(f"   {name:<14s} {rates[name]:9,.0f} tokens/s   {sec * 1000:8.0f} ms/step   MFU {100 * mfu:5.1f}%   "
+              f"first-step loss {first_loss:.4f}")
+    print(f"   ours / book:         {rates['ours'] / rates['book']:.2f}x  (target >= 1.30)")
+    print(f"   ours / transformers: {rates['ours'] / rates['transformers']:.2f}x  (target >= 1.00)")
+    return rates
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per side (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
+    parser.add_argument("--seed", type=int, default=123)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown:
+        parser.error(f"unknown shape(s) {unknown}; choose from {', '.join(SHAPES)}")
+    import transformers
+
+    ch04, ch05 = book_package()
+    peak = matmul_peak()
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, llms-from-scratch "
+          f"(chapter 4/5 modules from {Path(ch05.__file__).parent}), {torch.get_num_threads()} threads, CPU; "
+          f"fp32 matmul peak (2048³ mm) {peak / 1e9:.1f} GFLOP/s", flush=True)
+    for key in shapes:
+        run_shape(key, args.steps, peak, ch04, ch05, args.seed)
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
