@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from llm_core.device import device_summary
 from llm_core.registry import ModelLoadError, default_model_name, load_model, model_choices
 from tabs import architecture, attention, chat, embeddings, finetune, generate, pretrain, sampler, tokenizer
 from tabs.common import AppContext
@@ -36,6 +37,7 @@ def _header(default_model: str) -> AppContext:
         )
         load_btn = gr.Button("Load model", variant="primary", scale=0, min_width=160, elem_id="model-load")
     summary = gr.Markdown(_summary(default_model), elem_id="model-summary")
+    gr.Markdown(f"**Computing on:** {device_summary()}", elem_id="device-summary")
     model_changed = gr.Textbox(value=default_model, visible=False, elem_id="model-changed")
 
     def switch(name, current, progress=gr.Progress()):

@@ -48,7 +48,9 @@ from .lora import (
     AdapterInfo, LoRAError, ParameterCounts, apply_lora, check_rank_alpha, count_parameters,
     expand_targets, freeze, model_fingerprint, save_adapter, update_norms,
 )
-from .training import StopCheck, _should_stop, calc_loss_batch, eta_seconds, pick_device, run_interruption
+from .training import (
+    StopCheck, _should_stop, autocast_for, calc_loss_batch, eta_seconds, make_optimizer, pick_device, run_interruption,
+)
 
 TASKS = ("classification", "instruction")
 METHODS = ("lora", "last-block", "full")
@@ -414,7 +416,7 @@ def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | Instru
     model = prepare_model(base_model, s, num_classes, device)
     counts = count_parameters(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=s.lr, weight_decay=s.weight_decay)
+    optimizer = make_optimizer(trainable, lr=s.lr, weight_decay=s.weight_decay)
 
     start = time.perf_counter()
     train_time = 0.0
@@ -472,10 +474,11 @@ def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | Instru
                 break
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            if classify:
-                loss, _ = calc_classification_batch(model, batch[0], batch[1], batch[2], device)
-            else:
-                loss = calc_loss_batch(batch[0], batch[1], model, device)
+            with autocast_for(device):  # bf16 on a GPU that supports it; nothing on the CPU
+                if classify:
+                    loss, _ = calc_classification_batch(model, batch[0], batch[1], batch[2], device)
+                else:
+                    loss = calc_loss_batch(batch[0], batch[1], model, device)
             value = loss.item()
             if math.isfinite(value):
                 loss.backward()

@@ -9,6 +9,7 @@ A model name is one of:
 """
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from collections import OrderedDict
@@ -20,6 +21,7 @@ import torch
 from .checkpoint import GPT2_HUB_IDS, CheckpointError, HubUnavailable, Progress, download_from_hub, load_checkpoint
 from .config import PRESET_LABELS, PRESETS, GPTConfig
 from .model import GPTModel, build_untrained
+from .device import pick_device
 from .generation import prepare_for_decoding
 from .quantize import check_precision, int8_linear_bytes, quantize_int8
 from .tokenizers import BPETokenizer, gpt2_tokenizer
@@ -62,11 +64,21 @@ class ModelBundle:
                 f"vocab {c.vocab_size}{' (tied head)' if c.tie_weights else ''}")
 
     def for_precision(self, precision: str = "fp32"):
-        """The model to decode with: the shared fp32 model, or its int8 copy (made once, kept
-        with the bundle and counted in the cache's byte budget). CPU only for int8."""
+        """The model to decode with: the shared fp32 model (a copy on the GPU when
+        ``pick_device()`` finds CUDA: the views keep the CPU one), or its int8 copy (CPU).
+        Copies are made once, kept with the bundle and counted in the cache's byte budget."""
         precision = check_precision(precision)
         if precision == "fp32":
-            return self.model
+            device = pick_device()
+            if device.type == "cpu" or self.model.device.type != "cpu":
+                return self.model
+            key = f"fp32@{device}"
+            with _variant_lock:
+                if key not in self.variants:
+                    self.variants[key] = copy.deepcopy(self.model).to(device).eval()
+            with _lock:
+                _evict()
+            return self.variants[key]
         with _variant_lock:
             if precision not in self.variants:
                 # Lay the fp32 weights out first, so the copy shares the embedding the fp32
@@ -174,7 +186,14 @@ def load_model(name_or_path: str | None = None, progress: Progress | None = None
 def _weight_bytes(bundle: ModelBundle) -> int:
     """fp32 weights plus the int8 copies' own bytes (they share the embeddings and norms)."""
     return (sum(p.numel() * p.element_size() for p in bundle.model.parameters())
-            + sum(int8_linear_bytes(m) for m in list(bundle.variants.values())))
+            + sum(_variant_bytes(m) for m in list(bundle.variants.values())))
+
+
+def _variant_bytes(model) -> int:
+    """An int8 copy holds only its int8 weights (it shares the rest); a device copy holds all."""
+    if model.tok_emb.weight.device.type == "cpu":
+        return int8_linear_bytes(model)
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def _evict() -> None:

@@ -51,8 +51,8 @@ def _shared(name: str, precision: str = "fp32"):
     with ``int8``, its int8 copy (made once per model, CPU only)."""
     bundle = get_bundle(name)
     prepare_for_decoding(bundle.model)
-    if precision == "fp32":
-        return bundle.name, bundle.model, bundle.tokenizer
+    if precision == "fp32":  # a GPU copy when there is a CUDA GPU
+        return bundle.name, bundle.for_precision("fp32"), bundle.tokenizer
     if bundle.model.device.type != "cpu":
         raise gr.Error(f"int8 decoding is a CPU path; {bundle.name} runs on {bundle.model.device}. Choose fp32.")
     return f"{bundle.name} (int8)", bundle.for_precision(precision), bundle.tokenizer

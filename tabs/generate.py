@@ -137,11 +137,12 @@ def read_settings(temperature, top_k, top_p, max_new_tokens, stop_at_eot, use_ca
 
 def decoding_bundle(model_name, precision="fp32"):
     """The shared model, with its weights laid out for fast one-token steps (done once; the
-    shared models are never trained in place); for ``int8``, its int8 copy (made once)."""
+    shared models are never trained in place); for ``int8``, its int8 copy (made once); with a
+    CUDA GPU, fp32 decodes on a GPU copy."""
     bundle = get_bundle(model_name)
     prepare_for_decoding(bundle.model)
     if precision in (None, "", "fp32"):
-        return bundle
+        return replace(bundle, model=bundle.for_precision("fp32"))  # on the GPU when there is one
     if precision not in PRECISIONS:
         raise gr.Error(f"Precision must be one of {', '.join(PRECISIONS)} (got {precision!r}).")
     if bundle.model.device.type != "cpu":

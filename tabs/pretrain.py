@@ -23,7 +23,7 @@ from llm_core.generation import generate
 from llm_core.model import build_untrained
 from llm_core.registry import USER_DIR, ModelLoadError, builtin_names, forget, load_model, model_choices
 from llm_core.tokenizers import gpt2_tokenizer
-from llm_core.training import TrainConfig, calc_loss_loader, gpt2_init_, perplexity, train_model
+from llm_core.training import TrainConfig, calc_loss_loader, gpt2_init_, perplexity, pick_device, train_model
 from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, TRAINING_SLOT, check_float, check_int,
                          check_text, friendly_errors)
 
@@ -275,7 +275,8 @@ def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
               f"({tokenizer.name} tokenizer).")
     try:
         last_yield = 0.0
-        for ev in train_model(model, train_loader, val_loader, tcfg, tokenizer=tokenizer, device="cpu",
+        # A CUDA GPU when there is one (bf16 autocast where supported), else the CPU.
+        for ev in train_model(model, train_loader, val_loader, tcfg, tokenizer=tokenizer, device=pick_device(),
                               stop=stop_flag):
             last = ev
             if ev.batch_loss is not None and ev.step > 0:
@@ -299,7 +300,8 @@ def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
         TRAINING_SLOT.release()
         _stop_flags.pop(session, None)
         if last is not None and last.step > 0:
-            _remember(session, {"model": model.eval(), "tokenizer": tokenizer, "time": time.time(),
+            # Kept on the CPU: saving, scoring and previews run there (GPU memory is freed).
+            _remember(session, {"model": model.to("cpu").eval(), "tokenizer": tokenizer, "time": time.time(),
                                 "meta": {"corpus": corpus_name, "steps": last.step, "tokens_seen": last.tokens_seen,
                                          "train_loss": last.train_loss, "val_loss": last.val_loss,
                                          "perplexity": last.perplexity, "config": cfg.to_dict(),

@@ -1,0 +1,107 @@
+"""Start-up: ``python app.py`` until it answers, vs a bare ``python -c "import gradio, torch"``.
+
+    .venv/bin/python benchmarks/bench_startup.py [--repeats 3]
+
+The app is timed from process start to the first successful ``GET /gradio_api/info`` (the
+page can be served); the bare import from process start to exit. Fresh processes, run
+interleaved, medians; the ratio is what the target (<= 1.5x) is about: what the app itself
+adds on top of the two libraries it cannot start without. ``--importtime`` also prints the
+app's slowest imports (``python -X importtime -c "import app"``), which is how the lazy
+imports were chosen.
+
+Measured: see README ("Benchmarks").
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e.setdefault("LLM_EXPLORER_HOME", tempfile.mkdtemp(prefix="bench-startup-"))
+    e.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    e.setdefault("HF_HUB_OFFLINE", "1")
+    return e
+
+
+def time_bare() -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import gradio, torch"], check=True, env=env(), cwd=ROOT)
+    return time.perf_counter() - t
+
+
+def time_app(timeout: float = 180.0) -> float:
+    port = free_port()
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/gradio_api/info"
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with {proc.returncode} before it was ready")
+            try:
+                urllib.request.urlopen(url, timeout=2).read()
+                return time.perf_counter() - t
+            except OSError:
+                if time.perf_counter() - t > timeout:
+                    raise RuntimeError(f"app.py was not ready after {timeout:.0f} s") from None
+                time.sleep(0.05)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def slowest_imports(n: int = 15) -> list[tuple[float, str]]:
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import app"], cwd=ROOT, env=env(),
+                         capture_output=True, text=True, check=True).stderr
+    rows = []
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            rows.append((int(parts[1]) / 1e6, parts[2].rstrip()))
+    return sorted(rows, reverse=True)[:n]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--importtime", action="store_true", help="also list the slowest imports of app.py")
+    args = parser.parse_args(argv)
+    time_bare()  # warm the file cache for both
+    bare, app = [], []
+    for _ in range(args.repeats):
+        bare.append(time_bare())
+        app.append(time_app())
+    b, a = statistics.median(bare), statistics.median(app)
+    print(f"bare `import gradio, torch`: {b:.2f} s (runs: {', '.join(f'{x:.2f}' for x in bare)})")
+    print(f"`python app.py` until /gradio_api/info answers: {a:.2f} s (runs: {', '.join(f'{x:.2f}' for x in app)})")
+    print(f"ratio app / bare: {a / b:.2f}x  (target <= 1.50)")
+    if args.importtime:
+        print("\nslowest imports of `import app` (cumulative seconds):")
+        for sec, name in slowest_imports():
+            print(f"   {sec:6.2f}  {name}")
+
+
+if __name__ == "__main__":
+    main()
