@@ -5,7 +5,14 @@
 
 Prints one line per evaluation. With ``--out`` the best model so far (by validation
 loss) is saved there atomically as it trains, and once more at the end with sample
-generations and the run's statistics in its metadata.
+generations and the run's statistics in its metadata; at every evaluation the full training
+state (model, AdamW, step, data position, random generators) goes to ``OUT/resume/``, and
+``--resume OUT`` continues from it with the same next losses as a run never interrupted.
+
+Several processes (DDP, gloo on CPUs, NCCL on GPUs), each training on its share of every
+global batch (``--batch-size`` is the global batch), rank 0 logging, evaluating and saving:
+
+    torchrun --nproc_per_node 2 -m llm_core.pretrain --batch-size 16 ... --out runs/my-gpt
 """
 from __future__ import annotations
 
@@ -22,9 +29,12 @@ import torch
 from . import corpus as corpus_mod
 from .checkpoint import save_checkpoint
 from .config import PRESETS, GPTConfig
-from .data import create_dataloader_v1
+from .data import GPTDatasetV1, create_dataloader_v1
+from .distributed import DistContext, EpochBatches, load_resume_state, save_resume_state
 from .model import GPTModel
-from .training import TrainConfig, calc_loss_loader, gpt2_init_, pick_device, sample_text, train_model
+from .training import (
+    TrainConfig, calc_loss_loader, gpt2_init_, make_optimizer, pick_device, sample_text, train_model,
+)
 
 SAMPLE_PROMPTS = ("The list", "A module is", "Return the")
 
@@ -204,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-every", type=int, default=500,
                    help="save the best model so far at most every N steps (with --out)")
     g.add_argument("--log-json", help="also append every evaluation as a JSON line to this file")
+    g.add_argument("--log-steps", action="store_true", help="print (and log) every step's batch loss too")
+    g.add_argument("--resume", metavar="DIR", help="continue the run whose --out was DIR from its last evaluation "
+                   "(model, optimizer, step, data position); --out defaults to DIR")
     return p
 
 
@@ -212,6 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.resume and not args.out:
+        args.out = args.resume
+    dist = DistContext.from_env(pick_device(args.device))
+    try:
+        return _run(args, argv, dist)
+    finally:
+        dist.close()
+
+
+def _run(args, argv: list[str], dist: DistContext) -> int:
+    def log(*a):
+        if dist.is_main:
+            print(*a, flush=True)
+
     command = "python -m llm_core.pretrain " + " ".join(shlex.quote(a) for a in argv)
     name = args.name or (Path(args.out).name if args.out else "pretrained")
 
@@ -221,20 +248,26 @@ def main(argv: list[str] | None = None) -> int:
         from .tokenizers import gpt2_tokenizer
         tokenizer, tok_info = gpt2_tokenizer(), {"kind": "gpt2", "vocab_size": 50257}
     else:
-        tokenizer, tok_info = bpe_tokenizer_for(train_text, args.vocab_size, name)
+        tokenizer, tok_info = bpe_tokenizer_for(train_text, args.vocab_size, name, log=log)
     train_ids, val_ids = tokenizer.encode(train_text), tokenizer.encode(val_text)
     stats = corpus_mod.corpus_stats(text, name=corpus_name).to_dict()
     stats.update(tokens=len(train_ids) + len(val_ids), tokenizer=tokenizer.name,
                  train_tokens=len(train_ids), val_tokens=len(val_ids), train_ratio=args.train_ratio)
-    print(f"corpus {corpus_name}: {stats['characters']:,} characters, {stats['documents']:,} documents, "
-          f"{stats['tokens']:,} tokens ({len(train_ids):,} train / {len(val_ids):,} val), "
-          f"vocabulary {tokenizer.n_vocab}", flush=True)
+    log(f"corpus {corpus_name}: {stats['characters']:,} characters, {stats['documents']:,} documents, "
+        f"{stats['tokens']:,} tokens ({len(train_ids):,} train / {len(val_ids):,} val), "
+        f"vocabulary {tokenizer.n_vocab}")
 
     cfg = model_config(args, tokenizer.n_vocab)
     stride = args.stride or cfg.context_length
-    train_loader = create_dataloader_v1(train_text, batch_size=args.batch_size, max_length=cfg.context_length,
-                                        stride=stride, shuffle=True, drop_last=True, token_ids=train_ids,
-                                        seed=args.seed)
+    # Training batches in an order fixed by (seed, epoch), this process's share of each; the
+    # evaluations read the first training batches in order from their own loader.
+    train_windows = GPTDatasetV1(train_text, tokenizer, cfg.context_length, stride, token_ids=train_ids)
+    try:
+        train_loader = EpochBatches(train_windows, args.batch_size, args.seed, dist.rank, dist.world_size)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    train_eval_loader = create_dataloader_v1(train_text, batch_size=args.batch_size, max_length=cfg.context_length,
+                                             stride=stride, shuffle=False, drop_last=True, token_ids=train_ids)
     val_loader = create_dataloader_v1(val_text, batch_size=args.batch_size, max_length=cfg.context_length,
                                       stride=cfg.context_length, shuffle=False, drop_last=False,
                                       token_ids=val_ids)
@@ -246,10 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     model = GPTModel(cfg)
     if args.init == "gpt2":
         gpt2_init_(model, seed=args.seed)
-    device = pick_device(args.device)
-    print(f"model: {model.num_parameters():,} parameters ({cfg.n_layers} layers, {cfg.n_heads} heads, "
-          f"{cfg.emb_dim} dims, context {cfg.context_length}, vocab {cfg.vocab_size}) on {device}; "
-          f"{len(train_loader)} batches per epoch", flush=True)
+    device = dist.device(pick_device(args.device))
+    model.to(device)
+    procs = f" × {dist.world_size} processes ({dist.backend})" if dist.enabled else ""
+    log(f"model: {model.num_parameters():,} parameters ({cfg.n_layers} layers, {cfg.n_heads} heads, "
+        f"{cfg.emb_dim} dims, context {cfg.context_length}, vocab {cfg.vocab_size}) on {device}{procs}; "
+        f"{len(train_loader)} batches per epoch")
 
     tcfg = TrainConfig(max_steps=args.steps, num_epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
                        warmup_steps=args.warmup, cosine_decay=not args.no_cosine,
@@ -259,6 +294,21 @@ def main(argv: list[str] | None = None) -> int:
                        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
                        decay_by_time=bool(args.max_minutes),
                        sample_prompt=args.sample_prompt, sample_tokens=16, seed=args.seed)
+
+    optimizer = make_optimizer(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    resume = None
+    if args.resume:
+        try:
+            resume = load_resume_state(args.resume, model, optimizer, train_loader)
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            raise SystemExit(f"cannot resume from {args.resume}: {exc}") from None
+        log(f"resuming {args.resume} at step {resume['step']} (epoch {train_loader.epoch + 1}, "
+            f"batch {train_loader.position} of {len(train_loader)})")
+    step_model = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     best = {"val_loss": float("inf")}
     last_saved_step = -1
@@ -275,16 +325,33 @@ def main(argv: list[str] | None = None) -> int:
             "status": ev.status if final else "in progress", "reason": ev.reason,
         }
 
-    log_file = open(args.log_json, "a") if args.log_json else None
+    log_file = open(args.log_json, "a") if args.log_json and dist.is_main else None
     final_ev = None
     best_state = None
-    for ev in train_model(model, train_loader, val_loader, tcfg, tokenizer=tokenizer, device=device):
+    events = train_model(model, train_loader, val_loader, tcfg, tokenizer=tokenizer, device=device,
+                         optimizer=optimizer, train_eval_loader=train_eval_loader, dist=dist,
+                         step_model=step_model, resume=resume)
+    for ev in events:
+        final_ev = ev
+        if not dist.is_main:
+            continue
         if not ev.is_eval:
+            if args.log_steps and ev.batch_loss is not None:
+                print(f"step {ev.step:>6}/{ev.total_steps} | loss {ev.batch_loss:.6f} | "
+                      f"{ev.tokens_per_s:,.0f} tok/s", flush=True)
+                if log_file:
+                    log_file.write(json.dumps(ev.to_dict()) + "\n")
+                    log_file.flush()
             continue
         print(format_event(ev), flush=True)
         if log_file:
             log_file.write(json.dumps(ev.to_dict()) + "\n")
             log_file.flush()
+        if args.out and ev.step > 0 and ev.status != "diverged":
+            save_resume_state(args.out, model, optimizer,
+                              {"step": ev.step, "epoch": ev.epoch - 1, "tokens_seen": ev.tokens_seen,  # the loop adds 1
+                               "train_seconds": ev.tokens_seen / ev.tokens_per_s if ev.tokens_per_s else 0.0,
+                               "command": command}, train_loader)
         val = ev.val_loss if ev.val_loss is not None else ev.train_loss
         if ev.status != "diverged" and math.isfinite(val) and val < best["val_loss"]:
             best = {"val_loss": val, "event": ev}
@@ -293,12 +360,11 @@ def main(argv: list[str] | None = None) -> int:
                 save_checkpoint(args.out, model, tokenizer, meta(ev, final=False))
                 last_saved_step = ev.step
                 print(f"saved {args.out} (step {ev.step}, val {val:.3f})", flush=True)
-        final_ev = ev
     if log_file:
         log_file.close()
-    print(final_ev.reason, flush=True)
+    log(final_ev.reason)
 
-    if args.out and best_state is not None and best["event"].step > 0:
+    if dist.is_main and args.out and best_state is not None and best["event"].step > 0:
         # The saved model is the best by validation loss (the last one unless it overfitted).
         model.load_state_dict(best_state)
         ev = best["event"]

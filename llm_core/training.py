@@ -206,14 +206,16 @@ def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
 
 
 def train_step(model, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor,
-               device, grad_clip: float | None) -> tuple[float, float]:
+               device, grad_clip: float | None, reduce: Callable[[float], float] | None = None
+               ) -> tuple[float, float]:
     """One optimizer step on one batch: (loss, gradient norm before clipping). The loss and
     norm are checked by the caller; a non-finite value means the update must not be trusted,
-    so with a non-finite loss no backward pass and no update is done."""
+    so with a non-finite loss no backward pass and no update is done. ``reduce`` averages the
+    loss over processes before that check, so every rank takes the same decision."""
     optimizer.zero_grad(set_to_none=True)
     with autocast_for(device):
         loss = calc_loss_batch(inputs, targets, model, device)
-    loss_value = loss.item()
+    loss_value = loss.item() if reduce is None else reduce(loss.item())
     if not math.isfinite(loss_value):
         return loss_value, float("nan")
     loss.backward()
@@ -234,12 +236,20 @@ def _finite_grad_norm(model: GPTModel, clip: float | None) -> float:
 
 def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig | None = None, *,
                 tokenizer=None, stop: StopCheck = None, device=None,
-                optimizer: torch.optim.Optimizer | None = None) -> Iterator[TrainEvent]:
+                optimizer: torch.optim.Optimizer | None = None, train_eval_loader=None,
+                dist=None, step_model=None, resume: dict | None = None) -> Iterator[TrainEvent]:
     """Train ``model`` in place, yielding a TrainEvent per step; the last one has ``done=True``.
 
     Stopping (``stop`` set or returning True, the step cap, the time cap) happens between
     steps and leaves the partly trained model in place. A NaN/inf loss or gradient stops
     the run with ``status="diverged"``; the model is rolled back to the last evaluation.
+
+    For the CLI: ``train_eval_loader`` gives the training batches evaluations read (default
+    ``train_loader``); ``dist`` (a ``distributed.DistContext``) and ``step_model`` (the DDP
+    wrapper of ``model``) train on several processes: losses are averaged over ranks, stops
+    agreed by all, and only rank 0 evaluates (its events carry the evaluations); ``resume``
+    (``step``, ``tokens_seen``, ``epoch``, ``train_seconds``) continues a run from a saved
+    state without the opening evaluation.
     """
     cfg = cfg or TrainConfig()
     problems = cfg.problems()
@@ -250,6 +260,10 @@ def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig
                          "a shorter context or a smaller batch")
     device = pick_device(device)
     model.to(device)
+    step_model = model if step_model is None else step_model
+    train_eval_loader = train_loader if train_eval_loader is None else train_eval_loader
+    is_main = dist is None or dist.is_main
+    world = 1 if dist is None else dist.world_size
     if optimizer is None:
         optimizer = make_optimizer(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     per_epoch = len(train_loader)
@@ -260,6 +274,9 @@ def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig
     start = time.perf_counter()
     train_time = 0.0  # seconds spent in optimizer steps (tokens/s excludes evaluation)
     step, epoch, tokens_seen = 0, 0, 0
+    if resume:
+        step, epoch, tokens_seen = int(resume["step"]), int(resume["epoch"]), int(resume["tokens_seen"])
+        train_time = float(resume.get("train_seconds", 0.0))
     last_loss: float | None = None
     good_state: dict | None = None
     good_step = 0
@@ -283,8 +300,10 @@ def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig
         nonlocal good_state, good_step
         was_training = model.training
         model.eval()
+        if not is_main:  # other ranks skip evaluations (no collectives happen in them)
+            return event(**kw)
         with torch.no_grad():
-            train_loss = calc_loss_loader(train_loader, model, device, cfg.eval_batches)
+            train_loss = calc_loss_loader(train_eval_loader, model, device, cfg.eval_batches)
             val_loss = (calc_loss_loader(val_loader, model, device, cfg.eval_batches)
                         if val_loader is not None and len(val_loader) else None)
             sample = (sample_text(model, tokenizer, cfg.sample_prompt, cfg.sample_tokens,
@@ -308,13 +327,17 @@ def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig
                      reason=f"{what} at step {step + 1}: training diverged (try a lower learning rate "
                             f"or gradient clipping).{note}")
 
-    yield evaluate()  # the untrained model: loss ≈ ln(vocab)
+    current_lr = lr_at(step, cfg, total_steps)
+    if not resume:
+        yield evaluate()  # the untrained model: loss ≈ ln(vocab)
     model.train()
     status, reason = "running", ""
     while status == "running" and step < total_steps:
         epoch += 1
         for inputs, targets in train_loader:
             interrupted = run_interruption(stop, start, cfg.max_seconds, step)
+            if dist is not None and dist.any(interrupted is not None) and interrupted is None:
+                interrupted = ("stopped", f"another process stopped after {step} steps")
             if interrupted:
                 status, reason = interrupted
                 break
@@ -322,7 +345,8 @@ def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig
             current_lr = lr_at(step, cfg, total_steps, time_fraction(t0))
             for group in optimizer.param_groups:
                 group["lr"] = current_lr
-            loss_value, grad_norm = train_step(model, optimizer, inputs, targets, device, cfg.grad_clip)
+            loss_value, grad_norm = train_step(step_model, optimizer, inputs, targets, device, cfg.grad_clip,
+                                               reduce=None if dist is None else dist.mean)
             if not math.isfinite(loss_value):
                 yield diverged(f"the loss became {loss_value}")
                 return
@@ -331,7 +355,7 @@ def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig
                 return
             train_time += time.perf_counter() - t0
             step += 1
-            tokens_seen += inputs.numel()
+            tokens_seen += inputs.numel() * world  # every rank's share of the global batch
             last_loss = loss_value
             if step >= total_steps:
                 break

@@ -1,0 +1,184 @@
+"""Several processes (DDP over gloo) and resuming (llm_core/distributed.py, python -m llm_core.pretrain).
+
+The DDP and resume tests run the real CLI in subprocesses (torchrun for two ranks), so they
+are slow-marked; the batch order and the saved state are tested directly and fast.
+"""
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from llm_core.config import GPTConfig
+from llm_core.data import GPTDatasetV1
+from llm_core.distributed import EpochBatches, load_resume_state, save_resume_state
+from llm_core.model import GPTModel
+from llm_core.training import make_optimizer, train_step
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Windows:
+    """A dataset of n (input, target) windows whose ids tell which window they are."""
+
+    def __init__(self, n, t=3):
+        self.rows = [(torch.full((t,), i), torch.full((t,), i + 1000)) for i in range(n)]
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+
+def window_ids(batches):
+    return [b[0][:, 0].tolist() for b in batches]
+
+
+def test_epoch_batches_order_is_fixed_by_seed_and_epoch():
+    a = EpochBatches(Windows(10), batch_size=4, seed=3)
+    assert len(a) == 2  # the incomplete third batch is dropped
+    first, second = window_ids(a), window_ids(a)
+    assert first == window_ids(EpochBatches(Windows(10), 4, seed=3))
+    assert first != second and a.epoch == 2  # a new order each epoch
+    assert first != window_ids(EpochBatches(Windows(10), 4, seed=4))
+    assert all(len(set(sum(ep, []))) == 8 for ep in (first, second))  # no window twice in an epoch
+
+
+def test_ranks_take_equal_disjoint_shares_of_each_global_batch():
+    whole = window_ids(EpochBatches(Windows(12), 4, seed=1))
+    r0 = window_ids(EpochBatches(Windows(12), 4, seed=1, rank=0, world_size=2))
+    r1 = window_ids(EpochBatches(Windows(12), 4, seed=1, rank=1, world_size=2))
+    assert [a + b for a, b in zip(r0, r1)] == whole
+    with pytest.raises(ValueError, match="divisible"):
+        EpochBatches(Windows(12), 5, seed=1, world_size=2)
+
+
+def test_position_is_saved_and_restored_mid_epoch():
+    a = EpochBatches(Windows(20), 4, seed=9)
+    it = iter(a)
+    seen = [next(it)[0][:, 0].tolist() for _ in range(2)]
+    b = EpochBatches(Windows(20), 4, seed=9)
+    b.load_state_dict(a.state_dict())
+    assert window_ids(b) == window_ids(EpochBatches(Windows(20), 4, seed=9))[2:]
+    assert seen == window_ids(EpochBatches(Windows(20), 4, seed=9))[:2]
+    with pytest.raises(ValueError, match="same --batch-size"):
+        EpochBatches(Windows(20), 2, seed=9).load_state_dict(a.state_dict())
+
+
+def test_resume_state_round_trip_gives_the_same_next_steps(tmp_path):
+    cfg = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.1,
+                    tie_weights=True)
+    ds = GPTDatasetV1("", None, 8, 8, token_ids=[random.Random(0).randrange(50) for _ in range(400)])
+
+    def fresh():
+        torch.manual_seed(0)
+        m = GPTModel(cfg).train()
+        return m, make_optimizer(m.parameters(), 1e-2, 0.1), EpochBatches(ds, 4, seed=5)
+
+    def run(model, opt, batches, n):
+        out, it = [], iter(batches)
+        for _ in range(n):
+            x, y = next(it)
+            out.append(train_step(model, opt, x, y, "cpu", 1.0)[0])
+        return out
+
+    model, opt, batches = fresh()
+    run(model, opt, batches, 3)
+    save_resume_state(tmp_path, model, opt, {"step": 3}, batches)
+    expected = run(model, opt, batches, 4)  # uninterrupted: dropout and data continue
+    model2, opt2, batches2 = fresh()
+    assert load_resume_state(tmp_path, model2, opt2, batches2)["step"] == 3
+    assert run(model2, opt2, batches2, 4) == expected
+    assert not any(p.name.startswith(".resume") for p in tmp_path.iterdir())  # no temporary left
+
+
+# ---------------------------------------------------------------- the CLI, in real processes
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    words = "the a list of module function returns value string object class method file data type".split()
+    rnd = random.Random(0)
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text(" ".join(rnd.choice(words) for _ in range(4000)))
+    return path
+
+
+def cli_args(corpus, steps, *extra):
+    return ["--text-file", str(corpus), "--tokenizer", "gpt2", "--layers", "2", "--heads", "2", "--emb-dim", "32",
+            "--context", "16", "--batch-size", "4", "--lr", "1e-3", "--warmup", "2", "--steps", str(steps),
+            "--eval-batches", "1", "--threads", "1", "--seed", "7", "--log-steps", *extra]
+
+
+def env():
+    e = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return e
+
+
+def step_losses(log: Path) -> dict[int, float]:
+    out = {}
+    for line in log.read_text().splitlines():
+        ev = json.loads(line)
+        if ev["step"] > 0 and ev["batch_loss"] is not None:
+            out[ev["step"]] = ev["batch_loss"]
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_give_the_loss_curve_of_one(corpus, tmp_path):
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    args = cli_args(corpus, 5, "--eval-interval", "5", "--dropout", "0")
+    subprocess.run([sys.executable, "-m", "llm_core.pretrain", *args, "--log-json", str(one)],
+                   cwd=ROOT, env=env(), check=True, capture_output=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(free_port()), "-m", "llm_core.pretrain", *args,
+                          "--log-json", str(two)], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "× 2 processes (gloo)" in run.stdout
+    a, b = step_losses(one), step_losses(two)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5]
+    for s in a:
+        assert abs(a[s] - b[s]) <= 1e-5, (s, a[s], b[s])
+    assert len(set(a.values())) == 5  # the loss moved: the model really trained
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumed_gives_the_same_next_losses(corpus, tmp_path):
+    steps = 40
+    args = cli_args(corpus, steps, "--eval-interval", "2", "--dropout", "0.1")
+    full_log = tmp_path / "full.jsonl"
+    subprocess.run([sys.executable, "-m", "llm_core.pretrain", *args, "--out", str(tmp_path / "full"),
+                    "--log-json", str(full_log)], cwd=ROOT, env=env(), check=True, capture_output=True, timeout=300)
+    # The same run, killed (SIGKILL: no clean-up) once it is past its step-4 evaluation.
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "llm_core.pretrain", *args, "--out", str(killed_dir)],
+                            cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if line.startswith("step      5/"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    saved = json.loads((killed_dir / "resume" / "state.json").read_text())["step"]
+    assert 4 <= saved < steps
+    resumed_log = tmp_path / "resumed.jsonl"
+    out = subprocess.run([sys.executable, "-m", "llm_core.pretrain", *args, "--resume", str(killed_dir),
+                          "--log-json", str(resumed_log)], cwd=ROOT, env=env(), check=True, capture_output=True,
+                         text=True, timeout=300).stdout
+    assert f"resuming {killed_dir} at step {saved}" in out
+    full, resumed = step_losses(full_log), step_losses(resumed_log)
+    assert sorted(resumed) == list(range(saved + 1, steps + 1))
+    for s in resumed:
+        assert abs(resumed[s] - full[s]) <= 1e-6, (s, resumed[s], full[s])
