@@ -29,7 +29,7 @@ DEFAULT_POINTS = 3_000
 SVG_POINTS = 5_000          # more points than this are drawn with WebGL
 REQUEST_CEILING = 10**9     # anything up to this is capped with a notice; beyond it is nonsense
 HEATMAP_DIMS = 64           # columns of the token/position/input heatmaps
-PRECOMPUTE_MAX_PARAMS = 40_000_000  # pre-render at start-up only for small default models
+PRECOMPUTE_MAX_PARAMS = 40_000_000  # draw on first opening only for small models
 UNTRAINED_TWIN = "__untrained_twin__"
 BEFORE_CHOICE = ("the 'after' model before training (same config and tokenizer, random weights)", UNTRAINED_TWIN)
 ACTIVE = "__active__"
@@ -407,26 +407,34 @@ def _defaults(model_name) -> dict:
     return {"words": ", ".join(words), "query": next(q for q in QUERY_CANDIDATES if ok(q)), "analogy": triple}
 
 
+def first_view(drawn, words, n_points, query, k_nn, an_a, an_b, an_c, k_an, max_pos, sentence, in_batch, in_len,
+               model_name):
+    """Every view of the tab for its current inputs, once per session (models too large to
+    draw quickly wait for a click)."""
+    skip = (gr.skip(),) * 12
+    if drawn:
+        return (True, *skip)
+    try:
+        if get_bundle(model_name).num_parameters > PRECOMPUTE_MAX_PARAMS:
+            return (True, *skip)
+        return (True, *project(words, "2-D", n_points, model_name), *neighbours(query, k_nn, model_name),
+                *analogy(an_a, an_b, an_c, k_an, model_name), *positions(max_pos, model_name),
+                *input_embeddings(sentence, in_batch, in_len, model_name))
+    except gr.Error:
+        return (True, *skip)  # the page still works; the first click shows the reason
+
+
 def build(ctx) -> None:
     init_model = ctx.model_name.value
     defaults = _defaults(init_model)
-    initial = {}
-    try:
-        if get_bundle(init_model).num_parameters <= PRECOMPUTE_MAX_PARAMS:
-            initial["project"] = project(defaults["words"], "2-D", DEFAULT_POINTS, init_model)
-            initial["positions"] = positions(128, init_model)
-            initial["input"] = input_embeddings(DEFAULT_SENTENCE, 8, 4, init_model)
-            initial["neighbours"] = neighbours(defaults["query"], 10, init_model)
-            initial["analogy"] = analogy(*defaults["analogy"], 10, init_model)
-    except gr.Error:
-        initial = {}  # the page still works; the first click shows the reason
+    initial = {}  # drawn when the tab is first opened (see first_view), not at start-up
     p0 = initial.get("project", (None, ""))
     pos0 = initial.get("positions", (None, None, ""))
     in0 = initial.get("input", ("", None, []))
     nn0 = initial.get("neighbours", (None, ""))
     an0 = initial.get("analogy", (None, ""))
 
-    with gr.Tab("3 · Embeddings", id="embeddings", elem_id="tab-embeddings"):
+    with gr.Tab("3 · Embeddings", id="embeddings", elem_id="tab-embeddings") as tab:
         gr.Markdown(INTRO)
 
         gr.Markdown("### The token table as a map")
@@ -551,6 +559,13 @@ def build(ctx) -> None:
                           None, f"Model changed to {_code(name)}: press *Solve the analogy*."),
             m, [before, after, nn_table, nn_note, an_table, an_note],
             api_visibility="private", queue=False)
+
+        # The first time this session opens the tab: draw everything once (keeps start-up fast).
+        drawn = gr.State(False)
+        tab.select(first_view, [drawn, words, n_points, query, k_nn, an_a, an_b, an_c, k_an, max_pos, sentence,
+                                in_batch, in_len, m],
+                   [drawn, scatter, project_note, nn_table, nn_note, an_table, an_note, pos_heat, pos_pcs, pos_note,
+                    in_md, in_fig, in_table], api_visibility="private", concurrency_id=CPU_HEAVY)
 
         examples = gr.Examples(
             [["one, two, three, four, five, six, seven, eight", "3-D", 8000, "two", "one", "three"],

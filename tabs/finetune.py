@@ -484,9 +484,11 @@ def load_adapter_file(upload, model_name, request: gr.Request = None):
             f"**{html.escape(info.base_model)}**; try it below.")
 
 
-def _initial_counts(ctx) -> str:
+def _counts_once(shown, task, method, rank, alpha, targets, model_name):
+    if shown:
+        return gr.skip()
     try:
-        return parameter_counts(TASK_CLS, M_LORA, 8, 16, DEFAULT_TARGETS, ctx.model_name.value)
+        return parameter_counts(task, method, rank, alpha, targets, model_name)
     except gr.Error:
         return ""
 
@@ -502,7 +504,7 @@ def _task_changed(task):
 # ---------------------------------------------------------------- the tab
 
 def build(ctx) -> None:
-    with gr.Tab("8 · Fine-tune", id="finetune", elem_id="tab-finetune"):
+    with gr.Tab("8 · Fine-tune", id="finetune", elem_id="tab-finetune") as tab:
         gr.Markdown(
             "### Fine-tuning: classification and instructions, with LoRA\n"
             "Start from the active model (top of the page) and teach it a task. **LoRA** (appendix E) freezes "
@@ -534,7 +536,7 @@ def build(ctx) -> None:
                                            elem_id="ft-targets",
                                            info="Per transformer block; the output head is the big vocab layer "
                                                 "(for classification the new small head is always trained).")
-                counts_md = gr.Markdown(_initial_counts(ctx), elem_id="ft-counts")
+                counts_md = gr.Markdown(elem_id="ft-counts")  # filled when the tab opens
             with gr.Column(scale=1):
                 with gr.Row():
                     epochs = gr.Number(1, label="Epochs", precision=0, elem_id="ft-epochs",
@@ -616,6 +618,8 @@ def build(ctx) -> None:
         for comp in (task, method, rank, alpha, targets):
             comp.change(parameter_counts, count_inputs, counts_md, queue=False, api_visibility="private")
         ctx.model_changed.change(parameter_counts, count_inputs, counts_md, queue=False, api_visibility="private")
+        # Counted when the tab is opened, not at start-up (the first count warms up torch's meta device).
+        tab.select(_counts_once, [counts_md, *count_inputs], counts_md, queue=False, api_visibility="private")
         preview_btn.click(preview_data, [task, dataset, upload], data_info, api_name="finetune_preview_data",
                           concurrency_id="ft-data")
         start.click(run_finetune,

@@ -1,10 +1,12 @@
 """Fine-tune tab in a browser: start a short run on the built-in data, see the curve, stop, try it."""
+from playwright.sync_api import expect
+
 from tests.conftest import open_tab
 
 
 def test_finetune_live_curve_stop_and_try(page):
     open_tab(page, "tab-finetune")
-    assert "trainable of" in page.locator("#ft-counts").inner_text()
+    expect(page.locator("#ft-counts")).to_contain_text("trainable of", timeout=30_000)  # counted on opening
     page.locator("#ft-steps input").fill("1000")
     page.locator("#ft-eval input").fill("3")
     page.locator("#ft-start").click()
