@@ -57,7 +57,7 @@ METHODS = ("lora", "last-block", "full")
 MAX_STEPS = 5000
 MAX_BATCH = 64
 MAX_SECONDS = 3600.0
-MIN_INSTRUCTIONS = 10  # 85/10/5 of fewer leaves no validation entry
+MIN_INSTRUCTIONS = 10  # the 85/10/5 split of fewer leaves the test part empty
 
 
 class FinetuneError(ValueError):
@@ -391,7 +391,7 @@ def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | Instru
         train_e, test_e, val_e = split_instructions(data.entries)
         if len(data) < MIN_INSTRUCTIONS or not val_e:
             raise FinetuneError(f"the data set has {len(data)} entries: too few to split 85/10/5 "
-                                "(use at least 20)")
+                                f"(use at least {MIN_INSTRUCTIONS})")
         train_ds = InstructionDataset(train_e, tokenizer)
         if s.mask_instruction:  # a prompt that fills the window leaves no response to learn
             keep = [i for i, n in enumerate(train_ds.prompt_lengths) if n < max_len - 1]

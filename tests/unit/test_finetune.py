@@ -8,6 +8,7 @@ import torch
 
 from llm_core.config import GPTConfig
 from llm_core.finetune import (
+    MIN_INSTRUCTIONS,
     FinetuneError, FinetuneSettings, SessionResults, answer_score, finetune, predict_proba, respond,
 )
 from llm_core.instruct_data import ClassificationData, InstructionData
@@ -184,8 +185,12 @@ def test_bad_data():
         next(finetune(_base(), TOK, tiny, FinetuneSettings()))
     with pytest.raises(FinetuneError, match="instruction data set"):
         next(finetune(_base(), TOK, _colours_vs_animals(), FinetuneSettings(task="instruction")))
-    with pytest.raises(FinetuneError, match="too few"):
-        next(finetune(_base(), TOK, InstructionData("x", _colour_questions(5).entries), FinetuneSettings(task="instruction")))
+    with pytest.raises(FinetuneError, match=f"too few.*at least {MIN_INSTRUCTIONS}\\)"):
+        next(finetune(_base(), TOK, InstructionData("x", _colour_questions(MIN_INSTRUCTIONS - 1).entries),
+                      FinetuneSettings(task="instruction")))
+    # ...and the minimum the message names is enough
+    assert next(finetune(_base(), TOK, InstructionData("x", _colour_questions(MIN_INSTRUCTIONS).entries),
+                         FinetuneSettings(task="instruction"))) is not None
     with pytest.raises(FinetuneError, match="head alone"):
         next(finetune(_base(), TOK, _colours_vs_animals(), FinetuneSettings(targets=("head",))))
 
