@@ -256,3 +256,4 @@ def test_pretrain_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
     report = (out / "TRAINING.md").read_text()
     assert meta["command"] in report and f"{meta['parameters']:,}" in report
     assert meta["samples"][0]["greedy"].strip() in report
+    assert "| license | the weights: MIT" in report   # the card says the weights' license
