@@ -76,3 +76,28 @@ def test_model_flag_and_variable_win_and_say_so(monkeypatch):
     monkeypatch.setenv("LLM_EXPLORER_MODEL", "untrained:mini")
     assert app.startup_model(app.parse_args([])) == ("untrained:mini", "chosen with LLM_EXPLORER_MODEL")
     assert app.startup_model(app.parse_args(["--model", "gpt2"]))[1] == "chosen with --model"
+
+
+def test_a_model_that_does_not_load_falls_back_to_the_shipped_one_and_says_why(monkeypatch, capsys):
+    import app
+    from llm_core.registry import ModelLoadError
+
+    built, launched = [], []
+
+    class Demo:
+        def launch(self, **kw):
+            launched.append(kw["server_port"])
+
+    def build_demo(model=None, reason=None):
+        built.append((model, reason))
+        if model != DEFAULT_BUILTIN:
+            raise ModelLoadError("no such model")
+        return Demo()
+
+    monkeypatch.setattr(app, "build_demo", build_demo)
+    monkeypatch.delenv("LLM_EXPLORER_MODEL", raising=False)
+    app.main(["--model", "nowhere/at-all", "--port", "7999"])
+    assert built == [("nowhere/at-all", "chosen with --model"),
+                     (DEFAULT_BUILTIN, f"the shipped {DEFAULT_BUILTIN}: nowhere/at-all did not load")]
+    assert launched == [7999]
+    assert "Could not load nowhere/at-all: no such model" in capsys.readouterr().out
