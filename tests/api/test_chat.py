@@ -111,3 +111,28 @@ def test_int8_precision_answers_with_the_int8_copy(client):
     assert "(int8)" in usage and answer and not answer.startswith(NOT_SENT)
     answer32, _, usage32, _ = client.predict(*args, "fp32", api_name="/chat")
     assert "(int8)" not in usage32 and answer32
+
+
+def test_the_hubs_instruction_tuned_gpt2_is_the_default_when_cached_and_compares_with_gpt2(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from llm_core import registry
+    from llm_core.registry import INSTRUCT_GPT2
+    from tests.hf_cache import use_cache, write_tiny_gpt2
+
+    use_cache(monkeypatch, tmp_path)
+    assert C.default_choice() == SHIPPED                     # nothing cached: the shipped model
+    answer = next(C.chat("hi", [], C.HUB_INSTRUCT, "", False, 0.0, 0, 1.0, 4, 1, "pydoc-gpt"))[0]
+    assert answer.startswith(NOT_SENT) and "not cached" in answer
+    write_tiny_gpt2(tmp_path, INSTRUCT_GPT2, seed=1, n_positions=64)
+    write_tiny_gpt2(tmp_path, "openai-community/gpt2", seed=2, n_positions=64)
+    try:
+        assert C.default_choice() == C.HUB_INSTRUCT
+        *_, (answer, prompt, usage, comparison) = C.chat("Name a colour.", [], C.HUB_INSTRUCT, "", True,
+                                                         0.0, 0, 1.0, 4, 1, "pydoc-gpt")
+        assert not answer.startswith(NOT_SENT), answer
+        assert prompt == INTRO + "\n\n### Instruction:\nName a colour.\n\n### Response:\n"
+        assert f"<h4>{INSTRUCT_GPT2}</h4>" in comparison and "<h4>gpt2</h4>" in comparison
+        assert "of 64** context tokens" in usage
+    finally:
+        registry.forget(INSTRUCT_GPT2)
+        registry.forget("gpt2")
