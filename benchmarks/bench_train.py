@@ -25,8 +25,11 @@ the book's GPT_CONFIG_124M (context 1024, dropout 0.1, batch 1). Untied heads ev
 book's GPTModel has no tying). The first step's losses are printed to show every side does
 the same computation. MFU = model FLOPs (6·N per token for the matmul parameters, plus
 12·layers·context·dims for attention) / the machine's fp32 matmul peak, measured in the same
-run with a 2048³ ``torch.mm``. Each side runs one warm-up step and then ``--steps`` timed
-steps; the median step is used.
+run with a 2048³ ``torch.mm`` (the best rate seen, re-measured between the rounds of steps:
+on a loaded machine a single measurement can be far below what the steps then get). Each side runs one warm-up step, then ``--steps`` timed steps
+interleaved with the other sides' (all models are built first, so changes in the machine's
+load hit every side alike); the median step is used. ``--compile`` adds our step through
+``torch.compile`` (its warm-up step is the compilation, printed separately).
 
 Measured (2026-12-01, the project's 2-core AVX2 EPYC, shared with four other jobs, so the
 absolute numbers are low and noisy; read the ratios): see README ("Benchmarks") for the table
@@ -137,18 +140,7 @@ def hf_model(cfg: GPTConfig, ours: GPTModel):
     return theirs.train()
 
 
-def time_steps(step_fn, steps: int) -> tuple[float, float]:
-    """(first loss, median seconds per step) after one warm-up step."""
-    first = step_fn()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step_fn()
-        times.append(time.perf_counter() - t)
-    return first, statistics.median(times)
-
-
-def run_shape(key: str, steps: int, peak: float, ch04, ch05, seed: int) -> dict:
+def run_shape(key: str, steps: int, peak: float, ch04, ch05, seed: int, compile_too: bool = False) -> dict:
     label, cfg, batch = SHAPES[key]
     gen = torch.Generator().manual_seed(seed)
     data = torch.randint(0, cfg.vocab_size, (batch, cfg.context_length + 1), generator=gen)
@@ -157,17 +149,21 @@ def run_shape(key: str, steps: int, peak: float, ch04, ch05, seed: int) -> dict:
     cpu = torch.device("cpu")
     init = gpt2_init_(GPTModel(cfg), seed=seed)
     state = {k: v.clone() for k, v in init.state_dict().items()}
-    results = {}
+    sides = {}  # name -> one training step, returning its loss
+
+    def ours_side(compiled: bool):
+        torch.manual_seed(seed)
+        model = GPTModel(cfg)
+        model.load_state_dict(state)
+        model.train()
+        opt = make_optimizer(model.parameters(), lr=4e-4, weight_decay=0.1)
+        step_model = torch.compile(model) if compiled else model
+        return lambda: train_step(step_model, opt, inputs, targets, cpu, 1.0)[0]
 
     # ours: what train_model runs per step
-    torch.manual_seed(seed)
-    ours = GPTModel(cfg)
-    ours.load_state_dict(state)
-    ours.train()
-    opt = make_optimizer(ours.parameters(), lr=4e-4, weight_decay=0.1)
-    results["ours"] = time_steps(lambda: train_step(ours, opt, inputs, targets, cpu, 1.0)[0], steps)
-    del ours, opt
-    gc.collect()
+    sides["ours"] = ours_side(False)
+    if compile_too:  # the same step through torch.compile (inductor); its warm-up step compiles
+        sides["ours + compile"] = ours_side(True)
 
     # the book's train_model_simple step, on the book's GPTModel
     torch.manual_seed(seed)
@@ -183,9 +179,7 @@ def run_shape(key: str, steps: int, peak: float, ch04, ch05, seed: int) -> dict:
         book_opt.step()
         return loss.item()
 
-    results["book"] = time_steps(book_step, steps)
-    del book, book_opt
-    gc.collect()
+    sides["book"] = book_step
 
     # transformers GPT2LMHeadModel, same weights
     torch.manual_seed(seed)
@@ -200,14 +194,30 @@ def run_shape(key: str, steps: int, peak: float, ch04, ch05, seed: int) -> dict:
         hf_opt.step()
         return loss.item()
 
-    results["transformers"] = time_steps(hf_step, steps)
-    del theirs, hf_opt, init
+    sides["transformers"] = hf_step
+    del init
     gc.collect()
+
+    # One warm-up step each (the compiled side compiles here), then the timed steps
+    # interleaved, so changes in the machine's load hit every side alike.
+    first, warmup, times = {}, {}, {name: [] for name in sides}
+    for name, fn in sides.items():
+        t = time.perf_counter()
+        first[name] = fn()
+        warmup[name] = time.perf_counter() - t
+    for _ in range(steps):
+        for name, fn in sides.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+        peak = max(peak, matmul_peak(repeats=2))  # the best the machine gave during these steps
+    results = {name: (first[name], statistics.median(times[name])) for name in sides}
+    compile_s = warmup["ours + compile"] - results["ours + compile"][1] if compile_too else None
 
     fpt = flops_per_token(cfg)
     print(f"\n== {label}: {cfg.n_layers} layers, {cfg.emb_dim} dims, context {cfg.context_length}, "
           f"vocabulary {cfg.vocab_size:,}, batch {batch} ({tokens:,} tokens/step), dropout {cfg.drop_rate}, "
-          f"median of {steps} steps")
+          f"median of {steps} steps; MFU against the best fp32 matmul rate seen, {peak / 1e9:.1f} GFLOP/s")
     rates = {}
     for name, (first_loss, sec) in results.items():
         rates[name] = tokens / sec
@@ -216,6 +226,9 @@ def run_shape(key: str, steps: int, peak: float, ch04, ch05, seed: int) -> dict:
               f"first-step loss {first_loss:.4f}")
     print(f"   ours / book:         {rates['ours'] / rates['book']:.2f}x  (target >= 1.30)")
     print(f"   ours / transformers: {rates['ours'] / rates['transformers']:.2f}x  (target >= 1.00)")
+    if compile_s is not None:
+        print(f"   ours + torch.compile / ours: {rates['ours + compile'] / rates['ours']:.2f}x after "
+              f"{compile_s:.0f} s of compiling (python -m llm_core.pretrain --compile)")
     return rates
 
 
@@ -225,6 +238,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
     parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--compile", action="store_true", help="also time our step through torch.compile")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -240,7 +254,7 @@ def main(argv=None) -> None:
           f"(chapter 4/5 modules from {Path(ch05.__file__).parent}), {torch.get_num_threads()} threads, CPU; "
           f"fp32 matmul peak (2048³ mm) {peak / 1e9:.1f} GFLOP/s", flush=True)
     for key in shapes:
-        run_shape(key, args.steps, peak, ch04, ch05, args.seed)
+        run_shape(key, args.steps, peak, ch04, ch05, args.seed, args.compile)
         sys.stdout.flush()
 
 

@@ -220,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save the best model so far at most every N steps (with --out)")
     g.add_argument("--log-json", help="also append every evaluation as a JSON line to this file")
     g.add_argument("--log-steps", action="store_true", help="print (and log) every step's batch loss too")
+    g.add_argument("--compile", action="store_true", help="train through torch.compile (inductor): the first step "
+                   "compiles for a minute or more, later steps run faster (see benchmarks/bench_train.py)")
     g.add_argument("--resume", metavar="DIR", help="continue the run whose --out was DIR from its last evaluation "
                    "(model, optimizer, step, data position); --out defaults to DIR")
     return p
@@ -314,6 +316,8 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
         from torch.nn.parallel import DistributedDataParallel
 
         step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if args.compile:
+        step_model = torch.compile(step_model)  # evaluations and samples use the plain model
 
     best = {"val_loss": float("inf")}
     last_saved_step = -1

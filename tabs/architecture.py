@@ -15,11 +15,12 @@ from llm_core import architecture_view as av
 from llm_core.config import PRESET_LABELS, PRESETS
 from llm_core.embedding_view import token_label
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
+from tabs.lazy import on_first_open
 
 DEFAULT_PROMPT = "Every effort moves you forward, and the model guesses the next token at every position"
 MAX_PROMPT_CHARS = 5_000
 MAX_TOKENS = 128          # positions traced and drawn (heatmap columns)
-PRECOMPUTE_MAX_PARAMS = 40_000_000  # pre-render at start-up only for small default models
+PRECOMPUTE_MAX_PARAMS = 40_000_000  # draw the prompt's run on first opening only for small models
 LENS_TEXT_TOKENS = 24     # above this the heatmap cells carry no printed labels (hover still works)
 MAX_TOP_K = 10
 NORM_CHOICES = [("LayerNorm 1 (before attention)", "norm1"), ("LayerNorm 2 (before feed-forward)", "norm2"),
@@ -310,16 +311,16 @@ def build(ctx) -> None:
         bundle = get_bundle(init_model)
         init = model_overview(init_model)
         n_layers = bundle.config.n_layers
-        run = (architecture(DEFAULT_PROMPT, 3, 1, "norm1", -1, init_model)
-               if bundle.num_parameters <= PRECOMPUTE_MAX_PARAMS else None)
+        run = None  # the prompt's run is drawn when the tab is first opened (on_first_open)
+        small = bundle.num_parameters <= PRECOMPUTE_MAX_PARAMS
     except gr.Error:
-        init, n_layers, run = ("", "", [], ""), max(PRESETS[k].n_layers for k in PRESETS), None
+        init, n_layers, run, small = ("", "", [], ""), max(PRESETS[k].n_layers for k in PRESETS), None, False
     run = run or (None,) * 4 + (None, None, None, "", None, "")
     first_preset = "gpt2-small"
     preset_init = preset_counts(first_preset, False)
     lens_headers = ["stage"] + [f"guess {i + 1}" for i in range(MAX_TOP_K)]
 
-    with gr.Tab("5 · Architecture", id="architecture", elem_id="tab-architecture"):
+    with gr.Tab("5 · Architecture", id="architecture", elem_id="tab-architecture") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):
@@ -384,6 +385,8 @@ def build(ctx) -> None:
                    ln_plot, ln_md, layer]
         gr.on([run_btn.click, prompt.submit], architecture, inputs, outputs, api_name="architecture",
               concurrency_id=CPU_HEAVY, trigger_mode="always_last")
+        if small:
+            on_first_open(tab, architecture, inputs, outputs, concurrency_id=CPU_HEAVY)
         ctx.model_changed.change(architecture, inputs, outputs, api_visibility="private",
                                  concurrency_id=CPU_HEAVY, trigger_mode="always_last")
         gr.on([preset.input, qkv.input], preset_counts, [preset, qkv], [preset_table, preset_md, preset_diagram],

@@ -16,6 +16,7 @@ from plotly.subplots import make_subplots
 
 from llm_core import attention_view as av
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
+from tabs.lazy import on_first_open
 
 MAX_PROMPT_CHARS = 20_000       # far more than 256 tokens; longer text is refused, not encoded
 GRID_MAX_CELLS = 512 * 512      # all heads of a layer in one figure: cells in total
@@ -415,15 +416,11 @@ DEFAULTS = dict(prompt=DEFAULT_PROMPT, layer=0, head=0, focus=-1, statistic="pre
 
 def build(ctx) -> None:
     d = DEFAULTS
-    try:
-        init = attention(d["prompt"], d["layer"], d["head"], d["focus"], d["statistic"], d["math_tokens"],
-                         d["seed"], ctx.model_name.value)
-    except gr.Error:
-        init = ("",) + (None,) * 5 + ("", "", None, None)  # the page still works; a click shows why
+    init = ("",) + (None,) * 5 + ("", "", None, None)  # drawn when the tab is first opened
     toy_init = toy_example("journey")
     info_layer, info_head = _picker_info(ctx.model_name.value)
 
-    with gr.Tab("4 · Attention", id="attention", elem_id="tab-attention"):
+    with gr.Tab("4 · Attention", id="attention", elem_id="tab-attention") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=3):
@@ -485,6 +482,7 @@ def build(ctx) -> None:
                math_tokens.release, seed.submit],
               attention, inputs, outputs, api_name="attention", concurrency_id=CPU_HEAVY,
               trigger_mode="always_last")
+        on_first_open(tab, attention, inputs, outputs, concurrency_id=CPU_HEAVY)
         ctx.model_changed.change(_on_model_change, [ctx.model_name, layer, head], [layer, head],
                                  api_visibility="private", queue=False).then(
             attention, inputs, outputs, api_visibility="private", concurrency_id=CPU_HEAVY)
