@@ -7,6 +7,7 @@ This file only assembles the app: each stage of the book is one module in tabs/.
 from __future__ import annotations
 
 import argparse
+import html
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import gradio as gr
 from llm_core.registry import ModelLoadError, default_model_name, load_model, model_choices
 from tabs import architecture, attention, chat, embeddings, finetune, generate, pretrain, sampler, tokenizer
 from tabs.common import AppContext
+from tabs.guard import owner_of, typed_model_name
 
 # One module per stage of the book, in the book's order. Each has build(ctx).
 STAGES: list = [tokenizer, sampler, embeddings, attention, architecture, pretrain, generate, finetune, chat]
@@ -38,16 +40,17 @@ def _header(default_model: str) -> AppContext:
     summary = gr.Markdown(_summary(default_model), elem_id="model-summary")
     model_changed = gr.Textbox(value=default_model, visible=False, elem_id="model-changed")
 
-    def switch(name, current, progress=gr.Progress()):
-        name = (name or "").strip()
-        if not name:
-            raise gr.Error("Choose a model in the list or type a directory / Hub repo id.")
+    def switch(name, current, request: gr.Request, progress=gr.Progress()):
+        if name is None or (isinstance(name, str) and not name.strip()):
+            raise gr.Error("Choose a model in the list or type a Hub repo id.")
+        choices = model_choices(owner_of(request))
         try:
+            name = typed_model_name(name, request)
             bundle = load_model(name, progress=lambda f, msg: progress(f, desc=msg))
-        except ModelLoadError as exc:
+        except (ModelLoadError, gr.Error) as exc:
             gr.Warning(f"{exc} Still using {current}.")
-            return current, gr.update(), gr.update(), gr.update(choices=model_choices(), value=current)
-        return name, _summary(name), name, gr.update(choices=model_choices(), value=bundle.name)
+            return current, gr.update(), gr.update(), gr.update(choices=choices, value=current)
+        return name, _summary(name), name, gr.update(choices=choices, value=bundle.name)
 
     load_btn.click(switch, [picker, model_name], [model_name, summary, model_changed, picker],
                    concurrency_id="model-load", api_name="load_model")
@@ -56,9 +59,13 @@ def _header(default_model: str) -> AppContext:
 
 def _summary(name: str) -> str:
     try:
-        return f"**Active:** {load_model(name).summary()}"
+        return f"**Active:** {html.escape(load_model(name).summary())}"
     except ModelLoadError as exc:
-        return f"**Could not load {name}:** {exc}"
+        return f"**Could not load {html.escape(name)}:** {html.escape(str(exc))}"
+
+
+def _own_choices(request: gr.Request):
+    return gr.update(choices=model_choices(owner_of(request)))
 
 
 def build_demo(default_model: str | None = None) -> gr.Blocks:
@@ -69,6 +76,8 @@ def build_demo(default_model: str | None = None) -> gr.Blocks:
         with gr.Tabs(elem_id="stages"):
             for stage in STAGES:
                 stage.build(ctx)
+        # the picker lists this visitor's own saved runs (their account's, when signed in)
+        demo.load(_own_choices, None, ctx.model_picker, queue=False, api_visibility="private")
     demo.queue(default_concurrency_limit=1, max_size=64)
     return demo
 

@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from .budget import check_size, config_from_dict, reserve
 from .config import GPTConfig
 from .model import GPTModel
 from .tokenizers import GPT2_PATTERN, BPETokenizer, bpe_from_merges, gpt2_tokenizer
 
 FORMAT = "llm-explorer"
+MAX_CONFIG_BYTES = 1_000_000
 Progress = Callable[[float, str], None]
 
 
@@ -100,10 +102,15 @@ def read_config(path: str | os.PathLike) -> dict:
     cfg_file = Path(path) / "config.json"
     if not cfg_file.is_file():
         raise CheckpointError(f"{path} has no config.json")
+    if cfg_file.stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"config.json is {cfg_file.stat().st_size:,} bytes; a model config is under "
+                              f"{MAX_CONFIG_BYTES:,}")
     try:
         return json.loads(cfg_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_file} is not valid JSON: {exc}") from None
+        raise CheckpointError(f"config.json is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CheckpointError("config.json is nested too deeply to be a model config") from None
 
 
 def _weights_file(path: Path) -> Path:
@@ -116,43 +123,115 @@ def _weights_file(path: Path) -> Path:
     return f
 
 
+def _read_tensors(file: Path, expected: dict[str, tuple[int, ...]], prefixes=("",)) -> dict[str, torch.Tensor]:
+    """Read only the tensors ``expected`` names, after checking names, shapes and dtypes in the
+    file's header: a file that does not match its config is refused before its weights are read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            keys = set(f.keys())
+            found = {}
+            for name, shape in expected.items():
+                key = next((p + name for p in prefixes if p + name in keys), None)
+                if key is None:
+                    raise CheckpointError(f"the weights have no tensor {name!r}: they do not match the config")
+                sl = f.get_slice(key)
+                if tuple(sl.get_shape()) != tuple(shape):
+                    raise CheckpointError(f"tensor {name} is {list(sl.get_shape())} in the weights but "
+                                          f"{list(shape)} in the config: they do not match")
+                if sl.get_dtype() not in ("F32", "F16", "BF16"):
+                    raise CheckpointError(f"tensor {name} has dtype {sl.get_dtype()}; only float weights are read")
+                found[name] = key
+            return {name: f.get_tensor(key).float() for name, key in found.items()}
+    except SafetensorError as exc:
+        raise CheckpointError(f"{file.name} is not a readable safetensors file ({exc})") from None
+
+
+def _expected_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
+    from .architecture_view import build_on_meta
+
+    shapes = {k: tuple(v.shape) for k, v in build_on_meta(cfg).state_dict().items()}
+    if cfg.tie_weights:
+        shapes.pop("out_head.weight", None)
+    return shapes
+
+
 def load_checkpoint(path: str | os.PathLike, device="cpu") -> tuple[GPTModel, BPETokenizer, dict]:
-    """Load a directory in our format or in Hugging Face's GPT-2 layout."""
+    """Load a directory in our format or in Hugging Face's GPT-2 layout.
+
+    The config is checked (types, ranges, the memory budget) before any tensor is made.
+    """
     path = Path(path)
     config = read_config(path)
+    if not isinstance(config, dict):
+        raise CheckpointError("config.json must hold a JSON object")
     if config.get("format") != FORMAT:
         return load_hf_gpt2(path, device=device)
-    cfg = GPTConfig.from_dict(config["model"])
-    model = GPTModel(cfg)
-    state = load_file(str(_weights_file(path)))
-    if cfg.tie_weights:
-        state["out_head.weight"] = state["tok_emb.weight"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"weights do not match the config: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    tok_info = config.get("tokenizer", {"kind": "gpt2"})
+    cfg = config_from_dict(config.get("model"))
+    check_size(cfg)
+    tok_info = config.get("tokenizer") or {"kind": "gpt2"}
+    if not isinstance(tok_info, dict) or tok_info.get("kind", "gpt2") not in ("gpt2", "bpe"):
+        raise CheckpointError("config.json's tokenizer must be {\"kind\": \"gpt2\"} or {\"kind\": \"bpe\", ...}")
+    weights = _weights_file(path)
+    with reserve(cfg):
+        state = _read_tensors(weights, _expected_shapes(cfg))
+        model = GPTModel(cfg)
+        if cfg.tie_weights:
+            state["out_head.weight"] = state["tok_emb.weight"]
+        model.load_state_dict(state, strict=True)
     if tok_info.get("kind") == "bpe":
-        tokenizer = tokenizer_from_json(json.loads((path / tok_info["file"]).read_text()))
+        tok_file = path / str(tok_info.get("file", "tokenizer.json"))
+        if tok_file.name != str(tok_info.get("file", "tokenizer.json")) or not tok_file.is_file():
+            raise CheckpointError("the tokenizer file named in config.json is missing")
+        try:
+            tokenizer = tokenizer_from_json(json.loads(tok_file.read_text()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"tokenizer.json cannot be read ({type(exc).__name__})") from None
     else:
         tokenizer = gpt2_tokenizer()
-    return model.to(device).eval(), tokenizer, config.get("meta", {})
+    meta = config.get("meta")
+    return model.to(device).eval(), tokenizer, meta if isinstance(meta, dict) else {}
 
 
 # ---------------------------------------------------------------- GPT-2, Hugging Face layout
 
+HF_GPT2_KEYS = ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer")
+
+
 def hf_gpt2_config(hf: dict) -> GPTConfig:
+    if not isinstance(hf, dict):
+        raise CheckpointError("config.json must hold a JSON object")
     if hf.get("model_type", "gpt2") != "gpt2":
-        raise CheckpointError(f"model_type {hf.get('model_type')!r} is not GPT-2")
+        raise CheckpointError(f"model_type {str(hf.get('model_type'))[:40]!r} is not GPT-2")
+    missing = [k for k in HF_GPT2_KEYS if k not in hf]
+    if missing:
+        raise CheckpointError(f"config.json has no {', '.join(missing)}: not a GPT-2 config")
     act = hf.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise CheckpointError(f"activation {act!r} is not GPT-2's tanh GELU")
-    if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
+        raise CheckpointError(f"activation {str(act)[:40]!r} is not GPT-2's tanh GELU")
+    cfg = config_from_dict({"vocab_size": hf["vocab_size"], "context_length": hf["n_positions"],
+                            "emb_dim": hf["n_embd"], "n_heads": hf["n_head"], "n_layers": hf["n_layer"],
+                            "drop_rate": 0.0, "qkv_bias": True, "tie_weights": True})
+    if hf.get("n_inner") not in (None, 4 * cfg.emb_dim):
         raise CheckpointError("feed-forward width other than 4·n_embd is not supported")
     if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("scale_attn_weights") is False:
         raise CheckpointError("non-standard attention scaling is not supported")
-    return GPTConfig(vocab_size=hf["vocab_size"], context_length=hf["n_positions"], emb_dim=hf["n_embd"],
-                     n_heads=hf["n_head"], n_layers=hf["n_layer"], drop_rate=0.0, qkv_bias=True,
-                     tie_weights=True)
+    return cfg
+
+
+def hf_gpt2_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """The tensors (names and shapes) a GPT-2 checkpoint in Hugging Face's layout must have."""
+    d, v = cfg.emb_dim, cfg.vocab_size
+    shapes = {"wte.weight": (v, d), "wpe.weight": (cfg.context_length, d), "ln_f.weight": (d,), "ln_f.bias": (d,)}
+    for i in range(cfg.n_layers):
+        h = f"h.{i}."
+        shapes.update({h + "ln_1.weight": (d,), h + "ln_1.bias": (d,), h + "ln_2.weight": (d,), h + "ln_2.bias": (d,),
+                       h + "attn.c_attn.weight": (d, 3 * d), h + "attn.c_attn.bias": (3 * d,),
+                       h + "attn.c_proj.weight": (d, d), h + "attn.c_proj.bias": (d,),
+                       h + "mlp.c_fc.weight": (d, 4 * d), h + "mlp.c_fc.bias": (4 * d,),
+                       h + "mlp.c_proj.weight": (4 * d, d), h + "mlp.c_proj.bias": (d,)})
+    return shapes
 
 
 def convert_hf_gpt2_state(sd: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, torch.Tensor]:
@@ -184,12 +263,14 @@ def load_hf_gpt2(path: str | os.PathLike, device="cpu") -> tuple[GPTModel, BPETo
     cfg = hf_gpt2_config(read_config(path))
     if cfg.vocab_size > 50257:
         raise CheckpointError("vocabulary larger than GPT-2's; only GPT-2's tokenizer is supported")
-    try:
-        state = convert_hf_gpt2_state(load_file(str(_weights_file(path))), cfg)
-    except KeyError as exc:
-        raise CheckpointError(f"{path}: tensor {exc} missing; not a GPT-2 checkpoint") from None
-    model = GPTModel(cfg)
-    model.load_state_dict(state, strict=True)
+    check_size(cfg)
+    weights = _weights_file(path)
+    with reserve(cfg):
+        sd = _read_tensors(weights, hf_gpt2_shapes(cfg), prefixes=("", "transformer."))
+        state = convert_hf_gpt2_state(sd, cfg)
+        del sd
+        model = GPTModel(cfg)
+        model.load_state_dict(state, strict=True)
     return model.to(device).eval(), gpt2_tokenizer(), {"source": str(path)}
 
 
@@ -236,8 +317,12 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
-def download_from_hub(repo_id: str, progress: Progress | None = None) -> Path:
-    """Fetch config.json + model.safetensors (cached; honours HF_HUB_OFFLINE)."""
+def download_from_hub(repo_id: str, progress: Progress | None = None,
+                      check_config: Callable[[Path], None] | None = None) -> Path:
+    """Fetch config.json + model.safetensors (cached; honours HF_HUB_OFFLINE).
+
+    ``check_config(folder)`` runs between the two downloads: a model too large is refused
+    before its weights are fetched."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -254,6 +339,8 @@ def download_from_hub(repo_id: str, progress: Progress | None = None) -> Path:
                              "(offline?). Use a built-in model or a local directory.")
     try:
         cfg_path = hf_hub_download(repo_id, "config.json", etag_timeout=5)
+        if check_config is not None:
+            check_config(Path(cfg_path).parent)
         hf_hub_download(repo_id, "model.safetensors", etag_timeout=5,
                         tqdm_class=_progress_tqdm(progress, repo_id))
     except LocalEntryNotFoundError:
