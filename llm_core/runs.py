@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 
 SAVED, PUBLISHED = "saved:", "published:"
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 OWNER = re.compile(r"^[su]-[0-9a-f]{16}$")
 NOT_YOURS = "is not one of your saved runs (saved runs belong to the browser session that saved them)"
 
@@ -57,8 +57,8 @@ def owner_id(session: str | None = None, username: str | None = None) -> str:
 def check_run_name(name) -> str:
     if not isinstance(name, str) or not RUN_NAME.match(name.strip()):
         shown = repr(name)[:40] if isinstance(name, str) else type(name).__name__
-        raise RunError(f"A run name is 1–64 letters, digits, '-', '_' or '.', starting with a letter or "
-                       f"digit (got {shown}).")
+        raise RunError(f"Name the checkpoint with 1–40 letters, digits, '-', '_' or '.', starting with a "
+                       f"letter or digit (got {shown}).")
     return name.strip()
 
 

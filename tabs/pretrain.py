@@ -328,6 +328,10 @@ def stop_training(request: gr.Request = None) -> None:
 @friendly_errors
 def save_trained(name, overwrite, request: gr.Request = None):
     """Save this session's last trained model as a checkpoint that appears in the model picker."""
+    try:
+        name = saved_runs.check_run_name(name)
+    except saved_runs.RunError as exc:
+        raise gr.Error(str(exc)) from None
     with _session_lock:
         entry = _session_models.get(_session_key(request))
     if entry is None:
