@@ -10,10 +10,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import torch
 
+from llm_core import budget
 from llm_core import embedding_view as ev
 from llm_core.model import build_untrained
 from llm_core.registry import model_choices
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
+from tabs.guard import typed_model_name
 
 # Defaults are picked from these to suit the model's vocabulary (GPT-2's, or a small one of Python docs).
 WORD_CANDIDATES = ("king, queen, man, woman, Paris, London, dog, cat, one, two, three, four, red, blue, def, "
@@ -306,7 +308,11 @@ def _untrained_twin(bundle):
     key = (bundle.config, str(bundle.model.device))
     if key not in _twins:
         _twins.clear()   # keep one: GPT-2 small's twin alone is 650 MB
-        _twins[key] = build_untrained(bundle.config).to(bundle.model.device)
+        try:  # it counts against the server's memory budget like every other model
+            with budget.reserve(bundle.config, what=f"An untrained twin of {bundle.name}"):
+                _twins[key] = build_untrained(bundle.config).to(bundle.model.device)
+        except budget.BudgetError as exc:
+            raise gr.Error(str(exc)) from None
     return _twins[key]
 
 
@@ -333,12 +339,15 @@ def comparison_figure(cmp: ev.Comparison, before_name: str, after_name: str) -> 
 
 
 @friendly_errors
-def compare(before_name, after_name, words_text, k, model_name=None):
+def compare(before_name, after_name, words_text, k, model_name=None, request: gr.Request = None):
     """How chosen tokens moved between two models with one tokenizer: before → after
     (after is the active model unless another is chosen)."""
     k = check_int(k, "Neighbours", 1, 20)
     if not before_name:
         raise gr.Error("Choose the model to compare with (the 'before').")
+    before_name = typed_model_name(before_name, request, "'Before' model")
+    if after_name not in (None, "", ACTIVE):
+        after_name = typed_model_name(after_name, request, "'After' model")
     after = get_bundle(model_name if after_name in (None, "", ACTIVE) else after_name)
     if before_name == UNTRAINED_TWIN:
         before_model, before_tok, before_label = None, after.tokenizer, f"{after.name} before training"
