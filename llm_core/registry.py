@@ -124,7 +124,7 @@ def _load_uncached(name: str, progress: Progress | None, device) -> ModelBundle:
         key = name.removeprefix(UNTRAINED)
         if key not in PRESETS:
             raise ModelLoadError(f"unknown preset {key[:40]!r}; choose one of {', '.join(PRESETS)}")
-        with budget.reserve(PRESETS[key], what=name):
+        with budget.reserve(PRESETS[key]):
             model = build_untrained(PRESETS[key]).to(device)
         return ModelBundle(name, model, gpt2_tokenizer(), model.cfg, "untrained",
                            {"description": "random weights (seed 123): what a GPT says before training"})
@@ -177,9 +177,9 @@ def load_model(name_or_path: str | None = None, progress: Progress | None = None
             bundle = _load_uncached(name, progress, device)
         except ModelLoadError:
             raise
-        except (budget.BudgetError, runs.RunError) as exc:
+        except runs.RunError as exc:
             raise ModelLoadError(_sentence(str(exc))) from None
-        except CheckpointError as exc:
+        except (budget.BudgetError, CheckpointError) as exc:
             raise ModelLoadError(_sentence(f"cannot load {name[:80]}: {exc}")) from None
         except Exception as exc:  # OSError, a library's validation error, a torch RuntimeError...
             detail = str(exc).splitlines()[0][:200] if str(exc) else ""

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from llm_core import budget
 from llm_core import instruct_data as idata
 from llm_core.config import PRESETS
 from llm_core.finetune import (
@@ -130,6 +131,17 @@ def _check_size(bundle, settings: FinetuneSettings) -> None:
         raise gr.Error(f"{bundle.name} has {n / 1e6:.0f}M parameters; on this CPU server "
                        f"{'LoRA' if settings.method == 'lora' else 'this method'} trains models up to "
                        f"{cap / 1e6:.0f}M. Pick a smaller model at the top (or LoRA).")
+    _check_memory(bundle, "A trainable copy of " + bundle.name,
+                  4 if settings.method == "full" else 1.5)  # full: + gradients and AdamW's two moments
+
+
+def _check_memory(bundle, what: str, factor: float = 1.0) -> None:
+    """The copy this tab makes of the shared model counts against the server's memory budget."""
+    try:
+        with budget.reserve(bundle.config, what=what, factor=factor):
+            pass
+    except budget.BudgetError as exc:
+        raise gr.Error(str(exc), title="Not enough memory") from None
 
 
 # ---------------------------------------------------------------- figures
@@ -467,6 +479,7 @@ def load_adapter_file(upload, model_name, request: gr.Request = None):
     if not upload:
         raise gr.Error("Choose an adapter file (.safetensors) first.")
     bundle = get_bundle(model_name)
+    _check_memory(bundle, f"{bundle.name} with an adapter")
     try:
         model, info = load_adapter(upload, bundle.model)
     except LoRAError as exc:
