@@ -1,6 +1,6 @@
 """LLM Explorer: see how a GPT-style language model is built and how it works inside.
 
-    python app.py [--host 127.0.0.1] [--port 7860] [--model NAME_OR_PATH]
+    python app.py [--host 127.0.0.1] [--port 7860] [--model NAME_OR_PATH] [--allow-local-models]
 
 This file only assembles the app: each stage of the book is one module in tabs/.
 """
@@ -13,8 +13,10 @@ from pathlib import Path
 
 import gradio as gr
 
+from llm_core import hosting
+from llm_core import runs as saved_runs
 from llm_core.registry import ModelLoadError, default_model_name, load_model, model_choices
-from tabs import architecture, attention, chat, embeddings, finetune, generate, pretrain, sampler, tokenizer
+from tabs import architecture, attention, chat, embeddings, finetune, generate, guard, pretrain, sampler, tokenizer
 from tabs.common import AppContext
 from tabs.guard import owner_of, typed_model_name
 
@@ -22,7 +24,11 @@ from tabs.guard import owner_of, typed_model_name
 STAGES: list = [tokenizer, sampler, embeddings, attention, architecture, pretrain, generate, finetune, chat]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-MAX_FILE_SIZE = "5mb"
+# Each handler checks its own upload limit (corpora 2 MB); this one lets a full fine-tune's
+# adapter of the shipped model (13.5 MB) be loaded back.
+MAX_FILE_SIZE = "16mb"
+# Gradio's upload folder: every 10 minutes, files older than an hour go.
+DELETE_CACHE = (600, 3600)
 
 
 def _header(default_model: str) -> AppContext:
@@ -71,7 +77,9 @@ def _own_choices(request: gr.Request):
 def build_demo(default_model: str | None = None) -> gr.Blocks:
     default_model = default_model or default_model_name()
     load_model(default_model)  # fail at start-up, not on the first click
-    with gr.Blocks(title="LLM Explorer") as demo:
+    guard.install()
+    saved_runs.remove_stale()  # what a save killed half-way left behind
+    with gr.Blocks(title="LLM Explorer", delete_cache=DELETE_CACHE) as demo:
         ctx = _header(default_model)
         with gr.Tabs(elem_id="stages"):
             for stage in STAGES:
@@ -79,6 +87,7 @@ def build_demo(default_model: str | None = None) -> gr.Blocks:
         # the picker lists this visitor's own saved runs (their account's, when signed in)
         demo.load(_own_choices, None, ctx.model_picker, queue=False, api_visibility="private")
     demo.queue(default_concurrency_limit=1, max_size=64)
+    guard.limit_in_flight(demo)
     return demo
 
 
@@ -99,7 +108,13 @@ def main(argv=None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--model", default=os.environ.get("LLM_EXPLORER_MODEL"),
                         help="built-in name, untrained:<preset>, gpt2[-medium|-large|-xl], Hub id or directory")
+    parser.add_argument("--allow-local-models", action="store_true",
+                        help="let visitors of a public server type folders on this machine (off by default "
+                             "when --host is not localhost or LLM_EXPLORER_PUBLIC=1)")
     args = parser.parse_args(argv)
+    hosting.configure(args.host, allow_local_models=args.allow_local_models)
+    if args.model and hosting.looks_like_path(args.model):
+        hosting.trust_folder(args.model)  # the operator's own choice, not a visitor's
     try:
         demo = build_demo(args.model)
     except ModelLoadError as exc:

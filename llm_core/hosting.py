@@ -21,6 +21,7 @@ _LOCALHOSTS = {"127.0.0.1", "localhost", "::1", ""}
 
 _bound_host: str | None = None
 _allow_local_flag = False
+_trusted: list[Path] = []  # folders the operator named on the command line
 
 
 def _truthy(value: str | None) -> bool:
@@ -40,9 +41,14 @@ def is_public() -> bool:
     return _bound_host is not None and _bound_host.strip().lower() not in _LOCALHOSTS
 
 
+def trust_folder(path: str | os.PathLike) -> None:
+    """Allow one folder the operator chose (``--model DIR``) on a public server."""
+    _trusted.append(Path(path).expanduser().resolve())
+
+
 def model_dirs() -> list[Path]:
     return [Path(p).expanduser().resolve() for p in os.environ.get("LLM_EXPLORER_MODEL_DIRS", "").split(os.pathsep)
-            if p.strip()]
+            if p.strip()] + _trusted
 
 
 def local_models_allowed() -> bool:

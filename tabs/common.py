@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from dataclasses import dataclass
 
 import gradio as gr
 
 from llm_core.registry import ModelBundle, ModelLoadError, load_model
+
+_log = logging.getLogger("llm_explorer")
 
 # One queue for events that keep the CPU busy (forward passes, training): on 2 vCPUs
 # running two at once only makes both slow.
@@ -87,7 +90,8 @@ def friendly_errors(fn):
                 yield from fn(*args, **kwargs)
             except gr.Error:
                 raise
-            except Exception as exc:  # the UI must never show a traceback
+            except Exception as exc:  # the UI must never show a traceback; the log keeps it
+                _log.exception("unexpected error in %s", fn.__name__)
                 raise gr.Error(f"{type(exc).__name__}: {exc}") from exc
         return gen_wrapper
 
@@ -98,5 +102,6 @@ def friendly_errors(fn):
         except gr.Error:
             raise
         except Exception as exc:
+            _log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(f"{type(exc).__name__}: {exc}") from exc
     return wrapper

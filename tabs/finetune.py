@@ -25,6 +25,7 @@ from llm_core.finetune import (
 )
 from llm_core.lora import ALL_TARGETS, TARGET_LABELS, LoRAError, load_adapter, lora_parameter_count
 from tabs.common import TRAINING_SLOT, check_float, check_int, check_text, friendly_errors, get_bundle
+from tabs.guard import discard
 
 # Server-side caps (2 vCPUs shared by every visitor).
 MAX_STEPS = 2000
@@ -96,6 +97,8 @@ def _load_data(task: str, dataset: str, upload):
             return idata.parse_classification_csv(upload, name=name)
         return idata.load_instruction_upload(upload, name=name)
     except idata.DatasetError as exc:
+        if dataset in (DS_CLS_UPLOAD, DS_INS_UPLOAD):
+            discard(upload)
         raise gr.Error(f"The data set cannot be used: {exc}", title="Bad data set") from None
 
 

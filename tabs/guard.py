@@ -2,6 +2,13 @@
 names checked against what that visitor may load, raw number inputs checked by the app."""
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
+import math
+import os
+from pathlib import Path
+
 import gradio as gr
 
 from llm_core import runs
@@ -34,3 +41,100 @@ def typed_model_name(name, request: gr.Request | None, what: str = "Model") -> s
         return check_typed_name(name, owner_of(request))
     except ModelLoadError as exc:
         raise gr.Error(str(exc), title=f"{what} unavailable") from None
+
+
+# ---------------------------------------------------------------- numbers arrive raw
+
+def _raw_when_not_a_number(preprocess):
+    """Gradio's Number/Slider preprocess fails on NaN, ±inf or text with a generic message: pass
+    such values through unchanged so the handler's own check (check_int / check_float) says what
+    is wrong and what to type instead."""
+    @functools.wraps(preprocess)
+    def wrapper(self, payload):
+        if (payload is None or isinstance(payload, bool) or not isinstance(payload, (int, float))
+                or not math.isfinite(payload)):
+            return payload
+        return preprocess(self, payload)
+    wrapper.llm_explorer_raw = True
+    return wrapper
+
+
+# ---------------------------------------------------------------- intended errors are one log line
+
+log = logging.getLogger("llm_explorer")
+
+
+def _quiet_error_init(init):
+    """gr.Error is how the app answers bad input: log it as one line, not a traceback (real
+    failures still print theirs: friendly_errors logs them before turning them into a message)."""
+    @functools.wraps(init)
+    def wrapper(self, message="Error raised.", *args, print_exception: bool = False, **kwargs):
+        init(self, message, *args, print_exception=print_exception, **kwargs)
+        if not print_exception:
+            log.info("refused: %s", " ".join(str(message).split())[:300])
+    wrapper.llm_explorer_quiet = True
+    return wrapper
+
+
+def install() -> None:
+    """Install the two patches above (idempotent)."""
+    for cls in (gr.Number, gr.Slider):
+        if not getattr(cls.preprocess, "llm_explorer_raw", False):
+            cls.preprocess = _raw_when_not_a_number(cls.preprocess)
+    if not getattr(gr.Error.__init__, "llm_explorer_quiet", False):
+        gr.Error.__init__ = _quiet_error_init(gr.Error.__init__)
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+# ---------------------------------------------------------------- fair use of the queue
+
+def max_in_flight() -> int:
+    return int(os.environ.get("LLM_EXPLORER_MAX_IN_FLIGHT", "8"))
+
+
+def limit_in_flight(demo: gr.Blocks) -> None:
+    """Refuse a session's request while it already has ``max_in_flight()`` waiting or running, so
+    one client cannot fill the queue for everyone (Gradio's queue has no per-session limit)."""
+    queue = demo._queue
+    push = queue.push
+
+    async def push_limited(body, request, username):
+        session = getattr(body, "session_hash", None)
+        if session:
+            waiting = sum(1 for q in queue.event_queue_per_concurrency_id.values()
+                          for ev in q.queue if ev.session_hash == session)
+            running = sum(1 for job in queue.active_jobs if job for ev in job if ev.session_hash == session)
+            if waiting + running >= max_in_flight():
+                log.info("refused: session %s… has %d requests in flight", session[:6], waiting + running)
+                return (False, f"You have {waiting + running} requests waiting or running; the limit per "
+                               f"visitor is {max_in_flight()}. Wait for them to finish.", "queue_full")
+        return await push(body, request, username)
+
+    queue.push = push_limited
+
+
+# ---------------------------------------------------------------- uploads the app refused
+
+def _upload_root() -> Path:
+    from gradio.utils import get_upload_folder
+    return Path(get_upload_folder()).resolve()
+
+
+def discard(path) -> None:
+    """Delete an uploaded file the app refused (only inside Gradio's upload folder)."""
+    if isinstance(path, dict):
+        path = path.get("path")
+    path = getattr(path, "path", path)
+    if not isinstance(path, (str, os.PathLike)):
+        return
+    try:
+        p = Path(path).resolve()
+        if _upload_root() in p.parents and p.is_file():
+            p.unlink()
+    except OSError:
+        pass

@@ -26,7 +26,7 @@ from llm_core.tokenizers import gpt2_tokenizer
 from llm_core.training import TrainConfig, calc_loss_loader, gpt2_init_, perplexity, train_model
 from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, TRAINING_SLOT, check_float, check_int,
                          check_text, friendly_errors)
-from tabs.guard import owner_of
+from tabs.guard import discard, owner_of
 
 # Server-side caps: a demo machine has 2 vCPUs shared by every visitor.
 MAX_STEPS = 3000
@@ -92,6 +92,7 @@ def _corpus_text(corpus: str, upload, pasted: str) -> tuple[str, str]:
         try:
             text = corpus_mod.load_text_upload(upload, max_bytes=MAX_UPLOAD_BYTES)
         except corpus_mod.CorpusError as exc:
+            discard(upload)
             raise gr.Error(str(exc)) from None
         return check_text(text, "uploaded file", max_chars=MAX_UPLOAD_BYTES), "upload"
     return check_text(pasted, "pasted text", max_chars=MAX_TEXT_CHARS), "pasted"
