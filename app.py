@@ -54,6 +54,7 @@ def _header(default_model: str) -> AppContext:
             name = typed_model_name(name, request)
             bundle = load_model(name, progress=lambda f, msg: progress(f, desc=msg))
         except (ModelLoadError, gr.Error) as exc:
+            guard.log.info("refused: %s", " ".join(str(exc).split())[:300])
             gr.Warning(f"{exc} Still using {current}.")
             return current, gr.update(), gr.update(), gr.update(choices=choices, value=current)
         return name, _summary(name), name, gr.update(choices=choices, value=bundle.name)

@@ -97,22 +97,47 @@ def max_in_flight() -> int:
     return int(os.environ.get("LLM_EXPLORER_MAX_IN_FLIGHT", "8"))
 
 
+def max_in_flight_per_address() -> int:
+    return int(os.environ.get("LLM_EXPLORER_MAX_IN_FLIGHT_PER_ADDRESS", "32"))
+
+
+def client_address(request) -> str:
+    """The visitor's address: the last hop a proxy added (Spaces' own) when there is one."""
+    forwarded = request.headers.get("x-forwarded-for") if request is not None else None
+    if forwarded:
+        return forwarded.split(",")[-1].strip()
+    client = getattr(request, "client", None)
+    return getattr(client, "host", "") or ""
+
+
 def limit_in_flight(demo: gr.Blocks) -> None:
     """Refuse a session's request while it already has ``max_in_flight()`` waiting or running, so
-    one client cannot fill the queue for everyone (Gradio's queue has no per-session limit)."""
+    one client cannot fill the queue for everyone (Gradio's queue has no per-session limit).
+    Requests without a session (``/gradio_api/call/...`` scripts get a fresh one each) are
+    counted per address, with a higher limit since many visitors may share one."""
     queue = demo._queue
     push = queue.push
 
+    def in_flight():
+        for q in queue.event_queue_per_concurrency_id.values():
+            yield from q.queue
+        for job in queue.active_jobs:
+            yield from job or ()
+
     async def push_limited(body, request, username):
         session = getattr(body, "session_hash", None)
+        events = list(in_flight())
         if session:
-            waiting = sum(1 for q in queue.event_queue_per_concurrency_id.values()
-                          for ev in q.queue if ev.session_hash == session)
-            running = sum(1 for job in queue.active_jobs if job for ev in job if ev.session_hash == session)
-            if waiting + running >= max_in_flight():
-                log.info("refused: session %s… has %d requests in flight", session[:6], waiting + running)
-                return (False, f"You have {waiting + running} requests waiting or running; the limit per "
-                               f"visitor is {max_in_flight()}. Wait for them to finish.", "queue_full")
+            mine = sum(1 for ev in events if ev.session_hash == session)
+            limit, who = max_in_flight(), "visitor"
+        else:
+            address = client_address(request)
+            mine = sum(1 for ev in events if client_address(ev.request) == address)
+            limit, who = max_in_flight_per_address(), "address"
+        if mine >= limit:
+            log.info("refused: %s has %d requests in flight", who, mine)
+            return (False, f"You have {mine} requests waiting or running; the limit per {who} is {limit}. "
+                           "Wait for them to finish.", "queue_full")
         return await push(body, request, username)
 
     queue.push = push_limited

@@ -1,7 +1,6 @@
 """The memory budget, config validation, typed-name policy and private saved runs (issue 12)."""
 import copy
 import json
-import time
 
 import pytest
 import torch
@@ -26,10 +25,8 @@ def _our_checkpoint(folder, model_cfg, weights_cfg=None):
 def test_a_million_layers_is_refused_at_once_before_any_tensor(tmp_path):
     folder = _our_checkpoint(tmp_path / "huge", dict(TINY, n_layers=1_000_000))
     held = budget.held_bytes()
-    start = time.perf_counter()
     with pytest.raises(ModelLoadError, match=r"n_layers is 1,000,000; this app handles at most 128"):
         load_model(str(folder))
-    assert time.perf_counter() - start < 1.0
     assert budget.held_bytes() <= held
 
 
@@ -52,10 +49,8 @@ def test_bad_configs_are_load_errors_with_a_reason(tmp_path, change, message):
 def test_size_and_limit_are_in_the_message(monkeypatch):
     monkeypatch.setenv("LLM_EXPLORER_MAX_PARAMS", "200000000")
     registry.forget("untrained:gpt2-xl")
-    start = time.perf_counter()
     with pytest.raises(ModelLoadError, match=r"has 1,638M parameters .*limit is 200M parameters"):
         load_model("untrained:gpt2-xl")
-    assert time.perf_counter() - start < 1.0
     labels = dict((v, k) for k, v in registry.model_choices())
     assert "too large for this server" in labels["untrained:gpt2-xl"]
     assert "too large" not in labels["untrained:gpt2-small"]
