@@ -76,6 +76,8 @@ def _task(task: str) -> str:
 
 def _load_data(task: str, dataset: str, upload):
     """The chosen data set, or a clear error."""
+    if task not in DATASETS:
+        raise gr.Error(f"Choose the task: {' or '.join(DATASETS)}.")
     if dataset not in DATASETS[task]:
         raise gr.Error(f"{str(dataset)[:80]!r} is not a data set for {task}; choose one of: "
                        f"{', '.join(DATASETS[task])}.")

@@ -76,11 +76,53 @@ def _quiet_error_init(init):
     return wrapper
 
 
+def _none_as_empty(preprocess):
+    """A CheckboxGroup sent None (no selection) means [], not a preprocessing error."""
+    @functools.wraps(preprocess)
+    def wrapper(self, payload):
+        return preprocess(self, [] if payload is None else payload)
+    wrapper.llm_explorer_raw = True
+    return wrapper
+
+
+class _RefusalsOnOneLine:
+    """Stands in for the ``traceback`` module inside Gradio's queue and routes: a request that
+    Gradio itself refuses (a file path outside its folders, a payload its data model rejects) is
+    logged as one line like the app's own refusals; any other exception keeps its traceback."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def print_exc(self, *args, **kwargs):
+        import sys
+
+        from gradio.exceptions import Error, InvalidPathError
+        from pydantic import ValidationError
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (Error, InvalidPathError, ValidationError)):
+            first = " ".join(str(exc).split())[:300]
+            log.info("refused: %s: %s", type(exc).__name__, first)
+            return None
+        return self._real.print_exc(*args, **kwargs)
+
+
 def install() -> None:
-    """Install the two patches above (idempotent)."""
+    """Install the patches above (idempotent)."""
+    import traceback
+
+    from gradio import queueing, routes, utils
+    for module in (queueing, routes, utils):
+        if isinstance(getattr(module, "traceback", None), type(traceback)):
+            module.traceback = _RefusalsOnOneLine(traceback)
     for cls in (gr.Number, gr.Slider):
         if not getattr(cls.preprocess, "llm_explorer_raw", False):
             cls.preprocess = _raw_when_not_a_number(cls.preprocess)
+    if not getattr(gr.CheckboxGroup.preprocess, "llm_explorer_raw", False):
+        gr.CheckboxGroup.preprocess = _none_as_empty(gr.CheckboxGroup.preprocess)
     if not getattr(gr.Error.__init__, "llm_explorer_quiet", False):
         gr.Error.__init__ = _quiet_error_init(gr.Error.__init__)
     if not log.handlers:

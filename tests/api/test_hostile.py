@@ -1,7 +1,9 @@
 """The app as a hostile visitor meets it (issue 12): each finding is a test, then a generated
 sweep of bad inputs over every named endpoint. The server runs as its own process, public
 (LLM_EXPLORER_PUBLIC=1), so its log can be read: bad input must give a clear message, never a
-traceback in the log, and a normal call afterwards must still give the right answer."""
+traceback in the log, and a normal call afterwards must still give the right answer.
+
+Each test starts the app in a subprocess (about 20 s), so the module is marked slow."""
 from __future__ import annotations
 
 import json
@@ -23,6 +25,8 @@ import tabs.attention as A
 import tabs.embeddings as E
 import tabs.finetune as F
 import tabs.sampler as S
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = ("Every effort moves you toward the sunlit terraces of the hills. " * 40).strip()
@@ -319,3 +323,101 @@ def test_11_errors_are_one_line_and_one_visitor_cannot_fill_the_queue(server):
     assert "refused: visitor has 8 requests in flight" in log.read_text()
     assert load(Client(url, verbose=False), "pydoc-gpt") == "pydoc-gpt"   # others are served
     assert not tracebacks(log)
+
+
+# ---------------------------------------------------------------- the generated sweep
+
+NAN, INF = float("nan"), float("inf")
+BAD = {
+    "text": ["", "x" * 1_000_000, "😀🔥" * 400, "\u202eRTL \u05e9\u05dc\u05d5\u05dd\u202c \u0627\u0644", "lone \ud800 surrogate",
+             "<img src=x onerror=alert(1)><script>alert(1)</script><h1>big</h1>", "/etc/passwd",
+             "../../../../etc/shadow", "<|endoftext|>" * 40, None, 123, ["x"], {"a": 1}, "\x00\x01\x1b[31m"],
+    "number": [NAN, INF, -INF, "hot", None, 1e308, -1e308, 2**63, "", True, [1], "1e9", 0.5, -1],
+    "choice": ["/etc", "", None, "x" * 100_000, 123, ["x"], "<b>x</b>", "~", "\ud800", {"x": 1}],
+    "check": ["yes", None, 2, "<b>", [True]],
+    "file": [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, "/etc/passwd", 123,
+             {"path": "../../secret.txt", "meta": {"_type": "gradio.FileData"}}, ["x"]],
+    "group": [["nope"], None, "q", [123], [["q"]]],
+}
+KIND = {"Textbox": "text", "Messagebox": "text", "Number": "number", "Slider": "number", "Dropdown": "choice",
+        "Radio": "choice", "Checkbox": "check", "File": "file", "Checkboxgroup": "group"}
+# Cheap normal values where the defaults would train or generate for long.
+NORMAL = {
+    "/sample_windows": {"text": TEXT},
+    "/embeddings": {"n_points": 500},
+    "/train_bpe": {"n_merges": 20},
+    "/pretrain_preview": {"corpus": "Paste text", "pasted": TEXT, "tok_choice": "GPT-2 BPE (50,257 tokens)",
+                          "size": "custom", "layers": 1, "heads": 2, "dims": 16, "context": 16, "batch_size": 2},
+    "/pretrain": {"corpus": "Paste text", "pasted": TEXT, "tok_choice": "GPT-2 BPE (50,257 tokens)", "size": "custom",
+                  "layers": 1, "heads": 2, "dims": 16, "context": 16, "batch_size": 2, "steps": 2, "warmup": 0,
+                  "eval_interval": 1},
+    "/pretrain_save": {"name": "sweep-run", "overwrite": True},
+    "/pretrain_compare_gpt2": {"corpus": "Paste text", "pasted": TEXT},
+    "/generate": {"max_new_tokens": 3, "temperature": 0.0},
+    "/generate_compare": {"max_new_tokens": 3},
+    "/generate_speed": {"max_new_tokens": 3},
+    "/finetune": {"steps": 1, "eval_interval": 1, "batch": 2, "max_length": 32},
+    "/chat": {"message": "Reverse the following word.", "input_text": "python", "max_new_tokens": 3},
+}
+DETERMINISTIC = ["/tokenize", "/sample_windows", "/parameter_counts", "/attention_toy", "/generate"]
+ANSWER_PARTS = {"/generate": (1, 3)}  # the text and the per-step candidates, not the timings
+
+
+def _normal_args(api: dict) -> dict[str, tuple[list, list[str]]]:
+    out = {}
+    for name, info in api["named_endpoints"].items():
+        params = info["parameters"]
+        values = [NORMAL.get(name, {}).get(p["parameter_name"], p.get("parameter_default")) for p in params]
+        out[name] = (values, [KIND.get(p["component"], "text") for p in params])
+    return out
+
+
+# Endpoints whose normal call trains or generates: fewer bad values per parameter there.
+HEAVY = {"/finetune", "/pretrain", "/pretrain_preview", "/chat", "/generate_compare"}
+
+
+def sweep_cases(api: dict) -> list[tuple[str, int, object, list]]:
+    """(endpoint, position, bad value, arguments) for every parameter of every named endpoint,
+    bad values drawn in turn from the kind's list so every value is used."""
+    cases, turn = [], {k: 0 for k in BAD}
+    for name, (values, kinds) in _normal_args(api).items():
+        for i, kind in enumerate(kinds):
+            for _ in range(1 if name in HEAVY else 3):
+                bad = BAD[kind][turn[kind] % len(BAD[kind])]
+                turn[kind] += 1
+                args = list(values)
+                args[i] = bad
+                cases.append((name, i, bad, args))
+    return cases
+
+
+def _normal_answer(url: str, name: str, args: list):
+    event, data = raw_call(url, name, args)
+    assert event == "complete", (name, data[:500])
+    parsed = json.loads(data)
+    if name in ANSWER_PARTS:
+        text = json.dumps([parsed[i] for i in ANSWER_PARTS[name]], default=str)
+        return parsed[1], re.findall(r'"token_id": (\d+)', text), re.findall(r'"p": ([\d.e-]+)', text)
+    return json.dumps(parsed, sort_keys=True, default=str)
+
+
+@pytest.mark.slow
+def test_sweep_of_bad_inputs_over_every_endpoint(server, visitor):
+    url, log, home = server
+    api = visitor.view_api(return_format="dict", print_info=False)
+    normal = _normal_args(api)
+    assert len(normal) >= 30
+    before = {name: _normal_answer(url, name, normal[name][0]) for name in DETERMINISTIC}
+    cases = sweep_cases(api)
+    assert len(cases) >= 300, len(cases)
+    unclear = []
+    for name, i, bad, args in cases:
+        msg = raw_message(url, name, args)
+        if msg is not None and (not msg.strip() or UNCLEAR.search(msg)):
+            unclear.append((name, i, repr(bad)[:40], msg[:200]))
+    for name in ("/pretrain_stop", "/finetune_stop"):
+        raw_message(url, name, [])
+    assert not unclear, unclear
+    assert not tracebacks(log), tracebacks(log)[:2]
+    after = {name: _normal_answer(url, name, normal[name][0]) for name in DETERMINISTIC}
+    assert after == before
