@@ -159,17 +159,26 @@ def save_run(owner: str, run: str, model, tokenizer, meta: dict, overwrite: bool
 
 
 def remove_stale(root: Path | None = None, depth: int = 2) -> list[Path]:
-    """Delete the hidden ``.NAME.tmp-*`` / ``.NAME.old-*`` folders an interrupted save leaves."""
+    """Clear what an interrupted save left: hidden ``.NAME.tmp-*`` folders are deleted; a
+    ``.NAME.old-*`` folder is the previous checkpoint, put back when NAME itself is missing
+    (the save died between its two renames), else deleted. Returns the folders removed."""
     removed = []
     root = runs_dir() if root is None else root
     if not root.is_dir():
         return removed
-    for p in root.iterdir():
-        if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name) and p.is_dir():
+    for p in sorted(root.iterdir()):
+        if not p.name.startswith(".") or not p.is_dir() or p.is_symlink():
+            if depth > 1 and p.is_dir() and not p.is_symlink():
+                removed += remove_stale(p, depth - 1)
+            continue
+        if ".old-" in p.name:
+            target = p.parent / p.name[1:].rsplit(".old-", 1)[0]
+            if not target.exists() and (p / "config.json").is_file():
+                os.replace(p, target)
+                continue
+        if ".tmp-" in p.name or ".old-" in p.name:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
-        elif depth > 1 and p.is_dir() and not p.is_symlink():
-            removed += remove_stale(p, depth - 1)
     return removed
 
 

@@ -183,3 +183,13 @@ def test_published_runs_come_only_from_the_cli(tmp_path, capsys):
     runs._main(["unpublish", "shared-demo"])
     registry.forget("published:shared-demo")
     assert "published:shared-demo" not in runs.published_names()
+
+
+def test_a_save_killed_between_its_renames_gets_its_old_checkpoint_back():
+    model = build_untrained(GPTConfig(**dict(TINY, vocab_size=50257)))
+    owner = runs.owner_id("renames")
+    name = runs.save_run(owner, "keep", model, None, {"steps": 7}, overwrite=True)
+    folder = runs.resolve(name)
+    folder.rename(folder.parent / ".keep.old-999")      # the first rename happened, the second did not
+    runs.remove_stale()
+    assert load_model(name).meta["steps"] == 7
