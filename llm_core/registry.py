@@ -151,6 +151,22 @@ def _load_uncached(name: str, progress: Progress | None, device) -> ModelBundle:
     return ModelBundle(name, model, tok, model.cfg, source, meta)
 
 
+def _load_explained(name: str, progress: Progress | None, device) -> ModelBundle:
+    """_load_uncached with every failure turned into a ModelLoadError that says why."""
+    try:
+        return _load_uncached(name, progress, device)
+    except ModelLoadError:
+        raise
+    except runs.RunError as exc:
+        raise ModelLoadError(_sentence(str(exc))) from None
+    except (budget.BudgetError, CheckpointError) as exc:
+        raise ModelLoadError(_sentence(f"cannot load {name[:80]}: {exc}")) from None
+    except Exception as exc:  # OSError, a library's validation error, a torch RuntimeError...
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise ModelLoadError(_sentence(f"cannot load {name[:80]}: {type(exc).__name__}"
+                                       + (f": {detail}" if detail else ""))) from None
+
+
 def load_model(name_or_path: str | None = None, progress: Progress | None = None,
                device: str | torch.device | None = None) -> ModelBundle:
     """Load (once) and return a model bundle: ``.model``, ``.tokenizer``, ``.config``.
@@ -158,6 +174,8 @@ def load_model(name_or_path: str | None = None, progress: Progress | None = None
     ``None`` gives the default: the shipped built-in model, or an untrained tiny GPT
     when no built-in model is installed.
     """
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
     try:
         name = hosting.clean_name(name_or_path or default_model_name())
     except ValueError as exc:
@@ -174,17 +192,10 @@ def load_model(name_or_path: str | None = None, progress: Progress | None = None
             if key in _cache:
                 return _cache[key]
         try:
-            bundle = _load_uncached(name, progress, device)
+            bundle = _load_explained(name, progress, device)
         except ModelLoadError:
+            _name_locks.pop(key, None)  # names that fail are not kept (a stranger can send millions)
             raise
-        except runs.RunError as exc:
-            raise ModelLoadError(_sentence(str(exc))) from None
-        except (budget.BudgetError, CheckpointError) as exc:
-            raise ModelLoadError(_sentence(f"cannot load {name[:80]}: {exc}")) from None
-        except Exception as exc:  # OSError, a library's validation error, a torch RuntimeError...
-            detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-            raise ModelLoadError(_sentence(f"cannot load {name[:80]}: {type(exc).__name__}"
-                                           + (f": {detail}" if detail else ""))) from None
         with _lock:
             _cache[key] = bundle
             _evict()

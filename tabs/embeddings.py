@@ -15,7 +15,7 @@ from llm_core import embedding_view as ev
 from llm_core.model import build_untrained
 from llm_core.registry import model_choices
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
-from tabs.guard import typed_model_name
+from tabs.guard import owner_of, typed_model_name
 
 # Defaults are picked from these to suit the model's vocabulary (GPT-2's, or a small one of Python docs).
 WORD_CANDIDATES = ("king, queen, man, woman, Paris, London, dog, cat, one, two, three, four, red, blue, def, "
@@ -389,12 +389,22 @@ def compare(before_name, after_name, words_text, k, model_name=None, request: gr
 
 # ---------------------------------------------------------------- the tab
 
-def _compare_choices(active: str | None = None):
-    return [BEFORE_CHOICE] + [(label, name) for label, name in model_choices() if name != active]
+def _compare_choices(active: str | None = None, owner: str | None = None):
+    return [BEFORE_CHOICE] + [(label, name) for label, name in model_choices(owner) if name != active]
 
 
-def _after_choices():
-    return [ACTIVE_CHOICE] + model_choices()
+def _after_choices(owner: str | None = None):
+    return [ACTIVE_CHOICE] + model_choices(owner)
+
+
+def _model_changed(name, request: gr.Request = None):
+    """Offer the new active model's comparisons (the visitor's own runs among them) and clear the
+    tables that answered for the previous model, saying why."""
+    owner = owner_of(request)
+    return (gr.update(choices=_compare_choices(name, owner), value=UNTRAINED_TWIN),
+            gr.update(choices=_after_choices(owner), value=ACTIVE),
+            None, f"Model changed to {_code(name)}: press *Find neighbours*.",
+            None, f"Model changed to {_code(name)}: press *Solve the analogy*.")
 
 
 def _defaults(model_name) -> dict:
@@ -553,11 +563,7 @@ def build(ctx) -> None:
         ctx.model_changed.change(api_visibility="private", trigger_mode="always_last", **project_event).then(
             positions, [max_pos, m], [pos_heat, pos_pcs, pos_note], api_visibility="private",
             concurrency_id=CPU_HEAVY).then(
-            lambda name: (gr.update(choices=_compare_choices(name), value=UNTRAINED_TWIN),
-                          gr.update(choices=_after_choices(), value=ACTIVE),
-                          # the tables answered for the previous model: clear them, say why
-                          None, f"Model changed to {_code(name)}: press *Find neighbours*.",
-                          None, f"Model changed to {_code(name)}: press *Solve the analogy*."),
+            _model_changed,
             m, [before, after, nn_table, nn_note, an_table, an_note],
             api_visibility="private", queue=False)
 
