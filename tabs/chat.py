@@ -46,6 +46,8 @@ class PlainChatbot(gr.Chatbot):
     (render_markdown=False alone still lets <b> or <img> render) and unescaped on its way back, so
     the handler and the model see exactly what was typed."""
 
+    is_template = True  # drawn by the browser as the Chatbot it extends
+
     def _postprocess_content(self, chat_message):
         out = super()._postprocess_content(chat_message)
         if isinstance(out, TextMessage):
@@ -62,6 +64,8 @@ class PlainChatbot(gr.Chatbot):
 class MessageBox(gr.Textbox):
     """The chat's message box: a missing message (None from the API) arrives as "", which the
     handler answers with "the message is empty", instead of failing inside ChatInterface."""
+
+    is_template = True  # drawn by the browser as the Textbox it extends
 
     def preprocess(self, payload):
         return "" if payload is None else super().preprocess(payload)

@@ -53,7 +53,7 @@ def check_text(text: str | None, what: str = "text", max_chars: int = MAX_TEXT_C
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise gr.Error(f"The {what} contains an invalid character at position {exc.start:,} (a lone "
-                       "surrogate, not Unicode text): remove it and try again.") from None
+                       f"surrogate U+{ord(text[exc.start]):04X}, not Unicode text): remove it and try again.") from None
     if not allow_empty and not text.strip():
         raise gr.Error(f"The {what} is empty: type or paste some text first.")
     if len(text) > max_chars:
