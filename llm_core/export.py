@@ -1,0 +1,157 @@
+"""Export any model the app can load into Hugging Face's GPT-2 layout, and push it to the Hub.
+
+    python -m llm_core.export pydoc-gpt out/pydoc-gpt
+    python -m llm_core.export saved:my-run out/my-run --push-to-hub USER/my-run   # token: HF_TOKEN
+
+``AutoModelForCausalLM.from_pretrained(out_dir)`` and ``AutoTokenizer.from_pretrained(out_dir)``
+open the result unchanged (see ``hf_format`` for the files). A LoRA-wrapped model is exported
+with its update merged into the weights, so a fine-tuned model exports like any other.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from .checkpoint import HubUnavailable, hub_reachable, save_checkpoint
+from .hf_format import CheckpointError
+
+# Files the app shows beside a built-in checkpoint that an export carries along.
+CARRIED = ("TRAINING.md",)
+
+
+class HubPushError(RuntimeError):
+    """A push that did not happen; the message is one line saying why (the local export is kept)."""
+
+
+def _merged_copy(model):
+    from .lora import lora_layers, merge_lora
+
+    if not lora_layers(model):
+        return model
+    return merge_lora(copy.deepcopy(model))
+
+
+def export_hf(bundle, out_dir: str | os.PathLike, source_dir: str | os.PathLike | None = None) -> Path:
+    """Write ``bundle`` (a ``ModelBundle``) to ``out_dir`` in Hugging Face's GPT-2 layout.
+
+    An existing ``out_dir`` is replaced atomically; ``source_dir`` (the checkpoint it was loaded
+    from, if any) lends its TRAINING.md."""
+    model = _merged_copy(bundle.model)
+    if model.out_head.weight.shape[0] != model.cfg.vocab_size:
+        raise CheckpointError("this model has a classification head, not a language-model head; export "
+                              "it with llm_core.peft_format.export_classifier")
+    meta = {k: v for k, v in (bundle.meta or {}).items() if k != "source"}
+    meta.setdefault("name", Path(str(bundle.name)).name.removeprefix("saved:") or "model")
+    out = save_checkpoint(out_dir, model.to("cpu"), bundle.tokenizer, meta)
+    if source_dir is not None:
+        for name in CARRIED:
+            if (Path(source_dir) / name).is_file() and not (out / name).exists():
+                shutil.copy2(Path(source_dir) / name, out / name)
+    return out
+
+
+def zip_folder(folder: str | os.PathLike, zip_path: str | os.PathLike) -> Path:
+    """``folder``'s files in a zip whose top directory is the folder's name."""
+    folder, zip_path = Path(folder), Path(zip_path)
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, Path(folder.name) / f.relative_to(folder))
+    return zip_path
+
+
+def export_zip(bundle, name: str, work_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """Export into a fresh temporary folder and zip it: (folder, zip file)."""
+    work = Path(tempfile.mkdtemp(prefix="llm-explorer-export-", dir=work_dir))
+    folder = export_hf(bundle, work / name)
+    return folder, zip_folder(folder, work / f"{name}.zip")
+
+
+def resolve_token(token: str | None) -> str | None:
+    token = (token or "").strip() or os.environ.get("HF_TOKEN", "").strip()
+    if token:
+        return token
+    try:
+        from huggingface_hub import get_token
+        return get_token()
+    except Exception:  # an unreadable token file is the same as no token
+        return None
+
+
+def push_to_hub(folder: str | os.PathLike, repo_id: str, token: str | None = None, private: bool = False,
+                commit_message: str = "Upload from LLM Explorer") -> str:
+    """Create ``repo_id`` (if needed) and upload ``folder`` with huggingface_hub; returns the repo URL.
+
+    Raises ``HubPushError`` with one line (offline, no token, refused) and leaves ``folder`` alone."""
+    from huggingface_hub import create_repo, upload_folder
+
+    repo_id = (repo_id or "").strip()
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(parts) or any(c.isspace() for c in repo_id) or len(repo_id) > 96:
+        raise HubPushError(f"repo id {repo_id!r} is not of the form USER/NAME")
+    token = resolve_token(token)
+    if not token:
+        raise HubPushError("no Hugging Face token: paste one (write access) or set HF_TOKEN")
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if offline or not hub_reachable():
+        raise HubPushError(f"the Hugging Face Hub cannot be reached (offline?); nothing was pushed, the "
+                           f"export is kept in {folder}")
+    try:
+        url = create_repo(repo_id, token=token, private=private, repo_type="model", exist_ok=True)
+        upload_folder(repo_id=repo_id, folder_path=str(folder), token=token, repo_type="model",
+                      commit_message=commit_message)
+    except Exception as exc:  # network, auth and permission errors come in many types
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise HubPushError(f"pushing to {repo_id} failed ({reason}); the export is kept in {folder}") from None
+    return str(url)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from .registry import BUILTIN_DIR, USER_DIR, ModelLoadError, load_model
+
+    p = argparse.ArgumentParser(prog="python -m llm_core.export",
+                                description="Write a model in Hugging Face's GPT-2 layout "
+                                            "(transformers / tokenizers open it unchanged).")
+    p.add_argument("model", help="any name the app loads: pydoc-gpt, saved:NAME, gpt2, a Hub id, a folder")
+    p.add_argument("out_dir", help="folder to write (replaced if it exists)")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also upload it to this Hub repo (USER/NAME)")
+    p.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    p.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the saved login)")
+    args = p.parse_args(argv)
+    try:
+        bundle = load_model(args.model)
+    except (ModelLoadError, HubUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    source = None
+    if (BUILTIN_DIR / args.model).is_dir():
+        source = BUILTIN_DIR / args.model
+    elif args.model.startswith("saved:"):
+        source = USER_DIR / args.model.removeprefix("saved:")
+    elif Path(args.model).is_dir():
+        source = Path(args.model)
+    try:
+        out = export_hf(bundle, args.out_dir, source_dir=source)
+    except (CheckpointError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: " + ", ".join(sorted(f.name for f in out.iterdir())))
+    if args.push_to_hub:
+        try:
+            url = push_to_hub(out, args.push_to_hub, token=args.token, private=args.private)
+        except HubPushError as exc:
+            print(f"push: {exc}", file=sys.stderr)
+            return 1
+        print(f"pushed to {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
