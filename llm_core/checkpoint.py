@@ -219,8 +219,7 @@ def load_hf_gpt2(path: str | os.PathLike, device="cpu") -> tuple[GPTModel, BPETo
                               f"{cfg.vocab_size:,} embeddings")
     model = GPTModel(cfg)
     model.load_state_dict(convert_hf_gpt2_state(raw, cfg), strict=True)
-    meta = dict(side.get("meta") or {}) if side else {}
-    meta.setdefault("source", str(path))
+    meta = dict(side.get("meta") or {}) if side else {"source": str(path)}
     return model.to(device).eval(), tokenizer, meta
 
 
@@ -304,3 +303,37 @@ def download_from_hub(repo_id: str, progress: Progress | None = None) -> Path:
         raise HubUnavailable(f"{repo_id} has no config.json + model.safetensors (only safetensors "
                              "weights are read)")
     return ready
+
+
+def convert_old_checkpoint(path: str | os.PathLike, probe_text: str = "The list of modules.\n  def f(x): return x") -> Path:
+    """Rewrite a checkpoint of the old private format in the Hugging Face layout, in place, only
+    after checking that the rewritten one gives identical logits and token ids."""
+    path = Path(path)
+    if read_config(path).get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not in the old format")
+    model, tok, meta = load_checkpoint(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.convert-", dir=path.parent))
+    try:
+        new = save_checkpoint(staging / path.name, model, tok, meta)
+        model2, tok2, _ = load_checkpoint(new)
+        ids = tok.encode(probe_text)
+        if tok2.encode(probe_text) != ids or _ranks_of(tok2) != _ranks_of(tok):
+            raise CheckpointError("the converted tokenizer differs; nothing was changed")
+        x = torch.tensor([ids[: model.cfg.context_length]])
+        with torch.no_grad():
+            if not torch.equal(model(x), model2(x)):
+                raise CheckpointError("the converted weights give different logits; nothing was changed")
+        for keep in KEPT_FILES:
+            if (path / keep).is_file():
+                shutil.copy2(path / keep, new / keep)
+        old = path.parent / f".{path.name}.old-{os.getpid()}"
+        os.replace(path, old)
+        os.replace(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def _ranks_of(tok: BPETokenizer) -> tuple[dict, dict]:
+    return tok.encoding._mergeable_ranks, tok.encoding._special_tokens

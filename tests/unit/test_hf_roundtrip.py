@@ -1,0 +1,308 @@
+"""Round trips with Hugging Face's libraries: ours → transformers/tokenizers, transformers → ours,
+our checkpoint by Hub id from a Hub-layout cache, and clear refusals of bad model folders."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from llm_core import GPTConfig, build_untrained, export_hf, load_model
+from llm_core.bpe import train_bpe
+from llm_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, tokenizer_to_json
+from llm_core.registry import ModelBundle, ModelLoadError, cached_models, forget
+
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+
+def long_text() -> str:
+    """Varied text: this project's own source, unicode, whitespace runs, special-token literals."""
+    import llm_core.bpe as src
+
+    parts = [open(src.__file__, encoding="utf-8").read()[:12000],
+             "Grüße aus Köln — naïve café, «quotes», ﬁ ligature, Ελληνικά, русский, 日本語のテキスト, 한국어",
+             "emoji 🎉🎉🎉 👩‍👩‍👧 flags 🇫🇷 and math ∑ x² ≤ ∞", "tabs\t\tand\u00a0nbsp  \n\n\n   trailing   ",
+             "<|endoftext|>a new document<|endoftext|><|endoftext|>", "it's they'll we've I'm you'd 12345 3.14159",
+             "x" * 300, " " * 50 + "\r\n\r\n", "CamelCaseIdentifiers snake_case_names __dunder__ ->=>"]
+    return "\n".join(parts * 2)
+
+
+def _bundle(model, tok, name="test-model", meta=None):
+    return ModelBundle(name, model.eval(), tok, model.cfg, "untrained", meta or {})
+
+
+def _logits_close(ours, hf, ids, tol=1e-4):
+    with torch.no_grad():
+        return (ours(ids) - hf(ids).logits).abs().max().item() <= tol
+
+
+def _check_export(tmp_path, bundle, text):
+    out = export_hf(bundle, tmp_path / "export")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model_type"] == "gpt2" and cfg["architectures"] == ["GPT2LMHeadModel"]
+    for f in ("model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "README.md"):
+        assert (out / f).is_file(), f
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    raw = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json"))
+    ours = bundle.tokenizer.encode(text)
+    assert len(ours) > 3000
+    assert raw.encode(text).ids == ours
+    assert hf_tok(text)["input_ids"] == ours
+    assert hf_tok.decode(ours) == text
+    ids = torch.tensor([ours[: bundle.config.context_length]])
+    assert _logits_close(bundle.model, hf, ids)
+    again = load_model(str(out))  # and back: the export is also our checkpoint
+    assert again.tokenizer.encode(text) == ours
+    with torch.no_grad():
+        assert torch.allclose(again.model(ids), bundle.model(ids), atol=1e-6)
+    forget(str(out))
+    return out
+
+
+def test_our_bpe_model_exports_to_transformers_with_identical_ids_and_logits(tmp_path):
+    bundle = load_model("pydoc-gpt")  # the shipped 4,096-token BPE, untied head, no q/k/v bias
+    out = _check_export(tmp_path, bundle, long_text())
+    card = (out / "README.md").read_text()
+    assert "license:" in card and "validation loss" in card and "pydoc" in card
+
+
+def test_gpt2_tokenizer_model_exports_to_transformers(tmp_path):
+    cfg = GPTConfig(vocab_size=50257, context_length=64, emb_dim=32, n_heads=2, n_layers=2, qkv_bias=True,
+                    tie_weights=True, drop_rate=0.0)
+    from llm_core import gpt2_tokenizer
+
+    out = _check_export(tmp_path, _bundle(build_untrained(cfg, seed=3), gpt2_tokenizer()), long_text())
+    assert (out / "vocab.json").is_file() and (out / "merges.txt").is_file()
+    assert "lm_head.weight" not in load_file(str(out / "model.safetensors"))  # tied: stored once
+
+
+def test_freshly_trained_bpe_with_tied_head_round_trips(tmp_path):
+    text = long_text()
+    tok = train_bpe(text, vocab_size=600).to_tokenizer("fresh")
+    cfg = GPTConfig(vocab_size=tok.n_vocab, context_length=48, emb_dim=24, n_heads=3, n_layers=2,
+                    qkv_bias=True, tie_weights=True, drop_rate=0.0)
+    _check_export(tmp_path, _bundle(build_untrained(cfg, seed=4), tok), text)
+
+
+def test_untied_transformers_model_loads_with_its_own_head(tmp_path):
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=50257, n_layer=2, n_head=2, n_embd=32, n_positions=40, tie_word_embeddings=False)).eval()
+    with torch.no_grad():
+        hf.lm_head.weight.normal_()  # clearly different from the embedding
+    hf.save_pretrained(tmp_path)
+    assert "lm_head.weight" in load_file(str(tmp_path / "model.safetensors"))
+    bundle = load_model(str(tmp_path))
+    assert not bundle.config.tie_weights
+    ids = torch.tensor([bundle.tokenizer.encode("Every effort moves you toward the sunlit terraces")])
+    assert _logits_close(bundle.model, hf, ids)
+    forget(str(tmp_path))
+
+
+def _hf_trained_tokenizer(text: str, size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([text], trainers.BpeTrainer(
+        vocab_size=size, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    return tok
+
+
+def test_model_with_its_own_vocabulary_uses_the_tokenizer_saved_beside_it(tmp_path):
+    text = long_text()
+    hf_tok = _hf_trained_tokenizer(text, 700)
+    torch.manual_seed(2)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=hf_tok.get_vocab_size(), n_layer=2, n_head=2, n_embd=32, n_positions=64)).eval()
+    hf.save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="no tokenizer is saved beside it"):
+        load_model(str(tmp_path))
+    hf_tok.save(str(tmp_path / "tokenizer.json"))
+    bundle = load_model(str(tmp_path))
+    assert bundle.tokenizer.encode(text) == hf_tok.encode(text).ids
+    assert bundle.tokenizer.decode(hf_tok.encode(text).ids) == text
+    ids = torch.tensor([hf_tok.encode(text).ids[:64]])
+    assert _logits_close(bundle.model, hf, ids)
+    forget(str(tmp_path))
+
+
+def test_our_checkpoint_loads_by_hub_id_from_a_hub_layout_cache(tmp_path, monkeypatch):
+    """What `push` uploads, as `snapshot_download` would have cached it: no network is asked."""
+    import huggingface_hub.constants as hub_constants
+
+    text = long_text()
+    tok = train_bpe(text, vocab_size=400).to_tokenizer("hub-bpe")
+    cfg = GPTConfig(vocab_size=tok.n_vocab, context_length=32, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
+    model = build_untrained(cfg, seed=9)
+    repo = "someone/tiny-from-llm-explorer"
+    repo_dir = tmp_path / "hub" / ("models--" + repo.replace("/", "--"))
+    save_checkpoint(repo_dir / "snapshots" / ("a" * 40), model, tok, {"name": "tiny", "steps": 7})
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("llm_core.checkpoint.hub_reachable", lambda *a, **k: pytest.fail("asked the network"))
+    forget(repo)
+    try:
+        bundle = load_model(repo)
+        assert bundle.source == "hub" and bundle.meta["steps"] == 7 and bundle.tokenizer.name == "hub-bpe"
+        assert bundle.tokenizer.encode(text) == tok.encode(text)
+        ids = torch.tensor([tok.encode(text)[:32]])
+        with torch.no_grad():
+            assert torch.equal(bundle.model(ids), model(ids))
+    finally:
+        forget(repo)
+
+
+def test_old_private_format_still_loads(tmp_path):
+    tok = train_bpe(long_text(), vocab_size=300).to_tokenizer("old-bpe")
+    cfg = GPTConfig(vocab_size=tok.n_vocab, context_length=16, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
+    model = build_untrained(cfg, seed=1)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tokenizer_to_json(tok)))
+    (tmp_path / "config.json").write_text(json.dumps({"format": "llm-explorer", "model": cfg.to_dict(),
+                                                      "tokenizer": {"kind": "bpe", "file": "tokenizer.json"},
+                                                      "meta": {"steps": 3}}))
+    loaded, tok2, meta = load_checkpoint(tmp_path)
+    assert meta["steps"] == 3 and tok2.encode(long_text()) == tok.encode(long_text())
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model(ids))
+
+
+def test_shipped_models_are_in_the_hugging_face_layout():
+    from llm_core.registry import BUILTIN_DIR
+
+    for name in ("pydoc-gpt", "pydoc-gpt-instruct"):
+        d = BUILTIN_DIR / name
+        assert json.loads((d / "config.json").read_text())["model_type"] == "gpt2"
+        tokenizers.Tokenizer.from_file(str(d / "tokenizer.json"))  # the real tokenizers format
+
+
+# ---------------------------------------------------------------- bad input
+
+def _tiny_hf(tmp_path, **cfg):
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=50257, n_layer=1, n_head=2, n_embd=16, n_positions=16, **cfg))
+    hf.save_pretrained(tmp_path)
+    return hf
+
+
+@pytest.mark.parametrize("case, message", [
+    ("not a model", "not a model folder"),
+    ("llama", "GPT-2-architecture models only"),
+    ("shapes", "does not match config.json"),
+    ("damaged", "not a readable safetensors file"),
+    ("untied without head", "no lm_head.weight"),
+    ("bad json", "not valid JSON"),
+])
+def test_bad_model_folders_get_one_clear_message_and_the_cache_is_unchanged(tmp_path, case, message):
+    load_model("untrained:tiny")
+    before = cached_models()
+    if case == "not a model":
+        (tmp_path / "notes.txt").write_text("hello")
+    else:
+        _tiny_hf(tmp_path)
+        cfg = json.loads((tmp_path / "config.json").read_text())
+        if case == "llama":
+            cfg.update(model_type="llama", architectures=["LlamaForCausalLM"])
+        elif case == "shapes":
+            cfg["n_embd"] = 32
+        elif case == "untied without head":
+            cfg["tie_word_embeddings"] = False
+        (tmp_path / "config.json").write_text(json.dumps(cfg))
+        if case == "damaged":
+            (tmp_path / "model.safetensors").write_bytes(b"\x00" * 100)
+        if case == "bad json":
+            (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match=message) as info:
+        load_model(str(tmp_path))
+    assert "\n" not in str(info.value)
+    assert cached_models() == before
+
+
+def test_checkpoint_error_for_a_tokenizer_that_is_not_byte_level(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    _tiny_hf(tmp_path)
+    wordlevel = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
+    wordlevel.pre_tokenizer = pre_tokenizers.Whitespace()
+    wordlevel.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(CheckpointError, match="byte-level BPE"):
+        load_checkpoint(tmp_path)
+
+
+# ---------------------------------------------------------------- the CLI and the Hub
+
+def test_export_cli_writes_the_folder_and_an_offline_push_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    from llm_core import export
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    rc = export.main(["pydoc-gpt", str(tmp_path / "out"), "--push-to-hub", "someone/pydoc-gpt"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "cannot be reached" in err[0] and str(tmp_path / "out") in err[0]
+    assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "TRAINING.md").is_file()
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "out")("The list")["input_ids"] == \
+        load_model("pydoc-gpt").tokenizer.encode("The list")
+
+
+def test_push_needs_a_repo_id_and_a_token(tmp_path, monkeypatch):
+    from llm_core.export import HubPushError, push_to_hub
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("llm_core.export.resolve_token", lambda token: (token or "").strip() or None)
+    with pytest.raises(HubPushError, match="USER/NAME"):
+        push_to_hub(tmp_path, "no-slash", token="x")
+    with pytest.raises(HubPushError, match="no Hugging Face token"):
+        push_to_hub(tmp_path, "a/b", token="")
+
+
+def test_push_uploads_with_huggingface_hub_when_reachable(tmp_path, monkeypatch):
+    """The upload API is called with the folder and repo (the Hub itself replaced by a recorder)."""
+    import huggingface_hub
+
+    from llm_core.export import push_to_hub
+
+    calls = []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr("llm_core.export.hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kw: calls.append(("create", repo_id, kw))
+                        or f"https://huggingface.co/{repo_id}")
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kw: calls.append(("upload", kw)))
+    url = push_to_hub(tmp_path, "someone/model", token="hf_x")
+    assert url.endswith("someone/model")
+    assert calls[0][0] == "create" and calls[0][2]["exist_ok"] and calls[0][2]["token"] == "hf_x"
+    assert calls[1][1]["folder_path"] == str(tmp_path) and calls[1][1]["repo_id"] == "someone/model"
+
+
+def test_old_checkpoints_convert_in_place_only_when_identical(tmp_path):
+    from llm_core.checkpoint import convert_old_checkpoint
+
+    tok = train_bpe(long_text(), vocab_size=300).to_tokenizer("old-bpe")
+    cfg = GPTConfig(vocab_size=tok.n_vocab, context_length=16, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
+    model = build_untrained(cfg, seed=1)
+    old = tmp_path / "old"
+    old.mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(old / "model.safetensors"))
+    (old / "tokenizer.json").write_text(json.dumps(tokenizer_to_json(tok)))
+    (old / "TRAINING.md").write_text("how it was trained")
+    (old / "config.json").write_text(json.dumps({"format": "llm-explorer", "model": cfg.to_dict(),
+                                                 "tokenizer": {"kind": "bpe", "file": "tokenizer.json"},
+                                                 "meta": {"steps": 3}}))
+    convert_old_checkpoint(old)
+    assert json.loads((old / "config.json").read_text())["model_type"] == "gpt2"
+    assert (old / "TRAINING.md").read_text() == "how it was trained"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
+    loaded, tok2, meta = load_checkpoint(old)
+    assert meta["steps"] == 3 and tok2.name == "old-bpe" and tok2.encode(long_text()) == tok.encode(long_text())
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids), model(ids))
+    with pytest.raises(CheckpointError, match="not in the old format"):
+        convert_old_checkpoint(old)
