@@ -75,15 +75,19 @@ def tokenizer_from_json(d: dict) -> BPETokenizer:
 def write_model_dir(out: Path, model: GPTModel, tokenizer: BPETokenizer | None, meta: dict | None,
                     name: str | None = None) -> list[str]:
     """Every file of the Hugging Face layout into the existing directory ``out``; returns their names."""
-    tokenizer = tokenizer or gpt2_tokenizer()
     meta = dict(meta or {})
-    if tokenizer.n_vocab > model.cfg.vocab_size:
-        raise CheckpointError(f"the tokenizer has {tokenizer.n_vocab:,} tokens but the model only "
-                              f"{model.cfg.vocab_size:,} embeddings")
+    files: list[str] = []
+    if tokenizer is None and model.cfg.vocab_size < GPT2_VOCAB:
+        tokenizer = gpt2_tokenizer()  # a toy vocabulary with no tokenizer of its own: none is written
+    else:
+        tokenizer = tokenizer or gpt2_tokenizer()
+        if tokenizer.n_vocab > model.cfg.vocab_size:
+            raise CheckpointError(f"the tokenizer has {tokenizer.n_vocab:,} tokens but the model only "
+                                  f"{model.cfg.vocab_size:,} embeddings")
+        files = write_tokenizer(out, tokenizer, model.cfg.context_length)
     save_file(hf_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(hf_config(model.cfg, tokenizer, meta), indent=2))
     (out / "generation_config.json").write_text(json.dumps(generation_config(tokenizer), indent=2))
-    files = write_tokenizer(out, tokenizer, model.cfg.context_length)
     card = model_card(name or meta.get("name") or out.name.lstrip("."), model.cfg, tokenizer, meta)
     (out / "README.md").write_text(card, encoding="utf-8")
     return ["config.json", "model.safetensors", "generation_config.json", *files, "README.md"]
@@ -208,13 +212,15 @@ def load_hf_gpt2(path: str | os.PathLike, device="cpu") -> tuple[GPTModel, BPETo
     if side.get("model", {}).get("qkv_bias") is False and qkv_bias_unused(raw, cfg):
         cfg = cfg.with_(qkv_bias=False)  # ours, trained without q/k/v biases: keep it that way
     tokenizer = read_tokenizer(path, name=str(side.get("tokenizer") or "bpe"))
-    if tokenizer is None:
+    if tokenizer is None and side and cfg.vocab_size < GPT2_VOCAB:
+        tokenizer = gpt2_tokenizer()  # ours, a toy vocabulary saved without a tokenizer (as before)
+    elif tokenizer is None:
         if cfg.vocab_size != GPT2_VOCAB:
             raise CheckpointError(f"its vocabulary has {cfg.vocab_size:,} tokens, not GPT-2's {GPT2_VOCAB:,}, "
                                   "and no tokenizer is saved beside it (tokenizer.json, or vocab.json + "
                                   "merges.txt)")
         tokenizer = gpt2_tokenizer()
-    if tokenizer.n_vocab > cfg.vocab_size:
+    elif tokenizer.n_vocab > cfg.vocab_size:
         raise CheckpointError(f"the tokenizer has {tokenizer.n_vocab:,} tokens but the model only "
                               f"{cfg.vocab_size:,} embeddings")
     model = GPTModel(cfg)
