@@ -306,3 +306,115 @@ def test_old_checkpoints_convert_in_place_only_when_identical(tmp_path):
         assert torch.equal(loaded(ids), model(ids))
     with pytest.raises(CheckpointError, match="not in the old format"):
         convert_old_checkpoint(old)
+
+
+# ---------------------------------------------------------------- LoRA adapters ↔ peft
+
+peft = pytest.importorskip("peft")
+
+
+def _base(tmp_path, tie=False, seed=11):
+    """A small model of ours with its own BPE, exported as the base peft builds on."""
+    tok = train_bpe(long_text(), vocab_size=320).to_tokenizer("peft-bpe")
+    cfg = GPTConfig(vocab_size=tok.n_vocab, context_length=32, emb_dim=24, n_heads=2, n_layers=2,
+                    qkv_bias=True, tie_weights=tie, drop_rate=0.0)
+    bundle = _bundle(build_untrained(cfg, seed=seed), tok, name=f"peft-base-{seed}")
+    base_dir = export_hf(bundle, tmp_path / f"base-{seed}")
+    return bundle, base_dir
+
+
+def _tuned(bundle, targets, rank=3, alpha=5.0, num_classes=None):
+    from llm_core.finetune import FinetuneSettings, adapter_info, prepare_model
+    from llm_core.lora import model_fingerprint
+
+    settings = FinetuneSettings(task="classification" if num_classes else "instruction", method="lora",
+                                rank=rank, alpha=alpha, targets=targets)
+    model = prepare_model(bundle.model, settings, num_classes=num_classes, device="cpu").eval()
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # B starts at zero; give every update (and a new head's bias) real values
+        for name, p in model.named_parameters():
+            if name.endswith("lora.B") or name == "out_head.bias":
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    skip = ("out_head",) if num_classes else ()  # as finetune() computes it
+    info = adapter_info(bundle.name, model_fingerprint(bundle.model, skip=skip), settings, num_classes,
+                        {"task": settings.task, "labels": [f"c{i}" for i in range(num_classes or 0)]})
+    return model, info
+
+
+@pytest.mark.parametrize("targets, tie", [(("all",), True), (("q", "v", "ff_out"), False), (("k",), False)])
+def test_our_lora_adapter_opens_in_peft_with_equal_logits(tmp_path, targets, tie):
+    from llm_core.peft_format import load_peft_adapter, save_peft_adapter
+
+    bundle, base_dir = _base(tmp_path, tie=tie)
+    model, info = _tuned(bundle, targets)
+    adapter_dir = save_peft_adapter(tmp_path / "adapter", model, info)
+    assert sorted(p.name for p in adapter_dir.iterdir()) == ["README.md", "adapter_config.json",
+                                                            "adapter_model.safetensors"]
+    hf = peft.PeftModel.from_pretrained(transformers.GPT2LMHeadModel.from_pretrained(base_dir), adapter_dir).eval()
+    ids = torch.tensor([bundle.tokenizer.encode(long_text())[:32]])
+    with torch.no_grad():
+        ours = model(ids)
+        assert (ours - bundle.model(ids)).abs().max() > 1e-2  # the adapter changes something
+        assert (hf(ids).logits - ours).abs().max().item() <= 1e-4
+    again, info2 = load_peft_adapter(adapter_dir, bundle.model)  # and back, exactly
+    assert info2.rank == info.rank and info2.targets == info.targets
+    with torch.no_grad():
+        assert (again(ids) - ours).abs().max().item() <= 1e-5
+
+
+def test_classification_adapter_travels_as_gpt2_for_sequence_classification(tmp_path):
+    from llm_core.finetune import classification_logits
+    from llm_core.peft_format import load_peft_adapter, save_peft_adapter
+
+    bundle, base_dir = _base(tmp_path)
+    model, info = _tuned(bundle, ("attention",), num_classes=3)
+    adapter_dir = save_peft_adapter(tmp_path / "cls", model, info)
+    base = transformers.GPT2ForSequenceClassification.from_pretrained(base_dir, num_labels=3)
+    hf = peft.PeftModel.from_pretrained(base, adapter_dir).eval()
+    ids = torch.tensor([bundle.tokenizer.encode("Return the number of items.<|endoftext|>")])
+    last = torch.tensor([ids.shape[1] - 1])
+    with torch.no_grad():
+        ours = classification_logits(model, ids, last)
+        assert (hf(ids).logits - ours).abs().max().item() <= 1e-4
+        again, info2 = load_peft_adapter(adapter_dir, bundle.model)
+        assert info2.head_classes == 3 and info2.extra["labels"] == ["c0", "c1", "c2"]
+        assert (classification_logits(again, ids, last) - ours).abs().max().item() <= 1e-5
+
+
+def test_an_adapter_peft_wrote_for_gpt2_loads_into_ours(tmp_path):
+    from llm_core.peft_format import load_peft_adapter
+
+    bundle, base_dir = _base(tmp_path)
+    torch.manual_seed(3)
+    config = peft.LoraConfig(r=4, lora_alpha=12, target_modules=["c_attn", "mlp.c_proj", "lm_head"],
+                             fan_in_fan_out=True, lora_dropout=0.0, layers_to_transform=None,
+                             rank_pattern={"mlp.c_proj": 2}, alpha_pattern={"mlp.c_proj": 7})
+    hf = peft.get_peft_model(transformers.GPT2LMHeadModel.from_pretrained(base_dir), config)
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    hf.save_pretrained(tmp_path / "from-peft")
+    ours, info = load_peft_adapter(tmp_path / "from-peft", bundle.model, base_name=bundle.name)
+    assert set(info.targets) == {"q", "k", "v", "ff_out", "head"}
+    ids = torch.tensor([bundle.tokenizer.encode(long_text())[100:132]])
+    with torch.no_grad():
+        assert (ours(ids) - hf.eval()(ids).logits).abs().max().item() <= 1e-4
+
+
+def test_adapter_for_another_base_is_refused(tmp_path):
+    from llm_core.lora import LoRAError
+    from llm_core.peft_format import load_peft_adapter, save_peft_adapter, zip_adapter
+
+    bundle, _ = _base(tmp_path, seed=11)
+    other, other_dir = _base(tmp_path, seed=12)
+    model, info = _tuned(bundle, ("attention",))
+    adapter_dir = save_peft_adapter(tmp_path / "adapter", model, info)
+    with pytest.raises(LoRAError, match="trained on 'peft-base-11'"):
+        load_peft_adapter(zip_adapter(adapter_dir, tmp_path / "adapter.zip"), other.model)
+    wide = GPTConfig(vocab_size=bundle.config.vocab_size, context_length=32, emb_dim=32, n_heads=2, n_layers=2)
+    hf = peft.get_peft_model(transformers.GPT2LMHeadModel.from_pretrained(other_dir),
+                             peft.LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True))
+    hf.save_pretrained(tmp_path / "p")
+    with pytest.raises(LoRAError, match="another base model"):
+        load_peft_adapter(tmp_path / "p", build_untrained(wide))
