@@ -17,6 +17,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import torch
+
 from .checkpoint import HubUnavailable, hub_reachable, save_checkpoint
 from .hf_format import CheckpointError
 
@@ -53,6 +55,62 @@ def export_hf(bundle, out_dir: str | os.PathLike, source_dir: str | os.PathLike 
             if (Path(source_dir) / name).is_file() and not (out / name).exists():
                 shutil.copy2(Path(source_dir) / name, out / name)
     return out
+
+
+def export_classifier(model, tokenizer, out_dir: str | os.PathLike, labels: list[str], meta: dict | None = None) -> Path:
+    """A fine-tuned classifier (new head, whole weights) as ``GPT2ForSequenceClassification``: its
+    ``score`` has no bias, so ours is folded into the final LayerNorm (see ``peft_format``)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from .checkpoint import write_model_dir
+    from .hf_format import hf_state_dict
+    from .peft_format import _fold_bias_into_ln_f
+
+    model = _merged_copy(model).to("cpu")
+    head = model.out_head
+    n = head.weight.shape[0]
+    labels = [str(x) for x in labels] or [f"LABEL_{i}" for i in range(n)]
+    if len(labels) != n:
+        raise CheckpointError(f"{len(labels)} label names for a head with {n} classes")
+    out = Path(tempfile.mkdtemp(prefix=".classifier-", dir=Path(out_dir).parent if Path(out_dir).parent.exists()
+                                else None))
+    lm = copy.deepcopy(model)  # write_model_dir needs a language-model head: lend it the embedding
+    lm.out_head = torch.nn.Linear(model.cfg.emb_dim, model.cfg.vocab_size, bias=False)
+    lm.out_head.weight = lm.tok_emb.weight
+    lm.cfg = lm.cfg.with_(tie_weights=True)
+    write_model_dir(out, lm, tokenizer, meta, name=(meta or {}).get("name") or Path(out_dir).name)
+    state = hf_state_dict(lm)
+    state.pop("lm_head.weight", None)
+    state["score.weight"] = head.weight.detach().float().cpu().contiguous()
+    state["transformer.ln_f.weight"], state["transformer.ln_f.bias"] = _fold_bias_into_ln_f(model)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((out / "config.json").read_text())
+    config.update(architectures=["GPT2ForSequenceClassification"], num_labels=n, tie_word_embeddings=True,
+                  id2label={str(i): lab for i, lab in enumerate(labels)},
+                  label2id={lab: i for i, lab in enumerate(labels)})
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    target = Path(out_dir)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(out, target)
+    return target
+
+
+def export_finetuned(model, tokenizer, info, out_dir: str | os.PathLike) -> Path:
+    """A fine-tune's result in Hugging Face's formats: LoRA → a peft adapter directory; a
+    last-block or full fine-tune → the whole tuned model (a classifier as
+    GPT2ForSequenceClassification)."""
+    from .peft_format import save_peft_adapter
+
+    if info.method == "lora":
+        return save_peft_adapter(out_dir, model, info)
+    meta = {"base_model": info.base_model, "method": info.method, **{k: v for k, v in info.extra.items()
+                                                                     if isinstance(v, (str, int, float))}}
+    if info.head_classes is not None:
+        return export_classifier(model, tokenizer, out_dir, list(info.extra.get("labels") or []), meta)
+    return save_checkpoint(out_dir, _merged_copy(model).to("cpu"), tokenizer, meta)
 
 
 def zip_folder(folder: str | os.PathLike, zip_path: str | os.PathLike) -> Path:

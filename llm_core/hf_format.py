@@ -320,6 +320,9 @@ def gpt_config_from_hf(hf: dict) -> GPTConfig:
         arch = ", ".join(hf.get("architectures") or []) or "unknown architecture"
         raise CheckpointError(f"this is a {model_type or 'model without model_type'} model ({arch}); "
                               "LLM Explorer reads GPT-2-architecture models only (model_type 'gpt2')")
+    if "GPT2ForSequenceClassification" in (hf.get("architectures") or []):
+        raise CheckpointError("this is a GPT-2 text classifier (GPT2ForSequenceClassification), not a language "
+                              "model; open it with transformers")
     try:
         sizes = {k: int(hf[k]) for k in ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer")}
     except (KeyError, TypeError, ValueError) as exc:

@@ -418,3 +418,55 @@ def test_adapter_for_another_base_is_refused(tmp_path):
     hf.save_pretrained(tmp_path / "p")
     with pytest.raises(LoRAError, match="another base model"):
         load_peft_adapter(tmp_path / "p", build_untrained(wide))
+
+
+@pytest.mark.parametrize("method", ["last-block", "full"])
+def test_whole_weight_fine_tunes_export_as_models(tmp_path, method):
+    from llm_core.export import export_finetuned
+    from llm_core.finetune import FinetuneSettings, adapter_info, classification_logits, prepare_model
+
+    bundle, _ = _base(tmp_path)
+    settings = FinetuneSettings(task="classification", method=method)
+    model = prepare_model(bundle.model, settings, num_classes=2, device="cpu").eval()
+    with torch.no_grad():
+        model.out_head.bias.copy_(torch.tensor([0.7, -0.3]))
+        model.trf_blocks[-1].ff.layers[0].weight.mul_(1.5)
+    info = adapter_info(bundle.name, "", settings, 2, {"task": "classification", "labels": ["ham", "spam"]})
+    out = export_finetuned(model, bundle.tokenizer, info, tmp_path / "classifier")
+    hf = transformers.GPT2ForSequenceClassification.from_pretrained(out).eval()
+    assert hf.config.id2label == {0: "ham", 1: "spam"}
+    ids = torch.tensor([bundle.tokenizer.encode("Return the number of items.<|endoftext|>")])
+    with torch.no_grad():
+        ours = classification_logits(model, ids, torch.tensor([ids.shape[1] - 1]))
+        assert (hf(ids).logits - ours).abs().max().item() <= 1e-4
+    with pytest.raises(ModelLoadError, match="text classifier"):
+        load_model(str(out))
+    settings = FinetuneSettings(task="instruction", method=method)
+    model = prepare_model(bundle.model, settings, device="cpu").eval()
+    with torch.no_grad():
+        model.trf_blocks[0].att.W_value.weight.mul_(-1)
+    out = export_finetuned(model, bundle.tokenizer, adapter_info(bundle.name, "", settings, None, {}),
+                           tmp_path / "tuned")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        assert (hf(ids).logits - model(ids)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.slow
+def test_finetune_cli_out_dir_writes_a_peft_adapter(tmp_path, capsys):
+    from llm_core import finetune
+    from llm_core.peft_format import load_peft_adapter
+
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\n" + "".join(f"item number {i} is fine,{'ham' if i % 2 else 'spam'}\n"
+                                             for i in range(40)))
+    finetune.main(["--model", "pydoc-gpt", "--task", "classification", "--data", str(data), "--rank", "2",
+                   "--alpha", "4", "--targets", "attention", "--steps", "2", "--batch-size", "4",
+                   "--eval-interval", "2", "--eval-batches", "1", "--out", str(tmp_path / "adapter")])
+    out = tmp_path / "adapter"
+    assert json.loads((out / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    base = load_model("pydoc-gpt")
+    model, info = load_peft_adapter(out, base.model)
+    assert info.head_classes == 2 and sorted(info.extra["labels"]) == ["ham", "spam"]
+    with pytest.raises(SystemExit, match="needs --out DIR"):
+        finetune.main(["--push-to-hub", "a/b", "--out", str(tmp_path / "x.safetensors")])
