@@ -116,10 +116,11 @@ def export_finetuned(model, tokenizer, info, out_dir: str | os.PathLike) -> Path
 def zip_folder(folder: str | os.PathLike, zip_path: str | os.PathLike) -> Path:
     """``folder``'s files in a zip whose top directory is the folder's name."""
     folder, zip_path = Path(folder), Path(zip_path)
-    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(zip_path, "w") as zf:
         for f in sorted(folder.rglob("*")):
-            if f.is_file():
-                zf.write(f, Path(folder.name) / f.relative_to(folder))
+            if f.is_file():  # weights barely compress: store them, deflate the text files
+                kind = zipfile.ZIP_STORED if f.suffix == ".safetensors" else zipfile.ZIP_DEFLATED
+                zf.write(f, Path(folder.name) / f.relative_to(folder), compress_type=kind)
     return zip_path
 
 

@@ -389,20 +389,15 @@ def load_peft_adapter(path, base_model: nn.Module, base_name: str = "", check_id
         ours = _ours_from_peft_names(tensors, info, base_model.cfg)
         return apply_adapter(base_model, ours, info, check_identity=False), info
     ours, info = from_peft(config, tensors, base_model.cfg, base_name)
+    from .lora import model_fingerprint  # it fits this model: record it as the base from now on
+
+    info.base_fingerprint = model_fingerprint(base_model, skip=("out_head",) if info.head_classes else ())
     copy_of_head = tensors.get(PREFIX + "lm_head.base_layer.weight")
     if copy_of_head is not None and (copy_of_head.shape != base_model.out_head.weight.shape or not torch.allclose(
             copy_of_head.float(), base_model.out_head.weight.detach().float().cpu(), atol=1e-6)):
         raise LoRAError("the adapter's copy of the output head differs from this model's: it was trained on "
                         f"another base model ({info.base_model})")
     return apply_adapter(base_model, ours, info, check_identity=False), info
-
-
-def zip_adapter(folder: Path, zip_path: Path) -> Path:
-    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(Path(folder).iterdir()):
-            if f.is_file():
-                zf.write(f, Path(Path(folder).name) / f.name)
-    return zip_path
 
 
 def is_peft_upload(paths) -> bool:

@@ -404,14 +404,15 @@ def test_an_adapter_peft_wrote_for_gpt2_loads_into_ours(tmp_path):
 
 def test_adapter_for_another_base_is_refused(tmp_path):
     from llm_core.lora import LoRAError
-    from llm_core.peft_format import load_peft_adapter, save_peft_adapter, zip_adapter
+    from llm_core.export import zip_folder
+    from llm_core.peft_format import load_peft_adapter, save_peft_adapter
 
     bundle, _ = _base(tmp_path, seed=11)
     other, other_dir = _base(tmp_path, seed=12)
     model, info = _tuned(bundle, ("attention",))
     adapter_dir = save_peft_adapter(tmp_path / "adapter", model, info)
     with pytest.raises(LoRAError, match="trained on 'peft-base-11'"):
-        load_peft_adapter(zip_adapter(adapter_dir, tmp_path / "adapter.zip"), other.model)
+        load_peft_adapter(zip_folder(adapter_dir, tmp_path / "adapter.zip"), other.model)
     wide = GPTConfig(vocab_size=bundle.config.vocab_size, context_length=32, emb_dim=32, n_heads=2, n_layers=2)
     hf = peft.get_peft_model(transformers.GPT2LMHeadModel.from_pretrained(other_dir),
                              peft.LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True))
