@@ -133,7 +133,9 @@ def save_peft_adapter(out_dir: str | os.PathLike, model: nn.Module, info: Adapte
         modules_to_save=modules_to_save or None, base_model_name_or_path=hub_name(info.base_model),
         task_type="SEQ_CLS" if info.head_classes is not None else "CAUSAL_LM", inference_mode=True)
     config.save_pretrained(str(out_dir))
-    save_file(tensors, str(out_dir / WEIGHTS_FILE), metadata={"format": "pt", **info.to_metadata()})
+    # "format" stays "pt" as transformers expects; our marker rides under its own key.
+    save_file(tensors, str(out_dir / WEIGHTS_FILE),
+              metadata={**info.to_metadata(), "format": "pt", "adapter_format": ADAPTER_FORMAT})
     labels = info.extra.get("labels") or []
     lines = ["---", "library_name: peft", f"base_model: {hub_name(info.base_model)}", "tags:", "- lora",
              "- llm-explorer", "---", "", f"# LoRA adapter for {info.base_model}", "",
@@ -212,6 +214,8 @@ def _read_files(path: str | os.PathLike | list) -> tuple[dict, dict[str, torch.T
             raise LoRAError(f"{CONFIG_FILE} is not a JSON object")
     elif metadata.get("format") != ADAPTER_FORMAT:
         raise LoRAError(f"no {CONFIG_FILE} found beside {WEIGHTS_FILE}")
+    if metadata.get("adapter_format") == ADAPTER_FORMAT:
+        metadata = {**metadata, "format": ADAPTER_FORMAT}
     return config, tensors, metadata
 
 
