@@ -471,3 +471,24 @@ def test_finetune_cli_out_dir_writes_a_peft_adapter(tmp_path, capsys):
     assert info.head_classes == 2 and sorted(info.extra["labels"]) == ["ham", "spam"]
     with pytest.raises(SystemExit, match="needs --out DIR"):
         finetune.main(["--push-to-hub", "a/b", "--out", str(tmp_path / "x.safetensors")])
+
+
+@pytest.mark.slow
+def test_pretrain_cli_writes_the_hugging_face_layout_and_reports_an_offline_push(tmp_path, monkeypatch, capsys):
+    from llm_core.pretrain import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(long_text(), encoding="utf-8")
+    out = tmp_path / "ckpt"
+    rc = main(["--text-file", str(corpus), "--vocab-size", "300", "--layers", "1", "--heads", "2", "--emb-dim", "16",
+               "--context", "16", "--steps", "4", "--batch-size", "2", "--warmup", "1", "--eval-interval", "2",
+               "--eval-batches", "1", "--out", str(out), "--push-to-hub", "someone/tiny"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "push:" in err and ("cannot be reached" in err or "no Hugging Face token" in err)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    ours, tok, _ = load_checkpoint(out)
+    ids = tok.encode(long_text()[:2000])
+    assert hf_tok(long_text()[:2000])["input_ids"] == ids
+    assert _logits_close(ours, hf, torch.tensor([ids[:16]]))
