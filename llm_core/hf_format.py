@@ -429,6 +429,15 @@ def _license(meta: dict) -> str:
     return "other"
 
 
+def hub_repo_id(name: str) -> str | None:
+    """The Hub repo id a model name stands for (GPT-2's short names mapped), or None."""
+    from .checkpoint import GPT2_HUB_IDS
+
+    name = GPT2_HUB_IDS.get(name, name)
+    parts = name.split("/")
+    return name if len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~")) else None
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -439,25 +448,30 @@ def _fmt(value) -> str:
 
 def model_card(name: str, cfg: GPTConfig, tok: BPETokenizer, meta: dict | None = None) -> str:
     """README.md for a model directory: what it is, how it was trained, how to load it."""
+    from .model import GPTModel
+
     meta = meta or {}
-    n_params = (cfg.vocab_size * cfg.emb_dim * (1 if cfg.tie_weights else 2) + cfg.context_length * cfg.emb_dim
-                + cfg.n_layers * (12 * cfg.emb_dim ** 2 + 13 * cfg.emb_dim) + 2 * cfg.emb_dim)
+    with torch.device("meta"):  # counted without allocating weights
+        n_params = GPTModel(cfg).num_parameters()
     lines = ["---", f"license: {_license(meta)}", "library_name: transformers", "pipeline_tag: text-generation",
              "tags:", "- gpt2", "- llm-explorer"]
-    if meta.get("base_model"):
-        lines.append(f"base_model: {meta['base_model']}")
+    base = hub_repo_id(str(meta.get("base_model") or ""))
+    if base:  # the Hub checks this field: only a repo id belongs there
+        lines.append(f"base_model: {base}")
     lines += ["---", "", f"# {name}", "",
               f"A GPT-2-architecture model made with LLM Explorer (the GPTModel of Raschka's *Build a Large "
               f"Language Model (From Scratch)*), saved in Hugging Face's GPT-2 layout.", "",
               "| | |", "|---|---|",
-              f"| parameters | about {n_params / 1e6:.2f}M ({cfg.n_layers} layers, {cfg.n_heads} heads, "
+              f"| parameters | {n_params:,} ({cfg.n_layers} layers, {cfg.n_heads} heads, "
               f"{cfg.emb_dim} dims, context {cfg.context_length}) |",
               f"| vocabulary | {cfg.vocab_size:,} ({'GPT-2' if is_gpt2_tokenizer(tok) else tok.name} byte-level "
               f"BPE){', tied output head' if cfg.tie_weights else ', separate output head'} |"]
     corpus = meta.get("corpus") or {}
     if isinstance(corpus, dict) and corpus:
-        lines.append("| training data | " + ", ".join(f"{k} {_fmt(corpus[k])}" for k in
-                     ("name", "characters", "documents", "tokens", "train_tokens", "val_tokens") if k in corpus) + " |")
+        facts = [f"{_fmt(corpus[k])} {label}" for k, label in (("characters", "characters"), ("documents", "documents"),
+                 ("tokens", "tokens"), ("train_tokens", "for training"), ("val_tokens", "for validation"))
+                 if k in corpus]
+        lines.append(f"| training data | {corpus.get('name', 'text')}: {', '.join(facts)} |")
     elif corpus:
         lines.append(f"| training data | {corpus} |")
     for key, label in (("base_model", "base model"), ("steps", "steps"), ("tokens_seen", "tokens seen"),

@@ -41,6 +41,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 
+from .hf_format import hub_repo_id
 from .lora import (
     ADAPTER_FORMAT, BLOCK_TARGETS, HEAD_TARGET, AdapterInfo, LinearWithLoRA, LoRAError, apply_adapter, lora_layers,
 )
@@ -137,7 +138,8 @@ def save_peft_adapter(out_dir: str | os.PathLike, model: nn.Module, info: Adapte
     save_file(tensors, str(out_dir / WEIGHTS_FILE),
               metadata={**info.to_metadata(), "format": "pt", "adapter_format": ADAPTER_FORMAT})
     labels = info.extra.get("labels") or []
-    lines = ["---", "library_name: peft", f"base_model: {hub_name(info.base_model)}", "tags:", "- lora",
+    base = hub_repo_id(info.base_model)
+    lines = ["---", "library_name: peft", *([f"base_model: {base}"] if base else []), "tags:", "- lora",
              "- llm-explorer", "---", "", f"# LoRA adapter for {info.base_model}", "",
              f"Rank {info.rank}, alpha {info.alpha:g}, on {', '.join(info.targets)}; task "
              f"{info.extra.get('task', 'instruction')}" + (f", labels {', '.join(map(str, labels))}" if labels else "")
