@@ -122,18 +122,21 @@ def peft_tensors(model: nn.Module, info: AdapterInfo) -> tuple[dict[str, torch.T
 
 def save_peft_adapter(out_dir: str | os.PathLike, model: nn.Module, info: AdapterInfo) -> Path:
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (+ README.md) into ``out_dir``."""
-    from peft import LoraConfig
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors, rank_pattern, alpha_pattern, modules_to_save = peft_tensors(model, info)
     targets = sorted({HF_MODULE[t] for t in info.targets if not (t == HEAD_TARGET and info.head_classes)})
-    config = LoraConfig(
-        r=int(info.rank), lora_alpha=float(info.alpha), target_modules=targets, lora_dropout=0.0,
-        fan_in_fan_out=True, bias="none", rank_pattern=rank_pattern, alpha_pattern=alpha_pattern,
-        modules_to_save=modules_to_save or None, base_model_name_or_path=hub_name(info.base_model),
-        task_type="SEQ_CLS" if info.head_classes is not None else "CAUSAL_LM", inference_mode=True)
-    config.save_pretrained(str(out_dir))
+    # peft's LoraConfig fields, written directly so the app needs no peft at run time (peft fills
+    # any field left out with its default; the tests load this with peft).
+    config = {
+        "peft_type": "LORA", "task_type": "SEQ_CLS" if info.head_classes is not None else "CAUSAL_LM",
+        "base_model_name_or_path": hub_name(info.base_model), "inference_mode": True,
+        "r": int(info.rank), "lora_alpha": float(info.alpha), "lora_dropout": 0.0, "target_modules": targets,
+        "fan_in_fan_out": True, "bias": "none", "rank_pattern": rank_pattern, "alpha_pattern": alpha_pattern,
+        "modules_to_save": modules_to_save or None, "init_lora_weights": True, "use_rslora": False,
+        "use_dora": False, "layers_to_transform": None, "layers_pattern": None, "revision": None,
+    }
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
     # "format" stays "pt" as transformers expects; our marker rides under its own key.
     save_file(tensors, str(out_dir / WEIGHTS_FILE),
               metadata={**info.to_metadata(), "format": "pt", "adapter_format": ADAPTER_FORMAT})
