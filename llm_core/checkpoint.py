@@ -273,8 +273,17 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 
 def _snapshot_ready(folder: str | os.PathLike) -> Path | None:
+    """The snapshot folder when it holds what loading needs: config, weights, and the tokenizer
+    unless the vocabulary is GPT-2's (a cache filled by an older version may lack it)."""
     folder = Path(folder)
-    return folder if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() else None
+    if not ((folder / "config.json").is_file() and (folder / "model.safetensors").is_file()):
+        return None
+    try:
+        vocab = json.loads((folder / "config.json").read_text()).get("vocab_size")
+    except (OSError, ValueError, AttributeError):
+        return folder  # the loader reports what is wrong with it
+    has_tokenizer = (folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file()
+    return folder if has_tokenizer or vocab == GPT2_VOCAB else None
 
 
 def download_from_hub(repo_id: str, progress: Progress | None = None) -> Path:

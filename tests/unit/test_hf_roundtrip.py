@@ -492,3 +492,17 @@ def test_pretrain_cli_writes_the_hugging_face_layout_and_reports_an_offline_push
     ids = tok.encode(long_text()[:2000])
     assert hf_tok(long_text()[:2000])["input_ids"] == ids
     assert _logits_close(ours, hf, torch.tensor([ids[:16]]))
+
+
+def test_a_lora_model_exports_merged_like_any_other(tmp_path):
+    bundle, _ = _base(tmp_path)
+    model, _ = _tuned(bundle, ("attention", "feed-forward"))
+    out = export_hf(_bundle(model, bundle.tokenizer, name="merged"), tmp_path / "merged")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.tensor([bundle.tokenizer.encode(long_text())[:32]])
+    with torch.no_grad():
+        assert (model(ids) - bundle.model(ids)).abs().max() > 1e-2
+    assert _logits_close(model, hf, ids)
+    from llm_core.lora import lora_layers
+
+    assert all(not layer.merged for layer in lora_layers(model).values())  # the original is left alone
