@@ -6,6 +6,7 @@ import html
 import math
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -307,8 +308,17 @@ def _export_name(res) -> str:
 def _adapter_zip(session: str, res, run_no: int) -> Path:
     """The run's result in Hugging Face's formats (peft adapter or whole model), zipped for download."""
     safe = re.sub(r"[^A-Za-z0-9_-]", "", session)[:32] or "api"
-    folder = res.save_hf(ADAPTER_DIR / safe / f"run{run_no}" / f"{_export_name(res)}-run{run_no}")
-    return zip_folder(folder, folder.parent / f"{folder.name}.zip")
+    home = ADAPTER_DIR / safe
+    if home.is_dir():  # only the newest run's download is kept (a full fine-tune of GPT-2 is ~0.5 GB)
+        for old in home.iterdir():
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+    folder = res.save_hf(home / f"run{run_no}" / f"{_export_name(res)}-run{run_no}")
+    archive = zip_folder(folder, folder.parent / f"{folder.name}.zip")
+    shutil.rmtree(folder, ignore_errors=True)
+    return archive
 
 
 def _export_source(request: gr.Request | None):

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -32,10 +33,22 @@ def _session_dir(request: gr.Request | None, tab: str) -> Path:
     return EXPORT_ROOT / tab / session
 
 
+def _prune(tab: str, max_age_s: float = 3600.0) -> None:
+    """Drop other sessions' exports older than an hour (a GPT-2 export is ~0.5 GB)."""
+    now = time.time()
+    for old in (EXPORT_ROOT / tab).glob("*") if (EXPORT_ROOT / tab).is_dir() else ():
+        try:
+            if now - old.stat().st_mtime > max_age_s:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def export_folder(find: Finder, tab: str, request: gr.Request | None) -> Path:
     """Write this session's model/adapter into a fresh folder (the session's older export goes)."""
     name, write = find(request)
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:60].strip(".-") or "model"
+    _prune(tab)
     home = _session_dir(request, tab)
     if home.exists():
         shutil.rmtree(home, ignore_errors=True)
