@@ -418,8 +418,10 @@ def qkv_bias_unused(sd: dict[str, torch.Tensor], cfg: GPTConfig) -> bool:
 
 def _license(meta: dict) -> str:
     """The card's license: the checkpoint's own if it names one, else the project's LICENSE file's."""
-    if meta.get("license"):
-        return str(meta["license"])
+    import re
+
+    if re.fullmatch(r"[a-z0-9][a-z0-9.+-]{0,40}", str(meta.get("license") or "")):
+        return str(meta["license"])  # a license id; a longer note goes into the card's table
     lic = Path(__file__).resolve().parent.parent / "LICENSE"
     head = lic.read_text(encoding="utf-8", errors="replace")[:200].lower() if lic.is_file() else ""
     if "mit license" in head:
@@ -481,6 +483,8 @@ def model_card(name: str, cfg: GPTConfig, tok: BPETokenizer, meta: dict | None =
                        ("reason", "stopped because"), ("method", "fine-tuning method")):
         if meta.get(key) is not None and meta.get(key) != "":
             lines.append(f"| {label} | {_fmt(meta[key])} |")
+    note = str(meta.get("license") or "")
+    lines.append(f"| license | {note if note and note != _license(meta) else _license(meta)} |")
     if meta.get("command"):
         lines += ["", "Trained with:", "", "```", str(meta["command"]), "```"]
     lines += ["", "## Use it", "", "```python",

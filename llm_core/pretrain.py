@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             "parameters": model.num_parameters(), "config": cfg.to_dict(),
             "training": {k: v for k, v in vars(tcfg).items()}, "batch_size": args.batch_size, "stride": stride,
             "init": args.init, "seed": args.seed, "device": str(device),
-            "torch": torch.__version__, "python": platform.python_version(),
+            "torch": torch.__version__, "python": platform.python_version(), "license": LICENSE_NOTE,
             "steps": ev.step, "tokens_seen": ev.tokens_seen, "seconds": round(ev.elapsed_s, 1),
             "train_loss": ev.train_loss, "val_loss": ev.val_loss, "perplexity": ev.perplexity,
             "status": ev.status if final else "in progress", "reason": ev.reason,

@@ -506,3 +506,12 @@ def test_a_lora_model_exports_merged_like_any_other(tmp_path):
     from llm_core.lora import lora_layers
 
     assert all(not layer.merged for layer in lora_layers(model).values())  # the original is left alone
+
+
+def test_model_cards_name_a_license_the_hub_accepts():
+    from llm_core.registry import BUILTIN_DIR
+
+    for name in ("pydoc-gpt", "pydoc-gpt-instruct"):
+        card = (BUILTIN_DIR / name / "README.md").read_text()
+        front = card.split("---")[1]
+        assert "license: mit" in front and "Python Software Foundation" in card
