@@ -323,12 +323,12 @@ def _base(tmp_path, tie=False, seed=11):
     return bundle, base_dir
 
 
-def _tuned(bundle, targets, rank=3, alpha=5.0, num_classes=None):
+def _tuned(bundle, targets, rank=3, alpha=5.0, num_classes=None, scaling="alpha/rank"):
     from llm_core.finetune import FinetuneSettings, adapter_info, prepare_model
     from llm_core.lora import model_fingerprint
 
     settings = FinetuneSettings(task="classification" if num_classes else "instruction", method="lora",
-                                rank=rank, alpha=alpha, targets=targets)
+                                rank=rank, alpha=alpha, targets=targets, lora_scaling=scaling)
     model = prepare_model(bundle.model, settings, num_classes=num_classes, device="cpu").eval()
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():  # B starts at zero; give every update (and a new head's bias) real values
@@ -341,12 +341,13 @@ def _tuned(bundle, targets, rank=3, alpha=5.0, num_classes=None):
     return model, info
 
 
-@pytest.mark.parametrize("targets, tie", [(("all",), True), (("q", "v", "ff_out"), False), (("k",), False)])
-def test_our_lora_adapter_opens_in_peft_with_equal_logits(tmp_path, targets, tie):
+@pytest.mark.parametrize("targets, tie, scaling", [(("all",), True, "alpha/rank"), (("q", "v", "ff_out"), False, "alpha"),
+                                                   (("k",), False, "alpha/rank")])
+def test_our_lora_adapter_opens_in_peft_with_equal_logits(tmp_path, targets, tie, scaling):
     from llm_core.peft_format import load_peft_adapter, save_peft_adapter
 
     bundle, base_dir = _base(tmp_path, tie=tie)
-    model, info = _tuned(bundle, targets)
+    model, info = _tuned(bundle, targets, scaling=scaling)  # the book's scale (× alpha) travels too
     adapter_dir = save_peft_adapter(tmp_path / "adapter", model, info)
     assert sorted(p.name for p in adapter_dir.iterdir()) == ["README.md", "adapter_config.json",
                                                             "adapter_model.safetensors"]
