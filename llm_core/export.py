@@ -49,7 +49,7 @@ def export_hf(bundle, out_dir: str | os.PathLike, source_dir: str | os.PathLike 
                               "it with llm_core.peft_format.export_classifier")
     meta = {k: v for k, v in (bundle.meta or {}).items() if k != "source"}
     meta.setdefault("name", Path(str(bundle.name)).name.removeprefix("saved:") or "model")
-    out = save_checkpoint(out_dir, model.to("cpu"), bundle.tokenizer, meta)
+    out = save_checkpoint(out_dir, model, bundle.tokenizer, meta)
     if source_dir is not None:
         for name in CARRIED:
             if (Path(source_dir) / name).is_file() and not (out / name).exists():
@@ -68,7 +68,7 @@ def export_classifier(model, tokenizer, out_dir: str | os.PathLike, labels: list
     from .hf_format import hf_state_dict
     from .peft_format import _fold_bias_into_ln_f
 
-    model = _merged_copy(model).to("cpu")
+    model = _merged_copy(model)  # never moved: it may be a shared model on a GPU
     head = model.out_head
     n = head.weight.shape[0]
     labels = [str(x) for x in labels] or [f"LABEL_{i}" for i in range(n)]
@@ -110,7 +110,7 @@ def export_finetuned(model, tokenizer, info, out_dir: str | os.PathLike) -> Path
                                                                      if isinstance(v, (str, int, float))}}
     if info.head_classes is not None:
         return export_classifier(model, tokenizer, out_dir, list(info.extra.get("labels") or []), meta)
-    return save_checkpoint(out_dir, _merged_copy(model).to("cpu"), tokenizer, meta)
+    return save_checkpoint(out_dir, _merged_copy(model), tokenizer, meta)
 
 
 def zip_folder(folder: str | os.PathLike, zip_path: str | os.PathLike) -> Path:

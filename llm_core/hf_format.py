@@ -295,7 +295,8 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
         b, h = f"trf_blocks.{i}.", f"transformer.h.{i}."
         ws = [sd[b + f"att.{n}.weight"] for n in ("W_query", "W_key", "W_value")]
         biases = [sd.get(b + f"att.{n}.bias") for n in ("W_query", "W_key", "W_value")]
-        biases = [x if x is not None else torch.zeros(w.shape[0], dtype=w.dtype) for x, w in zip(biases, ws)]
+        biases = [x if x is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+                  for x, w in zip(biases, ws)]
         out[h + "attn.c_attn.weight"] = torch.cat(ws, dim=0).T
         out[h + "attn.c_attn.bias"] = torch.cat(biases)
         out[h + "attn.c_proj.weight"] = sd[b + "att.out_proj.weight"].T

@@ -68,7 +68,7 @@ def _fold_bias_into_ln_f(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """The final LayerNorm's shift with the head's bias folded in (see the module docstring)."""
     head = model.out_head
     w = head.weight.detach().double()
-    b = head.bias.detach().double() if head.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    b = head.bias.detach().double() if head.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
     delta = torch.linalg.pinv(w) @ b
     if (w @ delta - b).abs().max().item() > 1e-6 * max(1.0, b.abs().max().item()):
         raise LoRAError("this classification head's bias cannot be folded into GPT-2's bias-free score layer "
