@@ -1,6 +1,7 @@
 """Round trips with Hugging Face's libraries: ours → transformers/tokenizers, transformers → ours,
 our checkpoint by Hub id from a Hub-layout cache, and clear refusals of bad model folders."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -516,3 +517,26 @@ def test_model_cards_name_a_license_the_hub_accepts():
         card = (BUILTIN_DIR / name / "README.md").read_text()
         front = card.split("---")[1]
         assert "license: mit" in front and "Python Software Foundation" in card
+
+
+@pytest.mark.slow
+def test_hub_id_loads_from_a_fake_hf_home_in_a_fresh_process(tmp_path):
+    """The same with HF_HOME pointing at a Hub-layout cache, as huggingface_hub reads it at import."""
+    import os
+    import subprocess
+    import sys
+
+    tok = train_bpe(long_text(), vocab_size=300).to_tokenizer("home-bpe")
+    cfg = GPTConfig(vocab_size=tok.n_vocab, context_length=16, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
+    repo_dir = tmp_path / "home" / "hub" / "models--someone--home-model"
+    save_checkpoint(repo_dir / "snapshots" / ("b" * 40), build_untrained(cfg, seed=2), tok, {"steps": 5})
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text("b" * 40)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    code = ("import llm_core; b = llm_core.load_model('someone/home-model'); "
+            "print(b.source, b.meta['steps'], b.tokenizer.name, b.config.vocab_size)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=str(Path(__file__).resolve().parents[2]))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["hub", "5", "home-bpe", str(tok.n_vocab)]
