@@ -76,3 +76,21 @@ def test_finetune_download_is_a_peft_adapter_that_peft_opens(client, tmp_path):
     assert "Loaded a **lora** adapter (classification)" in msg
     msg = client.predict("someone/adapter", "hf_x", False, api_name="/finetune_push_to_hub")
     assert msg.startswith("Not pushed:")
+
+
+def test_load_adapter_refuses_bad_zips_with_one_clear_message(client, tmp_path):
+    empty = tmp_path / "notes.zip"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("notes/readme.txt", "not an adapter")
+    with pytest.raises(AppError, match="no adapter_model.safetensors found"):
+        client.predict(handle_file(str(empty)), api_name="/finetune_load_adapter")
+    broken = tmp_path / "broken.zip"
+    with zipfile.ZipFile(broken, "w") as zf:
+        zf.writestr("a/adapter_config.json", json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 2}))
+        zf.writestr("a/adapter_model.safetensors", b"\x00" * 32)
+    with pytest.raises(AppError, match="not a readable safetensors file"):
+        client.predict(handle_file(str(broken)), api_name="/finetune_load_adapter")
+    not_zip = tmp_path / "fake.zip"
+    not_zip.write_bytes(b"PK but not really")
+    with pytest.raises(AppError, match="not a readable zip"):
+        client.predict(handle_file(str(not_zip)), api_name="/finetune_load_adapter")
