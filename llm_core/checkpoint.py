@@ -196,10 +196,6 @@ def load_checkpoint(path: str | os.PathLike, device="cpu") -> tuple[GPTModel, BP
 
 # ---------------------------------------------------------------- GPT-2, Hugging Face layout
 
-def hf_gpt2_config(hf: dict) -> GPTConfig:
-    return gpt_config_from_hf(hf)
-
-
 def load_hf_gpt2(path: str | os.PathLike, device="cpu") -> tuple[GPTModel, BPETokenizer, dict]:
     """A GPT-2-architecture model directory: ours, or one ``transformers`` saved."""
     path = Path(path)

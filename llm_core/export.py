@@ -124,13 +124,6 @@ def zip_folder(folder: str | os.PathLike, zip_path: str | os.PathLike) -> Path:
     return zip_path
 
 
-def export_zip(bundle, name: str, work_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
-    """Export into a fresh temporary folder and zip it: (folder, zip file)."""
-    work = Path(tempfile.mkdtemp(prefix="llm-explorer-export-", dir=work_dir))
-    folder = export_hf(bundle, work / name)
-    return folder, zip_folder(folder, work / f"{name}.zip")
-
-
 def resolve_token(token: str | None) -> str | None:
     token = (token or "").strip() or os.environ.get("HF_TOKEN", "").strip()
     if token:
