@@ -74,23 +74,31 @@ def export_classifier(model, tokenizer, out_dir: str | os.PathLike, labels: list
     labels = [str(x) for x in labels] or [f"LABEL_{i}" for i in range(n)]
     if len(labels) != n:
         raise CheckpointError(f"{len(labels)} label names for a head with {n} classes")
-    out = Path(tempfile.mkdtemp(prefix=".classifier-", dir=Path(out_dir).parent if Path(out_dir).parent.exists()
-                                else None))
-    lm = copy.deepcopy(model)  # write_model_dir needs a language-model head: lend it the embedding
-    lm.out_head = torch.nn.Linear(model.cfg.emb_dim, model.cfg.vocab_size, bias=False)
-    lm.out_head.weight = lm.tok_emb.weight
-    lm.cfg = lm.cfg.with_(tie_weights=True)
-    write_model_dir(out, lm, tokenizer, meta, name=(meta or {}).get("name") or Path(out_dir).name)
-    state = hf_state_dict(lm)
-    state.pop("lm_head.weight", None)
-    state["score.weight"] = head.weight.detach().float().cpu().contiguous()
-    state["transformer.ln_f.weight"], state["transformer.ln_f.bias"] = _fold_bias_into_ln_f(model)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
-    config = json.loads((out / "config.json").read_text())
-    config.update(architectures=["GPT2ForSequenceClassification"], num_labels=n, tie_word_embeddings=True,
-                  id2label={str(i): lab for i, lab in enumerate(labels)},
-                  label2id={lab: i for i, lab in enumerate(labels)})
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)  # the new folder is renamed into place
+    out = Path(tempfile.mkdtemp(prefix=".classifier-", dir=Path(out_dir).parent))
+    try:
+        lm = copy.deepcopy(model)  # write_model_dir needs a language-model head: lend it the embedding
+        lm.out_head = torch.nn.Linear(model.cfg.emb_dim, model.cfg.vocab_size, bias=False)
+        lm.out_head.weight = lm.tok_emb.weight
+        lm.cfg = lm.cfg.with_(tie_weights=True)
+        write_model_dir(out, lm, tokenizer, meta, name=(meta or {}).get("name") or Path(out_dir).name)
+        state = hf_state_dict(lm)
+        state.pop("lm_head.weight", None)
+        state["score.weight"] = head.weight.detach().float().cpu().contiguous()
+        state["transformer.ln_f.weight"], state["transformer.ln_f.bias"] = _fold_bias_into_ln_f(model)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
+        config = json.loads((out / "config.json").read_text())
+        config.update(architectures=["GPT2ForSequenceClassification"], num_labels=n, tie_word_embeddings=True,
+                      id2label={str(i): lab for i, lab in enumerate(labels)},
+                      label2id={lab: i for i, lab in enumerate(labels)})
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+        card = (out / "README.md").read_text(encoding="utf-8")
+        (out / "README.md").write_text(card.replace("pipeline_tag: text-generation", "pipeline_tag: text-classification")
+                                       .replace("AutoModelForCausalLM", "AutoModelForSequenceClassification"),
+                                       encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     target = Path(out_dir)
     if target.exists():
         shutil.rmtree(target)
