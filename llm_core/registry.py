@@ -4,8 +4,8 @@ A model name is one of:
 - a built-in name: a checkpoint directory under ``assets/models/`` (e.g. ``pydoc-gpt``);
 - ``untrained:<preset>``: a seeded random init of a preset (``untrained:gpt2-small``);
 - a GPT-2 name or Hub repo id (``gpt2``, ``openai-community/gpt2-medium``);
-- a local directory (our format, or Hugging Face's GPT-2 layout), unless the server is public
-  (see ``hosting``);
+- a local directory in Hugging Face's GPT-2 layout (what the app writes; or our older format),
+  unless the server is public (see ``hosting``);
 - ``saved:<owner>/<run>``: a checkpoint a visitor saved from the Pretrain tab, or
   ``published:<run>``: one the operator published (see ``runs``).
 
@@ -23,18 +23,25 @@ from pathlib import Path
 import torch
 
 from . import budget, hosting, runs
-from .checkpoint import (GPT2_HUB_IDS, CheckpointError, HubUnavailable, Progress, download_from_hub, hf_gpt2_config,
-                         load_checkpoint, read_config)
+from .checkpoint import (GPT2_HUB_IDS, CheckpointError, HubUnavailable, Progress, download_from_hub, load_checkpoint,
+                         read_config)
 from .config import PRESET_LABELS, PRESETS, GPTConfig
+from .hf_format import gpt_config_from_hf
 from .model import GPTModel, build_untrained
+from .paths import explorer_home
 from .tokenizers import BPETokenizer, gpt2_tokenizer
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUILTIN_DIR = ASSETS / "models"
-# Checkpoints users save in the app; LLM_EXPLORER_HOME moves them (e.g. to /data on Spaces).
-USER_DIR = Path(os.environ.get("LLM_EXPLORER_HOME", Path.home() / ".cache" / "llm-explorer")) / "checkpoints"
+# Checkpoints users save in the app (under LLM_EXPLORER_HOME, /data/llm-explorer on a Space).
+USER_DIR = explorer_home() / "checkpoints"
 UNTRAINED = "untrained:"
 DEFAULT_BUILTIN = "pydoc-gpt"
+DEFAULT_INSTRUCT = "pydoc-gpt-instruct"
+GPT2_DEFAULT = "gpt2"  # GPT-2 small (openai-community/gpt2), the default wherever it is cached
+# GPT-2 small tuned on Alpaca-GPT4 with the Alpaca prompt the book uses (MIT, safetensors): Chat's
+# default wherever it is cached (README's preload_from_hub puts it there on a Space).
+INSTRUCT_GPT2 = "vicgalle/gpt2-alpaca-gpt4"
 MAX_CACHED = 6  # models kept in memory, at most...
 # ...and at most this many bytes of weights (GPT-2 XL alone is 6.2 GB in fp32); the model just
 # loaded always stays, so one model larger than the budget still works.
@@ -81,11 +88,39 @@ def builtin_names() -> list[str]:
     return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "config.json").is_file())
 
 
-def default_model_name() -> str:
+def in_hf_cache(repo_id: str, files: tuple[str, ...] = ("config.json", "model.safetensors")) -> bool:
+    """Whether every one of ``files`` of ``repo_id`` is in the local Hugging Face cache
+    (HF_HUB_CACHE, which a Space's ``preload_from_hub`` fills). Never asks the network."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        return all(isinstance(try_to_load_from_cache(repo_id, f), str) for f in files)
+    except (ImportError, OSError, ValueError):  # no library, unreadable cache, odd repo id
+        return False
+
+
+def default_model_choice() -> tuple[str, str]:
+    """(name, why) of the model the app opens on: GPT-2 small when it is in the local Hugging
+    Face cache, else the shipped pydoc-gpt (an untrained tiny GPT when nothing is shipped)."""
+    if in_hf_cache(GPT2_HUB_IDS[GPT2_DEFAULT]):
+        return GPT2_DEFAULT, "GPT-2 small, found in the local Hugging Face cache"
     names = builtin_names()
+    reason = "GPT-2 is not in the local cache"
     if DEFAULT_BUILTIN in names:
-        return DEFAULT_BUILTIN
-    return names[0] if names else UNTRAINED + "tiny"
+        return DEFAULT_BUILTIN, f"the shipped {DEFAULT_BUILTIN}: {reason}"
+    if names:
+        return names[0], f"the shipped {names[0]}: {reason}"
+    return UNTRAINED + "tiny", f"an untrained tiny GPT: {reason} and no model is shipped"
+
+
+def default_model_name() -> str:
+    return default_model_choice()[0]
+
+
+def default_chat_model() -> str:
+    """Chat's default: the instruction-tuned GPT-2 when cached, else the shipped instruct model."""
+    if in_hf_cache(INSTRUCT_GPT2):
+        return INSTRUCT_GPT2
+    return DEFAULT_INSTRUCT if DEFAULT_INSTRUCT in builtin_names() else default_model_name()
 
 
 def model_choices(owner: str | None = None) -> list[tuple[str, str]]:
@@ -116,7 +151,7 @@ def _sentence(text: str) -> str:
 
 
 def _hub_config_check(folder: Path) -> None:
-    budget.check_size(hf_gpt2_config(read_config(folder)))
+    budget.check_size(gpt_config_from_hf(read_config(folder)))
 
 
 def _load_uncached(name: str, progress: Progress | None, device) -> ModelBundle:
