@@ -66,7 +66,8 @@ def build_demo(default_model: str | None = None) -> gr.Blocks:
     load_model(default_model)  # fail at start-up, not on the first click
     with gr.Blocks(title="LLM Explorer") as demo:
         ctx = _header(default_model)
-        with gr.Tabs(elem_id="stages"):
+        with gr.Tabs(elem_id="stages") as tabs:
+            ctx.tabs = tabs
             for stage in STAGES:
                 stage.build(ctx)
     demo.queue(default_concurrency_limit=1, max_size=64)

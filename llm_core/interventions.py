@@ -30,6 +30,28 @@ PATCH_SITES = {  # a site's hook name inside block i, and what it means
     "ff.out": "the MLP (feed-forward) output of the layer",
 }
 MAX_BATCH_TOKENS = 8192   # rows × positions per batched pass: bounds memory, keeps the CPU busy
+# Work one request may ask for, in multiply-adds of the blocks: what head_attribution
+# costs on GPT-2 small with 24 tokens (about ten seconds on two CPU cores).
+MAX_WORK = 12 * 78 * 24 * 12 * 768 ** 2
+
+
+def _block_work(cfg) -> int:
+    return 12 * cfg.emb_dim ** 2   # multiply-adds per token per block (attention 4d², MLP 8d²)
+
+
+def attribution_token_limit(cfg, cap: int | None = None) -> int:
+    """The longest prompt ``head_attribution`` takes for this config within ``MAX_WORK``:
+    a batch per layer of one copy per head, each running the layers from there on."""
+    per_token = cfg.n_heads * cfg.n_layers * (cfg.n_layers + 1) // 2 * _block_work(cfg)
+    limit = max(1, MAX_WORK // per_token)
+    return min(limit, cfg.context_length, cap or limit)
+
+
+def patching_token_limit(cfg, cap: int | None = None) -> int:
+    """The longest prompt pair ``patching_map`` takes: one row per position per layer."""
+    per_token_sq = cfg.n_layers * (cfg.n_layers + 1) // 2 * _block_work(cfg)
+    limit = max(1, int((MAX_WORK // per_token_sq) ** 0.5))
+    return min(limit, cfg.context_length, cap or limit)
 
 
 class InterventionError(ValueError):
@@ -262,8 +284,10 @@ def patching_map(bundle, clean_ids, corrupt_ids, clean_token: int, corrupt_token
         for layer in range(cfg.n_layers):
             name = f"blocks.{layer}.{site}"
             x0 = corrupt_acts[f"blocks.{layer}.resid_pre"]
-            for lo, hi in _chunks(t, t):
-                cols = torch.arange(lo, hi, device=clean.device)
+            # Where both runs hold the same value a patch changes nothing (restored 0): skip it.
+            differs = (clean_acts[name][0] != corrupt_acts[name][0]).flatten(1).any(1).nonzero().flatten()
+            for lo, hi in _chunks(len(differs), t):
+                cols = differs[lo:hi]
 
                 def write(value, cols=cols, name=name):   # row r gets the clean value at position cols[r]
                     out = value.clone()
@@ -271,7 +295,7 @@ def patching_map(bundle, clean_ids, corrupt_ids, clean_token: int, corrupt_token
                     out[r, cols] = clean_acts[name][0, cols].to(out.dtype)
                     return out
                 logits = _run_from(model, x0.expand(hi - lo, -1, -1), layer, {name: write}, -1)
-                restored[layer, lo:hi] = ((logits[:, a] - logits[:, b] - corrupt_diff) / span).cpu()
+                restored[layer, cols.cpu()] = ((logits[:, a] - logits[:, b] - corrupt_diff) / span).cpu()
     return PatchingMap(site, a, b, clean_diff, corrupt_diff, restored)
 
 
