@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from llm_core import GPT_CONFIG_124M, load_model  # noqa: E402
 
 
-def build_pair(seed: int, device: torch.device):
-    """(transformers model, our model) with the same random GPT-2-small weights."""
+def build_pair(seed: int, device: torch.device, model_dir: str):
+    """(transformers model, our model) with the same random GPT-2-small weights, saved in model_dir."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT_CONFIG_124M
@@ -50,9 +50,8 @@ def build_pair(seed: int, device: torch.device):
     torch.manual_seed(seed)
     theirs = GPT2LMHeadModel(hf_cfg).eval()
     assert theirs.config._attn_implementation == "eager"
-    with tempfile.TemporaryDirectory(prefix="bench-trace-") as tmp:
-        theirs.save_pretrained(tmp, safe_serialization=True)
-        ours = load_model(tmp, device=device).model.eval()
+    theirs.save_pretrained(model_dir, safe_serialization=True)
+    ours = load_model(model_dir, device=device).model.eval()
     return theirs.to(device), ours
 
 
@@ -73,6 +72,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--control-tokens", type=int, default=64,
+                        help="prompt length for the control-change latency of the tabs (0: skip)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: elapsed time; cpu: this process's CPU time (steadier on a shared "
                              "machine; use with --threads 1, CPU device only)")
@@ -84,14 +85,21 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    theirs, ours = build_pair(args.seed, device)
+    with tempfile.TemporaryDirectory(prefix="bench-trace-") as model_dir:
+        run(args, device, clock, model_dir)
+
+
+def run(args, device, clock, model_dir: str) -> None:
+    theirs, ours = build_pair(args.seed, device, model_dir)
     gen = torch.Generator().manual_seed(args.seed)
     ids = torch.randint(0, GPT_CONFIG_124M.vocab_size, (1, args.tokens), generator=gen).to(device)
 
+    noop = {f"blocks.{i}.attn.head_out": (lambda v: None) for i in range(GPT_CONFIG_124M.n_layers)}
     runs = {
         "ours, traced (all activations)": lambda: ours.run_with_trace(ids),
         "ours, plain forward (SDPA)": lambda: ours(ids),
         "transformers eager, output_attentions": lambda: theirs(ids, output_attentions=True),
+        "ours, SDPA + a no-op head_out hook/layer": lambda: ours(ids, hooks=noop),
     }
     with torch.inference_mode():
         # Same answer first: a speed comparison of different computations means nothing.
@@ -110,7 +118,7 @@ def main(argv=None) -> None:
             for name in names[r % len(names):] + names[:r % len(names)]:
                 times[name].append(timed(runs[name], device, clock))
 
-    traced, plain, hf = (times[n] for n in names)
+    traced, plain, hf, hooked = (times[n] for n in names)
     print(f"GPT-2 small shape, random weights, {args.tokens} tokens, batch 1, device {device}, "
           f"{torch.get_num_threads()} threads, {args.repeats} rounds, {args.clock} clock")
     print(f"max |logits diff| {logit_diff:.2e}, max |attention diff| {attn_diff:.2e}")
@@ -124,6 +132,46 @@ def main(argv=None) -> None:
           f"{min(traced) / min(hf):.2f}x best vs best  (target <= 1.00)")
     print(f"tracing overhead, traced / plain forward:  {vs_plain:.2f}x median of rounds, "
           f"{min(traced) / min(plain):.2f}x best vs best  (target < 1.50)")
+    vs_hook = statistics.median(a / b for a, b in zip(hooked, plain))
+    print(f"hook overhead, SDPA + hooks / plain forward: {vs_hook:.2f}x median of rounds, "
+          f"{min(hooked) / min(plain):.2f}x best vs best  (a hook that is not on the weights keeps the fused kernel)")
+    if args.control_tokens:
+        control_change(model_dir, args.control_tokens, args.repeats, clock)
+
+
+def control_change(model_dir: str, n_tokens: int, repeats: int, clock) -> None:
+    """The Attention and Architecture tabs' handlers on a new layer/head: before (the trace
+    cache emptied first, so each call runs the forward pass, as every call did before the
+    cache) and after (the (model, prompt) trace is cached; only the figures are redrawn)."""
+    from llm_core.trace_cache import TRACES
+    from tabs import architecture, attention
+
+    tok = load_model(model_dir).tokenizer
+    ids = tok.encode(" ".join(["The cat sat on the mat because it was tired."] * (n_tokens // 8 + 1)))[:n_tokens]
+    text = tok.decode(ids)
+    assert len(tok.encode(text)) == n_tokens
+    n_layers, n_heads = GPT_CONFIG_124M.n_layers, GPT_CONFIG_124M.n_heads
+
+    def att(r):
+        return attention.attention(text, r % n_layers, (r * 5) % n_heads, -1, "entropy", 6, 123, model_dir)
+
+    def arch(r):
+        return architecture.architecture(text, 3, r % n_layers, "norm1", -1, model_dir)
+
+    for name, fn in (("Attention tab, new layer/head", att), ("Architecture tab, new layer", arch)):
+        fn(0)  # warm-up (imports, first figure)
+        cold, warm = [], []
+        for r in range(repeats):
+            TRACES.clear()
+            start = clock()
+            fn(r)
+            cold.append(clock() - start)
+            start = clock()
+            fn(r + 1)                      # another control value on the cached trace
+            warm.append(clock() - start)
+        ratio = statistics.median(w / c for w, c in zip(warm, cold))
+        print(f"{name}, {n_tokens} tokens: forward each time median {statistics.median(cold) * 1000:7.1f} ms, "
+              f"cached trace median {statistics.median(warm) * 1000:7.1f} ms  -> {ratio:.2f}x (target < 0.25)")
 
 
 if __name__ == "__main__":

@@ -209,6 +209,12 @@ class LogitLens:
     top_labels: list[list[list[str]]]
     last_logits: torch.Tensor  # [T, V] of the last stage (equals the model's logits)
 
+    def top(self, k: int) -> "LogitLens":
+        """The same lens keeping only the first k guesses (a lens made with a larger k)."""
+        k = max(1, min(int(k), self.top_ids.shape[-1]))
+        return LogitLens(self.stages, self.top_ids[..., :k], self.top_probs[..., :k],
+                         [[pos[:k] for pos in stage] for stage in self.top_labels], self.last_logits)
+
 
 def logit_lens(model: GPTModel, tokenizer, trace: Trace, k: int = 5) -> LogitLens:
     """Decode every stage of the residual stream as if it were the last: final_norm, then

@@ -302,7 +302,9 @@ def architecture(prompt, top_k, layer, which, position, model_name=None):
         trace = TRACES.get_or_compute(bundle.name, bundle.model, ids, "trace", lambda: bundle.model.run_with_trace(
             torch.tensor([ids], device=bundle.model.device)))
         stages, norms = av.residual_norms(trace)
-        lens = av.logit_lens(bundle.model, bundle.tokenizer, trace, k)
+        # Decoding every stage is the costly part (stages × positions × vocabulary): kept with the trace.
+        lens = TRACES.get_or_compute(bundle.name, bundle.model, ids, "lens", lambda: av.logit_lens(
+            bundle.model, bundle.tokenizer, trace, MAX_TOP_K)).top(k)
         demo = av.layernorm_demo(bundle.model, trace, layer, pos, which)
         predicted = int(trace["logits"][0, p].argmax())
         dla = iv.direct_logit_attribution(bundle.model, trace, predicted, p)
@@ -425,8 +427,8 @@ def patching(clean, corrupt, site, clean_answer, corrupt_answer, model_name=None
     cl, xl = token_label(tok, ca), token_label(tok, xa)
     best = np.unravel_index(int(np.argmax(res.restored.numpy())), res.restored.shape)
     md = (f"Clean answer <code>{_esc(cl)}</code>, corrupted answer <code>{_esc(xl)}</code>. "
-          f"Each cell runs the corrupted prompt with {_md(PATCH_SITE_NAMES[site])} at one layer and position "
-          f"taken from the clean run. The strongest patch is **layer {best[0]}, position {best[1]}** "
+          f"Each cell runs the corrupted prompt with the {_md(PATCH_SITE_NAMES[site])} taken from the clean run "
+          f"at one layer and one position. The strongest patch is **layer {best[0]}, position {best[1]}** "
           f"(<code>{_esc(labels[best[1]])}</code>): {float(res.restored[best]):.0%} of the way back. "
           "Early layers usually matter at the positions where the prompts differ; later, the information "
           "has moved to the last position, which is where the answer is read.")
