@@ -21,6 +21,7 @@ from llm_core.generation import (
     token_pieces,
 )
 from tabs.common import CPU_HEAVY, check_float, check_int, check_text, friendly_errors, get_bundle
+from tabs.figures import plot_text
 
 # ---------------------------------------------------------------- limits and choices
 
@@ -362,7 +363,7 @@ def step_figure(run, i: int | None) -> go.Figure:
                 customdata=ids, hovertemplate="%{y} (id %{customdata}): %{x:.2%}<extra>sampled from</extra>")
     how = "forced by your branch" if rec["forced"] else ("stop token" if rec["is_eos"] else "picked")
     fig.update_layout(
-        title=dict(text=f"Step {i + 1}: {html.escape(visible(rec['token']))} {how} · model {_pct(rec['p'])} → "
+        title=dict(text=f"Step {i + 1}: {plot_text(visible(rec['token']))} {how} · model {_pct(rec['p'])} → "
                         f"{_pct(rec['p_sampled'])} · {rec['kept']:,} tokens left after filtering", font_size=14),
         yaxis=dict(autorange="reversed", type="category"))
     return fig
@@ -584,14 +585,17 @@ def temperature_plot(source, temperatures, run, step):
         where = "the book's 9-word vocabulary"
     fig = go.Figure()
     rows = []
+    x = np.arange(len(labels))   # positions, labelled: two tokens that display alike keep their own bars
+    shown = [plot_text(lab) for lab in labels]
     for t in temps:
         probs = softmax_with_temperature(logits, t)[top]
-        fig.add_bar(x=labels, y=probs.numpy().astype(np.float32), name=f"T = {t:g}",
-                    hovertemplate="%{x}: %{y:.2%}<extra>T = " + f"{t:g}</extra>")
+        fig.add_bar(x=x, y=probs.numpy().astype(np.float32), name=f"T = {t:g}", customdata=shown,
+                    hovertemplate="%{customdata}: %{y:.2%}<extra>T = " + f"{t:g}</extra>")
         rows.append(f"| {t:g} | {code(labels[int(probs.argmax())])} {_pct(float(probs.max()))} | "
                     f"{_pct(float(probs.sum()))} |")
     fig.update_layout(height=360, barmode="group", margin=dict(l=10, r=10, t=40, b=40),
                       yaxis=dict(title="probability", tickformat=".0%"),
+                      xaxis=dict(tickvals=list(x), ticktext=shown),
                       title=dict(text=f"softmax(logits / T) on {where}", font_size=14),
                       legend=dict(orientation="h", y=-0.18))
     note = ("| T | most likely | mass of the tokens shown |\n|---|---|---|\n" + "\n".join(rows)
