@@ -184,7 +184,7 @@ def test_select_step_and_click(model_name):
 def test_temperature_plot_reproduces_the_book(client):
     fig, note = G.temperature_plot(G.TEMP_SOURCE_BOOK, "0.1, 1, 5", None, 1)
     assert [tr.name for tr in fig.data] == ["T = 0.1", "T = 1", "T = 5"]
-    assert fig.data[2].y[list(fig.data[2].x).index("pizza")] == pytest.approx(0.043, abs=5e-4)
+    assert fig.data[2].y[list(fig.data[2].customdata).index("pizza")] == pytest.approx(0.043, abs=5e-4)
     assert "forward" in note
     plot, text = client.predict(G.TEMP_SOURCE_BOOK, "0.5, 2", 1, api_name="/temperature_plot")
     assert "T = 2" in plot["plot"] and "| 0.5 |" in text
