@@ -31,7 +31,7 @@ LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": 
 
 DEFAULT_PROMPT = "The cat sat on the mat because it was tired. The cat sat on the mat"
 # First-load prompts; the one whose words the active tokenizer keeps whole is shown.
-DEFAULT_PROMPTS = [DEFAULT_PROMPT, "The list is a list of values. The list is a list of values. The list is a"]
+DEFAULT_PROMPTS = [DEFAULT_PROMPT, "The list is a list of values. The list is a list of"]
 EXAMPLES = [
     [DEFAULT_PROMPT, 0, 0],
     ["one two three four five one two three four five one two three four five", 1, 0],
