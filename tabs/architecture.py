@@ -360,7 +360,11 @@ def suitable_pair(bundle, pairs=PATCH_PAIRS) -> tuple[str, str]:
     return fallback or pairs[0]
 
 
+MAX_ANSWER_CHARS = 200
+
+
 def _answer(bundle, text, logits: torch.Tensor) -> int:
+    text = check_text(text, "answer", max_chars=MAX_ANSWER_CHARS, allow_empty=True)
     if not text:
         return int(logits.argmax())
     ids = bundle.tokenizer.encode(text)

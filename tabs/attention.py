@@ -380,9 +380,14 @@ GRID_CSS = """
 """
 
 
+MAX_HEADS_CHARS = 20_000     # GPT-2 XL's 1,200 heads written out fit easily
+MAX_TARGET_CHARS = 200
+
+
 def parse_heads(text, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
     """'0.1, 2.3' (layer.head) → [(0, 1), (2, 3)], checked against the model."""
-    heads = []
+    text = check_text(text, "list of heads", max_chars=MAX_HEADS_CHARS, allow_empty=True)
+    heads, seen = [], set()
     for part in (text or "").replace(";", ",").split(","):
         part = part.strip()
         if not part:
@@ -396,7 +401,8 @@ def parse_heads(text, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
         if not (0 <= layer < n_layers and 0 <= head < n_heads):
             raise gr.Error(f"Head {part} does not exist: this model has layers 0 to {n_layers - 1} and heads "
                            f"0 to {n_heads - 1}.")
-        if (layer, head) not in heads:
+        if (layer, head) not in seen:
+            seen.add((layer, head))
             heads.append((layer, head))
     return heads
 
@@ -551,7 +557,8 @@ def _code(label: str) -> str:
 
 
 def _target(bundle, target_text, logits: torch.Tensor) -> tuple[int, str]:
-    if target_text is None or target_text == "":
+    target_text = check_text(target_text, "token to explain", max_chars=MAX_TARGET_CHARS, allow_empty=True)
+    if target_text == "":
         t = int(logits.argmax())
         return t, "the model's prediction"
     try:
@@ -847,7 +854,7 @@ def build(ctx) -> None:
                 with gr.Column(scale=2):
                     ko_cells = gr.HTML(grid_init, elem_id="att-ko-grid", js_on_load=GRID_JS, css_template=GRID_CSS)
                     ko_heads = gr.Textbox("", label="Heads to knock out (layer.head)", elem_id="att-ko-heads",
-                                          placeholder="e.g. 0.1, 2.3", max_length=20_000,
+                                          placeholder="e.g. 0.1, 2.3", max_length=MAX_HEADS_CHARS,
                                           info="Click the grid to add or remove a head.")
                     ko_which = gr.Radio(KO_CHOICES, value="these", label="Which", elem_id="att-ko-which")
                     ko_mode = gr.Radio(MODE_CHOICES, value="zero", label="Replace the head's output by",
@@ -859,7 +866,8 @@ def build(ctx) -> None:
 
         with gr.Accordion("Which heads matter for a token", open=True, elem_id="att-attr-box"):
             with gr.Row():
-                target = gr.Textbox("", label="Token to explain", elem_id="att-target", scale=2, max_length=200,
+                target = gr.Textbox("", label="Token to explain", elem_id="att-target", scale=2,
+                                    max_length=MAX_TARGET_CHARS,
                                     info="Empty: the model's prediction after the last token. Otherwise one token "
                                          "of this model, e.g. ' the' (a leading space is part of a token).")
                 attr_mode = gr.Radio(MODE_CHOICES, value="zero", label="Ablate by", elem_id="att-attr-mode", scale=2)

@@ -206,3 +206,10 @@ def test_head_attribution_for_a_chosen_token_and_refusals(client):
         client.predict(REPEAT, " catalogue", "zero", api_name="/head_attribution")
     with pytest.raises(AppError, match="at most"):
         client.predict(" list" * 500, "", "zero", api_name="/head_attribution")
+
+
+def test_huge_inputs_are_refused_on_the_server(client):
+    with pytest.raises(AppError, match="limit"):
+        _ko(client, "0.0, " * 10_000)
+    with pytest.raises(AppError, match="limit"):
+        client.predict(REPEAT, "x" * 1_000, "zero", api_name="/head_attribution")
