@@ -1,6 +1,7 @@
 """LLM Explorer: see how a GPT-style language model is built and how it works inside.
 
     python app.py [--host 127.0.0.1] [--port 7860] [--model NAME_OR_PATH]
+    llm-explorer  [the same flags]        (after `pip install .`)
 
 This file only assembles the app: each stage of the book is one module in tabs/.
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from llm_core.registry import ModelLoadError, default_model_name, load_model, model_choices
+from llm_core.registry import DEFAULT_BUILTIN, ModelLoadError, default_model_choice, load_model, model_choices
 from tabs import architecture, attention, chat, embeddings, finetune, generate, pretrain, sampler, tokenizer
 from tabs.common import AppContext
 
@@ -23,7 +24,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 MAX_FILE_SIZE = "5mb"
 
 
-def _header(default_model: str) -> AppContext:
+def _header(default_model: str, reason: str) -> AppContext:
     gr.Markdown("# LLM Explorer\nSee every stage of building a GPT, from tokens to chat, "
                 "following *Build a Large Language Model (From Scratch)*.", elem_id="title")
     model_name = gr.State(default_model)
@@ -35,7 +36,7 @@ def _header(default_model: str) -> AppContext:
                  "or type a local directory / Hub repo id.",
         )
         load_btn = gr.Button("Load model", variant="primary", scale=0, min_width=160, elem_id="model-load")
-    summary = gr.Markdown(_summary(default_model), elem_id="model-summary")
+    summary = gr.Markdown(_summary(default_model, reason), elem_id="model-summary")
     model_changed = gr.Textbox(value=default_model, visible=False, elem_id="model-changed")
 
     def switch(name, current, progress=gr.Progress()):
@@ -47,25 +48,30 @@ def _header(default_model: str) -> AppContext:
         except ModelLoadError as exc:
             gr.Warning(f"{exc} Still using {current}.")
             return current, gr.update(), gr.update(), gr.update(choices=model_choices(), value=current)
-        return name, _summary(name), name, gr.update(choices=model_choices(), value=bundle.name)
+        return name, _summary(name, "chosen in the list"), name, gr.update(choices=model_choices(), value=bundle.name)
 
     load_btn.click(switch, [picker, model_name], [model_name, summary, model_changed, picker],
                    concurrency_id="model-load", api_name="load_model")
     return AppContext(model_name=model_name, model_changed=model_changed, model_picker=picker)
 
 
-def _summary(name: str) -> str:
+def _summary(name: str, reason: str = "") -> str:
+    why = f" — *{reason}*" if reason else ""
     try:
-        return f"**Active:** {load_model(name).summary()}"
+        return f"**Active:** {load_model(name).summary()}{why}"
     except ModelLoadError as exc:
         return f"**Could not load {name}:** {exc}"
 
 
-def build_demo(default_model: str | None = None) -> gr.Blocks:
-    default_model = default_model or default_model_name()
+def build_demo(default_model: str | None = None, reason: str | None = None) -> gr.Blocks:
+    """The whole app, opening on ``default_model`` (else GPT-2 small when cached, else pydoc-gpt);
+    ``reason`` says in the header why that model is active."""
+    if default_model is None:
+        default_model, auto_reason = default_model_choice()
+        reason = reason or auto_reason
     load_model(default_model)  # fail at start-up, not on the first click
     with gr.Blocks(title="LLM Explorer") as demo:
-        ctx = _header(default_model)
+        ctx = _header(default_model, reason or "")
         with gr.Tabs(elem_id="stages") as tabs:
             ctx.tabs = tabs
             for stage in STAGES:
@@ -85,19 +91,34 @@ def launch_kwargs() -> dict:
     )
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="llm-explorer", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
-    parser.add_argument("--model", default=os.environ.get("LLM_EXPLORER_MODEL"),
-                        help="built-in name, untrained:<preset>, gpt2[-medium|-large|-xl], Hub id or directory")
-    args = parser.parse_args(argv)
+    parser.add_argument("--model", default=None,
+                        help="built-in name, untrained:<preset>, gpt2[-medium|-large|-xl], Hub id or directory "
+                             "(default: LLM_EXPLORER_MODEL, else GPT-2 small when cached, else pydoc-gpt)")
+    return parser.parse_args(argv)
+
+
+def startup_model(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(model, why) from --model, else LLM_EXPLORER_MODEL; (None, None) picks the automatic default."""
+    if args.model:
+        return args.model, "chosen with --model"
+    if os.environ.get("LLM_EXPLORER_MODEL"):
+        return os.environ["LLM_EXPLORER_MODEL"], "chosen with LLM_EXPLORER_MODEL"
+    return None, None
+
+
+def main(argv=None) -> None:
+    """``python app.py`` and the ``llm-explorer`` command."""
+    args = parse_args(argv)
+    model, reason = startup_model(args)
     try:
-        demo = build_demo(args.model)
+        demo = build_demo(model, reason)
     except ModelLoadError as exc:
-        fallback = default_model_name()
-        print(f"Could not load {args.model}: {exc}\nStarting on {fallback} instead.")
-        demo = build_demo(fallback)
+        print(f"Could not load {model or default_model_choice()[0]}: {exc}\nStarting on {DEFAULT_BUILTIN} instead.")
+        demo = build_demo(DEFAULT_BUILTIN, f"the shipped {DEFAULT_BUILTIN}: {model or 'the default'} did not load")
     demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs())
 
 

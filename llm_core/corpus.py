@@ -19,12 +19,14 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .paths import explorer_home
+
 ENDOFTEXT = "<|endoftext|>"
 DOC_SEPARATOR = "\n" + ENDOFTEXT + "\n"
 # Bump when the extraction changes, so stale caches are not reused.
 EXTRACTOR_VERSION = 1
 
-CACHE_DIR = Path(os.environ.get("LLM_EXPLORER_HOME", Path.home() / ".cache" / "llm-explorer")) / "corpora"
+CACHE_DIR = explorer_home() / "corpora"
 
 # Top-level stdlib names that are tests, demos, GUI code or jokes rather than documentation.
 SKIP_TOP_LEVEL = {

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import math
 import re
 import threading
@@ -57,7 +58,8 @@ METHODS = ("lora", "last-block", "full")
 MAX_STEPS = 5000
 MAX_BATCH = 64
 MAX_SECONDS = 3600.0
-MIN_INSTRUCTIONS = 10  # 85/10/5 of fewer leaves no validation entry
+LORA_SCALINGS = ("alpha/rank", "alpha")
+MIN_INSTRUCTIONS = 10  # the 85/10/5 split of fewer leaves the test part empty
 
 
 class FinetuneError(ValueError):
@@ -70,6 +72,7 @@ class FinetuneSettings:
     method: str = "lora"
     rank: int = 8
     alpha: float = 16.0
+    lora_scaling: str = "alpha/rank"  # update × α/r (peft's); "alpha": × α, the book's LoRALayer
     targets: tuple[str, ...] = ("attention", "feed-forward")
     epochs: int = 1
     max_steps: int = 200            # the run ends at epochs or max_steps, whichever is first
@@ -88,6 +91,12 @@ class FinetuneSettings:
     sample_tokens: int = 32
     max_eval_examples: int = 400    # final accuracy / confusion matrix per split
 
+    @property
+    def peft_alpha(self) -> float:
+        """α in the α/r convention (LoRALayer's and peft's) that gives this run's update scale:
+        α itself, or α·r for the book's scaling (its update is α·x·A·B)."""
+        return float(self.alpha) * (self.rank if self.lora_scaling == "alpha" else 1)
+
     def problems(self) -> list[str]:
         out = []
         if self.task not in TASKS:
@@ -95,6 +104,8 @@ class FinetuneSettings:
         if self.method not in METHODS:
             out.append(f"method must be one of {', '.join(METHODS)} (got {self.method!r})")
         if self.method == "lora":
+            if self.lora_scaling not in LORA_SCALINGS:
+                out.append(f"LoRA scaling must be one of {', '.join(LORA_SCALINGS)} (got {self.lora_scaling!r})")
             try:
                 check_rank_alpha(self.rank, self.alpha)
                 expand_targets(self.targets)
@@ -208,7 +219,7 @@ def prepare_model(base_model: nn.Module, settings: FinetuneSettings, num_classes
             if not targets:
                 raise FinetuneError("LoRA on the head alone leaves nothing to adapt for classification "
                                     "(the new head is trained in full): add attention or feed-forward")
-        apply_lora(model, settings.rank, settings.alpha, targets, generator=gen)
+        apply_lora(model, settings.rank, settings.peft_alpha, targets, generator=gen)
         if num_classes is not None:
             model.out_head.requires_grad_(True)
     elif settings.method == "last-block":
@@ -229,6 +240,30 @@ def planned_counts(cfg, settings: FinetuneSettings, num_classes: int | None = No
         return count_parameters(prepare_model(model, settings, num_classes, device="meta"))
 
 
+@functools.lru_cache(maxsize=8)
+def book_lora_counts(rank: int = 16) -> dict[str, int]:
+    """Appendix E's setup and this app's, counted on GPT-2 small as loaded from OpenAI's weights
+    (qkv bias) with a new 2-class head, built on the meta device (no memory): ``before`` is what
+    trains before freezing; ``book`` what trains after the book's freeze + replace_linear_with_lora
+    on every Linear, the new head included; ``ours`` what this app trains at the same rank (LoRA
+    on every block's Linear layers, the new head trained in full). Neither depends on the scaling."""
+    import dataclasses
+
+    from .config import PRESETS
+    from .lora import replace_linear_with_lora
+    from .model import GPTModel
+
+    cfg = dataclasses.replace(PRESETS["gpt2-small"], qkv_bias=True)
+    with torch.device("meta"):
+        model = GPTModel(cfg)
+        model.out_head = nn.Linear(cfg.emb_dim, 2)
+        before = count_parameters(model).trainable
+        replace_linear_with_lora(freeze(model), rank, rank)
+        book = count_parameters(model).trainable
+    ours = planned_counts(cfg, FinetuneSettings(method="lora", rank=rank, alpha=rank, targets=("all",)), 2)
+    return {"before": before, "book": book, "ours": ours.trainable}
+
+
 def adapter_info(base_name: str, fingerprint: str, settings: FinetuneSettings, num_classes: int | None,
                  extra: dict) -> AdapterInfo:
     lora = settings.method == "lora"
@@ -236,7 +271,7 @@ def adapter_info(base_name: str, fingerprint: str, settings: FinetuneSettings, n
     if lora and num_classes is not None:
         targets = tuple(t for t in targets if t != "head")
     return AdapterInfo(base_model=base_name, base_fingerprint=fingerprint, method=settings.method,
-                       rank=settings.rank if lora else None, alpha=float(settings.alpha) if lora else None,
+                       rank=settings.rank if lora else None, alpha=settings.peft_alpha if lora else None,
                        targets=targets, head_classes=num_classes, extra=extra)
 
 
@@ -391,7 +426,7 @@ def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | Instru
         train_e, test_e, val_e = split_instructions(data.entries)
         if len(data) < MIN_INSTRUCTIONS or not val_e:
             raise FinetuneError(f"the data set has {len(data)} entries: too few to split 85/10/5 "
-                                "(use at least 20)")
+                                f"(use at least {MIN_INSTRUCTIONS})")
         train_ds = InstructionDataset(train_e, tokenizer)
         if s.mask_instruction:  # a prompt that fills the window leaves no response to learn
             keep = [i for i, n in enumerate(train_ds.prompt_lengths) if n < max_len - 1]
@@ -657,6 +692,8 @@ def main(argv=None) -> None:
     p.add_argument("--method", choices=METHODS, default="lora")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--alpha", type=float, default=32.0)
+    p.add_argument("--lora-scaling", choices=LORA_SCALINGS, default="alpha/rank",
+                   help="scale the LoRA update by alpha/rank (peft's) or by alpha (the book's LoRALayer)")
     p.add_argument("--targets", nargs="+", default=["attention", "feed-forward"])
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--steps", type=int, default=1000)
@@ -679,7 +716,7 @@ def main(argv=None) -> None:
     bundle = load_model(args.model)
     data = _cli_data(args.task, args.data)
     settings = FinetuneSettings(task=args.task, method=args.method, rank=args.rank, alpha=args.alpha,
-                                targets=tuple(args.targets), epochs=args.epochs, max_steps=args.steps,
+                                lora_scaling=args.lora_scaling, targets=tuple(args.targets), epochs=args.epochs, max_steps=args.steps,
                                 batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                                 eval_interval=args.eval_interval, eval_batches=args.eval_batches, seed=args.seed,
                                 max_seconds=min(args.max_minutes * 60, MAX_SECONDS), max_length=args.max_length,

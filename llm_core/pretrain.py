@@ -112,6 +112,10 @@ def generate_samples(model, tokenizer, prompts=SAMPLE_PROMPTS, max_new_tokens: i
             for p in prompts]
 
 
+LICENSE_NOTE = ("the weights: MIT, like the code (`LICENSE`); the built-in corpus is this Python's own "
+                "documentation (Python Software Foundation License Version 2): check the terms of any other text")
+
+
 def training_report(meta: dict) -> str:
     """TRAINING.md for a checkpoint: how it was made and how good it is, from its metadata."""
     c, corpus_info, tok = meta["config"], meta["corpus"], meta["tokenizer"]
@@ -145,6 +149,7 @@ def training_report(meta: dict) -> str:
         f"| perplexity | {meta['perplexity']:,.1f}"
         + (f" ({meta['perplexity_full']:,.1f} on the whole validation split)" if meta.get("perplexity_full") else "")
         + " |",
+        f"| license | {meta.get('license', LICENSE_NOTE)} |",
         "",
         "## Samples",
         "",

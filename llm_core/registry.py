@@ -20,14 +20,20 @@ import torch
 from .checkpoint import GPT2_HUB_IDS, CheckpointError, HubUnavailable, Progress, download_from_hub, load_checkpoint
 from .config import PRESET_LABELS, PRESETS, GPTConfig
 from .model import GPTModel, build_untrained
+from .paths import explorer_home
 from .tokenizers import BPETokenizer, gpt2_tokenizer
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUILTIN_DIR = ASSETS / "models"
-# Checkpoints users save in the app; LLM_EXPLORER_HOME moves them (e.g. to /data on Spaces).
-USER_DIR = Path(os.environ.get("LLM_EXPLORER_HOME", Path.home() / ".cache" / "llm-explorer")) / "checkpoints"
+# Checkpoints users save in the app (under LLM_EXPLORER_HOME, /data/llm-explorer on a Space).
+USER_DIR = explorer_home() / "checkpoints"
 UNTRAINED = "untrained:"
 DEFAULT_BUILTIN = "pydoc-gpt"
+DEFAULT_INSTRUCT = "pydoc-gpt-instruct"
+GPT2_DEFAULT = "gpt2"  # GPT-2 small (openai-community/gpt2), the default wherever it is cached
+# GPT-2 small tuned on Alpaca-GPT4 with the Alpaca prompt the book uses (MIT, safetensors): Chat's
+# default wherever it is cached (README's preload_from_hub puts it there on a Space).
+INSTRUCT_GPT2 = "vicgalle/gpt2-alpaca-gpt4"
 MAX_CACHED = 6  # models kept in memory, at most...
 # ...and at most this many bytes of weights (GPT-2 XL alone is 6.2 GB in fp32); the model just
 # loaded always stays, so one model larger than the budget still works.
@@ -81,11 +87,39 @@ def saved_names() -> list[str]:
                   if (p / "config.json").is_file() and not p.name.startswith("."))
 
 
-def default_model_name() -> str:
+def in_hf_cache(repo_id: str, files: tuple[str, ...] = ("config.json", "model.safetensors")) -> bool:
+    """Whether every one of ``files`` of ``repo_id`` is in the local Hugging Face cache
+    (HF_HUB_CACHE, which a Space's ``preload_from_hub`` fills). Never asks the network."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        return all(isinstance(try_to_load_from_cache(repo_id, f), str) for f in files)
+    except (ImportError, OSError, ValueError):  # no library, unreadable cache, odd repo id
+        return False
+
+
+def default_model_choice() -> tuple[str, str]:
+    """(name, why) of the model the app opens on: GPT-2 small when it is in the local Hugging
+    Face cache, else the shipped pydoc-gpt (an untrained tiny GPT when nothing is shipped)."""
+    if in_hf_cache(GPT2_HUB_IDS[GPT2_DEFAULT]):
+        return GPT2_DEFAULT, "GPT-2 small, found in the local Hugging Face cache"
     names = builtin_names()
+    reason = "GPT-2 is not in the local cache"
     if DEFAULT_BUILTIN in names:
-        return DEFAULT_BUILTIN
-    return names[0] if names else UNTRAINED + "tiny"
+        return DEFAULT_BUILTIN, f"the shipped {DEFAULT_BUILTIN}: {reason}"
+    if names:
+        return names[0], f"the shipped {names[0]}: {reason}"
+    return UNTRAINED + "tiny", f"an untrained tiny GPT: {reason} and no model is shipped"
+
+
+def default_model_name() -> str:
+    return default_model_choice()[0]
+
+
+def default_chat_model() -> str:
+    """Chat's default: the instruction-tuned GPT-2 when cached, else the shipped instruct model."""
+    if in_hf_cache(INSTRUCT_GPT2):
+        return INSTRUCT_GPT2
+    return DEFAULT_INSTRUCT if DEFAULT_INSTRUCT in builtin_names() else default_model_name()
 
 
 def model_choices() -> list[tuple[str, str]]:

@@ -152,9 +152,13 @@ def build_vocab(text: str, specials: tuple[str, ...] = ()) -> dict[str, int]:
     return {w: i for i, w in enumerate(words)}
 
 
-def simple_join(tokens: list[str]) -> str:
-    text = " ".join(tokens)
-    return re.sub(r'\s+([,.?!"()\'])', r"\1", text)
+# The book's decode clean-up: V1 closes up the space before , . ? ! " ( ) ', V2 also before : and ;
+V1_CLEANUP = re.compile(r'\s+([,.?!"()\'])')
+V2_CLEANUP = re.compile(r'\s+([,.:;?!"()\'])')
+
+
+def simple_join(tokens: list[str], cleanup: re.Pattern = V1_CLEANUP) -> str:
+    return cleanup.sub(r"\1", " ".join(tokens))
 
 
 @dataclass
@@ -205,6 +209,9 @@ class SimpleTokenizerV2(SimpleTokenizerV1):
 
     def encode(self, text: str) -> list[int]:
         return [self.str_to_int[t] for t in self.tokenize(text)]
+
+    def decode(self, ids) -> str:
+        return simple_join([self.int_to_str[int(i)] for i in ids], V2_CLEANUP)
 
     @classmethod
     def from_text(cls, text: str) -> "SimpleTokenizerV2":

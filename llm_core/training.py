@@ -322,17 +322,52 @@ def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig
     yield final
 
 
+def evaluate_model(model, train_loader, val_loader, device, eval_iter) -> tuple[float, float]:
+    """The book's evaluation: mean loss over ``eval_iter`` train and validation batches, in eval mode."""
+    model.eval()
+    with torch.no_grad():
+        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
+        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+    model.train()
+    return train_loss, val_loss
+
+
+def generate_and_print_sample(model, tokenizer, device, start_context, max_new_tokens: int = 50) -> str:
+    """The book's per-epoch printout: a greedy continuation of ``start_context`` on one line."""
+    model.eval()
+    with torch.no_grad():
+        text = sample_text(model, tokenizer, start_context, max_new_tokens)
+    print(text.replace("\n", " "))
+    model.train()
+    return text
+
+
 def train_model_simple(model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
                        start_context, tokenizer) -> tuple[list[float], list[float], list[int]]:
-    """The book's signature: returns (train_losses, val_losses, tokens_seen) at each evaluation."""
-    cfg = TrainConfig(max_steps=10**9, num_epochs=num_epochs, lr=optimizer.param_groups[0]["lr"],
-                      eval_interval=eval_freq, eval_batches=eval_iter, sample_prompt=start_context,
-                      grad_clip=None, restore_on_divergence=False)
-    train_losses, val_losses, track_tokens = [], [], []
-    for ev in train_model(model, train_loader, val_loader, cfg, tokenizer=tokenizer, device=device,
-                          optimizer=optimizer):
-        if ev.is_eval:
-            train_losses.append(ev.train_loss)
-            val_losses.append(ev.val_loss)
-            track_tokens.append(ev.tokens_seen)
-    return train_losses, val_losses, track_tokens
+    """The book's loop with the book's schedule: returns (train_losses, val_losses, tokens_seen).
+
+    Evaluates after optimizer steps 1, 1 + eval_freq, 1 + 2·eval_freq, … (``global_step`` starts at
+    -1 and ``global_step % eval_freq == 0`` after each step) and prints a sample after each epoch.
+    Every evaluation starts new loader iterators, which draw from the global random generator, so
+    the schedule fixes the dropout and shuffle streams too: with ``torch.manual_seed(123)`` this
+    gives the book's numbers. The app's own runs use ``train_model`` (streaming, stop, caps)."""
+    train_losses, val_losses, track_tokens_seen = [], [], []
+    tokens_seen, global_step = 0, -1
+    for epoch in range(num_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+            loss.backward()
+            optimizer.step()
+            tokens_seen += input_batch.numel()
+            global_step += 1
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                track_tokens_seen.append(tokens_seen)
+                print(f"Ep {epoch + 1} (Step {global_step:06d}): "
+                      f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
+        generate_and_print_sample(model, tokenizer, device, start_context)
+    return train_losses, val_losses, track_tokens_seen

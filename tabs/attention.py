@@ -60,13 +60,6 @@ def _esc(text: str) -> str:
     return out
 
 
-def _axis_labels(labels: list[str]) -> tuple[list[int], list[str]]:
-    """Tick positions and texts: every token when few, every n-th when many."""
-    step = max(1, math.ceil(len(labels) / LABEL_ALL_TICKS))
-    ticks = list(range(0, len(labels), step))
-    return ticks, [f"{_esc(labels[i])} ·{i}" for i in ticks]
-
-
 def _causal(weights: np.ndarray) -> np.ndarray:
     """Blank out the masked upper triangle so the causal shape is visible (not just dark)."""
     z = weights.astype(np.float32).copy()
@@ -98,7 +91,7 @@ def _heatmap(weights: np.ndarray, labels: list[str], title: str, zmax: float, he
                        if t <= 64 else "query ·%{y}<br>key ·%{x}<br>weight %{z:.4f}<extra></extra>"),
         colorbar=dict(title="weight"),
     ))
-    ticks, texts = _axis_labels(labels)
+    ticks, texts = token_ticks(labels, LABEL_ALL_TICKS, index=True)
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=50, b=10),
                       xaxis=dict(tickvals=ticks, ticktext=texts, tickangle=-60, title="key (looked at)",
                                  side="top"),
@@ -486,16 +479,12 @@ def _prompt_ids(bundle, prompt, cap: int) -> tuple[list[int], str]:
     return tokens.ids, text
 
 
-def _label(tok, i: int) -> str:
-    return token_label(tok, i)
-
-
 def _before_after_figure(tok, before: torch.Tensor, after: torch.Tensor, title: str) -> go.Figure:
     """Horizontal bars: the next-token probabilities of the most likely tokens, before and after."""
     ids = list(dict.fromkeys(before.topk(TOP_SHOWN).indices.tolist() + after.topk(TOP_SHOWN).indices.tolist()))
     ids.sort(key=lambda i: -float(max(before[i], after[i])))
     ids = ids[:TOP_SHOWN + 4]
-    labels = [f"{plot_text(_label(tok, i))} ·#{i}" for i in ids]
+    labels = [f"{plot_text(token_label(tok, i))} ·#{i}" for i in ids]
     y = np.arange(len(ids))
     fig = go.Figure([
         go.Bar(y=y, x=before[ids].numpy().astype(np.float32), orientation="h", name="before",
@@ -543,9 +532,9 @@ def knock_out(prompt, heads_text, which, mode, model_name):
     fig = _before_after_figure(tok, before, after, f"Next token after the last position: {what} ({mode})")
     names = format_heads(heads) if len(heads) <= 24 else f"{format_heads(heads[:24])}, …"
     md = (f"**{what}** ({mode} ablation): {names}.  \n"
-          f"Top guess before: {_code(_label(tok, top_b))} ({float(before[top_b]):.1%}); after: "
-          f"{_code(_label(tok, top_a))} ({float(after[top_a]):.1%}). The probability of "
-          f"{_code(_label(tok, top_b))} went from {float(before[top_b]):.1%} to {float(after[top_b]):.1%}. "
+          f"Top guess before: {_code(token_label(tok, top_b))} ({float(before[top_b]):.1%}); after: "
+          f"{_code(token_label(tok, top_a))} ({float(after[top_a]):.1%}). The probability of "
+          f"{_code(token_label(tok, top_b))} went from {float(before[top_b]):.1%} to {float(after[top_b]):.1%}. "
           f"Total variation distance between the two distributions: {_tv_distance(before, after):.3f} "
           "(0 = unchanged, 1 = nothing in common).")
     return fig, md
@@ -619,7 +608,7 @@ def head_attribution_view(prompt, target_text, mode, model_name):
         target, why = _target(bundle, target_text, logits)
         result = iv.head_attribution(bundle, ids, target, mode)
         dla = iv.direct_logit_attribution(bundle.model, att.trace, target)
-    label = _label(bundle.tokenizer, target)
+    label = token_label(bundle.tokenizer, target)
     delta = result.delta.numpy()
     lay, h = np.unravel_index(int(np.argmin(delta)), delta.shape)
     note = f"Δ log p({label}) when the head is ablated ({mode}); click a cell to open that head's pattern."

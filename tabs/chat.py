@@ -10,16 +10,22 @@ from llm_core.chat import (
 )
 from llm_core.finetune import RESULTS
 from llm_core.generation import SamplingSettings, make_generator, prepare_for_decoding
-from llm_core.registry import builtin_names, default_model_name
+from llm_core.registry import GPT2_DEFAULT, INSTRUCT_GPT2, builtin_names, default_chat_model, default_model_name
 from tabs.common import check_float, check_int, check_text, get_bundle
 
 INSTRUCT_MODEL = "pydoc-gpt-instruct"
 BASE_MODEL = "pydoc-gpt"
 MAX_NEW_TOKENS = 120
 
+HUB_INSTRUCT = "instruction-tuned GPT-2 (Hub)"
 SHIPPED, BASE, FINETUNED, ACTIVE = ("shipped instruct model", "plain base model",
                                     "your model from the Fine-tune tab", "active model (header)")
-CHOICES = [SHIPPED, BASE, FINETUNED, ACTIVE]
+CHOICES = [HUB_INSTRUCT, SHIPPED, BASE, FINETUNED, ACTIVE]
+
+
+def default_choice() -> str:
+    """The instruction-tuned GPT-2 where it is cached (a Space preloads it), else the shipped one."""
+    return HUB_INSTRUCT if default_chat_model() == INSTRUCT_GPT2 else SHIPPED
 
 # (instruction, input): what the shipped model was measured to answer well, and what it gets wrong.
 # Checked greedily on the shipped model (assets/models/pydoc-gpt-instruct/TRAINING.md): it learned
@@ -59,6 +65,8 @@ def resolve_models(choice: str, active_name: str, request: gr.Request | None):
     installed = builtin_names()
     shipped = INSTRUCT_MODEL if INSTRUCT_MODEL in installed else fallback
     base = BASE_MODEL if BASE_MODEL in installed else fallback
+    if choice == HUB_INSTRUCT:  # compared with the GPT-2 small it was tuned from
+        return _shared(INSTRUCT_GPT2), lambda: _shared(GPT2_DEFAULT)
     if choice == SHIPPED:
         return _shared(shipped), lambda: _shared(base)
     if choice == BASE:
@@ -176,15 +184,19 @@ def build(ctx) -> None:
             "parameters, tuned for 8 minutes on a CPU): it learned the *shape* of an answer — short, the "
             "right kind (yes/no, a number, a docstring-like sentence), then stop — but not the tasks "
             "themselves (3 % exact on held-out computed tasks). Tick *compare* to see the untuned base "
-            "ramble on instead.")
+            f"ramble on instead. Where `{INSTRUCT_GPT2}` (GPT-2 small tuned on Alpaca-GPT4) is in the local "
+            "Hugging Face cache, as on a Space that preloads it, it is the default here and compare mode "
+            "sets it beside GPT-2 small.")
         with gr.Row():
-            model_choice = gr.Radio(CHOICES, value=SHIPPED, label="Model", elem_id="chat-model",
-                                    info="Shipped: pydoc-gpt tuned on the built-in instructions. Base: the same "
+            model_choice = gr.Radio(CHOICES, value=default_choice(), label="Model", elem_id="chat-model",
+                                    info=f"GPT-2 (Hub): {INSTRUCT_GPT2}, GPT-2 small tuned on Alpaca-GPT4 with "
+                                         "the same Alpaca prompt (124M parameters; needs the Hub or the cache). "
+                                         "Shipped: pydoc-gpt tuned on the built-in instructions. Base: the same "
                                          "model before tuning. Yours: what you trained in the Fine-tune tab. "
                                          "Active: the model chosen in the header.")
             compare = gr.Checkbox(False, label="Compare with the base model", elem_id="chat-compare",
-                                  info="Also answer each message with the untuned base (for the base: with the "
-                                       "tuned model), shown side by side below the chat.")
+                                  info="Also answer each message with the untuned base (GPT-2 small for the "
+                                       "Hub's tuned GPT-2; for the base: the tuned model), side by side.")
         with gr.Row():
             temperature = gr.Slider(0, 2, value=0.0, step=0.05, label="Temperature", elem_id="chat-temperature",
                                     info="0 = greedy (always the most likely token); higher = more random.")

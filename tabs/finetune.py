@@ -18,11 +18,10 @@ import torch
 from plotly.subplots import make_subplots
 
 from llm_core import instruct_data as idata
-from llm_core.config import PRESETS
 from llm_core.finetune import (
-    MAX_BATCH, RESULTS, FinetuneError, FinetuneSettings, finetune, planned_counts, respond,
+    MAX_BATCH, RESULTS, FinetuneError, FinetuneSettings, book_lora_counts, finetune, planned_counts, respond,
 )
-from llm_core.lora import ALL_TARGETS, TARGET_LABELS, LoRAError, load_adapter, lora_parameter_count
+from llm_core.lora import ALL_TARGETS, TARGET_LABELS, LoRAError, load_adapter
 from tabs.common import TRAINING_SLOT, check_float, check_int, check_text, friendly_errors, get_bundle
 
 # Server-side caps (2 vCPUs shared by every visitor).
@@ -98,6 +97,10 @@ def _load_data(task: str, dataset: str, upload):
         raise gr.Error(f"The data set cannot be used: {exc}", title="Bad data set") from None
 
 
+SC_PEFT, SC_BOOK = "alpha/rank", "book (alpha)"
+SCALINGS = {SC_PEFT: "alpha/rank", SC_BOOK: "alpha"}  # label → FinetuneSettings.lora_scaling
+
+
 def _targets(targets) -> tuple[str, ...]:
     targets = tuple(t for t in (targets or []) if t in ALL_TARGETS)
     if not targets:
@@ -106,14 +109,18 @@ def _targets(targets) -> tuple[str, ...]:
 
 
 def _settings(task, method, rank, alpha, targets, epochs, steps, batch, lr, eval_interval, seed, max_length,
-              mask) -> FinetuneSettings:
+              mask, scaling=None) -> FinetuneSettings:
     if method not in METHODS:
         raise gr.Error(f"Choose a method: {', '.join(METHODS)}.")
+    scaling = scaling or SC_PEFT
+    if scaling not in SCALINGS:
+        raise gr.Error(f"Choose a LoRA scaling: {' or '.join(SCALINGS)}.")
     m = METHODS[method]
     return FinetuneSettings(
         task=_task(task), method=m,
         rank=check_int(rank, "LoRA rank", 1, 256) if m == "lora" else 8,
         alpha=check_float(alpha, "LoRA alpha", 0.0, 1024.0, lo_open=True) if m == "lora" else 16.0,
+        lora_scaling=SCALINGS[scaling],
         targets=_targets(targets) if m == "lora" else ("all",),
         epochs=check_int(epochs, "Epochs", 1, 100), max_steps=check_int(steps, "Max steps", 1, MAX_STEPS),
         batch_size=check_int(batch, "Batch size", 1, MAX_BATCH), lr=check_float(lr, "Learning rate", 0.0, 1.0, lo_open=True),
@@ -305,10 +312,11 @@ def _adapter_path(session: str, res, run_no: int) -> Path:
 # ---------------------------------------------------------------- handlers
 
 @friendly_errors
-def parameter_counts(task, method, rank, alpha, targets, model_name):
-    """Trainable vs total parameters of the planned run (no weights are built)."""
+def parameter_counts(task, method, rank, alpha, targets, model_name, scaling=None):
+    """Trainable vs total parameters of the planned run (no weights are built), beside the book's
+    appendix E count and this tab's own at the book's settings (both counted from models)."""
     try:
-        s = _settings(task, method, rank, alpha, targets, 1, 1, 1, 1e-3, 1, 123, 128, False)
+        s = _settings(task, method, rank, alpha, targets, 1, 1, 1, 1e-3, 1, 123, 128, False, scaling)
     except gr.Error as exc:
         return f"*{html.escape(str(exc))}*"
     bundle = get_bundle(model_name)
@@ -317,11 +325,20 @@ def parameter_counts(task, method, rank, alpha, targets, model_name):
         counts = planned_counts(bundle.config, s, n_classes)
     except (LoRAError, FinetuneError) as exc:
         return f"*{html.escape(str(exc))}*"
-    book = lora_parameter_count(PRESETS["gpt2-small"], 16, "all", head_out=2)
+    book = book_lora_counts(16)
     head = " (with a 2-class head)" if n_classes else ""
-    return (f"**{bundle.name}**{head}: {counts.summary()}.\n\n"
-            f"For scale: GPT-2 small with rank-16 LoRA on every Linear layer and a 2-class head "
-            f"(the book's appendix E) trains {book:,} parameters of 124,441,346.")
+    scale = ""
+    if s.method == "lora":
+        factor = s.peft_alpha / s.rank
+        formula = "α" if s.lora_scaling == "alpha" else "α/r"
+        scale = f" LoRA scaling **{scaling or SC_PEFT}**: the update is multiplied by {formula} = {factor:g}."
+    return (f"**{bundle.name}**{head}: {counts.summary()}.{scale}\n\n"
+            f"The book's appendix E (GPT-2 small, a new 2-class head, rank 16, α 16) freezes the "
+            f"{book['before']:,} trainable parameters and puts LoRA on every Linear layer, the new head "
+            f"included: **{book['book']:,}** trainable. This tab at the same settings trains the new head in "
+            f"full instead: **{book['ours']:,}**. The counts do not depend on the scaling; the book's results "
+            f"(≈ 98 % validation accuracy) were trained with its *{SC_BOOK}* scaling (× α = 16), while "
+            f"*{SC_PEFT}* (peft's, this tab's default) gives × 1 at α = r.")
 
 
 @friendly_errors
@@ -343,10 +360,11 @@ def preview_data(task, dataset, upload):
 
 @friendly_errors
 def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, steps, batch, lr, eval_interval,
-                 seed, max_length, mask, log_scale, smoothing, model_name, request: gr.Request = None):
+                 seed, max_length, mask, log_scale, smoothing, model_name, scaling=None,
+                 request: gr.Request = None):
     """Stream a fine-tuning run: (status, curves, held-out answers, results, confusion, norms, comparison, adapter)."""
     settings = _settings(task, method, rank, alpha, targets, epochs, steps, batch, lr, eval_interval, seed,
-                         max_length, mask)
+                         max_length, mask, scaling)
     smoothing = check_float(smoothing, "Smoothing", 0.0, 0.99)
     bundle = get_bundle(model_name)
     _check_size(bundle, settings)
@@ -506,7 +524,8 @@ def build(ctx) -> None:
         gr.Markdown(
             "### Fine-tuning: classification and instructions, with LoRA\n"
             "Start from the active model (top of the page) and teach it a task. **LoRA** (appendix E) freezes "
-            "the model and learns a small update W + (α/r)·A·B per chosen layer; the book's chapter 6 recipe "
+            "the model and learns a small update W + s·A·B per chosen layer (s = α/r as in `peft`, or α as in "
+            "the book's `LoRALayer`: pick below); the book's chapter 6 recipe "
             "trains only the last block and a new head; a full fine-tune trains everything. The shared model "
             "is never changed: you train a copy, and the result belongs to your session.")
         with gr.Row():
@@ -529,7 +548,11 @@ def build(ctx) -> None:
                     rank = gr.Number(8, label="LoRA rank r", precision=0, elem_id="ft-rank",
                                      info="Width of A and B: update has rank ≤ r (the book uses 16).")
                     alpha = gr.Number(16, label="LoRA alpha α", elem_id="ft-alpha",
-                                      info="The update is scaled by α/r (the book uses α = r = 16).")
+                                      info="The update's scale is α/r or α (below); the book uses α = r = 16.")
+                scaling = gr.Radio(list(SCALINGS), value=SC_PEFT, label="LoRA scaling", elem_id="ft-scaling",
+                                   info="alpha/rank: × α/r, as peft and the adapter files use. book (alpha): × α, "
+                                        "as the book's LoRALayer (× 16 at α = r = 16). Saved adapters record the "
+                                        "scale either way, so they reload and export the same.")
                 targets = gr.CheckboxGroup(TARGET_CHOICES, value=DEFAULT_TARGETS, label="LoRA on these layers",
                                            elem_id="ft-targets",
                                            info="Per transformer block; the output head is the big vocab layer "
@@ -612,15 +635,15 @@ def build(ctx) -> None:
             label="Starting points on the built-in data (then press Start)")
 
         task.change(_task_changed, task, [dataset, mask, try_cls, try_ins], queue=False, api_visibility="private")
-        count_inputs = [task, method, rank, alpha, targets, ctx.model_name]
-        for comp in (task, method, rank, alpha, targets):
+        count_inputs = [task, method, rank, alpha, targets, ctx.model_name, scaling]
+        for comp in (task, method, rank, alpha, targets, scaling):
             comp.change(parameter_counts, count_inputs, counts_md, queue=False, api_visibility="private")
         ctx.model_changed.change(parameter_counts, count_inputs, counts_md, queue=False, api_visibility="private")
         preview_btn.click(preview_data, [task, dataset, upload], data_info, api_name="finetune_preview_data",
                           concurrency_id="ft-data")
         start.click(run_finetune,
                     [task, dataset, upload, method, rank, alpha, targets, epochs, steps, batch, lr, eval_interval,
-                     seed, max_length, mask, log_scale, smoothing, ctx.model_name],
+                     seed, max_length, mask, log_scale, smoothing, ctx.model_name, scaling],
                     [status, plot, samples, results_md, confusion, norms, comparison, adapter_file],
                     concurrency_id="training", concurrency_limit=2, show_progress_on=[status], api_name="finetune")
         stop.click(stop_run, None, status, queue=False, api_name="finetune_stop")

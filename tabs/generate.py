@@ -510,7 +510,10 @@ def stopped(run):
     """After Stop cancelled a run: say so and show the steps made so far."""
     if not run or run.get("end") != RUNNING or not run.get("steps"):
         return tuple(gr.skip() for _ in range(10))
-    run = {**run, "end": f"stopped by you after {len(run['steps'])} tokens"}
+    # A copy of the steps: the cancelled run's thread may still append to its own list until it
+    # reaches its next yield, and those tokens must not leak into the stopped run.
+    steps = list(run["steps"])
+    run = {**run, "steps": steps, "end": f"stopped by you after {len(steps)} tokens"}
     return all_outputs(run, get_bundle(run["model"]).tokenizer, 0)
 
 

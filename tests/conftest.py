@@ -18,6 +18,8 @@ sys.path.insert(0, str(ROOT))
 # Tests never touch the user's real cache or the network.
 os.environ.setdefault("LLM_EXPLORER_HOME", tempfile.mkdtemp(prefix="llm-explorer-test-"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# An empty Hugging Face cache: the app's default would be GPT-2 wherever the real cache holds it.
+os.environ.setdefault("HF_HUB_CACHE", os.path.join(os.environ["LLM_EXPLORER_HOME"], "hf-hub"))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(os.environ["LLM_EXPLORER_HOME"], "tiktoken"))
 

@@ -2,11 +2,12 @@
 import json
 
 import numpy as np
-
 import pytest
+import torch
 from gradio_client.exceptions import AppError
 
 from llm_core import default_model_name, load_model
+from tests.api.plots import values
 
 PROMPT = "The cat sat on the mat because it was tired."
 
@@ -43,6 +44,29 @@ def test_attention_returns_every_view(client, cfg):
     assert len(_figure(qkv)["data"]) == 3 and len(_figure(scores)["data"]) == 6
 
 
+def _model_weights(prompt: str, layer: int, head: int) -> np.ndarray:
+    """The attention weights of one head, straight from the model (no tab code involved)."""
+    bundle = load_model(default_model_name())
+    ids = torch.tensor([bundle.tokenizer.encode(prompt)])
+    return bundle.model.run_with_trace(ids)[f"blocks.{layer}.attn.weights"][0, head].numpy()
+
+
+def test_drawn_weights_are_the_models(client, cfg):
+    layer, head = cfg.n_layers - 1, cfg.n_heads - 1
+    out = _predict(client, layer=layer, head=head)
+    drawn = np.array(values(_figure(out[1])["data"][0]["z"]), dtype=np.float64)
+    expected = _model_weights(PROMPT, layer, head)
+    t = expected.shape[0]
+    assert drawn.shape == (t, t)
+    lower = np.tril_indices(t)
+    np.testing.assert_allclose(drawn[lower], expected[lower], atol=1e-5)   # what the head computed...
+    assert np.isnan(drawn[np.triu_indices(t, 1)]).all()                   # ...and the causal mask blank
+    np.testing.assert_allclose(np.nansum(drawn, axis=1), 1.0, atol=1e-4)   # each query's weights sum to 1
+    mean = np.array(values(_figure(out[3])["data"][0]["z"]), dtype=np.float64)
+    every_head = np.stack([_model_weights(PROMPT, layer, h) for h in range(cfg.n_heads)])
+    np.testing.assert_allclose(mean[lower], every_head.mean(0)[lower], atol=1e-5)
+
+
 def test_long_prompt_is_cut_with_a_notice(client, cfg):
     limit = min(256, cfg.context_length)
     notice = _predict(client, prompt=" word" * (limit + 20))[0]
@@ -50,8 +74,15 @@ def test_long_prompt_is_cut_with_a_notice(client, cfg):
 
 
 def test_special_token_and_odd_unicode_are_fine(client):
-    notice = _predict(client, prompt="a<|endoftext|>b 🤖 naïve 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u200b漢字")[0]
-    assert "tokens" in notice
+    prompt = "a<|endoftext|>b 🤖 naïve 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u200b漢字"
+    out = _predict(client, prompt=prompt)
+    tok = load_model(default_model_name()).tokenizer
+    ids = tok.encode(prompt)
+    assert tok.eot_id in ids                                   # the literal is the special token
+    assert out[0].startswith(f"**{len(ids)} tokens** through")
+    drawn = np.array(values(_figure(out[1])["data"][0]["z"]), dtype=np.float64)
+    lower = np.tril_indices(len(ids))
+    np.testing.assert_allclose(drawn[lower], _model_weights(prompt, 0, 0)[lower], atol=1e-5)
 
 
 @pytest.mark.parametrize("prompt", ["", "   \n  "])
@@ -80,8 +111,16 @@ def test_focus_token_out_of_range(client):
 
 
 def test_unknown_statistic_is_refused(client):
-    with pytest.raises(AppError):
+    import gradio as gr
+
+    from tabs.attention import attention
+
+    # the dropdown refuses it before the handler runs...
+    with pytest.raises(AppError, match="charisma is not in the list of choices"):
         _predict(client, statistic="charisma")
+    # ...and the handler refuses it for callers that skip the component
+    with pytest.raises(gr.Error, match="Unknown statistic 'charisma': choose one of entropy, previous token"):
+        attention(PROMPT, 0, 0, -1, "charisma", 6, 123, default_model_name())
 
 
 def test_toy_example_shows_the_books_numbers(client):
@@ -130,7 +169,6 @@ def test_math_heatmaps_keep_repeated_tokens(client):
     out = _predict(client, prompt=REPEAT, math_tokens=6)
     scores, qkv = _figure(out[9]), _figure(out[8])
     for trace in scores["data"] + qkv["data"]:
-        from tests.api.plots import values
         assert len(values(trace["z"])) == 6
         assert values(trace["y"]) == list(range(6))
 
@@ -140,7 +178,6 @@ def _ko(client, heads, which="these", mode="zero", prompt=REPEAT):
 
 
 def _bars(fig):
-    from tests.api.plots import values
     data = _figure(fig)["data"]
     return [np.array(values(d["x"]), dtype=float) for d in data]
 
@@ -153,7 +190,6 @@ def test_knocking_out_a_head_changes_the_next_token_distribution(client, cfg):
     # the same heads through the core function: the same probabilities
     bundle = load_model(default_model_name())
     from llm_core import interventions as iv
-    import torch
     ids = bundle.tokenizer.encode(REPEAT)
     with torch.inference_mode():
         p = torch.softmax(iv.ablate_heads(bundle, ids, [(0, 0)])[0, -1], -1)
@@ -180,7 +216,6 @@ def test_knock_out_bad_input(client, heads, which, message):
 
 def test_head_attribution_grid_matches_single_ablations(client, cfg):
     import re
-    import torch
     from llm_core import interventions as iv
     grid, dla, md = client.predict(REPEAT, "", "zero", api_name="/head_attribution")
     cells = re.findall(r'data-layer="(\d+)" data-head="(\d+)"[^>]*title="layer \d+, head \d+: ([-+0-9.]+)', grid)

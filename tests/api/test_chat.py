@@ -103,3 +103,28 @@ def test_each_session_sees_only_its_own_conversation(app_url):
     assert "Alice asks about tuples." in alice_prompt and "Bob" not in alice_prompt
     assert "word word" not in alice_prompt
     assert "Bob asks about sets." in bob_prompt and "Alice" not in bob_prompt
+
+
+def test_the_hubs_instruction_tuned_gpt2_is_the_default_when_cached_and_compares_with_gpt2(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from llm_core import registry
+    from llm_core.registry import INSTRUCT_GPT2
+    from tests.hf_cache import use_cache, write_tiny_gpt2
+
+    use_cache(monkeypatch, tmp_path)
+    assert C.default_choice() == SHIPPED                     # nothing cached: the shipped model
+    answer = next(C.chat("hi", [], C.HUB_INSTRUCT, "", False, 0.0, 0, 1.0, 4, 1, "pydoc-gpt"))[0]
+    assert answer.startswith(NOT_SENT) and "not cached" in answer
+    write_tiny_gpt2(tmp_path, INSTRUCT_GPT2, seed=1, n_positions=64)
+    write_tiny_gpt2(tmp_path, "openai-community/gpt2", seed=2, n_positions=64)
+    try:
+        assert C.default_choice() == C.HUB_INSTRUCT
+        *_, (answer, prompt, usage, comparison) = C.chat("Name a colour.", [], C.HUB_INSTRUCT, "", True,
+                                                         0.0, 0, 1.0, 4, 1, "pydoc-gpt")
+        assert not answer.startswith(NOT_SENT), answer
+        assert prompt == INTRO + "\n\n### Instruction:\nName a colour.\n\n### Response:\n"
+        assert f"<h4>{INSTRUCT_GPT2}</h4>" in comparison and "<h4>gpt2</h4>" in comparison
+        assert "of 64** context tokens" in usage
+    finally:
+        registry.forget(INSTRUCT_GPT2)
+        registry.forget("gpt2")

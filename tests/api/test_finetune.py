@@ -166,7 +166,12 @@ def test_parameter_counts_preview():
     from llm_core.registry import default_model_name
     md = F.parameter_counts(F.TASK_CLS, F.M_LORA, 16, 16, ["q", "k", "v", "out", "ff_in", "ff_out"],
                             default_model_name())
-    assert "trainable of" in md and "2,666,528" in md
+    assert "trainable of" in md and "**2,666,528** trainable" in md and "**2,655,746**" in md
+    assert "124,441,346" in md and "multiplied by α/r = 1" in md
+    book = F.parameter_counts(F.TASK_CLS, F.M_LORA, 16, 16, ["q", "v"], default_model_name(), F.SC_BOOK)
+    assert "multiplied by α = 16" in book
+    with pytest.raises(gr.Error, match="LoRA scaling"):
+        F._settings(F.TASK_CLS, F.M_LORA, 16, 16, ["q"], 1, 1, 1, 1e-3, 1, 1, 64, False, "alpha squared")
     assert "rank" in F.parameter_counts(F.TASK_CLS, F.M_LORA, 0, 16, ["q"], default_model_name())
 
 

@@ -29,3 +29,15 @@ def test_switching_task_offers_instruction_data(page):
         "() => document.querySelector('#ft-dataset input').value.includes('computed tasks')", timeout=30_000)
     assert page.locator("#ft-mask").is_visible()
     assert page.locator("#ft-try-ask").is_visible()
+
+
+def test_lora_scaling_choice_updates_the_counts(page):
+    from playwright.sync_api import expect
+
+    open_tab(page, "tab-finetune")
+    counts = page.locator("#ft-counts")
+    expect(counts).to_contain_text("2,666,528")          # the book's appendix E count...
+    expect(counts).to_contain_text("2,655,746")          # ...and this tab's at the same settings
+    expect(counts).to_contain_text("multiplied by α/r = 2")   # rank 8, α 16, the default scaling
+    page.locator("#ft-scaling").get_by_role("radio", name="book (alpha)").check()
+    expect(counts).to_contain_text("multiplied by α = 16", timeout=30_000)

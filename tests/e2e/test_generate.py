@@ -77,9 +77,17 @@ def test_stop_button_ends_a_long_run(page):
     expect(stats).to_contain_text("stopped by you", timeout=30_000)
     n = int(re.search(r"stopped by you after (\d+) tokens", stats.inner_text()).group(1))
     assert 0 < n < 256
-    page.wait_for_timeout(1000)
-    expect(out).to_have_count(n)                                  # nothing more arrives
+    expect(out).to_have_count(n)
     expect(page.locator("#gen-step-detail")).to_contain_text("Step 1")  # the partial run is inspectable
+    # From here on, record every redraw of the output; then make a round trip to the server (select
+    # the last step): whatever the cancelled run still had in flight would have arrived before it.
+    page.evaluate(WATCH_JS)
+    out.nth(n - 1).click()
+    expect(page.locator("#gen-step-detail")).to_contain_text(f"Step {n}")
+    expect(page.locator("#gen-output-html .gen-sel")).to_have_count(1)
+    after_stop = page.evaluate("window.__genCounts")
+    assert after_stop and set(after_stop) == {n}, after_stop      # redrawn, never with more tokens
+    expect(out).to_have_count(n)
 
 
 def test_temperature_plot_is_there_on_first_open(page):

@@ -1,10 +1,14 @@
 """Sliding windows: the book's GPTDatasetV1 / create_dataloader_v1 rules on a text of our own."""
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from llm_core.data import GPTDatasetV1, create_dataloader_v1, num_batches, num_windows, window_starts
 from llm_core.tokenizers import gpt2_tokenizer
 
+DATA = Path(__file__).resolve().parent.parent / "data"
 TEXT = ("A list is a mutable sequence. A tuple is an immutable sequence. "
         "Dictionaries map keys to values, and sets hold unique items. ") * 3
 
@@ -72,6 +76,18 @@ def test_seeded_shuffle_is_reproducible_and_leaves_global_rng_alone(tok):
     assert a == b
     assert a != c
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_unseeded_shuffle_after_manual_seed_gives_the_books_batch_order(tok):
+    """create_dataloader_v1(shuffle=True) after torch.manual_seed(123) draws the batches in the order
+    the book's own create_dataloader_v1 gave (tests/data/make_book_schedule.py)."""
+    ref = json.loads((DATA / "book_schedule.json").read_text())["order_loader"]
+    text = (DATA / "book_schedule_text.txt").read_text(encoding="utf-8")
+    torch.manual_seed(123)
+    loader = create_dataloader_v1(text, batch_size=ref["batch_size"], max_length=ref["max_length"],
+                                  stride=ref["stride"], shuffle=True, tokenizer=tok)
+    first_ids = [row[0] for x, _ in loader for row in x.tolist()]
+    assert first_ids == ref["first_epoch_first_ids"]
 
 
 def test_text_shorter_than_a_window_gives_no_batches(tok):

@@ -8,6 +8,7 @@ import torch
 
 from llm_core.config import GPTConfig
 from llm_core.finetune import (
+    MIN_INSTRUCTIONS,
     FinetuneError, FinetuneSettings, SessionResults, answer_score, finetune, predict_proba, respond,
 )
 from llm_core.instruct_data import ClassificationData, InstructionData
@@ -135,13 +136,16 @@ def test_instruction_tuning_learns_and_scores_before_after(tmp_path):
 
 def test_stop_event_ends_the_run_with_a_result():
     stop = threading.Event()
-    gen = finetune(_base(), TOK, _colours_vs_animals(), FinetuneSettings(epochs=5, max_steps=100, eval_interval=100))
-    seen = 0
-    for ev in gen:
-        seen += 1
-        if ev.step == 3:
-            stop.set()
-            break
+    events = []
+    for ev in finetune(_base(), TOK, _colours_vs_animals(), FinetuneSettings(epochs=5, max_steps=100, eval_interval=100),
+                       stop=stop):
+        events.append(ev)
+        if ev.step == 3 and not ev.done:
+            stop.set()  # checked before the next step: the run ends after step 3
+    last = events[-1]
+    assert last.done and last.status == "stopped" and "stopped by request" in last.reason
+    assert last.step == 3 and max(ev.step for ev in events) == 3
+    assert last.result is not None and last.result.status == "stopped"
     # a stop callable works the same way
     calls = {"n": 0}
 
@@ -184,8 +188,12 @@ def test_bad_data():
         next(finetune(_base(), TOK, tiny, FinetuneSettings()))
     with pytest.raises(FinetuneError, match="instruction data set"):
         next(finetune(_base(), TOK, _colours_vs_animals(), FinetuneSettings(task="instruction")))
-    with pytest.raises(FinetuneError, match="too few"):
-        next(finetune(_base(), TOK, InstructionData("x", _colour_questions(5).entries), FinetuneSettings(task="instruction")))
+    with pytest.raises(FinetuneError, match=f"too few.*at least {MIN_INSTRUCTIONS}\\)"):
+        next(finetune(_base(), TOK, InstructionData("x", _colour_questions(MIN_INSTRUCTIONS - 1).entries),
+                      FinetuneSettings(task="instruction")))
+    # ...and the minimum the message names is enough
+    assert next(finetune(_base(), TOK, InstructionData("x", _colour_questions(MIN_INSTRUCTIONS).entries),
+                         FinetuneSettings(task="instruction"))) is not None
     with pytest.raises(FinetuneError, match="head alone"):
         next(finetune(_base(), TOK, _colours_vs_animals(), FinetuneSettings(targets=("head",))))
 
@@ -214,3 +222,42 @@ def test_session_results_ttl_and_one_run_per_session(monkeypatch):
     store.add_run("d", {"n": 4})
     assert store.runs("c") == [{"n": 3}]
     assert math.isclose(len(store._data), 2)
+
+
+@pytest.mark.parametrize("scaling, expected", [("alpha/rank", 8 / 4), ("alpha", 8.0)])
+def test_lora_scaling_book_alpha_or_alpha_over_rank(scaling, expected):
+    """The book's LoRALayer multiplies x·A·B by α; peft (and the default) by α/r. The saved adapter
+    carries the α that gives the same scale in the α/r convention, so it reloads identically."""
+    from llm_core.finetune import adapter_info, prepare_model
+    from llm_core.lora import apply_adapter, adapter_state, lora_layers, model_fingerprint
+
+    s = FinetuneSettings(rank=4, alpha=8, lora_scaling=scaling, targets=("q", "v"))
+    base = _base()
+    model = prepare_model(base, s, num_classes=2, device="cpu")
+    layers = lora_layers(model)
+    assert layers and all(layer.lora.scaling == expected for layer in layers.values())
+    lora = next(iter(layers.values())).lora
+    with torch.no_grad():
+        lora.B.normal_()
+        x = torch.randn(3, lora.A.shape[0])
+        assert torch.allclose(lora(x), expected * (x @ lora.A @ lora.B), atol=1e-5)
+    info = adapter_info("tiny", model_fingerprint(base, skip=("out_head",)), s, 2, {})
+    reloaded = apply_adapter(base, adapter_state(model), info)
+    assert all(layer.lora.scaling == expected for layer in lora_layers(reloaded).values())
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids), model.eval()(ids), atol=1e-6)
+
+
+def test_bad_lora_scaling_is_refused():
+    assert any("LoRA scaling" in p for p in FinetuneSettings(lora_scaling="alpha*2").problems())
+
+
+def test_the_books_appendix_e_count_and_ours_come_from_the_models():
+    from llm_core.finetune import book_lora_counts
+
+    counts = book_lora_counts(16)
+    # the book's printed numbers (GPT-2 small, 2-class head, rank 16)
+    assert counts["before"] == 124_441_346 and counts["book"] == 2_666_528
+    # ours trains the new 768×2 head (+ bias) in full instead of LoRA on it: 16·(768+2) fewer, 1,538 more
+    assert counts["ours"] == 2_655_746

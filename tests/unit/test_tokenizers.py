@@ -59,6 +59,14 @@ def test_simple_v2_unknowns_and_specials():
     assert v2.decode(ids) == "<|unk|>, do you like tea? <|endoftext|> In the sunlit terraces of the <|unk|>."
 
 
+def test_simple_v2_decode_closes_up_colons_and_semicolons_as_the_book_v2_does():
+    text = "He said: it was late; the light had gone, and so had he."
+    v1, v2 = SimpleTokenizerV1(build_vocab(text)), SimpleTokenizerV2.from_text(text)
+    assert v2.decode(v2.encode(text)) == text
+    # V1 keeps the book's V1 pattern, which leaves the space before ':' and ';'
+    assert v1.decode(v1.encode(text)) == "He said : it was late ; the light had gone, and so had he."
+
+
 def test_optional_tokenizers_listed_with_reason():
     status = available_tokenizers()
     assert status["GPT-2 BPE (tiktoken gpt2)"] == ""

@@ -1,6 +1,8 @@
 """The pre-training loop: initial loss, overfitting, stopping, divergence, caps, and the CLI."""
+import json
 import math
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from llm_core.tokenizers import GPT2_PATTERN, bpe_from_merges
 from llm_core.training import (TrainConfig, calc_loss_batch, calc_loss_loader, lr_at, perplexity,
                                pick_device, train_model, train_model_simple)
 
+DATA = Path(__file__).resolve().parent.parent / "data"
 TEXT = "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. " * 12
 
 
@@ -193,15 +196,35 @@ def test_warmup_then_cosine_schedule():
     assert lr_at(500, TrainConfig(lr=2e-3), 110) == 2e-3
 
 
-def test_book_signature_wrapper(byte_tok):
-    model = tiny_model(byte_tok.n_vocab)
-    train, val = loaders(byte_tok)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
-    train_losses, val_losses, tokens = train_model_simple(model, train, val, optimizer, "cpu", num_epochs=1,
-                                                          eval_freq=2, eval_iter=1, start_context="The",
-                                                          tokenizer=byte_tok)
-    assert len(train_losses) == len(val_losses) == len(tokens) >= 2
-    assert tokens == sorted(tokens)
+def test_train_model_simple_gives_the_books_losses_at_the_books_steps(capsys):
+    """The chapter 5 recipe in miniature (dropout 0.1, shuffled windows, torch.manual_seed(123)):
+    the losses and token counts the book's own train_model_simple printed for it (written by
+    tests/data/make_book_schedule.py with llms-from-scratch 1.0.19) at steps 1, 6, 11, …"""
+    from llm_core.model import GPTModel
+    from llm_core.tokenizers import gpt2_tokenizer
+
+    ref = json.loads((DATA / "book_schedule.json").read_text())
+    text = (DATA / "book_schedule_text.txt").read_text(encoding="utf-8")
+    cfg, split, n = ref["config"], int(ref["train_ratio"] * len(text)), ref["config"]["context_length"]
+    tok = gpt2_tokenizer()
+    torch.manual_seed(123)
+    train = create_dataloader_v1(text[:split], batch_size=ref["batch_size"], max_length=n, stride=n,
+                                 drop_last=True, shuffle=True, tokenizer=tok)
+    val = create_dataloader_v1(text[split:], batch_size=ref["batch_size"], max_length=n, stride=n,
+                               drop_last=False, shuffle=False, tokenizer=tok)
+    assert len(train) == ref["train_batches_per_epoch"]
+    torch.manual_seed(123)
+    model = GPTModel(GPTConfig(**cfg))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=ref["lr"], weight_decay=ref["weight_decay"])
+    train_losses, val_losses, tokens = train_model_simple(
+        model, train, val, optimizer, "cpu", num_epochs=ref["num_epochs"], eval_freq=ref["eval_freq"],
+        eval_iter=ref["eval_iter"], start_context="Every effort moves you", tokenizer=tok)
+    assert tokens == ref["tokens_seen"]   # one batch (2 × 16) after step 1, then every 5 steps
+    assert train_losses == pytest.approx(ref["train_losses"], abs=2e-5)
+    assert val_losses == pytest.approx(ref["val_losses"], abs=2e-5)
+    printed = capsys.readouterr().out
+    assert "Ep 1 (Step 000000): Train loss" in printed and "Ep 3 (Step 000025)" in printed
+    assert printed.count("Every effort moves you") == ref["num_epochs"]  # a sample after each epoch
 
 
 def test_device_choice():
@@ -233,3 +256,4 @@ def test_pretrain_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
     report = (out / "TRAINING.md").read_text()
     assert meta["command"] in report and f"{meta['parameters']:,}" in report
     assert meta["samples"][0]["greedy"].strip() in report
+    assert "| license | the weights: MIT" in report   # the card says the weights' license
