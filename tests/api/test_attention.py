@@ -248,3 +248,9 @@ def test_huge_inputs_are_refused_on_the_server(client):
         _ko(client, "0.0, " * 10_000)
     with pytest.raises(AppError, match="limit"):
         client.predict(REPEAT, "x" * 1_000, "zero", api_name="/head_attribution")
+
+
+def test_quotes_in_tokens_are_shown_as_quotes(client):
+    head_map = _figure(_predict(client, prompt='say "hi" and "bye"')[1])
+    ticks = head_map["layout"]["yaxis"]["ticktext"]
+    assert any('"' in t for t in ticks) and not any("&quot;" in t for t in ticks)
