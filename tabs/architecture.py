@@ -335,12 +335,13 @@ def dla_figure(dla: iv.LogitAttribution, predicted: str, token: str, position: i
     ])
     fig.update_traces(hovertemplate="%{x:+.3f}<extra>%{fullData.name}</extra>")
     fig.update_layout(
-        title=(f"Direct logit attribution: what each layer adds to the logit of {plot_text(predicted)}<br>"
-               f"<sup>prediction after position {position} ({plot_text(token)}); final LayerNorm scale frozen; "
-               f"parts sum to {dla.total:.2f} (logit {dla.logit:.2f}, LayerNorm shift adds {dla.final_bias:+.2f})</sup>"),
-        barmode="relative", height=max(320, 140 + 30 * (n + 1)), margin=dict(l=10, r=10, t=80, b=10),
+        title=(f"What each layer adds to the logit of {plot_text(predicted)}<br>"
+               f"<sup>the prediction after position {position} ({plot_text(token)})<br>"
+               f"final LayerNorm scale frozen; parts sum to {dla.total:.2f}<br>(logit {dla.logit:.2f}; "
+               f"LayerNorm shift {dla.final_bias:+.2f})</sup>"),
+        barmode="relative", height=max(360, 190 + 30 * (n + 1)), margin=dict(l=10, r=10, t=120, b=10),
         yaxis=dict(tickvals=list(y), ticktext=names, autorange="reversed"),
-        xaxis=dict(title="added to the logit", zeroline=True), legend=dict(orientation="h", y=-0.15))
+        xaxis=dict(title="added to the logit", zeroline=True), legend=dict(orientation="h", y=-0.3))
     return fig
 
 

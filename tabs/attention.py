@@ -558,13 +558,13 @@ def _target(bundle, target_text, logits: torch.Tensor) -> tuple[int, str]:
 
 def _dla_figure(dla: iv.LogitAttribution, label: str) -> go.Figure:
     n_layers, n_heads = dla.heads.shape
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.12,
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.2,
                         subplot_titles=["each head (layers × heads)", "each layer: attention and MLP"])
     z = dla.heads.numpy().astype(np.float32)
     lim = max(1e-6, float(np.abs(z).max()))
     fig.add_trace(go.Heatmap(z=z, x=np.arange(n_heads), y=np.arange(n_layers), zmin=-lim, zmax=lim,
-                             colorscale="RdBu", texttemplate="%{z:+.2f}" if z.size <= 200 else None,
-                             textfont=dict(size=9), colorbar=dict(title="logit", x=0.5, len=0.9),
+                             colorscale="RdBu", texttemplate="%{z:.2f}" if z.size <= 200 else None,
+                             textfont=dict(size=9), colorbar=dict(title="logit", x=0.5, len=0.9, thickness=12),
                              hovertemplate="layer %{y}, head %{x}<br>%{z:+.3f} to the logit<extra></extra>"),
                   row=1, col=1)
     y = np.arange(n_layers)
