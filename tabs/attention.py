@@ -563,7 +563,8 @@ def _dla_figure(dla: iv.LogitAttribution, label: str) -> go.Figure:
     z = dla.heads.numpy().astype(np.float32)
     lim = max(1e-6, float(np.abs(z).max()))
     fig.add_trace(go.Heatmap(z=z, x=np.arange(n_heads), y=np.arange(n_layers), zmin=-lim, zmax=lim,
-                             colorscale="RdBu", texttemplate="%{z:.2f}" if z.size <= 200 else None,
+                             colorscale="RdBu_r",   # red = pushes the token up, as in the ablation grid
+                             texttemplate="%{z:.2f}" if z.size <= 200 else None,
                              textfont=dict(size=9), colorbar=dict(title="logit", x=0.5, len=0.9, thickness=12),
                              hovertemplate="layer %{y}, head %{x}<br>%{z:+.3f} to the logit<extra></extra>"),
                   row=1, col=1)
@@ -590,7 +591,7 @@ ATTRIBUTION_NOTE = (
     "stream, read along the token's row of the output head — **direct logit attribution**, with the final "
     "LayerNorm's scale frozen at its value in this pass (so the parts add up to the real logit). It sees only "
     "direct effects: a head whose output is used by later layers can matter when ablated yet add little "
-    "directly, and the other way round.")
+    "directly, and the other way round. In both, red means the part helps the token.")
 
 
 @friendly_errors
