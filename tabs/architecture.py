@@ -613,8 +613,9 @@ def build(ctx) -> None:
         # One prompt for Attention and Architecture: typing in either updates the other.
         att = ctx.shared.get("attention")
         if att is not None:
-            prompt.input(lambda text: text, prompt, att["prompt"], api_visibility="private", queue=False)
-            att["prompt"].input(lambda text: text, att["prompt"], prompt, api_visibility="private", queue=False)
+            # In the browser alone (no round trip per keystroke), always the latest text.
+            prompt.input(None, prompt, att["prompt"], js="(text) => text", trigger_mode="always_last")
+            att["prompt"].input(None, att["prompt"], prompt, js="(text) => text", trigger_mode="always_last")
         linked = gr.State(False)
         tabs_out = ctx.tabs if ctx.tabs is not None else gr.State()
         gr.context.Context.root_block.load(

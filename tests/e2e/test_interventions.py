@@ -80,3 +80,15 @@ def test_a_link_opens_attention_with_the_prompt_and_selection(browser, app_url):
         expect(page.locator("#att-head-map")).to_contain_text("Layer 1, head 2", timeout=SLOW)
     finally:
         context.close()
+
+
+def test_attention_and_architecture_share_the_prompt(page):
+    """Typed key by key, as a person does (the sync listens to the user's input events)."""
+    open_tab(page, "tab-attention")
+    page.locator("#att-prompt textarea").fill("")
+    page.locator("#att-prompt textarea").press_sequentially("The list", delay=30)
+    open_tab(page, "tab-architecture")
+    expect(page.locator("#arch-prompt textarea")).to_have_value("The list", timeout=SLOW)
+    page.locator("#arch-prompt textarea").press_sequentially(" is", delay=30)
+    open_tab(page, "tab-attention")
+    expect(page.locator("#att-prompt textarea")).to_have_value("The list is", timeout=SLOW)
