@@ -4,7 +4,7 @@ A model name is one of:
 - a built-in name: a checkpoint directory under ``assets/models/`` (e.g. ``pydoc-gpt``);
 - ``untrained:<preset>``: a seeded random init of a preset (``untrained:gpt2-small``);
 - a GPT-2 name or Hub repo id (``gpt2``, ``openai-community/gpt2-medium``);
-- a local directory (our format, or Hugging Face's GPT-2 layout);
+- a local directory in Hugging Face's GPT-2 layout (what the app writes; or our older format);
 - a checkpoint a user saved from the Pretrain tab (listed from the runs folder).
 """
 from __future__ import annotations

@@ -17,13 +17,15 @@ import torch
 from llm_core import corpus as corpus_mod
 from llm_core.architecture_view import count_parameters
 from llm_core.checkpoint import save_checkpoint
+from llm_core.export import export_hf
 from llm_core.config import PRESET_LABELS, PRESETS, GPTConfig
 from llm_core.data import create_dataloader_v1
 from llm_core.generation import generate
 from llm_core.model import build_untrained
-from llm_core.registry import USER_DIR, ModelLoadError, builtin_names, forget, load_model, model_choices
+from llm_core.registry import USER_DIR, ModelBundle, ModelLoadError, builtin_names, forget, load_model, model_choices
 from llm_core.tokenizers import gpt2_tokenizer
 from llm_core.training import TrainConfig, calc_loss_loader, gpt2_init_, perplexity, train_model
+from tabs import hub_export
 from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, TRAINING_SLOT, check_float, check_int,
                          check_text, friendly_errors)
 
@@ -336,6 +338,18 @@ def save_trained(name, overwrite, request: gr.Request = None):
             gr.update(choices=model_choices()))
 
 
+def _export_source(request: gr.Request | None):
+    """This session's last trained model, for the Export / Push controls."""
+    with _session_lock:
+        entry = _session_models.get(_session_key(request))
+    if entry is None:
+        raise gr.Error("There is no trained model in this session yet (or it expired after an hour): train one first.")
+    name = f"my-gpt-{entry['meta']['steps']}-steps"
+    bundle = ModelBundle(name, entry["model"], entry["tokenizer"], entry["model"].cfg, "trained",
+                         {"name": name, **entry["meta"]})
+    return name, lambda out: export_hf(bundle, out)
+
+
 def _loss_on(bundle_model, tokenizer, text: str, context: int, max_batches: int = 8) -> tuple[float, int, int]:
     """Mean loss over the first windows of ``text``, the tokens scored and the characters they cover."""
     ids = tokenizer.encode(text)
@@ -458,6 +472,9 @@ def build(ctx) -> None:
                 overwrite = gr.Checkbox(False, label="Overwrite an existing checkpoint of that name")
                 save_btn = gr.Button("Save", elem_id="pt-save")
             save_out = gr.Markdown(elem_id="pt-save-out")
+        hub_export.build(_export_source, "pretrain", "pt",
+                         "Your last trained model as a GPT-2 checkpoint: config.json, model.safetensors, "
+                         "tokenizer files and a model card with how it was trained.")
         with gr.Accordion("Load GPT-2's weights and compare", open=False):
             gr.Markdown("OpenAI's GPT-2 from the Hugging Face Hub (downloaded once, then cached). The table "
                         "scores GPT-2, the active model and your last trained model on the same validation text.")
