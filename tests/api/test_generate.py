@@ -228,3 +228,19 @@ def test_kv_cache_timing(client):
         client.predict("hi", 0, api_name="/generate_speed")
     with pytest.raises(gr.Error, match="Max new tokens"):
         G.measure_cache("hi", 0, default_model_name())
+
+
+def test_inspect_a_step_gives_the_context_the_model_saw():
+    name = default_model_name()
+    tok = load_model(name).tokenizer
+    prompt_ids = tok.encode("The list is")
+    chosen = tok.encode(" a list of values")
+    run = {"model": name, "prompt_ids": prompt_ids, "steps": [{"token_id": t} for t in chosen]}
+    tabs, text, position, target = G.inspect_step(run, 3, "attention")     # step 3 chose ' of'
+    assert tabs.selected == "attention"
+    assert text == tok.decode(prompt_ids + chosen[:2])
+    assert position == len(tok.encode(text)) - 1
+    assert target == tok.decode([chosen[2]]) and tok.encode(target) == [chosen[2]]
+    assert G.inspect_in_architecture(run, 1)[0].selected == "architecture"
+    with pytest.raises(gr.Error, match="Generate some text first"):
+        G.inspect_step(None, 1, "attention")

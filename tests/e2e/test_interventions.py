@@ -92,3 +92,17 @@ def test_attention_and_architecture_share_the_prompt(page):
     page.locator("#arch-prompt textarea").press_sequentially(" is", delay=30)
     open_tab(page, "tab-attention")
     expect(page.locator("#att-prompt textarea")).to_have_value("The list is", timeout=SLOW)
+
+
+def test_a_link_opens_architecture_with_the_prompt_and_position(browser, app_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        text = "The list is a list"
+        page.goto(f"{app_url}?tab=architecture&text={quote(text)}&layer=1&position=2")
+        expect(page.locator("#tab-architecture")).to_be_visible(timeout=SLOW)
+        expect(page.locator("#arch-prompt textarea")).to_have_value(text, timeout=SLOW)
+        expect(page.locator("#arch-position input")).to_have_value("2")
+        expect(page.locator("#arch-lens-note")).to_contain_text("At position 2", timeout=SLOW)
+    finally:
+        context.close()
