@@ -88,7 +88,8 @@ def build_demo(default_model: str | None = None, reason: str | None = None) -> g
     saved_runs.remove_stale()  # what a save killed half-way left behind
     with gr.Blocks(title="LLM Explorer", delete_cache=DELETE_CACHE) as demo:
         ctx = _header(default_model, reason or "")
-        with gr.Tabs(elem_id="stages"):
+        with gr.Tabs(elem_id="stages") as tabs:
+            ctx.tabs = tabs
             for stage in STAGES:
                 stage.build(ctx)
         # the picker lists this visitor's own saved runs (their account's, when signed in)

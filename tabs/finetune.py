@@ -221,7 +221,7 @@ def norms_figure(norms: dict, n_layers: int) -> go.Figure | None:
     if not norms:
         return None
     cols = [t for t in ALL_TARGETS if any(k[0] == t for k in norms)]
-    rows = [f"block {i}" for i in range(n_layers)] + (["output head"] if any(k[1] is None for k in norms) else [])
+    rows = [f"layer {i}" for i in range(n_layers)] + (["output head"] if any(k[1] is None for k in norms) else [])
     z = np.full((len(rows), len(cols)), np.nan, dtype=np.float32)
     for (t, i), v in norms.items():
         z[n_layers if i is None else i, cols.index(t)] = v
