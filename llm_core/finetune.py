@@ -184,7 +184,14 @@ class FinetuneResult:
     created: float = field(default_factory=time.time)
 
     def save_adapter(self, path: str | Path) -> Path:
+        """The single-file adapter of earlier versions (safetensors with our metadata)."""
         return save_adapter(path, self.model, self.info)
+
+    def save_hf(self, out_dir: str | Path) -> Path:
+        """Hugging Face's formats: a peft adapter directory for LoRA, the whole tuned model otherwise."""
+        from .export import export_finetuned
+
+        return export_finetuned(self.model, self.tokenizer, self.info, out_dir)
 
     def predict_proba(self, text: str) -> dict[str, float]:
         return predict_proba(self.model, self.tokenizer, text, self.label_names, self.max_length)
@@ -680,7 +687,11 @@ def main(argv=None) -> None:
     """Fine-tune from the command line (the loop the Fine-tune tab runs) and save the adapter.
 
         python -m llm_core.finetune --model pydoc-gpt --task instruction --data builtin \\
-            --method lora --rank 16 --alpha 32 --steps 1000 --out runs/pydoc-instruct.safetensors
+            --method lora --rank 16 --alpha 32 --steps 1000 --out runs/pydoc-instruct
+
+    ``--out DIR`` writes peft's adapter format (adapter_config.json + adapter_model.safetensors) for
+    LoRA, or the whole tuned model in Hugging Face's GPT-2 layout for last-block/full; a path ending
+    in ``.safetensors`` writes the single-file adapter of earlier versions.
     """
     import argparse
     import json
@@ -712,8 +723,12 @@ def main(argv=None) -> None:
     p.add_argument("--max-minutes", type=float, default=60.0)
     p.add_argument("--threads", type=int)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--out", help="write the adapter here (.safetensors)")
+    p.add_argument("--out", help="write the result here: a folder (peft adapter / Hugging Face model) "
+                                 "or a .safetensors file (the older single-file adapter)")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also upload the --out folder to this Hub repo")
     args = p.parse_args(argv)
+    if args.push_to_hub and (not args.out or args.out.endswith(".safetensors")):
+        raise SystemExit("--push-to-hub needs --out DIR (a folder in Hugging Face's formats)")
     if args.threads:
         torch.set_num_threads(args.threads)
     bundle = load_model(args.model)
@@ -742,7 +757,19 @@ def main(argv=None) -> None:
     print(json.dumps({"accuracy": res.accuracy, "val_loss": res.val_loss, "scores": res.scores}, indent=2))
     if args.out:
         res.info.extra["command"] = "python -m llm_core.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
-        print(f"adapter written to {res.save_adapter(args.out)}")
+        if args.out.endswith(".safetensors"):
+            print(f"adapter written to {res.save_adapter(args.out)}")
+        else:
+            out = res.save_hf(args.out)
+            print(f"written to {out} (" + ", ".join(sorted(f.name for f in out.iterdir())) + ")")
+            if args.push_to_hub:
+                from .export import HubPushError, push_to_hub
+
+                try:
+                    print(f"pushed to {push_to_hub(out, args.push_to_hub)}")
+                except HubPushError as exc:
+                    raise SystemExit(f"push: {exc}") from None
+
 
 
 if __name__ == "__main__":

@@ -643,6 +643,9 @@ def parse_instruction_json(path_or_bytes, name: str = "uploaded JSON") -> list[d
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"the file is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise DatasetError("the JSON is nested too deeply: it must be one list of flat objects "
+                           "(instruction, input, output)") from None
     if not isinstance(data, list):
         raise DatasetError("the JSON must be a list of objects with instruction, input and output")
     if len(data) > MAX_ROWS:

@@ -62,7 +62,8 @@ def measure(model, tokenizer, sets: dict[str, list[dict]], max_new_tokens: int, 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m llm_core.instruct_tune", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="pydoc-gpt", help="base model name")
-    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--out", required=True, help="checkpoint directory to write (Hugging Face's GPT-2 layout)")
+    p.add_argument("--push-to-hub", metavar="REPO", help="then upload it to this Hub repo")
     p.add_argument("--name", default=None, help="name recorded in the meta (default: the out dir's name)")
     p.add_argument("--method", choices=("full", "lora"), default="full")
     p.add_argument("--rank", type=int, default=16)
@@ -145,6 +146,13 @@ def main(argv=None) -> None:
     print(json.dumps({k: meta[k] for k in ("status", "steps", "train_seconds", "seconds", "before", "after")},
                      indent=2))
     print(f"written to {args.out}")
+    if args.push_to_hub:
+        from .export import HubPushError, push_to_hub
+
+        try:
+            print(f"pushed to {push_to_hub(args.out, args.push_to_hub)}")
+        except HubPushError as exc:
+            raise SystemExit(f"push: {exc}") from None
 
 
 if __name__ == "__main__":

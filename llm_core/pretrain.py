@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     g.add_argument("--sample-prompt", default="The list")
     g = p.add_argument_group("output")
-    g.add_argument("--out", help="checkpoint directory (written atomically)")
+    g.add_argument("--out", help="checkpoint directory (written atomically, Hugging Face's GPT-2 layout)")
+    g.add_argument("--push-to-hub", metavar="REPO", help="upload the --out checkpoint to this Hub repo at the end")
     g.add_argument("--name", help="model name recorded in the checkpoint (default: the --out folder's name)")
     g.add_argument("--save-every", type=int, default=500,
                    help="save the best model so far at most every N steps (with --out)")
@@ -230,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if args.push_to_hub and not args.out:
+        raise SystemExit("--push-to-hub needs --out DIR")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.resume and not args.out:
@@ -328,7 +331,7 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
             "parameters": model.num_parameters(), "config": cfg.to_dict(),
             "training": {k: v for k, v in vars(tcfg).items()}, "batch_size": args.batch_size, "stride": stride,
             "init": args.init, "seed": args.seed, "device": str(device),
-            "torch": torch.__version__, "python": platform.python_version(),
+            "torch": torch.__version__, "python": platform.python_version(), "license": LICENSE_NOTE,
             "steps": ev.step, "tokens_seen": ev.tokens_seen, "seconds": round(ev.elapsed_s, 1),
             "train_loss": ev.train_loss, "val_loss": ev.val_loss, "perplexity": ev.perplexity,
             "status": ev.status if final else "in progress", "reason": ev.reason,
@@ -391,6 +394,14 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
         (Path(args.out) / "TRAINING.md").write_text(training_report(info), encoding="utf-8")
         for s in info["samples"]:
             print(json.dumps(s), flush=True)
+    if args.push_to_hub and args.out and Path(args.out).is_dir():
+        from .export import HubPushError, push_to_hub
+
+        try:
+            print(f"pushed to {push_to_hub(args.out, args.push_to_hub)}", flush=True)
+        except HubPushError as exc:
+            print(f"push: {exc}", file=sys.stderr, flush=True)
+            return 1
     return 0 if final_ev.status != "diverged" else 1
 
 

@@ -10,10 +10,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import torch
 
+from llm_core import budget
 from llm_core import embedding_view as ev
 from llm_core.model import build_untrained
 from llm_core.registry import model_choices
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
+from tabs.guard import owner_of, typed_model_name
 
 # Defaults are picked from these to suit the model's vocabulary (GPT-2's, or a small one of Python docs).
 WORD_CANDIDATES = ("king, queen, man, woman, Paris, London, dog, cat, one, two, three, four, red, blue, def, "
@@ -46,8 +48,9 @@ _twins: dict = {}  # one untrained twin per config, shared by all sessions
 
 
 def _esc(text: str) -> str:
-    """For plotly text and HTML attributes."""
-    return html.escape(str(text), quote=True)
+    """For plotly text and HTML attributes: quotes as numeric entities, which plotly decodes
+    (it shows a named ``&quot;`` literally)."""
+    return html.escape(str(text), quote=False).replace('"', "&#34;").replace("'", "&#39;")
 
 
 # Characters that HTML or Markdown would interpret, written as numeric entities instead.
@@ -248,7 +251,7 @@ def decomposition_markdown(out: ev.InputEmbedding, batch: int, length: int) -> s
         ("token embeddings", s["token embeddings"], "`tok_emb(ids)`: one row per token"),
         ("position embeddings", s["position embeddings"],
          f"`pos_emb(torch.arange({t}))`: the same for every window, broadcast over the batch"),
-        ("input embeddings", s["input embeddings"], "token + position: what block 1 receives"),
+        ("input embeddings", s["input embeddings"], "token + position: what layer 0 receives"),
     ]
     table = "| tensor | shape | how |\n|---|---|---|\n" + "\n".join(
         f"| {name} | `{_shape(shape)}` | {how} |" for name, shape, how in rows)
@@ -272,12 +275,14 @@ def decomposition_figure(out: ev.InputEmbedding) -> go.Figure:
     lim = float(max(np.abs(p).max() for _, p in parts)) or 1.0
     fig = make_subplots(rows=1, cols=3, subplot_titles=[name for name, _ in parts], shared_yaxes=True,
                         horizontal_spacing=0.03)
+    rows = np.arange(len(labels))   # positions, labelled: a categorical axis would merge equal labels
+    names = np.array([[lab] * cols for lab in labels], dtype=object)
     for i, (name, z) in enumerate(parts, 1):
-        fig.add_trace(go.Heatmap(z=z.astype(np.float32), y=labels, zmin=-lim, zmax=lim, colorscale="RdBu",
-                                 reversescale=True, showscale=i == 3, name=name,
-                                 hovertemplate="%{y}<br>dimension %{x}: %{z:.3f}<extra>" + name + "</extra>"),
+        fig.add_trace(go.Heatmap(z=z.astype(np.float32), y=rows, customdata=names, zmin=-lim, zmax=lim,
+                                 colorscale="RdBu", reversescale=True, showscale=i == 3, name=name,
+                                 hovertemplate="%{customdata}<br>dimension %{x}: %{z:.3f}<extra>" + name + "</extra>"),
                       row=1, col=i)
-    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_yaxes(autorange="reversed", tickvals=list(rows), ticktext=labels)
     shown = f"first {cols} of {d} dimensions" if cols < d else f"all {d} dimensions"
     fig.update_layout(title=f"Window 1 of the batch ({shown})", height=max(260, 60 + 26 * len(labels)),
                       margin=dict(l=10, r=10, t=70, b=10))
@@ -306,7 +311,11 @@ def _untrained_twin(bundle):
     key = (bundle.config, str(bundle.model.device))
     if key not in _twins:
         _twins.clear()   # keep one: GPT-2 small's twin alone is 650 MB
-        _twins[key] = build_untrained(bundle.config).to(bundle.model.device)
+        try:  # it counts against the server's memory budget like every other model
+            with budget.reserve(bundle.config, what=f"An untrained twin of {bundle.name}"):
+                _twins[key] = build_untrained(bundle.config).to(bundle.model.device)
+        except budget.BudgetError as exc:
+            raise gr.Error(str(exc)) from None
     return _twins[key]
 
 
@@ -333,12 +342,15 @@ def comparison_figure(cmp: ev.Comparison, before_name: str, after_name: str) -> 
 
 
 @friendly_errors
-def compare(before_name, after_name, words_text, k, model_name=None):
+def compare(before_name, after_name, words_text, k, model_name=None, request: gr.Request = None):
     """How chosen tokens moved between two models with one tokenizer: before → after
     (after is the active model unless another is chosen)."""
     k = check_int(k, "Neighbours", 1, 20)
     if not before_name:
         raise gr.Error("Choose the model to compare with (the 'before').")
+    before_name = typed_model_name(before_name, request, "'Before' model")
+    if after_name not in (None, "", ACTIVE):
+        after_name = typed_model_name(after_name, request, "'After' model")
     after = get_bundle(model_name if after_name in (None, "", ACTIVE) else after_name)
     if before_name == UNTRAINED_TWIN:
         before_model, before_tok, before_label = None, after.tokenizer, f"{after.name} before training"
@@ -380,12 +392,22 @@ def compare(before_name, after_name, words_text, k, model_name=None):
 
 # ---------------------------------------------------------------- the tab
 
-def _compare_choices(active: str | None = None):
-    return [BEFORE_CHOICE] + [(label, name) for label, name in model_choices() if name != active]
+def _compare_choices(active: str | None = None, owner: str | None = None):
+    return [BEFORE_CHOICE] + [(label, name) for label, name in model_choices(owner) if name != active]
 
 
-def _after_choices():
-    return [ACTIVE_CHOICE] + model_choices()
+def _after_choices(owner: str | None = None):
+    return [ACTIVE_CHOICE] + model_choices(owner)
+
+
+def _model_changed(name, request: gr.Request = None):
+    """Offer the new active model's comparisons (the visitor's own runs among them) and clear the
+    tables that answered for the previous model, saying why."""
+    owner = owner_of(request)
+    return (gr.update(choices=_compare_choices(name, owner), value=UNTRAINED_TWIN),
+            gr.update(choices=_after_choices(owner), value=ACTIVE),
+            None, f"Model changed to {_code(name)}: press *Find neighbours*.",
+            None, f"Model changed to {_code(name)}: press *Solve the analogy*.")
 
 
 def _defaults(model_name) -> dict:
@@ -397,14 +419,15 @@ def _defaults(model_name) -> dict:
     tok, n_vocab = bundle.tokenizer, ev.usable_vocab(bundle.model, bundle.tokenizer)
 
     def ok(word):
-        try:
-            return ev.resolve_token(tok, word, n_vocab) is not None
-        except ev.TokenNotFound:
-            return False
+        # A whole word as it appears inside a sentence (' cat' as one token): a word that only
+        # exists without its space ('cat' in a small vocabulary) is a piece, not the word.
+        ids = tok.encode(" " + word)
+        return len(ids) == 1 and ids[0] < n_vocab
 
     words = [w.strip() for w in WORD_CANDIDATES.split(",") if ok(w.strip())] or ["#10", "#11", "#12"]
     triple = next((t for t in ANALOGY_CANDIDATES if all(ok(w) for w in t)), ("#20", "#21", "#22"))
-    return {"words": ", ".join(words), "query": next(q for q in QUERY_CANDIDATES if ok(q)), "analogy": triple}
+    query = next((q for q in QUERY_CANDIDATES if q.startswith("#") or ok(q)), "#10")
+    return {"words": ", ".join(words), "query": query, "analogy": triple}
 
 
 def first_view(drawn, words, n_points, query, k_nn, an_a, an_b, an_c, k_an, max_pos, sentence, in_batch, in_len,
@@ -552,11 +575,7 @@ def build(ctx) -> None:
         ctx.model_changed.change(api_visibility="private", trigger_mode="always_last", **project_event).then(
             positions, [max_pos, m], [pos_heat, pos_pcs, pos_note], api_visibility="private",
             concurrency_id=CPU_HEAVY).then(
-            lambda name: (gr.update(choices=_compare_choices(name), value=UNTRAINED_TWIN),
-                          gr.update(choices=_after_choices(), value=ACTIVE),
-                          # the tables answered for the previous model: clear them, say why
-                          None, f"Model changed to {_code(name)}: press *Find neighbours*.",
-                          None, f"Model changed to {_code(name)}: press *Solve the analogy*."),
+            _model_changed,
             m, [before, after, nn_table, nn_note, an_table, an_note],
             api_visibility="private", queue=False)
 

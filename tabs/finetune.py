@@ -6,6 +6,7 @@ import html
 import math
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -17,12 +18,17 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from llm_core import budget
 from llm_core import instruct_data as idata
 from llm_core.finetune import (
     MAX_BATCH, RESULTS, FinetuneError, FinetuneSettings, book_lora_counts, finetune, planned_counts, respond,
 )
+from llm_core.export import zip_folder
 from llm_core.lora import ALL_TARGETS, TARGET_LABELS, LoRAError, load_adapter
+from llm_core.peft_format import is_peft_upload, load_peft_adapter
+from tabs import hub_export
 from tabs.common import TRAINING_SLOT, check_float, check_int, check_text, friendly_errors, get_bundle
+from tabs.guard import discard
 
 # Server-side caps (2 vCPUs shared by every visitor).
 MAX_STEPS = 2000
@@ -73,6 +79,8 @@ def _task(task: str) -> str:
 
 def _load_data(task: str, dataset: str, upload):
     """The chosen data set, or a clear error."""
+    if task not in DATASETS:
+        raise gr.Error(f"Choose the task: {' or '.join(DATASETS)}.")
     if dataset not in DATASETS[task]:
         raise gr.Error(f"{str(dataset)[:80]!r} is not a data set for {task}; choose one of: "
                        f"{', '.join(DATASETS[task])}.")
@@ -94,6 +102,8 @@ def _load_data(task: str, dataset: str, upload):
             return idata.parse_classification_csv(upload, name=name)
         return idata.load_instruction_upload(upload, name=name)
     except idata.DatasetError as exc:
+        if dataset in (DS_CLS_UPLOAD, DS_INS_UPLOAD):
+            discard(upload)
         raise gr.Error(f"The data set cannot be used: {exc}", title="Bad data set") from None
 
 
@@ -137,6 +147,17 @@ def _check_size(bundle, settings: FinetuneSettings) -> None:
         raise gr.Error(f"{bundle.name} has {n / 1e6:.0f}M parameters; on this CPU server "
                        f"{'LoRA' if settings.method == 'lora' else 'this method'} trains models up to "
                        f"{cap / 1e6:.0f}M. Pick a smaller model at the top (or LoRA).")
+    _check_memory(bundle, "A trainable copy of " + bundle.name,
+                  4 if settings.method == "full" else 1.5)  # full: + gradients and AdamW's two moments
+
+
+def _check_memory(bundle, what: str, factor: float = 1.0) -> None:
+    """The copy this tab makes of the shared model counts against the server's memory budget."""
+    try:
+        with budget.reserve(bundle.config, what=what, factor=factor):
+            pass
+    except budget.BudgetError as exc:
+        raise gr.Error(str(exc), title="Not enough memory") from None
 
 
 # ---------------------------------------------------------------- figures
@@ -200,7 +221,7 @@ def norms_figure(norms: dict, n_layers: int) -> go.Figure | None:
     if not norms:
         return None
     cols = [t for t in ALL_TARGETS if any(k[0] == t for k in norms)]
-    rows = [f"block {i}" for i in range(n_layers)] + (["output head"] if any(k[1] is None for k in norms) else [])
+    rows = [f"layer {i}" for i in range(n_layers)] + (["output head"] if any(k[1] is None for k in norms) else [])
     z = np.full((len(rows), len(cols)), np.nan, dtype=np.float32)
     for (t, i), v in norms.items():
         z[n_layers if i is None else i, cols.index(t)] = v
@@ -303,10 +324,34 @@ def _new_run(label: str, task: str) -> dict:
             "val_loss": [], "train_acc": [], "val_acc": []}
 
 
-def _adapter_path(session: str, res, run_no: int) -> Path:
+def _export_name(res) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.-]", "-", res.info.base_model)[:40].strip(".-") or "model"
+    return f"{base}-{res.task}-{res.method}"
+
+
+def _adapter_zip(session: str, res, run_no: int) -> Path:
+    """The run's result in Hugging Face's formats (peft adapter or whole model), zipped for download."""
     safe = re.sub(r"[^A-Za-z0-9_-]", "", session)[:32] or "api"
-    base = re.sub(r"[^A-Za-z0-9_.-]", "-", res.info.base_model)[:40] or "model"
-    return ADAPTER_DIR / safe / f"{base}-{res.task}-{res.method}-run{run_no}.safetensors"
+    home = ADAPTER_DIR / safe
+    if home.is_dir():  # only the newest run's download is kept (a full fine-tune of GPT-2 is ~0.5 GB)
+        for old in home.iterdir():
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+    folder = res.save_hf(home / f"run{run_no}" / f"{_export_name(res)}-run{run_no}")
+    archive = zip_folder(folder, folder.parent / f"{folder.name}.zip")
+    shutil.rmtree(folder, ignore_errors=True)
+    return archive
+
+
+def _export_source(request: gr.Request | None):
+    """This session's fine-tuned result, for the Export / Push controls."""
+    res = RESULTS.result(_session(request))
+    if res is None:
+        raise gr.Error("There is no fine-tuned result in this session yet (or it expired): run a fine-tune "
+                       "or load an adapter first.")
+    return _export_name(res), res.save_hf
 
 
 # ---------------------------------------------------------------- handlers
@@ -415,7 +460,7 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
             yield (_status(last, header), curves_figure(runs, log_scale, smoothing), _samples_md(history)) + none
             return
         RESULTS.set_result(session, res)
-        path = res.save_adapter(_adapter_path(session, res, run_no))
+        path = _adapter_zip(session, res, run_no)
         conf = None
         if res.task == "classification":
             split = "test" if "test" in res.confusion else "val"
@@ -483,15 +528,20 @@ def try_instruction(instruction, inp, model_name, request: gr.Request = None):
 def load_adapter_file(upload, model_name, request: gr.Request = None):
     """Re-apply a downloaded adapter to the active model (checked: it must be the adapter's base)."""
     if not upload:
-        raise gr.Error("Choose an adapter file (.safetensors) first.")
+        raise gr.Error("Choose an adapter first: the zip this tab offers (or peft's adapter folder, zipped), "
+                       "or an older .safetensors adapter file.")
     bundle = get_bundle(model_name)
+    _check_memory(bundle, f"{bundle.name} with an adapter")
     try:
-        model, info = load_adapter(upload, bundle.model)
+        if is_peft_upload(upload):
+            model, info = load_peft_adapter(upload, bundle.model, base_name=bundle.name)
+        else:
+            model, info = load_adapter(upload, bundle.model)
     except LoRAError as exc:
         raise gr.Error(str(exc), title="Adapter does not fit") from None
     from llm_core.finetune import FinetuneResult
     from llm_core.lora import count_parameters
-    info.base_model = bundle.name  # the fingerprint matched: the active model is its base
+    info.base_model = bundle.name  # it fitted (fingerprint or shapes): the active model is its base
     task = info.extra.get("task", "instruction")
     res = FinetuneResult(task=task, method=info.method, model=model, tokenizer=bundle.tokenizer, info=info,
                          counts=count_parameters(model), history=[], status="loaded", reason="loaded from a file",
@@ -600,8 +650,9 @@ def build(ctx) -> None:
             confusion = gr.Plot(label="Confusion matrix", elem_id="ft-confusion")
             norms = gr.Plot(label="What LoRA changed", elem_id="ft-norms")
         comparison = gr.HTML(elem_id="ft-comparison")
-        adapter_file = gr.File(label="Download the adapter (safetensors: LoRA matrices + new head, with the base "
-                                     "model's fingerprint)", elem_id="ft-adapter", interactive=False)
+        adapter_file = gr.File(label="Download the result (zip): a LoRA adapter in peft's format "
+                                     "(adapter_config.json + adapter_model.safetensors), or the whole tuned model "
+                                     "for last-block / full", elem_id="ft-adapter", interactive=False)
         with gr.Group(visible=True) as try_cls:
             gr.Markdown("#### Try the classifier")
             with gr.Row():
@@ -622,10 +673,14 @@ def build(ctx) -> None:
                 tuned_out = gr.Textbox(label="Tuned model", elem_id="ft-try-tuned")
         with gr.Accordion("Load an adapter file", open=False):
             with gr.Row():
-                adapter_upload = gr.File(label="Adapter (.safetensors)", file_types=[".safetensors"],
+                adapter_upload = gr.File(label="Adapter: a peft adapter folder zipped (.zip), or an older "
+                                               ".safetensors adapter", file_types=[".zip", ".safetensors"],
                                          type="filepath", elem_id="ft-adapter-upload")
                 adapter_btn = gr.Button("Apply to the active model", elem_id="ft-adapter-apply")
             adapter_md = gr.Markdown(elem_id="ft-adapter-out")
+        hub_export.build(_export_source, "finetune", "ft",
+                         "This session's result: a LoRA run as a peft adapter (load it on the exported base "
+                         "with `peft.PeftModel.from_pretrained`), a last-block or full run as the whole model.")
 
         gr.Examples(
             examples=[

@@ -9,7 +9,9 @@ from gradio_client.exceptions import AppError
 
 import tabs.pretrain as P
 from llm_core.registry import load_model
+from llm_core.runs import run_label, saved_name
 from tabs.common import TRAINING_SLOT
+from tabs.guard import owner_of
 
 TEXT = "Every effort moves you toward the sunlit terraces of the palace. " * 120
 SMALL = dict(size="custom", layers=1, heads=2, dims=16, context=16)
@@ -52,11 +54,12 @@ def test_stop_keeps_the_partial_model_and_save_makes_it_loadable(tmp_path):
     assert "stopped" in status and _steps(status) < 500
     assert len(first[-1][3]) == 1  # one run on the chart
     msg, picker = P.save_trained("pytest-partial", True, None)
-    assert "saved:pytest-partial" in msg
-    assert any(v == "saved:pytest-partial" for _, v in picker["choices"])
-    bundle = load_model("saved:pytest-partial")
+    name = saved_name(owner_of(None), "pytest-partial")
+    assert "pytest-partial" in msg
+    assert (run_label(name), name) in picker["choices"]
+    bundle = load_model(name)
     assert bundle.config.emb_dim == 16 and bundle.meta["steps"] == _steps(status)
-    with pytest.raises(gr.Error, match="exists"):
+    with pytest.raises(gr.Error, match="already have a run"):
         P.save_trained("pytest-partial", False, None)
 
 
