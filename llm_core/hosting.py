@@ -5,6 +5,10 @@ anything but localhost. A public server refuses typed folders with one message t
 depend on whether the folder exists; ``--allow-local-models`` (``LLM_EXPLORER_ALLOW_LOCAL_MODELS=1``)
 allows them all, ``LLM_EXPLORER_MODEL_DIRS`` (folders separated by ``os.pathsep``) allows those
 under the folders named.
+
+A public server also downloads only the Hub repos it was told about: the GPT-2 family, the
+instruction-tuned GPT-2 and those in ``LLM_EXPLORER_HUB_MODELS`` (comma-separated; ``*`` allows
+any). Repos already in the local cache load either way: they cost no download and no disk.
 """
 from __future__ import annotations
 
@@ -54,6 +58,19 @@ def model_dirs() -> list[Path]:
 def local_models_allowed() -> bool:
     """Whether any typed folder may be opened (a private server, or the operator said so)."""
     return not is_public() or _allow_local_flag or _truthy(os.environ.get("LLM_EXPLORER_ALLOW_LOCAL_MODELS"))
+
+
+def hub_repo_allowed(repo_id: str, known: set[str]) -> bool:
+    """Whether a public server may download ``repo_id`` (a private one downloads anything)."""
+    if not is_public():
+        return True
+    extra = {r.strip() for r in os.environ.get("LLM_EXPLORER_HUB_MODELS", "").split(",") if r.strip()}
+    return "*" in extra or repo_id in known or repo_id in extra
+
+
+def hub_refused(repo_id: str) -> str:
+    return (f"This server does not download {repo_id[:100]}: it offers the GPT-2 family and the models "
+            "in its list (the operator can allow more with LLM_EXPLORER_HUB_MODELS).")
 
 
 def clean_name(name, what: str = "model name") -> str:

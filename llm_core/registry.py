@@ -207,6 +207,9 @@ def _load_uncached(name: str, progress: Progress | None, device) -> ModelBundle:
         raise ModelLoadError(f"{name[:80]!r} is not a folder holding a model, a built-in model, a preset "
                              "or a Hub repo id (owner/name)")
     elif name in GPT2_HUB_IDS or hosting.HUB_ID.match(name):
+        repo = GPT2_HUB_IDS.get(name, name)
+        if not in_hf_cache(repo) and not hosting.hub_repo_allowed(repo, set(GPT2_HUB_IDS.values()) | {INSTRUCT_GPT2}):
+            raise ModelLoadError(hosting.hub_refused(repo))
         try:
             path, source = download_from_hub(name, progress, check_config=_hub_config_check), "hub"
         except HubUnavailable as exc:

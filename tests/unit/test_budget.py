@@ -193,3 +193,27 @@ def test_a_save_killed_between_its_renames_gets_its_old_checkpoint_back():
     folder.rename(folder.parent / ".keep.old-999")      # the first rename happened, the second did not
     runs.remove_stale()
     assert load_model(name).meta["steps"] == 7
+
+
+def test_public_server_downloads_only_listed_hub_repos(monkeypatch):
+    from llm_core import checkpoint
+
+    asked = []
+    monkeypatch.setattr(checkpoint, "hub_reachable", lambda *a, **k: asked.append(1) or False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("LLM_EXPLORER_PUBLIC", "1")
+    with pytest.raises(ModelLoadError) as info:
+        load_model("someone/huge-model")
+    assert "does not download someone/huge-model" in str(info.value) and not asked
+    with pytest.raises(ModelLoadError) as info:   # a listed repo gets as far as the network
+        load_model("openai-community/gpt2-medium")
+    assert "cannot be reached" in str(info.value) and asked
+    monkeypatch.setenv("LLM_EXPLORER_HUB_MODELS", "someone/huge-model")
+    with pytest.raises(ModelLoadError) as info:
+        load_model("someone/huge-model")
+    assert "cannot be reached" in str(info.value)
+    monkeypatch.delenv("LLM_EXPLORER_PUBLIC")
+    monkeypatch.delenv("LLM_EXPLORER_HUB_MODELS")
+    with pytest.raises(ModelLoadError) as info:   # a private server tries any repo
+        load_model("someone/other-model")
+    assert "cannot be reached" in str(info.value)
