@@ -27,6 +27,7 @@ from llm_core.lora import ALL_TARGETS, TARGET_LABELS, LoRAError, load_adapter
 from llm_core.peft_format import is_peft_upload, load_peft_adapter
 from tabs import hub_export
 from tabs.common import TRAINING_SLOT, check_float, check_int, check_text, friendly_errors, get_bundle
+from tabs.plots import note_figure
 
 # Server-side caps (2 vCPUs shared by every visitor).
 MAX_STEPS = 2000
@@ -616,7 +617,8 @@ def build(ctx) -> None:
                     start = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
                     stop = gr.Button("Stop", variant="stop", elem_id="ft-stop")
                 status = gr.Markdown("Press **Start fine-tuning**.", elem_id="ft-status")
-        plot = gr.Plot(label="Training curves", elem_id="ft-plot")
+        plot = gr.Plot(note_figure("Press Start fine-tuning: the loss and accuracy curves appear here."),
+                       label="Training curves", elem_id="ft-plot")
         with gr.Row():
             log_scale = gr.Checkbox(False, label="Log-scale loss", elem_id="ft-log",
                                     info="Spot slow late progress.")
@@ -627,8 +629,10 @@ def build(ctx) -> None:
                           elem_id="ft-samples")
         results_md = gr.Markdown(elem_id="ft-results")
         with gr.Row():
-            confusion = gr.Plot(label="Confusion matrix", elem_id="ft-confusion")
-            norms = gr.Plot(label="What LoRA changed", elem_id="ft-norms")
+            confusion = gr.Plot(note_figure("A classification run's confusion matrix appears here."),
+                                label="Confusion matrix", elem_id="ft-confusion")
+            norms = gr.Plot(note_figure("After a LoRA run: how much each layer changed appears here."),
+                            label="What LoRA changed", elem_id="ft-norms")
         comparison = gr.HTML(elem_id="ft-comparison")
         adapter_file = gr.File(label="Download the result (zip): a LoRA adapter in peft's format "
                                      "(adapter_config.json + adapter_model.safetensors), or the whole tuned model "

@@ -28,6 +28,7 @@ from llm_core.training import TrainConfig, calc_loss_loader, gpt2_init_, perplex
 from tabs import hub_export
 from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, TRAINING_SLOT, check_float, check_int,
                          check_text, friendly_errors)
+from tabs.plots import note_figure
 
 # Server-side caps: a demo machine has 2 vCPUs shared by every visitor.
 MAX_STEPS = 3000
@@ -334,8 +335,7 @@ def save_trained(name, overwrite, request: gr.Request = None):
     forget(f"saved:{name}")
     gr.Info(f"Saved as saved:{name}. Pick it in 'Active model' at the top to use it in every tab.")
     return (f"Saved **saved:{html.escape(name)}** ({entry['meta']['steps']} steps, validation loss "
-            f"{entry['meta']['val_loss'] if entry['meta']['val_loss'] is not None else '-'}).",
-            gr.update(choices=model_choices()))
+            f"{entry['meta']['val_loss'] if entry['meta']['val_loss'] is not None else '-'}).")
 
 
 def _export_source(request: gr.Request | None):
@@ -457,7 +457,8 @@ def build(ctx) -> None:
         status = gr.Markdown("Press **Start training**.", elem_id="pt-status")
         with gr.Row():
             with gr.Column(scale=3):
-                plot = gr.Plot(label="Loss", elem_id="pt-plot")
+                plot = gr.Plot(note_figure("Press Start training: the training and validation loss appear here."),
+                               label="Loss", elem_id="pt-plot")
                 with gr.Row():
                     x_axis = gr.Radio(["tokens seen", "steps"], value="tokens seen", label="x axis")
                     log_scale = gr.Checkbox(False, label="Log-scale y")
@@ -494,7 +495,9 @@ def build(ctx) -> None:
         stop.click(stop_training, None, None, queue=False, api_name="pretrain_stop")
         for ctrl in (x_axis, log_scale, smoothing):
             ctrl.change(loss_figure, [runs, x_axis, log_scale, smoothing], plot, queue=False, api_visibility="private")
-        save_btn.click(save_trained, [save_name, overwrite], [save_out, ctx.model_picker],
-                       api_name="pretrain_save")
+        # The header's picker is updated only after a save succeeded: an error raised by a handler
+        # marks every output it lists, and a failed save must not mark the header.
+        save_btn.click(save_trained, [save_name, overwrite], save_out, api_name="pretrain_save").success(
+            lambda: gr.update(choices=model_choices()), None, ctx.model_picker, api_visibility="private")
         compare_btn.click(compare_with_gpt2, [gpt2_size, corpus, upload, pasted, ctx.model_name], compare_out,
                           concurrency_id=CPU_HEAVY, api_name="pretrain_compare_gpt2")
