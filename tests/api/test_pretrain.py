@@ -8,7 +8,7 @@ import torch
 from gradio_client.exceptions import AppError
 
 import tabs.pretrain as P
-from llm_core.registry import load_model
+from llm_core.registry import load_model, model_choices
 from tabs.common import TRAINING_SLOT
 
 TEXT = "Every effort moves you toward the sunlit terraces of the palace. " * 120
@@ -51,9 +51,10 @@ def test_stop_keeps_the_partial_model_and_save_makes_it_loadable(tmp_path):
     status = rest[-1][1]
     assert "stopped" in status and _steps(status) < 500
     assert len(first[-1][3]) == 1  # one run on the chart
-    msg, picker = P.save_trained("pytest-partial", True, None)
+    msg = P.save_trained("pytest-partial", True, None)
     assert "saved:pytest-partial" in msg
-    assert any(v == "saved:pytest-partial" for _, v in picker["choices"])
+    # the header's picker lists it after the save (its update runs only when the save succeeded)
+    assert any(v == "saved:pytest-partial" for _, v in model_choices())
     bundle = load_model("saved:pytest-partial")
     assert bundle.config.emb_dim == 16 and bundle.meta["steps"] == _steps(status)
     with pytest.raises(gr.Error, match="exists"):
