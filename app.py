@@ -76,7 +76,8 @@ def build_demo(default_model: str | None = None, reason: str | None = None) -> g
     with gr.Blocks(title="LLM Explorer") as demo:
         ctx = _header(default_model, reason or "")
         # Wrapped, not folded into a "⋯" menu: on a phone all nine numbered stages stay in sight.
-        with gr.Tabs(elem_id="stages", overflow_behavior="wrap"):
+        with gr.Tabs(elem_id="stages", overflow_behavior="wrap") as tabs:
+            ctx.tabs = tabs
             for stage in STAGES:
                 stage.build(ctx)
     demo.queue(default_concurrency_limit=1, max_size=64)

@@ -189,7 +189,7 @@ def residual_stream(trace: Trace) -> list[tuple[str, torch.Tensor]]:
     out = [("embeddings", trace["embed"])]
     i = 0
     while f"blocks.{i}.resid_post" in trace:
-        out.append((f"after block {i + 1}", trace[f"blocks.{i}.resid_post"]))
+        out.append((f"after layer {i}", trace[f"blocks.{i}.resid_post"]))
         i += 1
     return out
 
@@ -203,11 +203,17 @@ def residual_norms(trace: Trace) -> tuple[list[str], np.ndarray]:
 
 @dataclass
 class LogitLens:
-    stages: list[str]          # "embeddings", "after block 1", ...
+    stages: list[str]          # "embeddings", "after layer 0", ... (layers counted from 0, as in the state dict)
     top_ids: np.ndarray        # [stages, T, k]
     top_probs: np.ndarray      # [stages, T, k]
     top_labels: list[list[list[str]]]
     last_logits: torch.Tensor  # [T, V] of the last stage (equals the model's logits)
+
+    def top(self, k: int) -> "LogitLens":
+        """The same lens keeping only the first k guesses (a lens made with a larger k)."""
+        k = max(1, min(int(k), self.top_ids.shape[-1]))
+        return LogitLens(self.stages, self.top_ids[..., :k], self.top_probs[..., :k],
+                         [[pos[:k] for pos in stage] for stage in self.top_labels], self.last_logits)
 
 
 def logit_lens(model: GPTModel, tokenizer, trace: Trace, k: int = 5) -> LogitLens:
@@ -243,12 +249,12 @@ def _norm_site(model: GPTModel, trace: Trace, layer: int, which: str):
         last = len(model.trf_blocks) - 1
         return "final LayerNorm", model.final_norm, trace[f"blocks.{last}.resid_post"]
     if not 0 <= layer < len(model.trf_blocks):
-        raise ValueError(f"layer must be between 1 and {len(model.trf_blocks)}")
+        raise ValueError(f"layer must be between 0 and {len(model.trf_blocks) - 1}")
     block = model.trf_blocks[layer]
     if which == "norm1":
-        return f"block {layer + 1}, LayerNorm 1", block.norm1, trace[f"blocks.{layer}.resid_pre"]
+        return f"layer {layer}, LayerNorm 1", block.norm1, trace[f"blocks.{layer}.resid_pre"]
     if which == "norm2":
-        return f"block {layer + 1}, LayerNorm 2", block.norm2, trace[f"blocks.{layer}.resid_mid"]
+        return f"layer {layer}, LayerNorm 2", block.norm2, trace[f"blocks.{layer}.resid_mid"]
     raise ValueError("which must be 'norm1', 'norm2' or 'final'")
 
 

@@ -13,13 +13,14 @@ model's own modules; nothing re-implements the model. The three parts:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .embedding_view import token_label
 from .model import GPTModel, Trace
+from .trace_cache import TRACES
 
 MAX_TOKENS = 256        # heatmaps stay readable and light beyond this
 MATH_MAX_TOKENS = 12    # the step-by-step tables show at most this many tokens
@@ -63,11 +64,30 @@ def encode_prompt(tokenizer, text: str, context_length: int, cap: int = MAX_TOKE
     return PromptTokens(kept, [token_label(tokenizer, i) for i in kept], len(ids), limit, reason)
 
 
+def single_token(tokenizer, text: str) -> int:
+    """The id of ``text`` when it is exactly one token of this tokenizer (a leading space counts)."""
+    if not text:
+        raise PromptError("Type the token to explain, e.g. ' the' (with its leading space).")
+    ids = list(tokenizer.encode(text))
+    if len(ids) != 1:
+        pieces = " | ".join(token_label(tokenizer, i) for i in ids) or "nothing"
+        raise PromptError(f"{text!r} is {len(ids)} tokens of this model ({pieces}), not one: choose a single "
+                          "token (a leading space is part of a token), or leave it empty for the prediction.")
+    return ids[0]
+
+
 @dataclass
 class AttentionTrace:
     tokens: PromptTokens
     trace: Trace            # every named activation of the pass (batch of one)
     weights: torch.Tensor   # [layers, heads, T, T], float32 on the CPU
+    _stats: dict | None = field(default=None, repr=False)
+
+    def statistics(self) -> dict[str, torch.Tensor]:
+        """``head_statistics`` of the weights, computed once per trace."""
+        if self._stats is None:
+            self._stats = head_statistics(self.weights)
+        return self._stats
 
     @property
     def n_layers(self) -> int:
@@ -89,12 +109,23 @@ def attention_stack(trace: Trace) -> torch.Tensor:
     return torch.stack(maps).float().cpu()
 
 
-def trace_prompt(model: GPTModel, tokenizer, text: str, cap: int = MAX_TOKENS) -> AttentionTrace:
-    """Encode ``text`` (capped) and run one traced forward pass."""
+def trace_prompt(model: GPTModel, tokenizer, text: str, cap: int = MAX_TOKENS,
+                 cache_name: str | None = None) -> AttentionTrace:
+    """Encode ``text`` (capped) and run one traced forward pass; with ``cache_name`` (the
+    model's name) a prompt traced recently on the same model is served from ``TRACES``."""
     tokens = encode_prompt(tokenizer, text, model.cfg.context_length, cap)
-    ids = torch.tensor([tokens.ids], dtype=torch.long, device=model.device)
-    trace = model.run_with_trace(ids)
-    return AttentionTrace(tokens, trace, attention_stack(trace))
+
+    def run() -> AttentionTrace:
+        ids = torch.tensor([tokens.ids], dtype=torch.long, device=model.device)
+        trace = model.run_with_trace(ids)
+        return AttentionTrace(tokens, trace, attention_stack(trace))
+    if cache_name is None:
+        return run()
+    cached = TRACES.get_or_compute(cache_name, model, tokens.ids, "attention", run)
+    # the token count and cut notice belong to this text (two texts may share the kept ids)
+    if cached.tokens != tokens:
+        return AttentionTrace(tokens, cached.trace, cached.weights, cached.statistics())
+    return cached
 
 
 # ---------------------------------------------------------------- one number per head

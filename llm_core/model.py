@@ -4,12 +4,40 @@ One model serves every view. ``forward(ids)`` is the fast path (PyTorch's fused
 ``scaled_dot_product_attention``); ``forward(ids, trace=Trace())`` computes the
 attention weights explicitly and records every named activation, TransformerLens
 style, so the tabs read ``trace["blocks.3.attn.weights"]`` instead of reaching
-into modules. ``forward(ids, kv_cache=cache)`` reuses keys/values of earlier
+into modules. ``forward(ids, hooks={name: fn})`` calls ``fn(value)`` at each named
+point and carries on with what it returns (``None`` keeps the value): the same names
+read and write. ``forward(ids, kv_cache=cache)`` reuses keys/values of earlier
 positions for generation.
+
+Named points: one scheme for trace keys and hooks (``i`` is the layer, counted
+from 0 as in the state dict's ``trf_blocks.{i}``)::
+
+    name                      shape          computed by (state-dict prefix)
+    tok_emb                   [B, T, d]      tok_emb
+    pos_emb                   [B, T, d]      pos_emb
+    embed                     [B, T, d]      tok_emb + pos_emb (the residual stream enters block 0)
+    blocks.{i}.resid_pre      [B, T, d]      input of trf_blocks.{i}
+    blocks.{i}.ln1            [B, T, d]      trf_blocks.{i}.norm1
+    blocks.{i}.attn.q/k/v     [B, H, T, hd]  trf_blocks.{i}.att.W_query / W_key / W_value, split into heads
+    blocks.{i}.attn.scores    [B, H, T, T]   q·kᵀ/√hd, causal mask applied (−∞)
+    blocks.{i}.attn.weights   [B, H, T, T]   softmax of the scores
+    blocks.{i}.attn.head_out  [B, H, T, hd]  weights @ v: each head's output, input of att.out_proj
+    blocks.{i}.attn.out       [B, T, d]      trf_blocks.{i}.att.out_proj (all heads mixed)
+    blocks.{i}.resid_mid      [B, T, d]      resid_pre + attn.out
+    blocks.{i}.ln2            [B, T, d]      trf_blocks.{i}.norm2
+    blocks.{i}.ff.out         [B, T, d]      trf_blocks.{i}.ff (the MLP)
+    blocks.{i}.resid_post     [B, T, d]      resid_mid + ff.out (= blocks.{i+1}.resid_pre)
+    ln_f                      [B, T, d]      final_norm
+    logits                    [B, T, V]      out_head
+
+A hook on ``attn.scores`` or ``attn.weights`` (or a trace) switches that layer to the
+explicit attention maths; every other hook keeps the fused kernel, and with no hook
+and no trace the fast path is exactly what it was.
 """
 from __future__ import annotations
 
 import math
+from typing import Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -18,18 +46,45 @@ import torch.nn.functional as F
 from .config import GPTConfig
 
 
-class Trace(dict):
-    """Named activations of one forward pass (detached tensors, batch first).
+# A hook gets the value at its point and returns a replacement, or None to keep it.
+Hook = Callable[[torch.Tensor], "torch.Tensor | None"]
+Hooks = Mapping[str, Hook]
+EXPLICIT_ATTENTION_POINTS = ("scores", "weights")  # hooks here need the weights computed
 
-    Names: ``tok_emb``, ``pos_emb``, ``embed`` [B,T,d]; per layer i:
-    ``blocks.i.resid_pre``, ``blocks.i.ln1``, ``blocks.i.attn.q/k/v`` [B,H,T,hd],
-    ``blocks.i.attn.scores`` (scaled, masked) and ``blocks.i.attn.weights`` [B,H,T,T],
-    ``blocks.i.attn.out``, ``blocks.i.resid_mid``, ``blocks.i.ln2``, ``blocks.i.ff.out``,
-    ``blocks.i.resid_post`` [B,T,d]; then ``ln_f`` [B,T,d] and ``logits`` [B,T,V].
-    """
+
+class Trace(dict):
+    """Named activations of one forward pass (detached tensors, batch first); the names
+    are listed in this module's docstring (``hook_point_names`` gives them for a config)."""
 
     def record(self, name: str, value: torch.Tensor) -> None:
         self[name] = value.detach()
+
+
+def _point(name: str, value: torch.Tensor, trace: Trace | None, hooks: Hooks | None) -> torch.Tensor:
+    """A named point: a hook may replace the value, then the trace records what flows on."""
+    if hooks:
+        fn = hooks.get(name)
+        if fn is not None:
+            out = fn(value)
+            if out is not None:
+                if out.shape != value.shape:
+                    raise ValueError(f"the hook at {name} returned shape {tuple(out.shape)}, "
+                                     f"expected {tuple(value.shape)}")
+                value = out
+    if trace is not None:
+        trace.record(name, value)
+    return value
+
+
+def hook_point_names(cfg: GPTConfig) -> list[str]:
+    """Every named point of a model with this config, in the order the forward pass meets them."""
+    names = ["tok_emb", "pos_emb", "embed"]
+    for i in range(cfg.n_layers):
+        b = f"blocks.{i}."
+        names += [b + "resid_pre", b + "ln1", b + "attn.q", b + "attn.k", b + "attn.v", b + "attn.scores",
+                  b + "attn.weights", b + "attn.head_out", b + "attn.out", b + "resid_mid", b + "ln2",
+                  b + "ff.out", b + "resid_post"]
+    return names + ["ln_f", "logits"]
 
 
 class KVCache:
@@ -118,7 +173,7 @@ class MultiHeadAttention(nn.Module):
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x, kv_cache: KVCache | None = None, layer: int = 0,
-                trace: Trace | None = None, prefix: str = ""):
+                trace: Trace | None = None, prefix: str = "", hooks: Hooks | None = None):
         b, t, _ = x.shape
         q = self._split_heads(self.W_query(x))
         k = self._split_heads(self.W_key(x))
@@ -128,8 +183,11 @@ class MultiHeadAttention(nn.Module):
             past = kv_cache.length
             k, v = kv_cache.update(layer, k, v)
         p = self.dropout.p if self.training else 0.0
+        if hooks:
+            q, k, v = (_point(prefix + n, z, None, hooks) for n, z in (("q", q), ("k", k), ("v", v)))
+        explicit = trace is not None or bool(hooks) and any(prefix + n in hooks for n in EXPLICIT_ATTENTION_POINTS)
 
-        if trace is None:
+        if not explicit:
             if past == 0:
                 ctx = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
             elif t == 1:  # one new query sees every cached key: no mask needed
@@ -141,13 +199,15 @@ class MultiHeadAttention(nn.Module):
             # In place on the fresh score tensor: no extra [B, H, T, T] copies per layer.
             scores = (q @ k.transpose(2, 3)).div_(math.sqrt(self.head_dim))  # [B, H, T, past+T]
             scores.masked_fill_(self.mask[past:past + t, :past + t], float("-inf"))
-            weights = torch.softmax(scores, dim=-1)
-            trace.record(prefix + "q", q)
-            trace.record(prefix + "k", k)
-            trace.record(prefix + "v", v)
-            trace.record(prefix + "scores", scores)
-            trace.record(prefix + "weights", weights)
+            if trace is not None:
+                trace.record(prefix + "q", q)
+                trace.record(prefix + "k", k)
+                trace.record(prefix + "v", v)
+            scores = _point(prefix + "scores", scores, trace, hooks)
+            weights = _point(prefix + "weights", torch.softmax(scores, dim=-1), trace, hooks)
             ctx = self.dropout(weights) @ v
+        if trace is not None or hooks:
+            ctx = _point(prefix + "head_out", ctx, trace, hooks)  # [B, H, T, hd]
         ctx = ctx.transpose(1, 2).reshape(b, t, self.d_out)
         return self.out_proj(ctx)
 
@@ -164,23 +224,20 @@ class TransformerBlock(nn.Module):
         self.norm2 = LayerNorm(cfg.emb_dim)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x, kv_cache=None, layer: int = 0, trace: Trace | None = None):
+    def forward(self, x, kv_cache=None, layer: int = 0, trace: Trace | None = None,
+                hooks: Hooks | None = None):
+        if trace is None and not hooks:  # the fast path: no names, no look-ups
+            x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache=kv_cache, layer=layer))
+            return x + self.drop_shortcut(self.ff(self.norm2(x)))
         name = f"blocks.{layer}."
-        h = self.norm1(x)
-        a = self.att(h, kv_cache=kv_cache, layer=layer, trace=trace, prefix=name + "attn.")
-        mid = x + self.drop_shortcut(a)
-        h2 = self.norm2(mid)
-        f = self.ff(h2)
-        out = mid + self.drop_shortcut(f)
-        if trace is not None:
-            trace.record(name + "resid_pre", x)
-            trace.record(name + "ln1", h)
-            trace.record(name + "attn.out", a)
-            trace.record(name + "resid_mid", mid)
-            trace.record(name + "ln2", h2)
-            trace.record(name + "ff.out", f)
-            trace.record(name + "resid_post", out)
-        return out
+        x = _point(name + "resid_pre", x, trace, hooks)
+        h = _point(name + "ln1", self.norm1(x), trace, hooks)
+        a = self.att(h, kv_cache=kv_cache, layer=layer, trace=trace, prefix=name + "attn.", hooks=hooks)
+        a = _point(name + "attn.out", a, trace, hooks)
+        mid = _point(name + "resid_mid", x + self.drop_shortcut(a), trace, hooks)
+        h2 = _point(name + "ln2", self.norm2(mid), trace, hooks)
+        f = _point(name + "ff.out", self.ff(h2), trace, hooks)
+        return _point(name + "resid_post", mid + self.drop_shortcut(f), trace, hooks)
 
 
 class GPTModel(nn.Module):
@@ -199,40 +256,47 @@ class GPTModel(nn.Module):
             self.out_head.weight = self.tok_emb.weight
 
     def forward(self, in_idx: torch.Tensor, *, kv_cache: KVCache | None = None,
-                trace: Trace | None = None, last_only: bool = False) -> torch.Tensor:
+                trace: Trace | None = None, last_only: bool = False,
+                hooks: Hooks | None = None) -> torch.Tensor:
         """ids [B, T] -> logits [B, T, V]; with ``last_only``, [B, 1, V] for the last position
-        only (all decoding needs: the output head is the largest matmul of a prompt pass)."""
+        only (all decoding needs: the output head is the largest matmul of a prompt pass).
+        ``hooks`` maps point names (module docstring) to functions that may replace the value."""
         b, t = in_idx.shape
         past = kv_cache.length if kv_cache is not None else 0
         if past + t > self.cfg.context_length:
             raise ValueError(f"{past + t} positions exceed the context length {self.cfg.context_length}")
         tok = self.tok_emb(in_idx)
         pos = self.pos_emb(torch.arange(past, past + t, device=in_idx.device))
-        x = tok + pos
-        if trace is not None:
-            trace.record("tok_emb", tok)
-            trace.record("pos_emb", pos.unsqueeze(0).expand(b, -1, -1))
-            trace.record("embed", x)
+        if trace is not None or hooks:
+            tok = _point("tok_emb", tok, trace, hooks)
+            pos = _point("pos_emb", pos.unsqueeze(0).expand(b, -1, -1), trace, hooks)
+            x = _point("embed", tok + pos, trace, hooks)
+        else:
+            x = tok + pos
         x = self.drop_emb(x)
         for i, block in enumerate(self.trf_blocks):
-            x = block(x, kv_cache=kv_cache, layer=i, trace=trace)
+            x = block(x, kv_cache=kv_cache, layer=i, trace=trace, hooks=hooks)
         if kv_cache is not None:
             kv_cache.length = past + t
         if last_only:
             x = x[:, -1:, :]
         x = self.final_norm(x)
-        logits = self.out_head(x)
-        if trace is not None:
-            trace.record("ln_f", x)
-            trace.record("logits", logits)
-        return logits
+        if trace is not None or hooks:
+            x = _point("ln_f", x, trace, hooks)
+            return _point("logits", self.out_head(x), trace, hooks)
+        return self.out_head(x)
 
-    def run_with_trace(self, in_idx: torch.Tensor) -> Trace:
+    def run_with_trace(self, in_idx: torch.Tensor, hooks: Hooks | None = None) -> Trace:
         """One forward pass that records every named activation (no gradients)."""
         trace = Trace()
         with torch.no_grad():
-            self.forward(in_idx, trace=trace)
+            self.forward(in_idx, trace=trace, hooks=hooks)
         return trace
+
+    def run_with_hooks(self, in_idx: torch.Tensor, hooks: Hooks) -> torch.Tensor:
+        """Logits [B, T, V] of a forward pass through ``hooks`` (no gradients)."""
+        with torch.no_grad():
+            return self.forward(in_idx, hooks=hooks)
 
     def new_kv_cache(self, batch_size: int = 1) -> KVCache:
         p = self.tok_emb.weight

@@ -12,16 +12,29 @@ from plotly.subplots import make_subplots
 import torch
 
 from llm_core import architecture_view as av
+from llm_core import interventions as iv
 from llm_core.config import PRESET_LABELS, PRESETS
 from llm_core.embedding_view import token_label
+from llm_core.examples import pick_example
+from llm_core.trace_cache import TRACES
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
+from tabs.figures import plot_text
 
 DEFAULT_PROMPT = "Every effort moves you forward, and the model guesses the next token at every position"
+# First-load prompts; the one whose words the active tokenizer keeps whole is shown.
+DEFAULT_PROMPTS = [DEFAULT_PROMPT, "Return a list of the values in the file, and the model guesses the next "
+                                   "token at every position"]
 MAX_PROMPT_CHARS = 5_000
 MAX_TOKENS = 128          # positions traced and drawn (heatmap columns)
 PRECOMPUTE_MAX_PARAMS = 40_000_000  # pre-render at start-up only for small default models
 LENS_TEXT_TOKENS = 24     # above this the heatmap cells carry no printed labels (hover still works)
 MAX_TOP_K = 10
+# Clean / corrupted prompt pairs for activation patching, tried in order: the first whose
+# prompts have the same length and different predictions on the active model is shown.
+PATCH_PAIRS = [("The Eiffel Tower is in", "The Colosseum is in"),
+               ("If the list is a list, the list", "If the file is a file, the file")]
+SITE_CHOICES = [("residual stream entering the layer", "resid_pre"), ("attention output", "attn.out"),
+                ("MLP output", "ff.out")]
 NORM_CHOICES = [("LayerNorm 1 (before attention)", "norm1"), ("LayerNorm 2 (before feed-forward)", "norm2"),
                 ("final LayerNorm (before the output head)", "final")]
 
@@ -184,8 +197,8 @@ def residual_figure(stages: list[str], norms: np.ndarray, tokens: list[str]) -> 
     shown = min(norms.shape[1], 32)
     for t in range(shown):
         fig.add_trace(go.Scatter(x=stages, y=norms[:, t], mode="lines", line=dict(width=1), opacity=0.35,
-                                 name=f"{t}: {_esc(tokens[t])}", showlegend=False,
-                                 hovertemplate=f"{t}: {_esc(tokens[t])}<br>%{{x}}: %{{y:.2f}}<extra></extra>"))
+                                 name=f"{t}: {plot_text(tokens[t])}", showlegend=False,
+                                 hovertemplate=f"{t}: {plot_text(tokens[t])}<br>%{{x}}: %{{y:.2f}}<extra></extra>"))
     fig.add_trace(go.Scatter(x=stages, y=norms.mean(1), mode="lines+markers", line=dict(width=4, color="#dc2626"),
                              name="mean over positions"))
     note = f" (thin lines: the first {shown} positions)" if shown < norms.shape[1] else " (thin lines: each position)"
@@ -197,20 +210,23 @@ def residual_figure(stages: list[str], norms: np.ndarray, tokens: list[str]) -> 
 
 def lens_figure(lens: av.LogitLens, tokens: list[str]) -> go.Figure:
     n_stages, n_pos, _ = lens.top_ids.shape
-    cols = [f"{t}: {_esc(tok)}" for t, tok in enumerate(tokens)]
-    rows = [_esc(s) for s in lens.stages]
-    top1 = np.array([[_esc(lens.top_labels[s][t][0]) for t in range(n_pos)] for s in range(n_stages)], dtype=object)
-    hover = np.array([["<br>".join(f"{_esc(lbl)}  {_pct(p)}" for lbl, p in zip(lens.top_labels[s][t],
-                                                                             lens.top_probs[s, t].tolist()))
-                       for t in range(n_pos)] for s in range(n_stages)], dtype=object)
-    heat = go.Heatmap(z=lens.top_probs[:, :, 0], x=cols, y=rows, zmin=0, zmax=1, colorscale="Viridis",
-                      text=top1, customdata=hover, colorbar=dict(title="p(top)"),
-                      hovertemplate="%{y} · after %{x}<br>%{customdata}<extra></extra>")
+    # Positions and stage indices on the axes (labels as ticks): no two cells can merge.
+    cols = [f"{t}: {plot_text(tok)}" for t, tok in enumerate(tokens)]
+    rows = [plot_text(s) for s in lens.stages]
+    top1 = np.array([[plot_text(lens.top_labels[s][t][0]) for t in range(n_pos)] for s in range(n_stages)],
+                    dtype=object)
+    hover = np.array([[rows[s] + " · after " + cols[t] + "<br>" + "<br>".join(
+        f"{plot_text(lbl)}  {_pct(p)}" for lbl, p in zip(lens.top_labels[s][t], lens.top_probs[s, t].tolist()))
+        for t in range(n_pos)] for s in range(n_stages)], dtype=object)
+    heat = go.Heatmap(z=lens.top_probs[:, :, 0], x=np.arange(n_pos), y=np.arange(n_stages), zmin=0, zmax=1,
+                      colorscale="Viridis", text=top1, customdata=hover, colorbar=dict(title="p(top)"),
+                      hovertemplate="%{customdata}<extra></extra>")
     if n_pos <= LENS_TEXT_TOKENS:
         heat.update(texttemplate="%{text}", textfont=dict(size=10))
     fig = go.Figure(heat)
-    fig.update_xaxes(type="category", tickangle=-45)
-    fig.update_yaxes(type="category", autorange="reversed")
+    step = max(1, -(-n_pos // 40))
+    fig.update_xaxes(tickvals=list(range(0, n_pos, step)), ticktext=cols[::step], tickangle=-45)
+    fig.update_yaxes(tickvals=list(range(n_stages)), ticktext=rows, autorange="reversed")
     fig.update_layout(title="Logit lens: each stage's top guess for the next token (colour = its probability)",
                       height=max(320, 120 + 28 * n_stages), margin=dict(l=10, r=10, t=50, b=10))
     return fig
@@ -241,7 +257,7 @@ def layernorm_figure(demo: av.LayerNormDemo) -> go.Figure:
         fig.add_trace(go.Histogram(x=values.astype(np.float32), name=name, nbinsx=40, marker_color=colour,
                                    showlegend=False), row=1, col=i)
     fig.update_yaxes(title_text="dimensions", row=1, col=1)
-    fig.update_layout(title=f"One activation vector's {demo.before.shape[0]} values: {_esc(demo.where)}",
+    fig.update_layout(title=f"One activation vector's {demo.before.shape[0]} values: {plot_text(demo.where)}",
                       height=410, margin=dict(l=10, r=10, t=115, b=10), bargap=0.05)
     return fig
 
@@ -264,7 +280,7 @@ def architecture(prompt, top_k, layer, which, position, model_name=None):
     n_layers = bundle.config.n_layers
     if which not in {v for _, v in NORM_CHOICES}:
         raise gr.Error(f"Which LayerNorm must be one of {', '.join(v for _, v in NORM_CHOICES)}.")
-    layer = check_int(layer, "Block", 1, n_layers) if which != "final" else n_layers
+    layer = check_int(layer, "Layer", 0, n_layers - 1) if which != "final" else n_layers - 1
     ids = bundle.tokenizer.encode(prompt)
     if not ids:
         raise gr.Error("The prompt has no tokens: type some text.")
@@ -281,27 +297,180 @@ def architecture(prompt, top_k, layer, which, position, model_name=None):
         raise gr.Error("This text contains a token the model has no embedding for; try plainer text.")
     t = len(ids)
     pos = check_int(position, "Position", -t, t - 1)
-    with torch.inference_mode():
-        trace = bundle.model.run_with_trace(torch.tensor([ids], device=bundle.model.device))
-        stages, norms = av.residual_norms(trace)
-        lens = av.logit_lens(bundle.model, bundle.tokenizer, trace, k)
-        demo = av.layernorm_demo(bundle.model, trace, layer - 1, pos, which)
-    tokens = [token_label(bundle.tokenizer, i) for i in ids]
     p = pos % t
+    with torch.inference_mode():
+        trace = TRACES.get_or_compute(bundle.name, bundle.model, ids, "trace", lambda: bundle.model.run_with_trace(
+            torch.tensor([ids], device=bundle.model.device)))
+        stages, norms = av.residual_norms(trace)
+        # Decoding every stage is the costly part (stages × positions × vocabulary): kept with the trace.
+        lens = TRACES.get_or_compute(bundle.name, bundle.model, ids, "lens", lambda: av.logit_lens(
+            bundle.model, bundle.tokenizer, trace, MAX_TOP_K)).top(k)
+        demo = av.layernorm_demo(bundle.model, trace, layer, pos, which)
+        predicted = int(trace["logits"][0, p].argmax())
+        dla = iv.direct_logit_attribution(bundle.model, trace, predicted, p)
+    tokens = [token_label(bundle.tokenizer, i) for i in ids]
     lens_note = (f"At position {p} (token <code>{_md(tokens[p])}</code>): the next token each stage would "
                  "predict if the model stopped there — final LayerNorm and output head applied to that stage's "
                  "residual stream. The last row is the model's real prediction.")
     if notice:
         lens_note = _md(notice) + "\n\n" + lens_note
     layer_update = gr.update(info=_layer_info(n_layers))
+    dla_fig = dla_figure(dla, token_label(bundle.tokenizer, predicted), tokens[p], p)
     return (config_md, diagram, rows, totals, residual_figure(stages, norms, tokens), lens_figure(lens, tokens),
-            lens_rows(lens, p), lens_note, layernorm_figure(demo), layernorm_markdown(demo), layer_update)
+            lens_rows(lens, p), lens_note, layernorm_figure(demo), layernorm_markdown(demo), layer_update, dla_fig)
+
+
+def dla_figure(dla: iv.LogitAttribution, predicted: str, token: str, position: int) -> go.Figure:
+    """What each layer's attention and MLP add directly to the logit of the prediction."""
+    n = len(dla.attn)
+    names = ["embeddings"] + [f"layer {i}" for i in range(n)]
+    attn = [0.0] + dla.attn.tolist()
+    mlp = [0.0] + dla.mlp.tolist()
+    embed = [dla.embed] + [0.0] * n
+    y = np.arange(n + 1)
+    fig = go.Figure([
+        go.Bar(y=y, x=np.array(embed, dtype=np.float32), orientation="h", name="embeddings", marker_color="#94a3b8"),
+        go.Bar(y=y, x=np.array(attn, dtype=np.float32), orientation="h", name="attention", marker_color="#6366f1"),
+        go.Bar(y=y, x=np.array(mlp, dtype=np.float32), orientation="h", name="MLP", marker_color="#10b981"),
+    ])
+    fig.update_traces(hovertemplate="%{x:+.3f}<extra>%{fullData.name}</extra>")
+    fig.update_layout(
+        title=(f"What each layer adds to the logit of {plot_text(predicted)}<br>"
+               f"<sup>the prediction after position {position} ({plot_text(token)})<br>"
+               f"final LayerNorm scale frozen; parts sum to {dla.total:.2f}<br>(logit {dla.logit:.2f}; "
+               f"LayerNorm shift {dla.final_bias:+.2f})</sup>"),
+        barmode="relative", height=max(360, 190 + 30 * (n + 1)), margin=dict(l=10, r=10, t=120, b=10),
+        yaxis=dict(tickvals=list(y), ticktext=names, autorange="reversed"),
+        xaxis=dict(title="added to the logit", zeroline=True), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def suitable_pair(bundle, pairs=PATCH_PAIRS) -> tuple[str, str]:
+    """The first pair with equal lengths whose predictions differ on this model (GPT-2's
+    classic pair first), else the first pair of equal length."""
+    tok, fallback = bundle.tokenizer, None
+    for clean, corrupt in pairs:
+        a, b = tok.encode(clean), tok.encode(corrupt)
+        if len(a) != len(b) or not a or len(a) > iv.patching_token_limit(bundle.config):
+            continue
+        fallback = fallback or (clean, corrupt)
+        with torch.inference_mode():
+            logits = bundle.model(torch.tensor([a, b], device=bundle.model.device), last_only=True)[:, -1]
+        if int(logits[0].argmax()) != int(logits[1].argmax()):
+            return clean, corrupt
+    return fallback or pairs[0]
+
+
+MAX_ANSWER_CHARS = 200
+
+
+def _answer(bundle, text, logits: torch.Tensor) -> int:
+    text = check_text(text, "answer", max_chars=MAX_ANSWER_CHARS, allow_empty=True)
+    if not text:
+        return int(logits.argmax())
+    ids = bundle.tokenizer.encode(text)
+    if len(ids) != 1:
+        pieces = " | ".join(token_label(bundle.tokenizer, i) for i in ids) or "nothing"
+        raise gr.Error(f"The answer {text!r} is {len(ids)} tokens of this model ({_md(pieces)}), not one: "
+                       "choose one token (a leading space is part of it), or leave it empty for the prediction.")
+    return ids[0]
+
+
+def patching_figure(res: iv.PatchingMap, tokens: list[str], clean_label: str, corrupt_label: str) -> go.Figure:
+    z = res.restored.numpy().astype(np.float32)
+    n_layers, t = z.shape
+    cols = [f"{i}: {plot_text(tok)}" for i, tok in enumerate(tokens)]
+    heat = go.Heatmap(z=z, x=np.arange(t), y=np.arange(n_layers), zmid=0, colorscale="RdBu_r",
+                      zmin=min(-0.1, float(z.min())), zmax=max(1.0, float(z.max())),
+                      customdata=np.array([cols] * n_layers, dtype=object),
+                      hovertemplate="layer %{y}, position %{customdata}<br>restored %{z:.1%}<extra></extra>",
+                      colorbar=dict(title="restored"), texttemplate="%{z:.2f}" if z.size <= 400 else None,
+                      textfont=dict(size=9))
+    fig = go.Figure(heat)
+    fig.update_layout(
+        title=(f"How much of the clean answer each patch restores ({plot_text(PATCH_SITE_NAMES[res.site])})<br>"
+               f"<sup>1 = logit({plot_text(clean_label)}) − logit({plot_text(corrupt_label)}) as on the clean "
+               f"prompt ({res.clean_diff:+.2f}), 0 = as on the corrupted one ({res.corrupt_diff:+.2f})</sup>"),
+        height=max(320, 150 + 30 * n_layers), margin=dict(l=10, r=10, t=90, b=10),
+        xaxis=dict(tickvals=list(range(t)), ticktext=cols, tickangle=-45, title="position (clean prompt's tokens)"),
+        yaxis=dict(tickvals=list(range(n_layers)), ticktext=[f"layer {i}" for i in range(n_layers)],
+                   autorange="reversed"))
+    return fig
+
+
+PATCH_SITE_NAMES = {v: k for k, v in SITE_CHOICES}
+
+
+@friendly_errors
+def patching(clean, corrupt, site, clean_answer, corrupt_answer, model_name=None):
+    """Activation patching: layers × positions, the share of the clean answer each patch restores."""
+    bundle = get_bundle(model_name)
+    clean = check_text(clean, what="clean prompt", max_chars=MAX_PROMPT_CHARS)
+    corrupt = check_text(corrupt, what="corrupted prompt", max_chars=MAX_PROMPT_CHARS)
+    if site not in PATCH_SITE_NAMES:
+        raise gr.Error(f"Choose what to patch: {', '.join(PATCH_SITE_NAMES)}.")
+    tok = bundle.tokenizer
+    a, b = tok.encode(clean), tok.encode(corrupt)
+    if len(a) != len(b):
+        raise gr.Error(f"The clean prompt has {len(a)} tokens and the corrupted one {len(b)}: patching swaps "
+                       "activations position by position, so both need the same number of tokens. Change a word "
+                       "for one of the same token length (the Tokenizer tab shows the split).")
+    limit = iv.patching_token_limit(bundle.config)
+    if len(a) > limit:
+        raise gr.Error(f"The prompts have {len(a)} tokens; on {bundle.name} patching takes at most {limit} "
+                       "(one pass per layer and position). Shorten them.")
+    if max(a + b) >= bundle.config.vocab_size:
+        raise gr.Error("This text contains a token the model has no embedding for; try plainer text.")
+    with torch.inference_mode():
+        logits = bundle.model(torch.tensor([a, b], device=bundle.model.device), last_only=True)[:, -1].float()
+        ca, xa = _answer(bundle, clean_answer, logits[0]), _answer(bundle, corrupt_answer, logits[1])
+        try:
+            res = iv.patching_map(bundle, a, b, ca, xa, site)
+        except iv.InterventionError as exc:
+            raise gr.Error(str(exc)) from None
+    labels = [token_label(tok, i) for i in a]
+    cl, xl = token_label(tok, ca), token_label(tok, xa)
+    best = np.unravel_index(int(np.argmax(res.restored.numpy())), res.restored.shape)
+    md = (f"Clean answer <code>{_esc(cl)}</code>, corrupted answer <code>{_esc(xl)}</code>. "
+          f"Each cell runs the corrupted prompt with the {_md(PATCH_SITE_NAMES[site])} taken from the clean run "
+          f"at one layer and one position. The strongest patch is **layer {best[0]}, position {best[1]}** "
+          f"(<code>{_esc(labels[best[1]])}</code>): {float(res.restored[best]):.0%} of the way back. "
+          "Early layers usually matter at the positions where the prompts differ; later, the information "
+          "has moved to the last position, which is where the answer is read.")
+    return patching_figure(res, labels, cl, xl), md
 
 
 # ---------------------------------------------------------------- the tab
 
+def prefill_from_url(model_name, request: gr.Request):
+    """?tab=architecture&text=…&layer=…&position=… → switch to this tab and fill it in."""
+    from tabs.attention import _int_param, link_params
+
+    keep = (gr.update(),) * 4 + (False,)
+    params = link_params(request, "architecture")
+    if params is None:
+        return keep
+    try:
+        n_layers = get_bundle(model_name).config.n_layers
+    except gr.Error:
+        return keep
+    text = params.get("text")
+    if text is not None and len(text) > MAX_PROMPT_CHARS:
+        gr.Warning(f"The link's text has {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}. Ignored it.")
+        text = None
+    return (gr.Tabs(selected="architecture"), text if text and text.strip() else gr.update(),
+            _int_param(params, "layer", 0, n_layers - 1), _int_param(params, "position", -MAX_TOKENS, MAX_TOKENS - 1),
+            True)
+
+
+def architecture_if_linked(linked, *args):
+    if not linked:
+        return tuple(gr.skip() for _ in range(12))
+    return architecture(*args)
+
+
 def _layer_info(n_layers: int) -> str:
-    return f"Which block's LayerNorm: 1 to {n_layers} for this model (ignored for the final LayerNorm)."
+    return f"Which layer's LayerNorm: 0 to {n_layers - 1} for this model (ignored for the final LayerNorm)."
 
 
 def build(ctx) -> None:
@@ -310,11 +479,14 @@ def build(ctx) -> None:
         bundle = get_bundle(init_model)
         init = model_overview(init_model)
         n_layers = bundle.config.n_layers
-        run = (architecture(DEFAULT_PROMPT, 3, 1, "norm1", -1, init_model)
+        default_prompt = pick_example(bundle.tokenizer, DEFAULT_PROMPTS)
+        run = (architecture(default_prompt, 3, 0, "norm1", -1, init_model)
                if bundle.num_parameters <= PRECOMPUTE_MAX_PARAMS else None)
+        pair = suitable_pair(bundle)
     except gr.Error:
         init, n_layers, run = ("", "", [], ""), max(PRESETS[k].n_layers for k in PRESETS), None
-    run = run or (None,) * 4 + (None, None, None, "", None, "")
+        pair, default_prompt = PATCH_PAIRS[0], DEFAULT_PROMPT
+    run = run or (None,) * 4 + (None, None, None, "", None, "", None, None)
     first_preset = "gpt2-small"
     preset_init = preset_counts(first_preset, False)
     lens_headers = ["stage"] + [f"guess {i + 1}" for i in range(MAX_TOP_K)]
@@ -357,7 +529,7 @@ def build(ctx) -> None:
 
         gr.Markdown("### A prompt on its way through the model")
         with gr.Row():
-            prompt = gr.Textbox(DEFAULT_PROMPT, lines=2, label="Prompt", elem_id="arch-prompt", scale=3,
+            prompt = gr.Textbox(default_prompt, lines=2, label="Prompt", elem_id="arch-prompt", scale=3,
                                 max_length=MAX_PROMPT_CHARS,
                                 info=f"One traced forward pass; at most {MAX_TOKENS} tokens are shown.")
             top_k = gr.Slider(1, MAX_TOP_K, value=3, step=1, label="Top-k guesses", elem_id="arch-topk",
@@ -366,12 +538,16 @@ def build(ctx) -> None:
             which = gr.Radio(NORM_CHOICES, value="norm1", label="LayerNorm to inspect", elem_id="arch-which",
                              info="Which normalisation the LayerNorm demo looks at.")
             # A Number, not a Slider: the valid range changes with the model, and the server checks it.
-            layer = gr.Number(1, precision=0, label="Block", elem_id="arch-layer", info=_layer_info(n_layers))
+            layer = gr.Number(0, precision=0, label="Layer", elem_id="arch-layer", info=_layer_info(n_layers))
             position = gr.Number(-1, precision=0, label="Position", elem_id="arch-position",
                                  info="Token position for the LayerNorm demo and the lens table (−1 = last).")
         run_btn = gr.Button("Run the prompt through the model", variant="primary", elem_id="arch-run")
         residual_plot = gr.Plot(run[4], label="Residual stream norms", elem_id="arch-residual")
-        lens_plot = gr.Plot(run[5], label="Logit lens", elem_id="arch-lens")
+        with gr.Row():
+            with gr.Column(scale=3):
+                lens_plot = gr.Plot(run[5], label="Logit lens", elem_id="arch-lens")
+            with gr.Column(scale=2):
+                dla_plot = gr.Plot(run[11], label="Direct logit attribution per layer", elem_id="arch-dla")
         lens_note = gr.Markdown(run[7], elem_id="arch-lens-note")
         lens_table = gr.Dataframe(run[6], headers=lens_headers[:4], interactive=False, elem_id="arch-lens-table",
                                   label="Top guesses per stage at the chosen position")
@@ -380,9 +556,45 @@ def build(ctx) -> None:
             ln_md = gr.Markdown(run[9], elem_id="arch-ln-md")
 
         inputs = [prompt, top_k, layer, which, position, ctx.model_name]
+        with gr.Accordion("Activation patching: which layer and position carry the answer", open=True,
+                          elem_id="arch-patch-box"):
+            gr.Markdown("Run a **corrupted** prompt, but at one layer and one position put back the activation "
+                        "from the **clean** prompt, and see how much of the clean answer returns. Both prompts "
+                        "need the same number of tokens. Answers left empty are each prompt's prediction.")
+            with gr.Row():
+                clean_box = gr.Textbox(pair[0], label="Clean prompt", elem_id="arch-clean", max_length=MAX_PROMPT_CHARS)
+                corrupt_box = gr.Textbox(pair[1], label="Corrupted prompt", elem_id="arch-corrupt",
+                                         max_length=MAX_PROMPT_CHARS)
+            with gr.Row():
+                clean_ans = gr.Textbox("", label="Clean answer (one token)", elem_id="arch-clean-answer",
+                                       max_length=200, info="Empty: the model's prediction for the clean prompt.")
+                corrupt_ans = gr.Textbox("", label="Corrupted answer (one token)", elem_id="arch-corrupt-answer",
+                                         max_length=200, info="Empty: its prediction for the corrupted prompt.")
+                site = gr.Radio(SITE_CHOICES, value="resid_pre", label="Patch", elem_id="arch-site")
+            patch_btn = gr.Button("Patch", variant="primary", elem_id="arch-patch-run")
+            patch_plot = gr.Plot(None, label="Restored share of the clean answer", elem_id="arch-patch-map")
+            patch_md = gr.Markdown("", elem_id="arch-patch-md")
+        gr.on([patch_btn.click, clean_box.submit, corrupt_box.submit], patching,
+              [clean_box, corrupt_box, site, clean_ans, corrupt_ans, ctx.model_name], [patch_plot, patch_md],
+              api_name="activation_patching", concurrency_id=CPU_HEAVY)
+
+        def new_pair(name, clean, corrupt):
+            """Another model: a pair still at a default becomes the one that suits it."""
+            if (clean, corrupt) not in PATCH_PAIRS:
+                return gr.update(), gr.update(), gr.update(), gr.update()
+            try:
+                c, x = suitable_pair(get_bundle(name))
+            except gr.Error:
+                return gr.update(), gr.update(), gr.update(), gr.update()
+            return c, x, None, ""
+        ctx.model_changed.change(new_pair, [ctx.model_name, clean_box, corrupt_box],
+                                 [clean_box, corrupt_box, patch_plot, patch_md], api_visibility="private")
+
         outputs = [config_md, diagram, params, totals_md, residual_plot, lens_plot, lens_table, lens_note,
-                   ln_plot, ln_md, layer]
-        gr.on([run_btn.click, prompt.submit], architecture, inputs, outputs, api_name="architecture",
+                   ln_plot, ln_md, layer, dla_plot]
+        # The trace is cached per (model, prompt): a control change only redraws.
+        gr.on([run_btn.click, prompt.submit, layer.submit, position.submit, which.input, top_k.release],
+              architecture, inputs, outputs, api_name="architecture",
               concurrency_id=CPU_HEAVY, trigger_mode="always_last")
         ctx.model_changed.change(architecture, inputs, outputs, api_visibility="private",
                                  concurrency_id=CPU_HEAVY, trigger_mode="always_last")
@@ -390,10 +602,25 @@ def build(ctx) -> None:
               api_name="parameter_counts")
 
         examples = gr.Examples(
-            [[DEFAULT_PROMPT, 3, 1, "norm1", -1],
-             ["def add(a, b):\n    return a + b\n\nprint(add(2, 3))", 5, 1, "norm2", -1],
-             ["The capital of France is Paris. The capital of Germany is", 5, 1, "final", -1]],
+            [[DEFAULT_PROMPT, 3, 0, "norm1", -1],
+             ["def add(a, b):\n    return a + b\n\nprint(add(2, 3))", 5, 0, "norm2", -1],
+             ["The capital of France is Paris. The capital of Germany is", 5, 0, "final", -1]],
             inputs=[prompt, top_k, layer, which, position], elem_id="arch-examples",
             label="Try: a sentence, a bit of Python, a fact to recall")
         examples.load_input_event.then(architecture, inputs, outputs, api_visibility="private",
                                        concurrency_id=CPU_HEAVY)
+
+        # One prompt for Attention and Architecture: typing in either updates the other.
+        att = ctx.shared.get("attention")
+        if att is not None:
+            # In the browser alone (no round trip per keystroke), always the latest text.
+            prompt.input(None, prompt, att["prompt"], js="(text) => text", trigger_mode="always_last")
+            att["prompt"].input(None, att["prompt"], prompt, js="(text) => text", trigger_mode="always_last")
+        linked = gr.State(False)
+        tabs_out = ctx.tabs if ctx.tabs is not None else gr.State()
+        gr.context.Context.root_block.load(
+            prefill_from_url, ctx.model_name, [tabs_out, prompt, layer, position, linked],
+            api_visibility="private").then(architecture_if_linked, [linked, *inputs], outputs,
+                                           api_visibility="private", concurrency_id=CPU_HEAVY)
+        ctx.shared["architecture"] = dict(prompt=prompt, position=position, layer=layer, inputs=inputs,
+                                          outputs=outputs, run=architecture)

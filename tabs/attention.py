@@ -15,7 +15,11 @@ import torch
 from plotly.subplots import make_subplots
 
 from llm_core import attention_view as av
+from llm_core import interventions as iv
+from llm_core.embedding_view import token_label
+from llm_core.examples import pick_example
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
+from tabs.figures import plot_text, token_ticks
 
 MAX_PROMPT_CHARS = 20_000       # far more than 256 tokens; longer text is refused, not encoded
 GRID_MAX_CELLS = 512 * 512      # all heads of a layer in one figure: cells in total
@@ -26,6 +30,8 @@ STATISTICS = list(av.HEAD_STATISTICS)
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 DEFAULT_PROMPT = "The cat sat on the mat because it was tired. The cat sat on the mat"
+# First-load prompts; the one whose words the active tokenizer keeps whole is shown.
+DEFAULT_PROMPTS = [DEFAULT_PROMPT, "The list is a list of values. The list is a list of"]
 EXAMPLES = [
     [DEFAULT_PROMPT, 0, 0],
     ["one two three four five one two three four five one two three four five", 1, 0],
@@ -47,18 +53,11 @@ query), columns the tokens it looks at (the keys). The empty upper triangle is t
 
 def _esc(text: str) -> str:
     """A token for plotly text or a Markdown table: HTML-escaped, table/maths characters defused."""
-    out = html.escape(text, quote=True)
+    out = html.escape(text, quote=False)  # plotly shows &quot; literally; quotes are harmless here
     for ch, ent in (("|", "&#124;"), ("$", "&#36;"), ("*", "&#42;"), ("_", "&#95;"), ("`", "&#96;"),
                     ("\\", "&#92;"), ("[", "&#91;"), ("]", "&#93;")):
         out = out.replace(ch, ent)
     return out
-
-
-def _axis_labels(labels: list[str]) -> tuple[list[int], list[str]]:
-    """Tick positions and texts: every token when few, every n-th when many."""
-    step = max(1, math.ceil(len(labels) / LABEL_ALL_TICKS))
-    ticks = list(range(0, len(labels), step))
-    return ticks, [f"{_esc(labels[i])} ·{i}" for i in ticks]
 
 
 def _causal(weights: np.ndarray) -> np.ndarray:
@@ -92,7 +91,7 @@ def _heatmap(weights: np.ndarray, labels: list[str], title: str, zmax: float, he
                        if t <= 64 else "query ·%{y}<br>key ·%{x}<br>weight %{z:.4f}<extra></extra>"),
         colorbar=dict(title="weight"),
     ))
-    ticks, texts = _axis_labels(labels)
+    ticks, texts = token_ticks(labels, LABEL_ALL_TICKS, index=True)
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=50, b=10),
                       xaxis=dict(tickvals=ticks, ticktext=texts, tickangle=-60, title="key (looked at)",
                                  side="top"),
@@ -191,11 +190,17 @@ def _matrix_panel(fig, z: torch.Tensor, row: int, col: int, axis: str, labels: l
     arr = z.numpy().astype(np.float32)
     finite = np.isfinite(arr)
     text = np.where(finite, np.vectorize(lambda v: f"{v:.2f}")(np.where(finite, arr, 0)), "−∞")
-    tick = [_esc(lab) for lab in labels]
-    fig.add_trace(go.Heatmap(z=np.where(finite, arr, np.nan).astype(np.float32), x=tick, y=tick,
+    # Positions on the axes, tokens as tick labels: a categorical axis would merge repeated tokens.
+    pos = np.arange(len(labels))
+    names = [f"{_esc(lab)} ·{i}" for i, lab in enumerate(labels)]
+    fig.add_trace(go.Heatmap(z=np.where(finite, arr, np.nan).astype(np.float32), x=pos, y=pos,
                              text=text, texttemplate="%{text}", textfont=dict(size=9), coloraxis=axis,
-                             hovertemplate="query %{y}<br>key %{x}<br>%{text}<extra></extra>"),
+                             customdata=np.array([[[names[r], names[c]] for c in pos] for r in pos]),
+                             hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>%{text}<extra></extra>"),
                   row=row, col=col)
+    ticks = dict(tickvals=list(pos), ticktext=[_esc(lab) for lab in labels])
+    fig.update_xaxes(**ticks, row=row, col=col)
+    fig.update_yaxes(**ticks, row=row, col=col)
 
 
 def _math_scores_figure(s: av.AttentionSteps) -> go.Figure:
@@ -208,9 +213,12 @@ def _math_scores_figure(s: av.AttentionSteps) -> go.Figure:
                                    (s.weights, "coloraxis2"), (s.dropped, "coloraxis2"))):
         _matrix_panel(fig, z, i // 3 + 1, i % 3 + 1, axis, s.labels)
     ctx = s.context[:, :8].numpy().astype(np.float32)
-    fig.add_trace(go.Heatmap(z=ctx, x=[f"z{j}" for j in range(ctx.shape[1])], y=[_esc(lab) for lab in s.labels],
+    pos = np.arange(len(s.labels))
+    fig.add_trace(go.Heatmap(z=ctx, x=[f"z{j}" for j in range(ctx.shape[1])], y=pos,
+                             customdata=np.array([[f"{_esc(lab)} ·{i}"] * ctx.shape[1] for i, lab in enumerate(s.labels)]),
                              texttemplate="%{z:.2f}", textfont=dict(size=9), coloraxis="coloraxis3",
-                             hovertemplate="token %{y}<br>%{x} = %{z:.4f}<extra></extra>"), row=2, col=3)
+                             hovertemplate="token %{customdata}<br>%{x} = %{z:.4f}<extra></extra>"), row=2, col=3)
+    fig.update_yaxes(tickvals=list(pos), ticktext=[_esc(lab) for lab in s.labels], row=2, col=3)
     lim = max(1e-6, float(s.raw_scores.abs().max()), float(s.scaled.abs().max()))  # panels 1-3 share it
     clim = max(1e-6, float(s.context.abs().max()))
     top = max(1e-6, float(s.dropped.max()))
@@ -232,12 +240,14 @@ def _math_qkv_figure(s: av.AttentionSteps) -> go.Figure:
                                                         f"V = X·W_v  [{len(s.labels)} × {s.head_dim}]"],
                         shared_yaxes=True, horizontal_spacing=0.03)
     lim = max(1e-6, float(torch.stack([s.q, s.k, s.v]).abs().max()))
+    pos = np.arange(len(s.labels))
+    names = np.array([[f"{_esc(lab)} ·{i}"] * s.head_dim for i, lab in enumerate(s.labels)])
     for i, (name, z) in enumerate((("q", s.q), ("k", s.k), ("v", s.v))):
-        fig.add_trace(go.Heatmap(z=z.numpy().astype(np.float32), y=[_esc(lab) for lab in s.labels],
+        fig.add_trace(go.Heatmap(z=z.numpy().astype(np.float32), y=pos, customdata=names,
                                  coloraxis="coloraxis",
-                                 hovertemplate=f"token %{{y}}<br>{name}[%{{x}}] = %{{z:.4f}}<extra></extra>"),
+                                 hovertemplate=f"token %{{customdata}}<br>{name}[%{{x}}] = %{{z:.4f}}<extra></extra>"),
                       row=1, col=i + 1)
-    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(autorange="reversed", tickvals=list(pos), ticktext=[_esc(lab) for lab in s.labels])
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=50, b=10),
                       coloraxis=dict(colorscale="RdBu", cmin=-lim, cmax=lim))
     return fig
@@ -310,7 +320,7 @@ def attention(prompt, layer, head, focus, statistic, math_tokens, dropout_seed, 
     seed = check_int(dropout_seed, "Dropout seed", 0, MAX_SEED)
     try:
         with bundle.lock, torch.inference_mode():
-            att = av.trace_prompt(bundle.model, bundle.tokenizer, text)
+            att = av.trace_prompt(bundle.model, bundle.tokenizer, text, cache_name=bundle.name)
             steps = av.attention_steps(bundle.model, att, layer, head, math_tokens,
                                        generator=torch.Generator().manual_seed(seed))
     except av.PromptError as exc:
@@ -325,7 +335,7 @@ def attention(prompt, layer, head, focus, statistic, math_tokens, dropout_seed, 
     weights = att.weights
     head_map = weights[layer, head].numpy()
     mean_map = weights[layer].mean(0).numpy()
-    stats = av.head_statistics(weights)
+    stats = att.statistics()
     notice = (f"**{t} token{'s' if t != 1 else ''}** through **{bundle.name}** ({cfg.n_layers} layers × {cfg.n_heads} heads, "
               f"d_k = {cfg.head_dim}). " + (f"⚠️ {tokens.notice()}" if tokens.truncated else ""))
     return (
@@ -341,6 +351,347 @@ def attention(prompt, layer, head, focus, statistic, math_tokens, dropout_seed, 
         _math_qkv_figure(steps),
         _math_scores_figure(steps),
     )
+
+
+# ---------------------------------------------------------------- knock out heads, which heads matter
+
+KO_CHOICES = [("knock out these heads", "these"), ("knock out all but these", "all but")]
+MODE_CHOICES = [("zero (the head outputs nothing)", "zero"),
+                ("mean (its average output over this prompt)", "mean")]
+TOP_SHOWN = 10          # tokens in the before/after chart
+GRID_JS = ("element.addEventListener('click', (e) => { const c = e.target.closest('[data-layer]'); "
+           "if (c) { trigger('click', {layer: parseInt(c.dataset.layer), head: parseInt(c.dataset.head)}); } });")
+GRID_CSS = """
+.hg { overflow-x: auto; }
+.hg table { border-collapse: separate; border-spacing: 2px; font-size: 12px; }
+.hg th { font-weight: 500; opacity: 0.75; padding: 0 4px; }
+.hg td { min-width: 34px; height: 26px; text-align: center; cursor: pointer; border-radius: 4px;
+         font-variant-numeric: tabular-nums; border: 2px solid transparent; }
+.hg td.sel { border-color: #e4572e; font-weight: 700; }
+.hg td:hover { border-color: #6366f1; }
+.hg .hg-note { font-size: 12px; opacity: 0.8; margin-top: 4px; }
+"""
+
+
+MAX_HEADS_CHARS = 20_000     # GPT-2 XL's 1,200 heads written out fit easily
+MAX_TARGET_CHARS = 200
+
+
+def parse_heads(text, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
+    """'0.1, 2.3' (layer.head) → [(0, 1), (2, 3)], checked against the model."""
+    text = check_text(text, "list of heads", max_chars=MAX_HEADS_CHARS, allow_empty=True)
+    heads, seen = [], set()
+    for part in (text or "").replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            layer_s, head_s = part.split(".")
+            layer, head = int(layer_s), int(head_s)
+        except ValueError:
+            raise gr.Error(f"{part!r} is not a head: write layer.head, e.g. 0.1 for layer 0 head 1, "
+                           "separated by commas (or click the grid).") from None
+        if not (0 <= layer < n_layers and 0 <= head < n_heads):
+            raise gr.Error(f"Head {part} does not exist: this model has layers 0 to {n_layers - 1} and heads "
+                           f"0 to {n_heads - 1}.")
+        if (layer, head) not in seen:
+            seen.add((layer, head))
+            heads.append((layer, head))
+    return heads
+
+
+def format_heads(heads) -> str:
+    return ", ".join(f"{lay}.{h}" for lay, h in sorted(heads))
+
+
+def _cell_colour(v: float, vmax: float) -> str:
+    """Red for a negative number (the head helped the token), blue for positive."""
+    a = 0.0 if vmax <= 0 else min(1.0, abs(v) / vmax)
+    return f"rgba(220, 38, 38, {a:.3f})" if v < 0 else f"rgba(37, 99, 235, {a:.3f})"
+
+
+def head_grid_html(n_layers: int, n_heads: int, selected=(), values: np.ndarray | None = None,
+                   elem: str = "hg", note: str = "") -> str:
+    """A clickable layers × heads table (numbers only, nothing from the user in it)."""
+    chosen = set(selected)
+    vmax = float(np.abs(values).max()) if values is not None and values.size else 0.0
+    rows = ['<div class="hg" id="' + elem + '"><table><tr><th>layer \\ head</th>'
+            + "".join(f"<th>{h}</th>" for h in range(n_heads)) + "</tr>"]
+    for lay in range(n_layers):
+        cells = []
+        for h in range(n_heads):
+            cls = ' class="sel"' if (lay, h) in chosen else ""
+            if values is None:
+                style, text = ("background: rgba(228, 87, 46, 0.25);" if (lay, h) in chosen else
+                               "background: rgba(128, 128, 128, 0.12);"), "✕" if (lay, h) in chosen else ""
+                title = f"layer {lay}, head {h}: click to {'keep' if (lay, h) in chosen else 'knock out'}"
+            else:
+                v = float(values[lay, h])
+                style, text = f"background: {_cell_colour(v, vmax)};", f"{v:+.2f}"
+                title = f"layer {lay}, head {h}: {v:+.4f} (click to open its pattern)"
+            cells.append(f'<td{cls} data-layer="{lay}" data-head="{h}" style="{style}" title="{title}">{text}</td>')
+        rows.append(f"<tr><th>{lay}</th>{''.join(cells)}</tr>")
+    rows.append("</table>" + (f'<div class="hg-note">{html.escape(note)}</div>' if note else "") + "</div>")
+    return "".join(rows)
+
+
+def _grid_click(evt) -> tuple[int, int] | None:
+    data = getattr(evt, "_data", None) or {}
+    try:
+        return int(data["layer"]), int(data["head"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def ko_grid(heads_text, model_name):
+    """Redraw the knock-out picker for the typed heads (bad text: keep the grid, say nothing yet)."""
+    try:
+        cfg = get_bundle(model_name).config
+        heads = parse_heads(heads_text, cfg.n_layers, cfg.n_heads)
+    except gr.Error:
+        return gr.skip()
+    return head_grid_html(cfg.n_layers, cfg.n_heads, heads, elem="att-ko-cells")
+
+
+def ko_toggle(heads_text, model_name, evt: gr.EventData):
+    """A click on the picker adds or removes that head."""
+    hit = _grid_click(evt)
+    try:
+        cfg = get_bundle(model_name).config
+        heads = parse_heads(heads_text, cfg.n_layers, cfg.n_heads)
+    except gr.Error:
+        heads, cfg = [], get_bundle(model_name).config
+    if hit is None or not (0 <= hit[0] < cfg.n_layers and 0 <= hit[1] < cfg.n_heads):
+        return gr.skip(), gr.skip()
+    heads = [x for x in heads if x != hit] if hit in heads else heads + [hit]
+    return format_heads(heads), head_grid_html(cfg.n_layers, cfg.n_heads, heads, elem="att-ko-cells")
+
+
+def _prompt_ids(bundle, prompt, cap: int) -> tuple[list[int], str]:
+    text = check_text(prompt, "prompt", max_chars=MAX_PROMPT_CHARS)
+    try:
+        tokens = av.encode_prompt(bundle.tokenizer, text, bundle.config.context_length, cap)
+    except av.PromptError as exc:
+        raise gr.Error(str(exc)) from None
+    if tokens.truncated:
+        raise gr.Error(f"The prompt has {tokens.total:,} tokens; this view takes at most {tokens.limit:,} on "
+                       f"{bundle.name} ({tokens.limit_reason}). Shorten it.")
+    return tokens.ids, text
+
+
+def _before_after_figure(tok, before: torch.Tensor, after: torch.Tensor, title: str) -> go.Figure:
+    """Horizontal bars: the next-token probabilities of the most likely tokens, before and after."""
+    ids = list(dict.fromkeys(before.topk(TOP_SHOWN).indices.tolist() + after.topk(TOP_SHOWN).indices.tolist()))
+    ids.sort(key=lambda i: -float(max(before[i], after[i])))
+    ids = ids[:TOP_SHOWN + 4]
+    labels = [f"{plot_text(token_label(tok, i))} ·#{i}" for i in ids]
+    y = np.arange(len(ids))
+    fig = go.Figure([
+        go.Bar(y=y, x=before[ids].numpy().astype(np.float32), orientation="h", name="before",
+               marker_color="#94a3b8", hovertemplate="%{x:.2%}<extra>before</extra>"),
+        go.Bar(y=y, x=after[ids].numpy().astype(np.float32), orientation="h", name="after",
+               marker_color="#e4572e", hovertemplate="%{x:.2%}<extra>after</extra>"),
+    ])
+    fig.update_layout(title=title, barmode="group", height=max(320, 90 + 34 * len(ids)),
+                      margin=dict(l=10, r=10, t=60, b=10), xaxis=dict(title="probability of the next token",
+                                                                         tickformat=".0%"),
+                      yaxis=dict(tickvals=list(y), ticktext=labels, autorange="reversed"),
+                      legend=dict(orientation="h", y=-0.12))
+    return fig
+
+
+def _tv_distance(p: torch.Tensor, q: torch.Tensor) -> float:
+    return 0.5 * float((p - q).abs().sum())
+
+
+@friendly_errors
+def knock_out(prompt, heads_text, which, mode, model_name):
+    """The next-token distribution at the last position, with and without the chosen heads."""
+    bundle = get_bundle(model_name)
+    cfg = bundle.config
+    ids, _ = _prompt_ids(bundle, prompt, av.MAX_TOKENS)
+    chosen = parse_heads(heads_text, cfg.n_layers, cfg.n_heads)
+    if which not in {v for _, v in KO_CHOICES}:
+        raise gr.Error("Choose 'knock out these heads' or 'knock out all but these'.")
+    if mode not in iv.ABLATION_MODES:
+        raise gr.Error(f"Choose how to knock out: {', '.join(iv.ABLATION_MODES)}.")
+    every = [(lay, h) for lay in range(cfg.n_layers) for h in range(cfg.n_heads)]
+    heads = chosen if which == "these" else [x for x in every if x not in chosen]
+    if not heads:
+        raise gr.Error("No head is knocked out: click heads on the grid (or type 0.1, 2.3) first."
+                       if which == "these" else "Every head is kept: 'all but these' needs fewer heads chosen.")
+    with bundle.lock, torch.inference_mode():
+        att = av.trace_prompt(bundle.model, bundle.tokenizer, prompt, cache_name=bundle.name)
+        clean = att.trace["logits"][0, -1].float()
+        ablated = iv.ablate_heads(bundle, ids, heads, mode)[0, -1].float()
+    before, after = torch.softmax(clean, -1).cpu(), torch.softmax(ablated, -1).cpu()
+    tok = bundle.tokenizer
+    top_b, top_a = int(before.argmax()), int(after.argmax())
+    what = (f"{len(heads)} of {len(every)} heads knocked out" if which == "these"
+            else f"only {len(chosen)} of {len(every)} heads kept")
+    fig = _before_after_figure(tok, before, after, f"Next token after the last position: {what} ({mode})")
+    names = format_heads(heads) if len(heads) <= 24 else f"{format_heads(heads[:24])}, …"
+    md = (f"**{what}** ({mode} ablation): {names}.  \n"
+          f"Top guess before: {_code(token_label(tok, top_b))} ({float(before[top_b]):.1%}); after: "
+          f"{_code(token_label(tok, top_a))} ({float(after[top_a]):.1%}). The probability of "
+          f"{_code(token_label(tok, top_b))} went from {float(before[top_b]):.1%} to {float(after[top_b]):.1%}. "
+          f"Total variation distance between the two distributions: {_tv_distance(before, after):.3f} "
+          "(0 = unchanged, 1 = nothing in common).")
+    return fig, md
+
+
+def _code(label: str) -> str:
+    """A token inside Markdown, shown literally."""
+    return "<code>" + html.escape(label) + "</code>"
+
+
+def _target(bundle, target_text, logits: torch.Tensor) -> tuple[int, str]:
+    target_text = check_text(target_text, "token to explain", max_chars=MAX_TARGET_CHARS, allow_empty=True)
+    if target_text == "":
+        t = int(logits.argmax())
+        return t, "the model's prediction"
+    try:
+        return av.single_token(bundle.tokenizer, target_text), "the token you chose"
+    except av.PromptError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def _dla_figure(dla: iv.LogitAttribution, label: str) -> go.Figure:
+    n_layers, n_heads = dla.heads.shape
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.2,
+                        subplot_titles=["each head (layers × heads)", "each layer: attention and MLP"])
+    z = dla.heads.numpy().astype(np.float32)
+    lim = max(1e-6, float(np.abs(z).max()))
+    fig.add_trace(go.Heatmap(z=z, x=np.arange(n_heads), y=np.arange(n_layers), zmin=-lim, zmax=lim,
+                             colorscale="RdBu_r",   # red = pushes the token up, as in the ablation grid
+                             texttemplate="%{z:.2f}" if z.size <= 200 else None,
+                             textfont=dict(size=9), colorbar=dict(title="logit", x=0.5, len=0.9, thickness=12),
+                             hovertemplate="layer %{y}, head %{x}<br>%{z:+.3f} to the logit<extra></extra>"),
+                  row=1, col=1)
+    y = np.arange(n_layers)
+    fig.add_trace(go.Bar(y=y, x=dla.attn.numpy().astype(np.float32), orientation="h", name="attention",
+                         marker_color="#6366f1", hovertemplate="layer %{y} attention: %{x:+.3f}<extra></extra>"),
+                  row=1, col=2)
+    fig.add_trace(go.Bar(y=y, x=dla.mlp.numpy().astype(np.float32), orientation="h", name="MLP",
+                         marker_color="#10b981", hovertemplate="layer %{y} MLP: %{x:+.3f}<extra></extra>"),
+                  row=1, col=2)
+    fig.update_yaxes(autorange="reversed", dtick=1, title_text="layer")
+    fig.update_xaxes(title_text="head", dtick=1, row=1, col=1)
+    fig.update_xaxes(title_text="added to the logit", row=1, col=2)
+    fig.update_layout(title=f"Direct contribution to the logit of {plot_text(label)}", barmode="group",
+                      height=min(900, 200 + 40 * n_layers), margin=dict(l=10, r=10, t=80, b=10),
+                      legend=dict(orientation="h", y=-0.15, x=0.6))
+    return fig
+
+
+ATTRIBUTION_NOTE = (
+    "**Two ways to ask which heads matter.** The grid *ablates*: each head alone is knocked out and the "
+    "change in log p(token) is shown (red: the token became less likely, so the head helped it; one batched "
+    "pass per layer). The chart beside it *reads the trace*: what each head and MLP writes into the residual "
+    "stream, read along the token's row of the output head — **direct logit attribution**, with the final "
+    "LayerNorm's scale frozen at its value in this pass (so the parts add up to the real logit). It sees only "
+    "direct effects: a head whose output is used by later layers can matter when ablated yet add little "
+    "directly, and the other way round. In both, red means the part helps the token.")
+
+
+@friendly_errors
+def head_attribution_view(prompt, target_text, mode, model_name):
+    """Layers × heads: the change in log p(target) when each head is ablated; and direct logit attribution."""
+    bundle = get_bundle(model_name)
+    cfg = bundle.config
+    limit = iv.attribution_token_limit(cfg, av.MAX_TOKENS)
+    ids, _ = _prompt_ids(bundle, prompt, limit)
+    if mode not in iv.ABLATION_MODES:
+        raise gr.Error(f"Choose how to knock out: {', '.join(iv.ABLATION_MODES)}.")
+    with bundle.lock, torch.inference_mode():
+        att = av.trace_prompt(bundle.model, bundle.tokenizer, prompt, cache_name=bundle.name)
+        logits = att.trace["logits"][0, -1].float()
+        target, why = _target(bundle, target_text, logits)
+        result = iv.head_attribution(bundle, ids, target, mode)
+        dla = iv.direct_logit_attribution(bundle.model, att.trace, target)
+    label = token_label(bundle.tokenizer, target)
+    delta = result.delta.numpy()
+    lay, h = np.unravel_index(int(np.argmin(delta)), delta.shape)
+    note = f"Δ log p({label}) when the head is ablated ({mode}); click a cell to open that head's pattern."
+    grid = head_grid_html(cfg.n_layers, cfg.n_heads, [(int(lay), int(h))], delta, elem="att-attr-cells", note=note)
+    top_dla = np.unravel_index(int(np.argmax(dla.heads.numpy())), dla.heads.shape)
+    md = (f"Target: {_code(label)} (id {target}, {why}), p = {np.exp(result.clean_logprob):.1%} at the last "
+          f"position.  \nAblation: the head that helps it most is **layer {lay} head {h}** "
+          f"(Δ log p = {float(delta[lay, h]):+.3f}); the largest direct contribution is layer {top_dla[0]} head "
+          f"{top_dla[1]} ({float(dla.heads[top_dla]):+.3f} to the logit). The parts of the direct attribution "
+          f"add up to {dla.total:.3f}; the model's logit is {dla.logit:.3f}.\n\n{ATTRIBUTION_NOTE}")
+    return grid, _dla_figure(dla, label), md
+
+
+def attr_clicked(evt: gr.EventData):
+    """A click on the attribution grid selects that layer and head."""
+    hit = _grid_click(evt)
+    if hit is None:
+        return gr.skip(), gr.skip()
+    return hit[0], hit[1]
+
+
+# ---------------------------------------------------------------- links
+
+def link_params(request: gr.Request | None, tab: str) -> dict | None:
+    """This tab's parameters from the page's URL (?tab=attention&text=…), or None for another tab."""
+    params = dict(request.query_params) if request is not None else {}
+    if params.get("tab") != tab:
+        return None
+    return params
+
+
+def _int_param(params: dict, name: str, lo: int, hi: int):
+    value = params.get(name)
+    if value is None:
+        return gr.update()
+    try:
+        v = int(value)
+    except ValueError:
+        gr.Warning(f"The link's {name}={value!r} is not a whole number; ignored it.")
+        return gr.update()
+    if not lo <= v <= hi:
+        gr.Warning(f"The link's {name}={v} is outside {lo}..{hi} for this model; ignored it.")
+        return gr.update()
+    return v
+
+
+def prefill_from_url(model_name, request: gr.Request):
+    """?tab=attention&text=…&layer=…&head=…&position=… → switch to this tab and fill it in."""
+    params = link_params(request, "attention")
+    if params is None:
+        return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), False
+    try:
+        cfg = get_bundle(model_name).config
+    except gr.Error:
+        return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), False
+    text = params.get("text")
+    if text is not None and len(text) > MAX_PROMPT_CHARS:
+        gr.Warning(f"The link's text has {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}. Ignored it.")
+        text = None
+    return (gr.Tabs(selected="attention"), text if text and text.strip() else gr.update(),
+            _int_param(params, "layer", 0, cfg.n_layers - 1), _int_param(params, "head", 0, cfg.n_heads - 1),
+            _int_param(params, "position", -av.MAX_TOKENS, av.MAX_TOKENS - 1), True)
+
+
+SHARE_JS = """
+(text, layer, head, focus) => {
+  const p = new URLSearchParams();
+  p.set('tab', 'attention');
+  p.set('text', text || '');
+  p.set('layer', layer); p.set('head', head); p.set('position', focus);
+  const url = window.location.origin + window.location.pathname + '?' + p.toString();
+  try { navigator.clipboard.writeText(url); } catch (e) {}
+  return url;
+}
+"""
+
+
+def attention_if_linked(linked, *args):
+    """After a link filled the tab in: draw it (nothing to do on a plain visit)."""
+    if not linked:
+        return tuple(gr.skip() for _ in range(10))
+    return attention(*args)
 
 
 # ---------------------------------------------------------------- the toy example
@@ -367,14 +718,19 @@ def _toy_markdown(toy: av.ToyAttention) -> str:
 
 def _toy_figure(toy: av.ToyAttention) -> go.Figure:
     w = toy.all_weights.numpy().astype(np.float32)
-    fig = go.Figure(go.Heatmap(z=w, x=toy.words, y=toy.words, colorscale="Viridis", zmin=0, zmax=float(w.max()),
+    pos = np.arange(len(toy.words))
+    fig = go.Figure(go.Heatmap(z=w, x=pos, y=pos, colorscale="Viridis", zmin=0, zmax=float(w.max()),
+                               customdata=np.array([[[toy.words[r], toy.words[c]] for c in pos] for r in pos]),
                                texttemplate="%{z:.4f}", textfont=dict(size=11),
-                               hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.4f}<extra></extra>"))
+                               hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>"
+                                             "weight %{z:.4f}<extra></extra>"))
     i = toy.query_index
     fig.add_shape(type="rect", x0=-0.5, x1=len(toy.words) - 0.5, y0=i - 0.5, y1=i + 0.5,
                   line=dict(color="#e4572e", width=3))
     fig.update_layout(title="Every query at once: softmax(X·Xᵀ) (no mask in this first example)", height=420,
-                      margin=dict(l=10, r=10, t=50, b=10), yaxis=dict(autorange="reversed"))
+                      margin=dict(l=10, r=10, t=50, b=10),
+                      xaxis=dict(tickvals=list(pos), ticktext=toy.words),
+                      yaxis=dict(autorange="reversed", tickvals=list(pos), ticktext=toy.words))
     return fig
 
 
@@ -397,16 +753,27 @@ def _picker_info(name: str) -> tuple[str, str]:
             f"Which head of that layer: 0 to {cfg.n_heads - 1} for this model.")
 
 
-def _on_model_change(name, layer, head):
-    """Keep the pickers within the new model's range and say what the range is."""
+def default_prompt(name) -> str:
+    try:
+        return pick_example(get_bundle(name).tokenizer, DEFAULT_PROMPTS)
+    except gr.Error:
+        return DEFAULT_PROMPT
+
+
+def _on_model_change(name, layer, head, prompt):
+    """Keep the pickers within the new model's range and say what the range is; a prompt
+    still at a default becomes the new model's default; the knock-out grid is redrawn."""
     info_layer, info_head = _picker_info(name)
     try:
         cfg = get_bundle(name).config
         layer = min(max(int(layer or 0), 0), cfg.n_layers - 1)
         head = min(max(int(head or 0), 0), cfg.n_heads - 1)
+        grid = head_grid_html(cfg.n_layers, cfg.n_heads, (), elem="att-ko-cells")
     except (gr.Error, TypeError, ValueError):
-        layer, head = 0, 0
-    return gr.update(value=layer, info=info_layer), gr.update(value=head, info=info_head)
+        layer, head, grid = 0, 0, gr.update()
+    prompt = default_prompt(name) if prompt in DEFAULT_PROMPTS else gr.update()
+    return (gr.update(value=layer, info=info_layer), gr.update(value=head, info=info_head), prompt, "", grid,
+            "", None, "")
 
 
 DEFAULTS = dict(prompt=DEFAULT_PROMPT, layer=0, head=0, focus=-1, statistic="previous token", math_tokens=6,
@@ -414,7 +781,7 @@ DEFAULTS = dict(prompt=DEFAULT_PROMPT, layer=0, head=0, focus=-1, statistic="pre
 
 
 def build(ctx) -> None:
-    d = DEFAULTS
+    d = dict(DEFAULTS, prompt=default_prompt(ctx.model_name.value))
     try:
         init = attention(d["prompt"], d["layer"], d["head"], d["focus"], d["statistic"], d["math_tokens"],
                          d["seed"], ctx.model_name.value)
@@ -422,6 +789,11 @@ def build(ctx) -> None:
         init = ("",) + (None,) * 5 + ("", "", None, None)  # the page still works; a click shows why
     toy_init = toy_example("journey")
     info_layer, info_head = _picker_info(ctx.model_name.value)
+    try:
+        cfg0 = get_bundle(ctx.model_name.value).config
+        grid_init = head_grid_html(cfg0.n_layers, cfg0.n_heads, (), elem="att-ko-cells")
+    except gr.Error:
+        grid_init = ""
 
     with gr.Tab("4 · Attention", id="attention", elem_id="tab-attention"):
         gr.Markdown(INTRO)
@@ -457,6 +829,45 @@ def build(ctx) -> None:
             with gr.Column(scale=1):
                 summary_plot = gr.Plot(init[5], label="Every head at a glance", elem_id="att-summary")
                 summary_text = gr.Markdown(init[6], elem_id="att-summary-text")
+        with gr.Row(equal_height=True):
+            share_btn = gr.Button("Copy link to this view", scale=1, elem_id="att-share")
+            share_url = gr.Textbox(label="Link", scale=4, elem_id="att-share-url", interactive=False,
+                                   info="The prompt, layer, head and token travel in the URL "
+                                        "(?tab=attention&text=…&layer=…&head=…&position=…).")
+
+        with gr.Accordion("Knock out heads: what changes when heads are gone", open=True, elem_id="att-ko-box"):
+            gr.Markdown("Click heads on the grid (or type them as layer.head) and knock them out: their output, "
+                        "the slice of the input to `out_proj` that belongs to them, is replaced by zero or by "
+                        "its average over this prompt. The chart compares the next-token distribution at the "
+                        "last position before and after.")
+            with gr.Row():
+                with gr.Column(scale=2):
+                    ko_cells = gr.HTML(grid_init, elem_id="att-ko-grid", js_on_load=GRID_JS, css_template=GRID_CSS)
+                    ko_heads = gr.Textbox("", label="Heads to knock out (layer.head)", elem_id="att-ko-heads",
+                                          placeholder="e.g. 0.1, 2.3", max_length=MAX_HEADS_CHARS,
+                                          info="Click the grid to add or remove a head.")
+                    ko_which = gr.Radio(KO_CHOICES, value="these", label="Which", elem_id="att-ko-which")
+                    ko_mode = gr.Radio(MODE_CHOICES, value="zero", label="Replace the head's output by",
+                                       elem_id="att-ko-mode")
+                    ko_btn = gr.Button("Knock out", variant="primary", elem_id="att-ko-run")
+                with gr.Column(scale=3):
+                    ko_plot = gr.Plot(None, label="Next token, before and after", elem_id="att-ko-plot")
+                    ko_md = gr.Markdown("", elem_id="att-ko-md")
+
+        with gr.Accordion("Which heads matter for a token", open=True, elem_id="att-attr-box"):
+            with gr.Row():
+                target = gr.Textbox("", label="Token to explain", elem_id="att-target", scale=2,
+                                    max_length=MAX_TARGET_CHARS,
+                                    info="Empty: the model's prediction after the last token. Otherwise one token "
+                                         "of this model, e.g. ' the' (a leading space is part of a token).")
+                attr_mode = gr.Radio(MODE_CHOICES, value="zero", label="Ablate by", elem_id="att-attr-mode", scale=2)
+                attr_btn = gr.Button("Which heads matter?", variant="primary", elem_id="att-attr-run", scale=1)
+            with gr.Row():
+                with gr.Column(scale=2):
+                    attr_cells = gr.HTML("", elem_id="att-attr-grid", js_on_load=GRID_JS, css_template=GRID_CSS)
+                with gr.Column(scale=3):
+                    dla_plot = gr.Plot(None, label="Direct logit attribution", elem_id="att-dla")
+            attr_md = gr.Markdown("", elem_id="att-attr-md")
 
         with gr.Accordion("The maths, step by step, for the chosen layer and head", open=True):
             with gr.Row():
@@ -485,9 +896,31 @@ def build(ctx) -> None:
                math_tokens.release, seed.submit],
               attention, inputs, outputs, api_name="attention", concurrency_id=CPU_HEAVY,
               trigger_mode="always_last")
-        ctx.model_changed.change(_on_model_change, [ctx.model_name, layer, head], [layer, head],
+        ctx.model_changed.change(_on_model_change, [ctx.model_name, layer, head, prompt],
+                                 [layer, head, prompt, ko_heads, ko_cells, attr_cells, dla_plot, attr_md],
                                  api_visibility="private", queue=False).then(
             attention, inputs, outputs, api_visibility="private", concurrency_id=CPU_HEAVY)
+
+        ko_cells.click(ko_toggle, [ko_heads, ctx.model_name], [ko_heads, ko_cells], api_visibility="private",
+                       queue=False)
+        ko_heads.input(ko_grid, [ko_heads, ctx.model_name], ko_cells, api_visibility="private", queue=False,
+                       trigger_mode="always_last")
+        gr.on([ko_btn.click, ko_heads.submit], knock_out, [prompt, ko_heads, ko_which, ko_mode, ctx.model_name],
+              [ko_plot, ko_md], api_name="knock_out_heads", concurrency_id=CPU_HEAVY)
+        gr.on([attr_btn.click, target.submit], head_attribution_view, [prompt, target, attr_mode, ctx.model_name],
+              [attr_cells, dla_plot, attr_md], api_name="head_attribution", concurrency_id=CPU_HEAVY)
+        attr_cells.click(attr_clicked, None, [layer, head], api_visibility="private", queue=False).then(
+            attention, inputs, outputs, api_visibility="private", concurrency_id=CPU_HEAVY)
+        share_btn.click(None, [prompt, layer, head, focus], share_url, js=SHARE_JS)
+
+        linked = gr.State(False)
+        root = gr.context.Context.root_block
+        tabs_out = ctx.tabs if ctx.tabs is not None else gr.State()
+        root.load(prefill_from_url, ctx.model_name, [tabs_out, prompt, layer, head, focus, linked],
+                  api_visibility="private").then(attention_if_linked, [linked, *inputs], outputs,
+                                                 api_visibility="private", concurrency_id=CPU_HEAVY)
+        ctx.shared["attention"] = dict(prompt=prompt, layer=layer, head=head, focus=focus, target=target,
+                                       inputs=inputs, outputs=outputs, run=attention)
         toy_word.change(toy_example, toy_word, [toy_md, toy_plot], api_name="attention_toy")
 
         examples.load_input_event.then(attention, inputs, outputs, api_visibility="private",

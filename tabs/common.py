@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 
@@ -29,6 +29,9 @@ class AppContext:
     model_name: gr.State          # this session's active model name (a string, cheap to copy)
     model_changed: gr.Textbox     # hidden; its .change fires after the header loads a model
     model_picker: gr.Dropdown | None = None  # the header picker: update its choices after saving a model
+    tabs: gr.Tabs | None = None   # the stages; an event may return gr.Tabs(selected=<tab id>) to switch
+    # Components a tab offers to later tabs (built in STAGES order): {"attention": {"prompt": …}, …}
+    shared: dict = field(default_factory=dict)
 
 
 def get_bundle(name: str | None) -> ModelBundle:

@@ -14,7 +14,7 @@ from llm_core import embedding_view as ev
 from llm_core.model import build_untrained
 from llm_core.registry import model_choices
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
-from tabs.plots import note_figure
+from tabs.figures import note_figure
 
 # Defaults are picked from these to suit the model's vocabulary (GPT-2's, or a small one of Python docs).
 WORD_CANDIDATES = ("king, queen, man, woman, Paris, London, dog, cat, one, two, three, four, red, blue, def, "
@@ -47,8 +47,9 @@ _twins: dict = {}  # one untrained twin per config, shared by all sessions
 
 
 def _esc(text: str) -> str:
-    """For plotly text and HTML attributes."""
-    return html.escape(str(text), quote=True)
+    """For plotly text and HTML attributes: quotes as numeric entities, which plotly decodes
+    (it shows a named ``&quot;`` literally)."""
+    return html.escape(str(text), quote=False).replace('"', "&#34;").replace("'", "&#39;")
 
 
 # Characters that HTML or Markdown would interpret, written as numeric entities instead.
@@ -249,7 +250,7 @@ def decomposition_markdown(out: ev.InputEmbedding, batch: int, length: int) -> s
         ("token embeddings", s["token embeddings"], "`tok_emb(ids)`: one row per token"),
         ("position embeddings", s["position embeddings"],
          f"`pos_emb(torch.arange({t}))`: the same for every window, broadcast over the batch"),
-        ("input embeddings", s["input embeddings"], "token + position: what block 1 receives"),
+        ("input embeddings", s["input embeddings"], "token + position: what layer 0 receives"),
     ]
     table = "| tensor | shape | how |\n|---|---|---|\n" + "\n".join(
         f"| {name} | `{_shape(shape)}` | {how} |" for name, shape, how in rows)
@@ -273,12 +274,14 @@ def decomposition_figure(out: ev.InputEmbedding) -> go.Figure:
     lim = float(max(np.abs(p).max() for _, p in parts)) or 1.0
     fig = make_subplots(rows=1, cols=3, subplot_titles=[name for name, _ in parts], shared_yaxes=True,
                         horizontal_spacing=0.03)
+    rows = np.arange(len(labels))   # positions, labelled: a categorical axis would merge equal labels
+    names = np.array([[lab] * cols for lab in labels], dtype=object)
     for i, (name, z) in enumerate(parts, 1):
-        fig.add_trace(go.Heatmap(z=z.astype(np.float32), y=labels, zmin=-lim, zmax=lim, colorscale="RdBu",
-                                 reversescale=True, showscale=i == 3, name=name,
-                                 hovertemplate="%{y}<br>dimension %{x}: %{z:.3f}<extra>" + name + "</extra>"),
+        fig.add_trace(go.Heatmap(z=z.astype(np.float32), y=rows, customdata=names, zmin=-lim, zmax=lim,
+                                 colorscale="RdBu", reversescale=True, showscale=i == 3, name=name,
+                                 hovertemplate="%{customdata}<br>dimension %{x}: %{z:.3f}<extra>" + name + "</extra>"),
                       row=1, col=i)
-    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_yaxes(autorange="reversed", tickvals=list(rows), ticktext=labels)
     shown = f"first {cols} of {d} dimensions" if cols < d else f"all {d} dimensions"
     fig.update_layout(title=f"Window 1 of the batch ({shown})", height=max(260, 60 + 26 * len(labels)),
                       margin=dict(l=10, r=10, t=70, b=10))
@@ -398,14 +401,15 @@ def _defaults(model_name) -> dict:
     tok, n_vocab = bundle.tokenizer, ev.usable_vocab(bundle.model, bundle.tokenizer)
 
     def ok(word):
-        try:
-            return ev.resolve_token(tok, word, n_vocab) is not None
-        except ev.TokenNotFound:
-            return False
+        # A whole word as it appears inside a sentence (' cat' as one token): a word that only
+        # exists without its space ('cat' in a small vocabulary) is a piece, not the word.
+        ids = tok.encode(" " + word)
+        return len(ids) == 1 and ids[0] < n_vocab
 
     words = [w.strip() for w in WORD_CANDIDATES.split(",") if ok(w.strip())] or ["#10", "#11", "#12"]
     triple = next((t for t in ANALOGY_CANDIDATES if all(ok(w) for w in t)), ("#20", "#21", "#22"))
-    return {"words": ", ".join(words), "query": next(q for q in QUERY_CANDIDATES if ok(q)), "analogy": triple}
+    query = next((q for q in QUERY_CANDIDATES if q.startswith("#") or ok(q)), "#10")
+    return {"words": ", ".join(words), "query": query, "analogy": triple}
 
 
 def build(ctx) -> None:

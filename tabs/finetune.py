@@ -27,7 +27,7 @@ from llm_core.lora import ALL_TARGETS, TARGET_LABELS, LoRAError, load_adapter
 from llm_core.peft_format import is_peft_upload, load_peft_adapter
 from tabs import hub_export
 from tabs.common import TRAINING_SLOT, check_float, check_int, check_text, friendly_errors, get_bundle
-from tabs.plots import note_figure
+from tabs.figures import note_figure
 
 # Server-side caps (2 vCPUs shared by every visitor).
 MAX_STEPS = 2000
@@ -205,7 +205,7 @@ def norms_figure(norms: dict, n_layers: int) -> go.Figure | None:
     if not norms:
         return None
     cols = [t for t in ALL_TARGETS if any(k[0] == t for k in norms)]
-    rows = [f"block {i}" for i in range(n_layers)] + (["output head"] if any(k[1] is None for k in norms) else [])
+    rows = [f"layer {i}" for i in range(n_layers)] + (["output head"] if any(k[1] is None for k in norms) else [])
     z = np.full((len(rows), len(cols)), np.nan, dtype=np.float32)
     for (t, i), v in norms.items():
         z[n_layers if i is None else i, cols.index(t)] = v

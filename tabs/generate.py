@@ -21,7 +21,7 @@ from llm_core.generation import (
     token_pieces,
 )
 from tabs.common import CPU_HEAVY, check_float, check_int, check_text, friendly_errors, get_bundle
-from tabs.plots import note_figure
+from tabs.figures import note_figure, plot_text
 
 # ---------------------------------------------------------------- limits and choices
 
@@ -362,7 +362,7 @@ def step_figure(run, i: int | None) -> go.Figure:
                 customdata=ids, hovertemplate="%{y} (id %{customdata}): %{x:.2%}<extra>sampled from</extra>")
     how = "forced by your branch" if rec["forced"] else ("stop token" if rec["is_eos"] else "picked")
     fig.update_layout(
-        title=dict(text=f"Step {i + 1}: {html.escape(visible(rec['token']))} {how} · model {_pct(rec['p'])} → "
+        title=dict(text=f"Step {i + 1}: {plot_text(visible(rec['token']))} {how} · model {_pct(rec['p'])} → "
                         f"{_pct(rec['p_sampled'])} · {rec['kept']:,} tokens left after filtering", font_size=14),
         yaxis=dict(autorange="reversed", type="category"))
     return fig
@@ -528,6 +528,37 @@ def clicked_step(run, evt: gr.EventData):
     return gr.update(value=min(max(i, 0), len(run["steps"]) - 1) + 1)
 
 
+INSPECT_MAX_TOKENS = 256   # the Attention tab's display cap
+
+
+def inspect_step(run, step, tab: str):
+    """The context the model saw when it chose the selected step's token, for the Attention or
+    Architecture tab: (tab switch, prompt text, position of its last token, the chosen token)."""
+    if not run or not run.get("steps"):
+        raise gr.Error("Generate some text first, then choose a step to inspect.")
+    bundle = get_bundle(run["model"])
+    i = min(max(check_int(step, "Step", 1, 10**9), 1), len(run["steps"])) - 1
+    ids = run["prompt_ids"] + [r["token_id"] for r in run["steps"][:i]]
+    if len(ids) > INSPECT_MAX_TOKENS:
+        gr.Info(f"Step {i + 1} saw {len(ids):,} tokens; the inspected prompt keeps the last {INSPECT_MAX_TOKENS}.")
+        ids = ids[-INSPECT_MAX_TOKENS:]
+    tok = bundle.tokenizer
+    text = tok.decode(ids)
+    position = max(0, min(len(tok.encode(text)), INSPECT_MAX_TOKENS) - 1)
+    chosen = run["steps"][i]["token_id"]
+    piece = tok.decode([chosen])
+    target = piece if list(tok.encode(piece)) == [chosen] else ""  # a partial UTF-8 byte cannot be typed
+    return gr.Tabs(selected=tab), text, position, target
+
+
+def inspect_in_attention(run, step):
+    return inspect_step(run, step, "attention")
+
+
+def inspect_in_architecture(run, step):
+    return inspect_step(run, step, "architecture")[:3]
+
+
 def apply_preset(name):
     if name not in PRESETS:
         return gr.skip(), gr.skip(), gr.skip()
@@ -556,14 +587,17 @@ def temperature_plot(source, temperatures, run, step):
         where = "the book's 9-word vocabulary"
     fig = go.Figure()
     rows = []
+    x = np.arange(len(labels))   # positions, labelled: two tokens that display alike keep their own bars
+    shown = [plot_text(lab) for lab in labels]
     for t in temps:
         probs = softmax_with_temperature(logits, t)[top]
-        fig.add_bar(x=labels, y=probs.numpy().astype(np.float32), name=f"T = {t:g}",
-                    hovertemplate="%{x}: %{y:.2%}<extra>T = " + f"{t:g}</extra>")
+        fig.add_bar(x=x, y=probs.numpy().astype(np.float32), name=f"T = {t:g}", customdata=shown,
+                    hovertemplate="%{customdata}: %{y:.2%}<extra>T = " + f"{t:g}</extra>")
         rows.append(f"| {t:g} | {code(labels[int(probs.argmax())])} {_pct(float(probs.max()))} | "
                     f"{_pct(float(probs.sum()))} |")
     fig.update_layout(height=360, barmode="group", margin=dict(l=10, r=10, t=40, b=40),
                       yaxis=dict(title="probability", tickformat=".0%"),
+                      xaxis=dict(tickvals=list(x), ticktext=shown),
                       title=dict(text=f"softmax(logits / T) on {where}", font_size=14),
                       legend=dict(orientation="h", y=-0.18))
     note = ("| T | most likely | mass of the tokens shown |\n|---|---|---|\n" + "\n".join(rows)
@@ -729,6 +763,13 @@ def build(ctx) -> None:
                                    info="Replace the selected step's pick by one of its candidates and continue "
                                         "from there (same total length, current knobs and seed).")
                     branch_btn = gr.Button("Continue from this alternative", elem_id="gen-branch")
+                with gr.Row():
+                    inspect_att = gr.Button("Inspect this step in Attention", size="sm",
+                                            elem_id="gen-inspect-attention")
+                    inspect_arch = gr.Button("… in Architecture", size="sm", elem_id="gen-inspect-architecture")
+                gr.Markdown("Opens the tab on the text the model saw when it chose this token, with its last "
+                            "position selected (where the choice was made) and the chosen token to explain.",
+                            elem_id="gen-inspect-note")
         with gr.Accordion("Per-step candidates as JSON (what the API returns)", open=False):
             steps_js = gr.JSON(label="Per-step candidates", elem_id="gen-steps-json")
 
@@ -789,6 +830,18 @@ def build(ctx) -> None:
         # Queued behind the cancelled run (same concurrency id), so it sees its last state.
         stop_btn.click(None, None, None, cancels=[gen_event, branch_event, cmp_event]).then(
             stopped, run_state, outs, api_visibility="private", concurrency_id=CPU_HEAVY)
+        att, arch = ctx.shared.get("attention"), ctx.shared.get("architecture")
+        if att is not None and arch is not None and ctx.tabs is not None:
+            inspect_att.click(inspect_in_attention, [run_state, step],
+                              [ctx.tabs, att["prompt"], att["focus"], att["target"]],
+                              api_visibility="private", queue=False).success(
+                lambda text: text, att["prompt"], arch["prompt"], api_visibility="private", queue=False).then(
+                att["run"], att["inputs"], att["outputs"], api_visibility="private", concurrency_id=CPU_HEAVY)
+            inspect_arch.click(inspect_in_architecture, [run_state, step],
+                               [ctx.tabs, arch["prompt"], arch["position"]],
+                               api_visibility="private", queue=False).success(
+                lambda text: text, arch["prompt"], att["prompt"], api_visibility="private", queue=False).then(
+                arch["run"], arch["inputs"], arch["outputs"], api_visibility="private", concurrency_id=CPU_HEAVY)
         # Another model makes the last run's ids meaningless: forget it.
         ctx.model_changed.change(reset_outputs, ctx.model_changed, outs, api_visibility="private", queue=False)
 

@@ -28,7 +28,7 @@ from llm_core.training import TrainConfig, calc_loss_loader, gpt2_init_, perplex
 from tabs import hub_export
 from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, TRAINING_SLOT, check_float, check_int,
                          check_text, friendly_errors)
-from tabs.plots import note_figure
+from tabs.figures import note_figure
 
 # Server-side caps: a demo machine has 2 vCPUs shared by every visitor.
 MAX_STEPS = 3000

@@ -13,7 +13,7 @@ from llm_core.bpe import BPETrainResult, train_bpe
 from llm_core.tokenizers import (CL100K, ENDOFTEXT, O200K, UNK, SimpleTokenizerV2, SpecialTokenError,
                                  available_tokenizers, get_named_tokenizer, gpt2_tokenizer)
 from tabs.common import CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, check_int, check_text, friendly_errors, get_bundle
-from tabs.plots import note_figure
+from tabs.figures import note_figure
 
 BOOK_SENTENCE = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of the palace."
 # Our own little paragraph for the word-level tokenizer's vocabulary: it lacks "Hello" and

@@ -143,9 +143,114 @@ def test_one_token_prompt_draws_everything():
 def test_switching_models_keeps_the_pickers_in_range():
     from tabs.attention import _on_model_change
 
-    layer, head = _on_model_change("untrained:tiny", 99, -4)
+    from tabs.attention import DEFAULT_PROMPTS
+
+    layer, head, prompt, ko_heads, grid, *_ = _on_model_change("untrained:tiny", 99, -4, DEFAULT_PROMPTS[1])
     tiny = load_model("untrained:tiny").config
     assert layer["value"] == tiny.n_layers - 1 and head["value"] == 0
     assert f"0 to {tiny.n_layers - 1}" in layer["info"]
-    layer, head = _on_model_change("no-such-model-anywhere", 3, 3)
+    assert prompt == DEFAULT_PROMPTS[0]        # GPT-2's tokenizer keeps "cat" whole: its default prompt
+    assert ko_heads == "" and grid.count("data-layer=") == tiny.n_layers * tiny.n_heads
+    layer, head, prompt, *_ = _on_model_change("no-such-model-anywhere", 3, 3, "my own text")
     assert layer["value"] == 0 and head["value"] == 0
+    assert prompt == {"__type__": "update"}     # a prompt the user typed stays
+
+
+# ---------------------------------------------------------------- repeated tokens, knock-out, attribution
+
+REPEAT = "The list is a list of values. The list is a list of"
+
+
+def test_math_heatmaps_keep_repeated_tokens(client):
+    """' list' appears twice in the first six tokens: every panel still has six rows, one per position."""
+    tok = load_model(default_model_name()).tokenizer
+    ids = tok.encode(REPEAT)[:6]
+    assert len(set(ids)) < len(ids)
+    out = _predict(client, prompt=REPEAT, math_tokens=6)
+    scores, qkv = _figure(out[9]), _figure(out[8])
+    for trace in scores["data"] + qkv["data"]:
+        assert len(values(trace["z"])) == 6
+        assert values(trace["y"]) == list(range(6))
+
+
+def _ko(client, heads, which="these", mode="zero", prompt=REPEAT):
+    return client.predict(prompt, heads, which, mode, api_name="/knock_out_heads")
+
+
+def _bars(fig):
+    data = _figure(fig)["data"]
+    return [np.array(values(d["x"]), dtype=float) for d in data]
+
+
+def test_knocking_out_a_head_changes_the_next_token_distribution(client, cfg):
+    fig, md = _ko(client, "0.0")
+    before, after = _bars(fig)
+    assert not np.allclose(before, after, atol=1e-4)
+    assert "1 of" in md and "heads knocked out" in md and "Total variation" in md
+    # the same heads through the core function: the same probabilities
+    bundle = load_model(default_model_name())
+    from llm_core import interventions as iv
+    ids = bundle.tokenizer.encode(REPEAT)
+    with torch.inference_mode():
+        p = torch.softmax(iv.ablate_heads(bundle, ids, [(0, 0)])[0, -1], -1)
+    assert after.max() == pytest.approx(float(p.max()), abs=1e-5)
+
+
+def test_knock_out_all_but_and_mean_mode(client, cfg):
+    fig, md = _ko(client, "0.0, 1.1", which="all but", mode="mean")
+    assert f"only 2 of {cfg.n_layers * cfg.n_heads} heads kept" in md and "mean" in md
+    before, after = _bars(fig)
+    assert not np.allclose(before, after, atol=1e-4)
+
+
+@pytest.mark.parametrize("heads,which,message", [
+    ("", "these", "No head is knocked out"),
+    ("99.0", "these", "does not exist"),
+    ("zero", "these", "not a head"),
+    ("0.0", "everything", "not in the list of choices"),
+])
+def test_knock_out_bad_input(client, heads, which, message):
+    with pytest.raises(AppError, match=message):
+        _ko(client, heads, which=which)
+
+
+def test_head_attribution_grid_matches_single_ablations(client, cfg):
+    import re
+    from llm_core import interventions as iv
+    grid, dla, md = client.predict(REPEAT, "", "zero", api_name="/head_attribution")
+    cells = re.findall(r'data-layer="(\d+)" data-head="(\d+)"[^>]*title="layer \d+, head \d+: ([-+0-9.]+)', grid)
+    assert len(cells) == cfg.n_layers * cfg.n_heads
+    bundle = load_model(default_model_name())
+    ids = bundle.tokenizer.encode(REPEAT)
+    with torch.inference_mode():
+        logits = bundle.model(torch.tensor([ids]))[0, -1]
+        target = int(logits.argmax())
+        clean = torch.log_softmax(logits, -1)[target]
+        lay, h = int(cells[5][0]), int(cells[5][1])
+        single = torch.log_softmax(iv.ablate_heads(bundle, ids, [(lay, h)])[0, -1], -1)[target] - clean
+    assert float(cells[5][2]) == pytest.approx(float(single), abs=2e-4)
+    data = _figure(dla)["data"]
+    assert data[0]["type"] == "heatmap" and [d["name"] for d in data[1:]] == ["attention", "MLP"]
+    assert "direct logit attribution" in md and "LayerNorm" in md and "add up to" in md
+
+
+def test_head_attribution_for_a_chosen_token_and_refusals(client):
+    grid, _, md = client.predict(REPEAT, " values", "mean", api_name="/head_attribution")
+    assert "the token you chose" in md and "values" in md
+    with pytest.raises(AppError, match="not one"):
+        client.predict(REPEAT, " catalogue", "zero", api_name="/head_attribution")
+    with pytest.raises(AppError, match="at most"):
+        client.predict(" list" * 500, "", "zero", api_name="/head_attribution")
+
+
+def test_huge_inputs_are_refused_on_the_server(client):
+    with pytest.raises(AppError, match="limit"):
+        _ko(client, "0.0, " * 10_000)
+    with pytest.raises(AppError, match="limit"):
+        client.predict(REPEAT, "x" * 1_000, "zero", api_name="/head_attribution")
+
+
+def test_quotes_in_tokens_are_shown_as_quotes(client):
+    head_map = _figure(_predict(client, prompt='say "hi" and "bye"')[1])
+    ticks = head_map["layout"]["yaxis"]["ticktext"]
+    assert any('"' in t for t in ticks) and not any("&quot;" in t for t in ticks)

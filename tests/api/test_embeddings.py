@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from gradio_client.exceptions import AppError
 
+from llm_core import load_model
 from tests.api.plots import plot_data, values
 
 
@@ -141,3 +142,14 @@ def test_before_vs_after_needs_one_tokenizer(client):
         pytest.skip("no installed model with a tokenizer other than GPT-2's")
     with pytest.raises(AppError, match="same id means different text"):
         client.predict(other, "untrained:tiny", "#10", 3, api_name="/embedding_compare")
+
+
+def test_default_labels_are_whole_words_of_the_shipped_tokenizer():
+    """' cat' is ' c' + 'at' in the shipped BPE: such words are not offered as defaults."""
+    from tabs.embeddings import _defaults
+
+    tok = load_model("pydoc-gpt").tokenizer
+    d = _defaults("pydoc-gpt")
+    words = [w.strip() for w in d["words"].split(",")]
+    assert words and "cat" not in words and "red" not in words
+    assert all(len(tok.encode(" " + w)) == 1 for w in words + list(d["analogy"]) + [d["query"]])

@@ -184,7 +184,7 @@ def test_select_step_and_click(model_name):
 def test_temperature_plot_reproduces_the_book(client):
     fig, note = G.temperature_plot(G.TEMP_SOURCE_BOOK, "0.1, 1, 5", None, 1)
     assert [tr.name for tr in fig.data] == ["T = 0.1", "T = 1", "T = 5"]
-    assert fig.data[2].y[list(fig.data[2].x).index("pizza")] == pytest.approx(0.043, abs=5e-4)
+    assert fig.data[2].y[list(fig.data[2].customdata).index("pizza")] == pytest.approx(0.043, abs=5e-4)
     assert "forward" in note
     plot, text = client.predict(G.TEMP_SOURCE_BOOK, "0.5, 2", 1, api_name="/temperature_plot")
     assert "T = 2" in plot["plot"] and "| 0.5 |" in text
@@ -228,3 +228,19 @@ def test_kv_cache_timing(client):
         client.predict("hi", 0, api_name="/generate_speed")
     with pytest.raises(gr.Error, match="Max new tokens"):
         G.measure_cache("hi", 0, default_model_name())
+
+
+def test_inspect_a_step_gives_the_context_the_model_saw():
+    name = default_model_name()
+    tok = load_model(name).tokenizer
+    prompt_ids = tok.encode("The list is")
+    chosen = tok.encode(" a list of values")
+    run = {"model": name, "prompt_ids": prompt_ids, "steps": [{"token_id": t} for t in chosen]}
+    tabs, text, position, target = G.inspect_step(run, 3, "attention")     # step 3 chose ' of'
+    assert tabs.selected == "attention"
+    assert text == tok.decode(prompt_ids + chosen[:2])
+    assert position == len(tok.encode(text)) - 1
+    assert target == tok.decode([chosen[2]]) and tok.encode(target) == [chosen[2]]
+    assert G.inspect_in_architecture(run, 1)[0].selected == "architecture"
+    with pytest.raises(gr.Error, match="Generate some text first"):
+        G.inspect_step(None, 1, "attention")

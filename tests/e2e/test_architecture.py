@@ -22,7 +22,7 @@ def test_diagram_counts_and_a_prompt_through_the_model(page):
     page.locator("#arch-run").click()
     expect(page.locator("#arch-lens .js-plotly-plot")).to_be_visible(timeout=WAIT)
     expect(page.locator("#arch-residual .js-plotly-plot")).to_be_visible(timeout=WAIT)
-    expect(page.locator("#arch-lens-table")).to_contain_text("after block 1", timeout=WAIT)
+    expect(page.locator("#arch-lens-table")).to_contain_text("after layer 0", timeout=WAIT)
     expect(page.locator("#arch-ln-md")).to_contain_text("variance", timeout=WAIT)
     assert page.locator("#arch-lens-note i").count() == 0
 
@@ -39,3 +39,12 @@ def test_gpt2_sizes_without_loading_weights(page):
     page.locator("#arch-preset input").click()
     page.get_by_role("option", name=re.compile("GPT-2 XL")).click()
     expect(page.locator("#arch-preset-totals")).to_contain_text("1,637,792,000", timeout=WAIT)
+
+
+def test_activation_patching_draws_the_layers_by_positions_map(page):
+    open_tab(page, "tab-architecture")
+    expect(page.locator("#arch-clean textarea, #arch-clean input").first).not_to_have_value("", timeout=WAIT)
+    page.locator("#arch-patch-run").click()
+    expect(page.locator("#arch-patch-map .js-plotly-plot .heatmaplayer").first).to_be_attached(timeout=WAIT)
+    expect(page.locator("#arch-patch-md")).to_contain_text("strongest patch", timeout=WAIT)
+    expect(page.locator("#arch-dla .js-plotly-plot")).to_be_attached(timeout=WAIT)

@@ -4,7 +4,7 @@ from playwright.sync_api import expect
 
 from llm_core import default_model_name, load_model
 from llm_core.embedding_view import token_label
-from tabs.attention import DEFAULT_PROMPT
+from tabs.attention import default_prompt
 from tests.conftest import open_tab
 
 SLOW = 30_000  # plotly loads lazily and the machine may be busy
@@ -17,7 +17,7 @@ def test_attention_tab_draws_the_heatmaps(page):
         expect(page.locator(f"#{plot} .js-plotly-plot")).to_be_visible(timeout=SLOW)
     # A heatmap layer labelled with the prompt's tokens (the app's default model tokenizes it).
     tok = load_model(default_model_name()).tokenizer
-    first = token_label(tok, tok.encode(DEFAULT_PROMPT)[0])
+    first = token_label(tok, tok.encode(default_prompt(default_model_name()))[0])
     expect(page.locator("#att-head-map .heatmaplayer").first).to_be_attached()
     expect(page.locator("#att-head-map .ytick text").first).to_contain_text(first)
     expect(page.locator("#att-math")).to_contain_text("Causal mask")

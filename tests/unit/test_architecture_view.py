@@ -101,7 +101,7 @@ class _IdTokenizer:
 def test_residual_norms_per_stage(traced):
     model, ids, trace = traced
     names, norms = av.residual_norms(trace)
-    assert names == ["embeddings", "after block 1", "after block 2", "after block 3"]
+    assert names == ["embeddings", "after layer 0", "after layer 1", "after layer 2"]
     assert norms.shape == (4, ids.shape[1])
     assert norms[2, 4] == pytest.approx(trace["blocks.1.resid_post"][0, 4].norm().item(), rel=1e-5)
 
