@@ -16,7 +16,7 @@ def test_finetune_live_curve_stop_and_try(page):
         "() => document.querySelector('#ft-status').innerText.includes('stopped')", timeout=90_000)
     page.wait_for_function(
         "() => document.querySelector('#ft-results').innerText.includes('Accuracy')", timeout=90_000)
-    page.wait_for_selector("#ft-norms .js-plotly-plot .trace", timeout=30_000)
+    page.wait_for_selector("#ft-norms .js-plotly-plot .heatmaplayer .hm image", timeout=30_000)
     page.locator("#ft-try-cls").click()
     page.wait_for_function(
         "() => /function|class/.test(document.querySelector('#ft-try-probs').innerText)", timeout=30_000)
