@@ -162,11 +162,15 @@ def _xy(xs, ys):
     return x, y
 
 
+FT_PLOT_NOTE = "Press Start fine-tuning: the loss and accuracy curves appear here."
+
+
 def curves_figure(runs: list[dict], log_scale: bool = False, smoothing: float = 0.6) -> go.Figure:
     """Train/validation loss of this session's runs of the newest run's task (newest bold), plus
     accuracy for classification (losses of different tasks are not comparable)."""
-    if runs:
-        runs = [r for r in runs if r.get("task") == runs[-1].get("task")]
+    if not runs:
+        return note_figure(FT_PLOT_NOTE)
+    runs = [r for r in runs if r.get("task") == runs[-1].get("task")]
     with_acc = any(r.get("val_acc") for r in runs)
     fig = make_subplots(rows=1, cols=2 if with_acc else 1, subplot_titles=(
         ("Loss (cross-entropy)", "Accuracy") if with_acc else ("Loss (cross-entropy)",)))
@@ -617,8 +621,7 @@ def build(ctx) -> None:
                     start = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
                     stop = gr.Button("Stop", variant="stop", elem_id="ft-stop")
                 status = gr.Markdown("Press **Start fine-tuning**.", elem_id="ft-status")
-        plot = gr.Plot(note_figure("Press Start fine-tuning: the loss and accuracy curves appear here."),
-                       label="Training curves", elem_id="ft-plot")
+        plot = gr.Plot(curves_figure([]), label="Training curves", elem_id="ft-plot")
         with gr.Row():
             log_scale = gr.Checkbox(False, label="Log-scale loss", elem_id="ft-log",
                                     info="Spot slow late progress.")

@@ -175,6 +175,8 @@ COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#08
 
 def loss_figure(runs: list[dict], x_axis: str = "tokens seen", log_scale: bool = False,
                 smoothing: float = 0.6) -> go.Figure:
+    if not runs:
+        return note_figure("Press Start training: the training and validation loss appear here.")
     fig = go.Figure()
     key = "tokens" if x_axis == "tokens seen" else "steps"
     for i, run in enumerate(runs):
@@ -457,8 +459,7 @@ def build(ctx) -> None:
         status = gr.Markdown("Press **Start training**.", elem_id="pt-status")
         with gr.Row():
             with gr.Column(scale=3):
-                plot = gr.Plot(note_figure("Press Start training: the training and validation loss appear here."),
-                               label="Loss", elem_id="pt-plot")
+                plot = gr.Plot(loss_figure([]), label="Loss", elem_id="pt-plot")
                 with gr.Row():
                     x_axis = gr.Radio(["tokens seen", "steps"], value="tokens seen", label="x axis")
                     log_scale = gr.Checkbox(False, label="Log-scale y")

@@ -102,3 +102,10 @@ def test_gpt2_comparison_offline_is_a_message_not_a_crash(monkeypatch):
     assert "unavailable" in table and "untrained:tiny" in table
     row = [line for line in table.splitlines() if line.startswith("| untrained:tiny")][0]
     assert float(row.split("|")[2]) > 9  # an untrained GPT-2-vocab model is near ln(50257)
+
+
+def test_the_loss_chart_without_runs_is_a_note_at_any_setting():
+    # toggling log scale or the x axis before the first run redraws the chart: still no empty axis
+    for fig in (P.loss_figure([]), P.loss_figure([], "steps", True, 0.9)):
+        assert not fig.data and not fig.layout.xaxis.visible and not fig.layout.yaxis.visible
+        assert "Start training" in fig.layout.annotations[0].text
