@@ -181,10 +181,16 @@ def test_plots_follow_the_dark_theme(open_page):
     svg = page.locator("#arch-gelu .main-svg").first
     expect(svg).to_be_visible(timeout=WAIT)
     assert svg.evaluate("e => getComputedStyle(e).backgroundColor") == "rgba(0, 0, 0, 0)"
-    tick = page.locator("#arch-gelu .xtick text").first
-    fill = tick.evaluate("e => getComputedStyle(e).fill")  # rgb(r, g, b)
-    r, g, b = (int(v) for v in fill[fill.index("(") + 1:fill.index(")")].split(",")[:3])
-    assert (r + g + b) / 3 > 150, fill  # light text on the dark page
+    assert _brightness(page.locator("#arch-gelu .xtick text").first) > 150  # light text on the dark page
+    open_tab(page, "tab-pretrain")
+    note = page.locator("#pt-plot .annotation-text").first  # a note before the first run, light too
+    expect(note).to_contain_text("Start training", timeout=WAIT)
+    assert _brightness(note) > 150
+
+
+def _brightness(locator) -> float:
+    fill = locator.evaluate("e => getComputedStyle(e).fill")  # rgb(r, g, b)
+    return sum(int(v) for v in fill[fill.index("(") + 1:fill.index(")")].split(",")[:3]) / 3
 
 
 @pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
