@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -23,18 +24,20 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .budget import check_size, config_from_dict, reserve
 from .config import GPTConfig
 from .hf_format import (
-    SIDE_KEY, CheckpointError, check_shapes, convert_hf_gpt2_state, generation_config, gpt_config_from_hf,
-    hf_config, hf_state_dict, model_card, qkv_bias_unused, read_tokenizer, write_tokenizer,
+    SIDE_KEY, CheckpointError, check_shapes, convert_hf_gpt2_state, expected_shapes, generation_config,
+    gpt_config_from_hf, hf_config, hf_state_dict, model_card, qkv_bias_unused, read_tokenizer, write_tokenizer,
 )
 from .model import GPTModel
 from .tokenizers import GPT2_PATTERN, BPETokenizer, bpe_from_merges, gpt2_tokenizer
 
 FORMAT = "llm-explorer"  # the old private format's marker in config.json
+MAX_CONFIG_BYTES = 1_000_000
 Progress = Callable[[float, str], None]
 GPT2_VOCAB = 50257
 KEPT_FILES = ("TRAINING.md",)
@@ -130,10 +133,15 @@ def read_config(path: str | os.PathLike) -> dict:
     if not cfg_file.is_file():
         raise CheckpointError(f"{path} is not a model folder: it has no config.json "
                               "(a model folder holds config.json and model.safetensors)")
+    if cfg_file.stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"config.json is {cfg_file.stat().st_size:,} bytes; a model config is under "
+                              f"{MAX_CONFIG_BYTES:,}")
     try:
         config = json.loads(cfg_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{cfg_file} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CheckpointError("config.json is nested too deeply to be a model config") from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{cfg_file} is not a JSON object")
     return config
@@ -152,6 +160,60 @@ def _weights_file(path: Path) -> Path:
     return f
 
 
+def _read_tensors(file: Path, expected: dict[str, tuple[int, ...]], prefixes=("",)) -> dict[str, torch.Tensor]:
+    """Read only the tensors ``expected`` names, after checking names, shapes and dtypes in the
+    file's header: a file that does not match its config is refused before its weights are read."""
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            keys = set(f.keys())
+            found = {}
+            for name, shape in expected.items():
+                key = next((p + name for p in prefixes if p + name in keys), None)
+                if key is None:
+                    raise CheckpointError(f"the weights have no tensor {name!r}: they do not match the config")
+                sl = f.get_slice(key)
+                if tuple(sl.get_shape()) != tuple(shape):
+                    raise CheckpointError(f"tensor {name} is {list(sl.get_shape())} in the weights but "
+                                          f"{list(shape)} in the config: they do not match")
+                if sl.get_dtype() not in ("F32", "F16", "BF16"):
+                    raise CheckpointError(f"tensor {name} has dtype {sl.get_dtype()}; only float weights are read")
+                found[name] = key
+            return {name: f.get_tensor(key).float() for name, key in found.items()}
+    except SafetensorError as exc:
+        raise CheckpointError(f"{file.name} is not a readable safetensors file ({exc})") from None
+
+
+def _expected_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
+    from .architecture_view import build_on_meta
+
+    shapes = {k: tuple(v.shape) for k, v in build_on_meta(cfg).state_dict().items()}
+    if cfg.tie_weights:
+        shapes.pop("out_head.weight", None)
+    return shapes
+
+
+def _header(file: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Names, shapes and dtypes from a safetensors header (no tensor is read)."""
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    except SafetensorError as exc:
+        raise CheckpointError(f"{file.name} is not a readable safetensors file ({exc})") from None
+
+
+def _check_hf_header(file: Path, cfg: GPTConfig) -> None:
+    """Before the weights are read: every tensor the config needs, of its shape, and not much
+    more than that in all (old GPT-2 files also hold attention-mask buffers)."""
+    header = _header(file)
+    check_shapes({k: torch.empty(shape, device="meta") for k, (shape, _) in header.items()}, cfg)
+    sizes = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+    total = sum(math.prod(shape) * sizes.get(dtype, 8) for shape, dtype in header.values())
+    expected = sum(math.prod(shape) for shape in expected_shapes(cfg).values()) * 4
+    if total > 1.25 * expected + 64 * 2**20:
+        raise CheckpointError(f"model.safetensors holds {total / 2**20:,.0f} MB of tensors; a GPT-2 of this "
+                              f"config needs {expected / 2**20:,.0f} MB")
+
+
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(_weights_file(path)))
@@ -160,38 +222,41 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(path: str | os.PathLike, device="cpu") -> tuple[GPTModel, BPETokenizer, dict]:
-    """Load a directory in Hugging Face's GPT-2 layout (ours or anyone's) or in our old format."""
+    """Load a directory in Hugging Face's GPT-2 layout (ours or anyone's) or in our old format.
+
+    The config is checked (types, ranges, the memory budget) and the weights' header matched
+    against it before any tensor is made.
+    """
     path = Path(path)
     config = read_config(path)
+    if not isinstance(config, dict):
+        raise CheckpointError("config.json must hold a JSON object")
     if config.get("format") != FORMAT:
         return load_hf_gpt2(path, device=device)
-    try:
-        cfg = GPTConfig.from_dict(config["model"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}/config.json has no valid model config ({exc})") from None
-    model = GPTModel(cfg)
-    state = _read_weights(path)
-    if cfg.tie_weights and "tok_emb.weight" in state:
-        state["out_head.weight"] = state["tok_emb.weight"]
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise CheckpointError(f"weights do not match the config: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(f"model.safetensors does not match config.json: {k} is {tuple(v.shape)}, "
-                                  f"the config needs {tuple(own[k].shape)}")
-    model.load_state_dict(state, strict=True)
-    tok_info = config.get("tokenizer", {"kind": "gpt2"})
+    cfg = config_from_dict(config.get("model"))
+    check_size(cfg)
+    tok_info = config.get("tokenizer") or {"kind": "gpt2"}
+    if not isinstance(tok_info, dict) or tok_info.get("kind", "gpt2") not in ("gpt2", "bpe"):
+        raise CheckpointError("config.json's tokenizer must be {\"kind\": \"gpt2\"} or {\"kind\": \"bpe\", ...}")
+    weights = _weights_file(path)
+    with reserve(cfg):
+        state = _read_tensors(weights, _expected_shapes(cfg))
+        model = GPTModel(cfg)
+        if cfg.tie_weights:
+            state["out_head.weight"] = state["tok_emb.weight"]
+        model.load_state_dict(state, strict=True)
     if tok_info.get("kind") == "bpe":
+        tok_file = path / str(tok_info.get("file", "tokenizer.json"))
+        if tok_file.name != str(tok_info.get("file", "tokenizer.json")) or not tok_file.is_file():
+            raise CheckpointError("the tokenizer file named in config.json is missing")
         try:
-            tokenizer = tokenizer_from_json(json.loads((path / tok_info["file"]).read_text()))
-        except (OSError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"the checkpoint's tokenizer file cannot be read ({exc})") from None
+            tokenizer = tokenizer_from_json(json.loads(tok_file.read_text()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"tokenizer.json cannot be read ({type(exc).__name__})") from None
     else:
         tokenizer = gpt2_tokenizer()
-    return model.to(device).eval(), tokenizer, config.get("meta", {})
+    meta = config.get("meta")
+    return model.to(device).eval(), tokenizer, meta if isinstance(meta, dict) else {}
 
 
 # ---------------------------------------------------------------- GPT-2, Hugging Face layout
@@ -201,7 +266,10 @@ def load_hf_gpt2(path: str | os.PathLike, device="cpu") -> tuple[GPTModel, BPETo
     path = Path(path)
     hf = read_config(path)
     cfg = gpt_config_from_hf(hf)
-    raw = _read_weights(path)
+    check_size(cfg)
+    _check_hf_header(_weights_file(path), cfg)
+    with reserve(cfg):
+        raw = _read_weights(path)
     check_shapes(raw, cfg)
     raw = {("transformer." + k if not k.startswith(("transformer.", "lm_head.")) else k): v for k, v in raw.items()}
     side = hf.get(SIDE_KEY) if isinstance(hf.get(SIDE_KEY), dict) else {}
@@ -219,8 +287,10 @@ def load_hf_gpt2(path: str | os.PathLike, device="cpu") -> tuple[GPTModel, BPETo
     elif tokenizer.n_vocab > cfg.vocab_size:
         raise CheckpointError(f"the tokenizer has {tokenizer.n_vocab:,} tokens but the model only "
                               f"{cfg.vocab_size:,} embeddings")
-    model = GPTModel(cfg)
-    model.load_state_dict(convert_hf_gpt2_state(raw, cfg), strict=True)
+    with reserve(cfg):
+        model = GPTModel(cfg)
+        model.load_state_dict(convert_hf_gpt2_state(raw, cfg), strict=True)
+    del raw
     meta = dict(side.get("meta") or {}) if side else {"source": str(path)}
     return model.to(device).eval(), tokenizer, meta
 
@@ -282,9 +352,13 @@ def _snapshot_ready(folder: str | os.PathLike) -> Path | None:
     return folder if has_tokenizer or vocab == GPT2_VOCAB else None
 
 
-def download_from_hub(repo_id: str, progress: Progress | None = None) -> Path:
+def download_from_hub(repo_id: str, progress: Progress | None = None,
+                      check_config: Callable[[Path], None] | None = None) -> Path:
     """Fetch a model directory (config, safetensors weights, tokenizer files; cached; honours
-    HF_HUB_OFFLINE) with ``snapshot_download`` limited to the files a model needs."""
+    HF_HUB_OFFLINE) with ``snapshot_download`` limited to the files a model needs.
+
+    ``check_config(folder)`` runs once config.json is there, before the weights are fetched:
+    a model too large is refused without downloading it."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -301,6 +375,8 @@ def download_from_hub(repo_id: str, progress: Progress | None = None) -> Path:
     if offline or not hub_reachable():
         raise HubUnavailable(unreachable)
     try:
+        if check_config is not None:
+            check_config(Path(snapshot_download(repo_id, allow_patterns=["config.json"], etag_timeout=5)))
         folder = snapshot_download(repo_id, allow_patterns=HUB_FILES, etag_timeout=5,
                                    tqdm_class=_progress_tqdm(progress, repo_id))
     except LocalEntryNotFoundError:

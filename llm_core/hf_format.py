@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from .budget import BudgetError, config_from_dict
 from .config import GPTConfig
 from .tokenizers import ENDOFTEXT, GPT2_PATTERN, BPETokenizer, gpt2_tokenizer
 
@@ -324,29 +325,34 @@ def gpt_config_from_hf(hf: dict) -> GPTConfig:
     if "GPT2ForSequenceClassification" in (hf.get("architectures") or []):
         raise CheckpointError("this is a GPT-2 text classifier (GPT2ForSequenceClassification), not a language "
                               "model; open it with transformers")
-    try:
-        sizes = {k: int(hf[k]) for k in ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer")}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"config.json lacks a valid {exc} for a GPT-2 model") from None
+    missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer") if k not in hf]
+    if missing:
+        raise CheckpointError(f"config.json has no {', '.join(missing)}: not a GPT-2 config")
+    block = hf.get(SIDE_KEY) if isinstance(hf.get(SIDE_KEY), dict) else {}
+    side = block.get("model") if isinstance(block.get("model"), dict) else {}
+    try:  # whole numbers in range, the structure and drop rate checked (a stranger's file)
+        cfg = config_from_dict({"vocab_size": hf["vocab_size"], "context_length": hf["n_positions"],
+                                "emb_dim": hf["n_embd"], "n_heads": hf["n_head"], "n_layers": hf["n_layer"],
+                                "drop_rate": side.get("drop_rate", 0.0), "qkv_bias": True,
+                                "tie_weights": bool(hf.get("tie_word_embeddings", True))})
+    except BudgetError as exc:
+        raise CheckpointError(str(exc)) from None
     act = hf.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
         raise CheckpointError(f"activation {act!r} is not GPT-2's tanh GELU")
-    if hf.get("n_inner") not in (None, 4 * sizes["n_embd"]):
+    if hf.get("n_inner") not in (None, 4 * cfg.emb_dim):
         raise CheckpointError("feed-forward width other than 4·n_embd is not supported")
     if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("scale_attn_weights") is False:
         raise CheckpointError("non-standard attention scaling is not supported")
-    if abs(float(hf.get("layer_norm_epsilon", LAYER_NORM_EPS)) - LAYER_NORM_EPS) > 1e-12:
+    try:
+        eps = float(hf.get("layer_norm_epsilon", LAYER_NORM_EPS))
+    except (TypeError, ValueError):
+        raise CheckpointError("layer_norm_epsilon must be a number") from None
+    if abs(eps - LAYER_NORM_EPS) > 1e-12:
         raise CheckpointError(f"layer_norm_epsilon {hf.get('layer_norm_epsilon')} is not GPT-2's 1e-5")
     if hf.get("add_cross_attention"):
         raise CheckpointError("cross-attention (an encoder-decoder GPT-2) is not supported")
-    side = (hf.get(SIDE_KEY) or {}).get("model") or {}
-    try:
-        return GPTConfig(vocab_size=sizes["vocab_size"], context_length=sizes["n_positions"],
-                         emb_dim=sizes["n_embd"], n_heads=sizes["n_head"], n_layers=sizes["n_layer"],
-                         drop_rate=float(side.get("drop_rate", 0.0)), qkv_bias=True,
-                         tie_weights=bool(hf.get("tie_word_embeddings", True)))
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from None
+    return cfg
 
 
 def expected_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:

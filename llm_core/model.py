@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .budget import track
 from .config import GPTConfig
 
 
@@ -254,6 +255,11 @@ class GPTModel(nn.Module):
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             self.out_head.weight = self.tok_emb.weight
+        track(self)
+
+    def __setstate__(self, state):  # copy.deepcopy builds models this way: count those too
+        super().__setstate__(state)
+        track(self)
 
     def forward(self, in_idx: torch.Tensor, *, kv_cache: KVCache | None = None,
                 trace: Trace | None = None, last_only: bool = False,

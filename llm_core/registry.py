@@ -4,8 +4,13 @@ A model name is one of:
 - a built-in name: a checkpoint directory under ``assets/models/`` (e.g. ``pydoc-gpt``);
 - ``untrained:<preset>``: a seeded random init of a preset (``untrained:gpt2-small``);
 - a GPT-2 name or Hub repo id (``gpt2``, ``openai-community/gpt2-medium``);
-- a local directory in Hugging Face's GPT-2 layout (what the app writes; or our older format);
-- a checkpoint a user saved from the Pretrain tab (listed from the runs folder).
+- a local directory in Hugging Face's GPT-2 layout (what the app writes; or our older format),
+  unless the server is public (see ``hosting``);
+- ``saved:<owner>/<run>``: a checkpoint a visitor saved from the Pretrain tab, or
+  ``published:<run>``: one the operator published (see ``runs``).
+
+Every model is checked against the memory budget (see ``budget``) before a tensor exists, and
+every failure is a ``ModelLoadError`` with a message fit for the UI.
 """
 from __future__ import annotations
 
@@ -17,8 +22,11 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import GPT2_HUB_IDS, CheckpointError, HubUnavailable, Progress, download_from_hub, load_checkpoint
+from . import budget, hosting, runs
+from .checkpoint import (GPT2_HUB_IDS, CheckpointError, HubUnavailable, Progress, download_from_hub, load_checkpoint,
+                         read_config)
 from .config import PRESET_LABELS, PRESETS, GPTConfig
+from .hf_format import gpt_config_from_hf
 from .model import GPTModel, build_untrained
 from .paths import explorer_home
 from .tokenizers import BPETokenizer, gpt2_tokenizer
@@ -80,13 +88,6 @@ def builtin_names() -> list[str]:
     return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "config.json").is_file())
 
 
-def saved_names() -> list[str]:
-    if not USER_DIR.is_dir():
-        return []
-    return sorted(f"saved:{p.name}" for p in USER_DIR.iterdir()
-                  if (p / "config.json").is_file() and not p.name.startswith("."))
-
-
 def in_hf_cache(repo_id: str, files: tuple[str, ...] = ("config.json", "model.safetensors")) -> bool:
     """Whether every one of ``files`` of ``repo_id`` is in the local Hugging Face cache
     (HF_HUB_CACHE, which a Space's ``preload_from_hub`` fills). Never asks the network."""
@@ -122,41 +123,86 @@ def default_chat_model() -> str:
     return DEFAULT_INSTRUCT if DEFAULT_INSTRUCT in builtin_names() else default_model_name()
 
 
-def model_choices() -> list[tuple[str, str]]:
-    """(label, name) pairs for pickers: built-ins, saved runs, untrained presets, GPT-2 sizes."""
+def model_choices(owner: str | None = None) -> list[tuple[str, str]]:
+    """(label, name) pairs for pickers: built-ins, the owner's saved runs and the published ones,
+    untrained presets (marked when too large for this server), GPT-2 sizes."""
     out = [(f"{n} (built-in)", n) for n in builtin_names()]
-    out += [(f"{n.removeprefix('saved:')} (saved by you)", n) for n in saved_names()]
-    out += [(f"untrained {PRESET_LABELS[k]}", UNTRAINED + k) for k in PRESETS]
+    out += [(runs.run_label(n), n) for n in runs.saved_names(owner) + runs.published_names()]
+    out += [(f"untrained {PRESET_LABELS[k]}" + ("" if budget.fits(cfg) else " — too large for this server"),
+             UNTRAINED + k) for k, cfg in PRESETS.items()]
     out += [(f"{k} from the Hugging Face Hub (needs network or cache)", k) for k in GPT2_HUB_IDS]
     return out
+
+
+def check_typed_name(name, owner: str | None) -> str:
+    """A name a visitor typed or sent: cleaned, and refused when it is someone else's saved run."""
+    try:
+        name = hosting.clean_name(name)
+        runs.check_owner(name, owner)
+    except ValueError as exc:
+        raise ModelLoadError(_sentence(str(exc))) from None
+    return name
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _hub_config_check(folder: Path) -> None:
+    budget.check_size(gpt_config_from_hf(read_config(folder)))
 
 
 def _load_uncached(name: str, progress: Progress | None, device) -> ModelBundle:
     if name.startswith(UNTRAINED):
         key = name.removeprefix(UNTRAINED)
         if key not in PRESETS:
-            raise ModelLoadError(f"unknown preset {key!r}; choose one of {', '.join(PRESETS)}")
-        model = build_untrained(PRESETS[key]).to(device)
+            raise ModelLoadError(f"unknown preset {key[:40]!r}; choose one of {', '.join(PRESETS)}")
+        with budget.reserve(PRESETS[key]):
+            model = build_untrained(PRESETS[key]).to(device)
         return ModelBundle(name, model, gpt2_tokenizer(), model.cfg, "untrained",
                            {"description": "random weights (seed 123): what a GPT says before training"})
     if name in builtin_names():
         path, source = BUILTIN_DIR / name, "built-in"
-    elif name.startswith("saved:"):
-        path, source = USER_DIR / name.removeprefix("saved:"), "saved"
-    elif Path(name).expanduser().is_dir():
-        path, source = Path(name).expanduser(), "local"
-    elif name in GPT2_HUB_IDS or (name.count("/") == 1 and not name.startswith((".", "/"))):
+    elif name.startswith((runs.SAVED, runs.PUBLISHED)):
+        path, source = runs.resolve(name), "saved"
+    elif (local := hosting.local_folder(name)) is not None:
+        path, source = local, "local"
+    elif hosting.looks_like_path(name):
+        if not hosting.local_models_allowed():
+            raise ModelLoadError(hosting.LOCAL_REFUSED)
+        raise ModelLoadError(f"{name[:80]!r} is not a folder holding a model, a built-in model, a preset "
+                             "or a Hub repo id (owner/name)")
+    elif name in GPT2_HUB_IDS or hosting.HUB_ID.match(name):
+        repo = GPT2_HUB_IDS.get(name, name)
+        if not in_hf_cache(repo) and not hosting.hub_repo_allowed(repo, set(GPT2_HUB_IDS.values()) | {INSTRUCT_GPT2}):
+            raise ModelLoadError(hosting.hub_refused(repo))
         try:
-            path, source = download_from_hub(name, progress), "hub"
+            path, source = download_from_hub(name, progress, check_config=_hub_config_check), "hub"
         except HubUnavailable as exc:
             raise ModelLoadError(str(exc)) from None
     else:
-        raise ModelLoadError(f"{name!r} is not a built-in model, a preset, a Hub repo id or a directory")
-    try:
-        model, tok, meta = load_checkpoint(path, device=device)
-    except (CheckpointError, OSError) as exc:
-        raise ModelLoadError(f"cannot load {name}: {exc}") from None
+        where = " or a directory" if hosting.local_models_allowed() else ""
+        raise ModelLoadError(f"{name[:80]!r} is not a built-in model, a preset, a Hub repo id{where}")
+    model, tok, meta = load_checkpoint(path, device=device)
     return ModelBundle(name, model, tok, model.cfg, source, meta)
+
+
+def _load_explained(name: str, progress: Progress | None, device) -> ModelBundle:
+    """_load_uncached with every failure turned into a ModelLoadError that says why."""
+    try:
+        return _load_uncached(name, progress, device)
+    except ModelLoadError:
+        raise
+    except runs.RunError as exc:
+        raise ModelLoadError(_sentence(str(exc))) from None
+    except (budget.BudgetError, CheckpointError) as exc:
+        raise ModelLoadError(_sentence(f"cannot load {name[:80]}: {exc}")) from None
+    except Exception as exc:  # OSError, a library's validation error, a torch RuntimeError...
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise ModelLoadError(_sentence(f"cannot load {name[:80]}: {type(exc).__name__}"
+                                       + (f": {detail}" if detail else ""))) from None
 
 
 def load_model(name_or_path: str | None = None, progress: Progress | None = None,
@@ -166,7 +212,12 @@ def load_model(name_or_path: str | None = None, progress: Progress | None = None
     ``None`` gives the default: the shipped built-in model, or an untrained tiny GPT
     when no built-in model is installed.
     """
-    name = str(name_or_path or default_model_name())
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
+    try:
+        name = hosting.clean_name(name_or_path or default_model_name())
+    except ValueError as exc:
+        raise ModelLoadError(_sentence(str(exc))) from None
     device = torch.device(device or "cpu")
     key = f"{name}@{device}"
     with _lock:
@@ -178,7 +229,11 @@ def load_model(name_or_path: str | None = None, progress: Progress | None = None
         with _lock:
             if key in _cache:
                 return _cache[key]
-        bundle = _load_uncached(name, progress, device)
+        try:
+            bundle = _load_explained(name, progress, device)
+        except ModelLoadError:
+            _name_locks.pop(key, None)  # names that fail are not kept (a stranger can send millions)
+            raise
         with _lock:
             _cache[key] = bundle
             _evict()
@@ -194,6 +249,19 @@ def _evict() -> None:
     while len(_cache) > 1 and (len(_cache) > MAX_CACHED
                                or sum(_weight_bytes(b) for b in _cache.values()) > MAX_CACHED_BYTES):
         _cache.popitem(last=False)
+
+
+def _make_room(nbytes: int) -> None:
+    """Under memory pressure: drop cached models, oldest first, until ``nbytes`` more fit."""
+    import gc
+
+    with _lock:
+        while _cache and budget.held_bytes() + nbytes > budget.budget_bytes():
+            _cache.popitem(last=False)
+            gc.collect()
+
+
+budget.on_pressure(_make_room)
 
 
 def cached_models() -> list[str]:

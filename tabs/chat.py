@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 
 import gradio as gr
+from gradio.components.chatbot import TextMessage
 
 from llm_core.chat import (
     MAX_MESSAGE_CHARS, NO_ANSWER, NOT_SENT, ChatError, build_chat_prompt, content_text, stream_reply,
@@ -44,6 +45,36 @@ BAD_EXAMPLES = [
     ["What does the Python function json.dumps() do?", ""],
     ["What is the capital of France?", ""],
 ]
+
+
+class PlainChatbot(gr.Chatbot):
+    """A Chatbot that shows every message as typed: text is HTML-escaped on its way to the browser
+    (render_markdown=False alone still lets <b> or <img> render) and unescaped on its way back, so
+    the handler and the model see exactly what was typed."""
+
+    is_template = True  # drawn by the browser as the Chatbot it extends
+
+    def _postprocess_content(self, chat_message):
+        out = super()._postprocess_content(chat_message)
+        if isinstance(out, TextMessage):
+            out.text = html.escape(out.text, quote=False)
+        return out
+
+    def _preprocess_content(self, chat_message):
+        out = super()._preprocess_content(chat_message)
+        if isinstance(chat_message, TextMessage) and isinstance(out, dict):
+            out["text"] = html.unescape(out["text"])
+        return out
+
+
+class MessageBox(gr.Textbox):
+    """The chat's message box: a missing message (None from the API) arrives as "", which the
+    handler answers with "the message is empty", instead of failing inside ChatInterface."""
+
+    is_template = True  # drawn by the browser as the Textbox it extends
+
+    def preprocess(self, payload):
+        return "" if payload is None else super().preprocess(payload)
 
 
 def _session(request: gr.Request | None) -> str:
@@ -217,8 +248,8 @@ def build(ctx) -> None:
                                  info="Same seed + settings = same sampled answer.")
             with gr.Column(scale=3, min_width=360, elem_id="chat-conversation"):
                 # Plain text, not Markdown: a message or an answer with <b> or *stars* is shown as typed.
-                chatbot = gr.Chatbot(label="Conversation", height=340, elem_id="chat-bot", render_markdown=False)
-                textbox = gr.Textbox(placeholder="Type an instruction, e.g. Reverse the following word.",
+                chatbot = PlainChatbot(label="Conversation", height=340, elem_id="chat-bot", render_markdown=False)
+                textbox = MessageBox(placeholder="Type an instruction, e.g. Reverse the following word.",
                                      elem_id="chat-message", max_length=MAX_MESSAGE_CHARS, lines=1,
                                      submit_btn=True, stop_btn=True, show_label=False)
                 input_text = gr.Textbox(label="Input (optional)", lines=1, max_lines=4, elem_id="chat-input",

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import functools
+import html
+import logging
 import threading
 from dataclasses import dataclass, field
 
 import gradio as gr
 
 from llm_core.registry import ModelBundle, ModelLoadError, load_model
+
+_log = logging.getLogger("llm_explorer")
 
 # One queue for events that keep the CPU busy (forward passes, training): on 2 vCPUs
 # running two at once only makes both slow.
@@ -45,7 +49,14 @@ def get_bundle(name: str | None) -> ModelBundle:
 def check_text(text: str | None, what: str = "text", max_chars: int = MAX_TEXT_CHARS,
                allow_empty: bool = False) -> str:
     """Server-side validation of a text input."""
-    text = text or ""
+    text = "" if text is None else text
+    if not isinstance(text, str):
+        raise gr.Error(f"The {what} must be text (got {type(text).__name__}).")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise gr.Error(f"The {what} contains an invalid character at position {exc.start:,} (a lone "
+                       f"surrogate U+{ord(text[exc.start]):04X}, not Unicode text): remove it and try again.") from None
     if not allow_empty and not text.strip():
         raise gr.Error(f"The {what} is empty: type or paste some text first.")
     if len(text) > max_chars:
@@ -56,22 +67,31 @@ def check_text(text: str | None, what: str = "text", max_chars: int = MAX_TEXT_C
 
 def check_int(value, name: str, lo: int, hi: int) -> int:
     try:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
         v = int(value)
-    except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a whole number (got {value!r}).") from None
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"{name} must be a whole number (got {_shown(value)}).") from None
     if not lo <= v <= hi:
         raise gr.Error(f"{name} must be between {lo:,} and {hi:,} (got {v:,}).")
     return v
 
 
+def _shown(value) -> str:
+    text = repr(value)
+    return html.escape(text if len(text) <= 40 else text[:37] + "...")
+
+
 def check_float(value, name: str, lo: float, hi: float, lo_open: bool = False) -> float:
     try:
+        if isinstance(value, bool):
+            raise TypeError(value)
         v = float(value)
-    except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number (got {value!r}).") from None
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"{name} must be a number (got {_shown(value)}).") from None
     if v != v or v > hi or v < lo or (lo_open and v == lo):
         bound = f"greater than {lo}" if lo_open else f"at least {lo}"
-        raise gr.Error(f"{name} must be {bound} and at most {hi} (got {value}).")
+        raise gr.Error(f"{name} must be {bound} and at most {hi} (got {_shown(value)}).")
     return v
 
 
@@ -90,7 +110,8 @@ def friendly_errors(fn):
                 yield from fn(*args, **kwargs)
             except gr.Error:
                 raise
-            except Exception as exc:  # the UI must never show a traceback
+            except Exception as exc:  # the UI must never show a traceback; the log keeps it
+                _log.exception("unexpected error in %s", fn.__name__)
                 raise gr.Error(f"{type(exc).__name__}: {exc}") from exc
         return gen_wrapper
 
@@ -101,5 +122,6 @@ def friendly_errors(fn):
         except gr.Error:
             raise
         except Exception as exc:
+            _log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(f"{type(exc).__name__}: {exc}") from exc
     return wrapper

@@ -10,11 +10,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import torch
 
+from llm_core import budget
 from llm_core import embedding_view as ev
 from llm_core.model import build_untrained
 from llm_core.registry import model_choices
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
 from tabs.figures import note_figure
+from tabs.guard import owner_of, typed_model_name
 
 # Defaults are picked from these to suit the model's vocabulary (GPT-2's, or a small one of Python docs).
 WORD_CANDIDATES = ("king, queen, man, woman, Paris, London, dog, cat, one, two, three, four, red, blue, def, "
@@ -310,7 +312,11 @@ def _untrained_twin(bundle):
     key = (bundle.config, str(bundle.model.device))
     if key not in _twins:
         _twins.clear()   # keep one: GPT-2 small's twin alone is 650 MB
-        _twins[key] = build_untrained(bundle.config).to(bundle.model.device)
+        try:  # it counts against the server's memory budget like every other model
+            with budget.reserve(bundle.config, what=f"An untrained twin of {bundle.name}"):
+                _twins[key] = build_untrained(bundle.config).to(bundle.model.device)
+        except budget.BudgetError as exc:
+            raise gr.Error(str(exc)) from None
     return _twins[key]
 
 
@@ -337,12 +343,15 @@ def comparison_figure(cmp: ev.Comparison, before_name: str, after_name: str) -> 
 
 
 @friendly_errors
-def compare(before_name, after_name, words_text, k, model_name=None):
+def compare(before_name, after_name, words_text, k, model_name=None, request: gr.Request = None):
     """How chosen tokens moved between two models with one tokenizer: before → after
     (after is the active model unless another is chosen)."""
     k = check_int(k, "Neighbours", 1, 20)
     if not before_name:
         raise gr.Error("Choose the model to compare with (the 'before').")
+    before_name = typed_model_name(before_name, request, "'Before' model")
+    if after_name not in (None, "", ACTIVE):
+        after_name = typed_model_name(after_name, request, "'After' model")
     after = get_bundle(model_name if after_name in (None, "", ACTIVE) else after_name)
     if before_name == UNTRAINED_TWIN:
         before_model, before_tok, before_label = None, after.tokenizer, f"{after.name} before training"
@@ -384,12 +393,22 @@ def compare(before_name, after_name, words_text, k, model_name=None):
 
 # ---------------------------------------------------------------- the tab
 
-def _compare_choices(active: str | None = None):
-    return [BEFORE_CHOICE] + [(label, name) for label, name in model_choices() if name != active]
+def _compare_choices(active: str | None = None, owner: str | None = None):
+    return [BEFORE_CHOICE] + [(label, name) for label, name in model_choices(owner) if name != active]
 
 
-def _after_choices():
-    return [ACTIVE_CHOICE] + model_choices()
+def _after_choices(owner: str | None = None):
+    return [ACTIVE_CHOICE] + model_choices(owner)
+
+
+def _model_changed(name, request: gr.Request = None):
+    """Offer the new active model's comparisons (the visitor's own runs among them) and clear the
+    tables that answered for the previous model, saying why."""
+    owner = owner_of(request)
+    return (gr.update(choices=_compare_choices(name, owner), value=UNTRAINED_TWIN),
+            gr.update(choices=_after_choices(owner), value=ACTIVE),
+            None, f"Model changed to {_code(name)}: press *Find neighbours*.",
+            None, f"Model changed to {_code(name)}: press *Solve the analogy*.")
 
 
 def _defaults(model_name) -> dict:
@@ -550,11 +569,7 @@ def build(ctx) -> None:
         ctx.model_changed.change(api_visibility="private", trigger_mode="always_last", **project_event).then(
             positions, [max_pos, m], [pos_heat, pos_pcs, pos_note], api_visibility="private",
             concurrency_id=CPU_HEAVY).then(
-            lambda name: (gr.update(choices=_compare_choices(name), value=UNTRAINED_TWIN),
-                          gr.update(choices=_after_choices(), value=ACTIVE),
-                          # the tables answered for the previous model: clear them, say why
-                          None, f"Model changed to {_code(name)}: press *Find neighbours*.",
-                          None, f"Model changed to {_code(name)}: press *Solve the analogy*."),
+            _model_changed,
             m, [before, after, nn_table, nn_note, an_table, an_note],
             api_visibility="private", queue=False)
 

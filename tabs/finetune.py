@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from llm_core import budget
 from llm_core import instruct_data as idata
 from llm_core.finetune import (
     MAX_BATCH, RESULTS, FinetuneError, FinetuneSettings, book_lora_counts, finetune, planned_counts, respond,
@@ -28,6 +29,7 @@ from llm_core.peft_format import is_peft_upload, load_peft_adapter
 from tabs import hub_export
 from tabs.common import TRAINING_SLOT, check_float, check_int, check_text, friendly_errors, get_bundle
 from tabs.figures import note_figure
+from tabs.guard import discard
 
 # Server-side caps (2 vCPUs shared by every visitor).
 MAX_STEPS = 2000
@@ -78,6 +80,8 @@ def _task(task: str) -> str:
 
 def _load_data(task: str, dataset: str, upload):
     """The chosen data set, or a clear error."""
+    if task not in DATASETS:
+        raise gr.Error(f"Choose the task: {' or '.join(DATASETS)}.")
     if dataset not in DATASETS[task]:
         raise gr.Error(f"{str(dataset)[:80]!r} is not a data set for {task}; choose one of: "
                        f"{', '.join(DATASETS[task])}.")
@@ -99,6 +103,8 @@ def _load_data(task: str, dataset: str, upload):
             return idata.parse_classification_csv(upload, name=name)
         return idata.load_instruction_upload(upload, name=name)
     except idata.DatasetError as exc:
+        if dataset in (DS_CLS_UPLOAD, DS_INS_UPLOAD):
+            discard(upload)
         raise gr.Error(f"The data set cannot be used: {exc}", title="Bad data set") from None
 
 
@@ -142,6 +148,17 @@ def _check_size(bundle, settings: FinetuneSettings) -> None:
         raise gr.Error(f"{bundle.name} has {n / 1e6:.0f}M parameters; on this CPU server "
                        f"{'LoRA' if settings.method == 'lora' else 'this method'} trains models up to "
                        f"{cap / 1e6:.0f}M. Pick a smaller model at the top (or LoRA).")
+    _check_memory(bundle, "A trainable copy of " + bundle.name,
+                  4 if settings.method == "full" else 1.5)  # full: + gradients and AdamW's two moments
+
+
+def _check_memory(bundle, what: str, factor: float = 1.0) -> None:
+    """The copy this tab makes of the shared model counts against the server's memory budget."""
+    try:
+        with budget.reserve(bundle.config, what=what, factor=factor):
+            pass
+    except budget.BudgetError as exc:
+        raise gr.Error(str(exc), title="Not enough memory") from None
 
 
 # ---------------------------------------------------------------- figures
@@ -519,6 +536,7 @@ def load_adapter_file(upload, model_name, request: gr.Request = None):
         raise gr.Error("Choose an adapter first: the zip this tab offers (or peft's adapter folder, zipped), "
                        "or an older .safetensors adapter file.")
     bundle = get_bundle(model_name)
+    _check_memory(bundle, f"{bundle.name} with an adapter")
     try:
         if is_peft_upload(upload):
             model, info = load_peft_adapter(upload, bundle.model, base_name=bundle.name)

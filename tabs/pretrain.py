@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import html
 import math
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -14,21 +13,23 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from llm_core import budget
 from llm_core import corpus as corpus_mod
+from llm_core import runs as saved_runs
 from llm_core.architecture_view import count_parameters
-from llm_core.checkpoint import save_checkpoint
-from llm_core.export import export_hf
 from llm_core.config import PRESET_LABELS, PRESETS, GPTConfig
 from llm_core.data import create_dataloader_v1
+from llm_core.export import export_hf
 from llm_core.generation import generate
 from llm_core.model import build_untrained
-from llm_core.registry import USER_DIR, ModelBundle, ModelLoadError, builtin_names, forget, load_model, model_choices
+from llm_core.registry import ModelBundle, ModelLoadError, builtin_names, forget, load_model, model_choices
 from llm_core.tokenizers import gpt2_tokenizer
 from llm_core.training import TrainConfig, calc_loss_loader, gpt2_init_, perplexity, train_model
 from tabs import hub_export
 from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, TRAINING_SLOT, check_float, check_int,
                          check_text, friendly_errors)
 from tabs.figures import note_figure
+from tabs.guard import discard, owner_of
 
 # Server-side caps: a demo machine has 2 vCPUs shared by every visitor.
 MAX_STEPS = 3000
@@ -45,7 +46,6 @@ TOK_GPT2 = "GPT-2 BPE (50,257 tokens)"
 TOK_BUILTIN = "pydoc-gpt's own BPE (small vocabulary, built-in)"
 CUSTOM = "custom"
 SIZES = ["tiny", "mini", "gpt2-small", CUSTOM]
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
 
 # The model each session trained last, until it saves it (or the entry expires).
 _SESSION_TTL_S = 3600
@@ -95,6 +95,7 @@ def _corpus_text(corpus: str, upload, pasted: str) -> tuple[str, str]:
         try:
             text = corpus_mod.load_text_upload(upload, max_bytes=MAX_UPLOAD_BYTES)
         except corpus_mod.CorpusError as exc:
+            discard(upload)
             raise gr.Error(str(exc)) from None
         return check_text(text, "uploaded file", max_chars=MAX_UPLOAD_BYTES), "upload"
     return check_text(pasted, "pasted text", max_chars=MAX_TEXT_CHARS), "pasted"
@@ -227,6 +228,16 @@ def _status(ev, n_params: int, cfg: GPTConfig) -> str:
 
 # ---------------------------------------------------------------- handlers
 
+def _build(cfg: GPTConfig, seed: int, training: bool):
+    """A fresh GPT-2-initialised model, if it fits the server's memory beside every model held
+    (training adds gradients and AdamW's two moments: four times the weights)."""
+    try:
+        with budget.reserve(cfg, what="This model", factor=4 if training else 1):
+            return gpt2_init_(build_untrained(cfg, seed=seed), seed=seed)
+    except budget.BudgetError as exc:
+        raise gr.Error(str(exc)) from None
+
+
 @friendly_errors
 def preview_untrained(corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, batch_size,
                       prompt, seed):
@@ -234,7 +245,7 @@ def preview_untrained(corpus, upload, pasted, tok_choice, size, layers, heads, d
     tokenizer, cfg, train_loader, val_loader, *_ = _prepare(corpus, upload, pasted, tok_choice, size,
                                                             layers, heads, dims, context, batch_size)
     seed = check_int(seed, "Seed", 0, 2**31 - 1)
-    model = gpt2_init_(build_untrained(cfg, seed=seed), seed=seed)
+    model = _build(cfg, seed, training=False)
     with torch.inference_mode():
         loss = calc_loss_loader(val_loader or train_loader, model, "cpu", num_batches=3)
         ids = tokenizer.encode(prompt or "Every effort moves you") or [tokenizer.eot_id]
@@ -260,6 +271,7 @@ def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
     smoothing = check_float(smoothing, "Smoothing", 0.0, 0.99)
     tokenizer, cfg, train_loader, val_loader, corpus_name, n_train, n_val = _prepare(
         corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, batch_size)
+    model = _build(cfg, seed, training=True)
     if not TRAINING_SLOT.acquire(blocking=False):
         raise gr.Error("Another training run is in progress on this server (yours or another visitor's). "
                        "Wait for it to finish or stop it, then start again.")
@@ -269,7 +281,6 @@ def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
     runs = list(runs or [])[-5:]  # earlier runs stay on the chart for comparison
     run = _new_run(f"run {len(runs) + 1}: {size}, lr {lr:g}")
     runs.append(run)
-    model = gpt2_init_(build_untrained(cfg, seed=seed), seed=seed)
     n_params = model.num_parameters()
     tcfg = TrainConfig(max_steps=steps, lr=lr, weight_decay=0.1, warmup_steps=warmup, cosine_decay=bool(cosine),
                        min_lr=lr / 10, eval_interval=eval_interval, eval_batches=5, max_seconds=MAX_SECONDS,
@@ -323,21 +334,30 @@ def stop_training(request: gr.Request = None) -> None:
 @friendly_errors
 def save_trained(name, overwrite, request: gr.Request = None):
     """Save this session's last trained model as a checkpoint that appears in the model picker."""
-    name = (name or "").strip()
-    if not NAME_RE.match(name):
-        raise gr.Error("Name the checkpoint with 1-40 letters, digits, '-', '_' or '.', starting with a letter or digit.")
+    try:
+        name = saved_runs.check_run_name(name)
+    except saved_runs.RunError as exc:
+        raise gr.Error(str(exc)) from None
     with _session_lock:
         entry = _session_models.get(_session_key(request))
     if entry is None:
         raise gr.Error("There is no trained model in this session yet (or it expired after an hour): train one first.")
-    path = USER_DIR / name
-    if path.exists() and not overwrite:
-        raise gr.Error(f"A checkpoint named {name!r} exists. Tick 'overwrite' or choose another name.")
-    save_checkpoint(path, entry["model"], entry["tokenizer"], meta=entry["meta"])
-    forget(f"saved:{name}")
-    gr.Info(f"Saved as saved:{name}. Pick it in 'Active model' at the top to use it in every tab.")
-    return (f"Saved **saved:{html.escape(name)}** ({entry['meta']['steps']} steps, validation loss "
-            f"{entry['meta']['val_loss'] if entry['meta']['val_loss'] is not None else '-'}).")
+    owner = owner_of(request)
+    try:
+        model_name = saved_runs.save_run(owner, name, entry["model"], entry["tokenizer"], entry["meta"], bool(overwrite))
+    except saved_runs.RunError as exc:
+        raise gr.Error(str(exc)) from None
+    forget(model_name)
+    run = model_name.rsplit("/", 1)[-1]
+    gr.Info(f"Saved as {run}. Pick it in 'Active model' at the top to use it in every tab.")
+    return (f"Saved **{html.escape(run)}** ({entry['meta']['steps']} steps, validation loss "
+            f"{entry['meta']['val_loss'] if entry['meta']['val_loss'] is not None else '-'}). "
+            "Only this browser session can load it.")
+
+
+def picker_choices(request: gr.Request = None):
+    """The header picker's list after a save: this session's runs included."""
+    return gr.update(choices=model_choices(owner_of(request)))
 
 
 def _export_source(request: gr.Request | None):
@@ -499,6 +519,6 @@ def build(ctx) -> None:
         # The header's picker is updated only after a save succeeded: an error raised by a handler
         # marks every output it lists, and a failed save must not mark the header.
         save_btn.click(save_trained, [save_name, overwrite], save_out, api_name="pretrain_save").success(
-            lambda: gr.update(choices=model_choices()), None, ctx.model_picker, api_visibility="private")
+            picker_choices, None, ctx.model_picker, api_visibility="private")
         compare_btn.click(compare_with_gpt2, [gpt2_size, corpus, upload, pasted, ctx.model_name], compare_out,
                           concurrency_id=CPU_HEAVY, api_name="pretrain_compare_gpt2")

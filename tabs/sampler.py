@@ -18,6 +18,7 @@ from llm_core import corpus
 from llm_core.data import create_dataloader_v1
 from llm_core.tokenizers import GPT2, gpt2_tokenizer
 from tabs.common import MAX_UPLOAD_BYTES, check_int, check_text, friendly_errors, get_bundle
+from tabs.guard import discard
 
 # ---------------------------------------------------------------- choices and limits
 
@@ -151,6 +152,7 @@ def read_corpus(source: str, text: str | None, upload, sample: str | None) -> tu
         try:
             loaded = corpus.load_text_upload(path, max_bytes=MAX_UPLOAD_BYTES)
         except corpus.CorpusError as exc:
+            discard(path)
             raise gr.Error(f"Cannot use this file: {exc}.", title="Upload refused") from None
         name = html.escape(str(path).replace("\\", "/").rsplit("/", 1)[-1])
         return loaded, f"uploaded file {name}"

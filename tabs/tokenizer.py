@@ -14,6 +14,7 @@ from llm_core.tokenizers import (CL100K, ENDOFTEXT, O200K, UNK, SimpleTokenizerV
                                  available_tokenizers, get_named_tokenizer, gpt2_tokenizer)
 from tabs.common import CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, check_int, check_text, friendly_errors, get_bundle
 from tabs.figures import note_figure
+from tabs.guard import discard
 
 BOOK_SENTENCE = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of the palace."
 # Our own little paragraph for the word-level tokenizer's vocabulary: it lacks "Hello" and
@@ -423,7 +424,14 @@ SHARE_JS = """
 def _read_upload(path) -> str:
     if not path:
         raise gr.Error("No file uploaded: upload a .txt file, or train on the text above.")
-    p = Path(path)
+    try:
+        return _read_text_file(Path(path))
+    except gr.Error:
+        discard(path)  # a refused upload does not stay in the upload folder
+        raise
+
+
+def _read_text_file(p: Path) -> str:
     size = p.stat().st_size
     if size > MAX_UPLOAD_BYTES:
         raise gr.Error(f"The file has {size:,} bytes; the limit is {MAX_UPLOAD_BYTES:,}. Upload a smaller piece.")

@@ -1,4 +1,6 @@
 """Stage 9 · Chat in a real browser: a streamed answer, switching model, compare mode, bad input."""
+import re
+
 from playwright.sync_api import expect
 
 from tests.conftest import open_tab
@@ -86,3 +88,20 @@ def test_bad_messages_leave_the_chat_usable(page):
     expect(page.locator('#chat-bot [data-testid="user"]').last).to_contain_text("<|endoftext|>")
     expect(page.locator("#chat-usage")).to_contain_text("of 128", timeout=60_000)
     assert page.evaluate("window.__pwned") is None  # Gradio's sanitizer drops the handler
+
+
+def test_html_in_a_message_is_shown_as_typed(page):
+    """Markup a visitor types is text: no element is made from it, and it reads back exactly,
+    also in the prompt the model got (escaped for display only)."""
+    typed = "<h1>Big</h1> <b>bold</b> <img src=x onerror=\"window.__pwned=1\"> & &amp; done"
+    open_tab(page, "tab-chat")
+    _set_max_new(page, "4")
+    _send(page, typed)
+    user = page.locator('#chat-bot [data-testid="user"]').first
+    expect(user).to_contain_text("<h1>Big</h1>", timeout=60_000)
+    assert user.inner_text().strip() == typed
+    assert page.locator("#chat-bot h1, #chat-bot b, #chat-bot img[src=x]").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    expect(page.locator("#chat-message textarea")).to_be_enabled(timeout=60_000)
+    page.locator("#chat-prompt-acc").get_by_text("Exact prompt sent to the model").click()
+    expect(page.locator("#chat-prompt textarea")).to_have_value(re.compile(re.escape(typed)))

@@ -1,0 +1,267 @@
+"""Stage 9 · Chat: talk to the instruction-tuned model (chapter 7.2), see the exact prompt."""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+from gradio.components.chatbot import TextMessage
+
+from llm_core.chat import (
+    MAX_MESSAGE_CHARS, NO_ANSWER, NOT_SENT, ChatError, build_chat_prompt, content_text, stream_reply,
+)
+from llm_core.finetune import RESULTS
+from llm_core.generation import SamplingSettings, make_generator, prepare_for_decoding
+from llm_core.registry import builtin_names, default_model_name
+from tabs.common import check_float, check_int, check_text, get_bundle
+
+INSTRUCT_MODEL = "pydoc-gpt-instruct"
+BASE_MODEL = "pydoc-gpt"
+MAX_NEW_TOKENS = 120
+
+SHIPPED, BASE, FINETUNED, ACTIVE = ("shipped instruct model", "plain base model",
+                                    "your model from the Fine-tune tab", "active model (header)")
+CHOICES = [SHIPPED, BASE, FINETUNED, ACTIVE]
+
+# (instruction, input): what the shipped model was measured to answer well, and what it gets wrong.
+# Checked greedily on the shipped model (assets/models/pydoc-gpt-instruct/TRAINING.md): it learned
+# the answer *format* (short, then end-of-text), not the tasks: "yes" and "3" come out for almost
+# any input, so even its right answers are partly luck. Compare mode shows what tuning changed.
+GOOD_EXAMPLES = [
+    ["Is the word a palindrome? Answer yes or no.", "level"],
+    ["How many letters does the word have?", "low"],
+    ["How many items are in the list?", "89, 89, 59, 33, 25, 83, 97, 33"],
+]
+BAD_EXAMPLES = [
+    ["Is the word a palindrome? Answer yes or no.", "python"],
+    ["Reverse the following word.", "python"],
+    ["Convert the text to upper case.", "hello world"],
+    ["Add the two numbers.", "12, 30"],
+    ["What does the Python function json.dumps() do?", ""],
+    ["What is the capital of France?", ""],
+]
+
+from gradio.events import Dependency
+
+class PlainChatbot(gr.Chatbot):
+    """A Chatbot that shows every message as typed: text is HTML-escaped on its way to the browser
+    (render_markdown=False alone still lets <b> or <img> render) and unescaped on its way back, so
+    the handler and the model see exactly what was typed."""
+
+    is_template = True  # drawn by the browser as the Chatbot it extends
+
+    def _postprocess_content(self, chat_message):
+        out = super()._postprocess_content(chat_message)
+        if isinstance(out, TextMessage):
+            out.text = html.escape(out.text, quote=False)
+        return out
+
+    def _preprocess_content(self, chat_message):
+        out = super()._preprocess_content(chat_message)
+        if isinstance(chat_message, TextMessage) and isinstance(out, dict):
+            out["text"] = html.unescape(out["text"])
+        return out
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def _session(request: gr.Request | None) -> str:
+    # the same key the Fine-tune tab stores this session's result under
+    return getattr(request, "session_hash", None) or "api"
+
+
+def _shared(name: str):
+    """A shared model by name, laid out for fast one-token steps (it is never trained in place)."""
+    bundle = get_bundle(name)
+    prepare_for_decoding(bundle.model)
+    return bundle.name, bundle.model, bundle.tokenizer
+
+
+def resolve_models(choice: str, active_name: str, request: gr.Request | None):
+    """(label, model, tokenizer) of the chosen model, and a function giving the model to compare
+    it with (loaded only when compare mode asks for it)."""
+    fallback = default_model_name()
+    installed = builtin_names()
+    shipped = INSTRUCT_MODEL if INSTRUCT_MODEL in installed else fallback
+    base = BASE_MODEL if BASE_MODEL in installed else fallback
+    if choice == SHIPPED:
+        return _shared(shipped), lambda: _shared(base)
+    if choice == BASE:
+        return _shared(base), lambda: _shared(shipped)
+    if choice == FINETUNED:
+        res = RESULTS.result(_session(request))
+        if res is None or res.task != "instruction":
+            raise gr.Error("You have no instruction-tuned model in this session yet: train one in the "
+                           "Fine-tune tab (task: Instruction following), or choose the shipped instruct model.")
+        return ((f"your tuned {res.info.base_model}", res.model, res.tokenizer),
+                lambda: _shared(res.info.base_model or base))
+    if choice == ACTIVE:
+        return _shared(active_name or fallback), lambda: _shared(base)
+    raise gr.Error(f"Unknown model choice {choice!r}; pick one of: {', '.join(CHOICES)}.")
+
+
+def _usage(prompt, label: str) -> str:
+    used, ctx = prompt.n_tokens, prompt.context_length
+    text = (f"**{html.escape(label)}**: the prompt uses **{used} of {ctx}** context tokens "
+            f"({100 * used / ctx:.0f} %); up to {prompt.answer_room} are left for the answer.")
+    if prompt.dropped_turns:
+        text += (f"\n\n⚠️ **{prompt.dropped_turns} older turn(s) dropped** to fit the context: "
+                 f"the model sees only the last {prompt.kept_turns} turn(s) and this message.")
+    return text
+
+
+def compare_html(main_label: str, main_text: str, other_label: str, other_text: str) -> str:
+    """Two answers side by side (all text escaped)."""
+    cols = "".join(
+        f"<div class='chat-compare-col'><h4>{html.escape(label)}</h4>"
+        f"<pre style='white-space:pre-wrap;margin:0'>{html.escape(text) or '…'}</pre></div>"
+        for label, text in ((main_label, main_text), (other_label, other_text)))
+    return f"<div class='chat-compare' style='display:grid;grid-template-columns:1fr 1fr;gap:12px'>{cols}</div>"
+
+
+def _prompt_for(history, message, tok, model, input_text, max_new):
+    try:
+        return build_chat_prompt(history, message, tok, model.cfg.context_length, input_text, max_new)
+    except ChatError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def validate_message(message):
+    """Checked in the browser before anything is sent (the textbox stays usable)."""
+    text = content_text(message)
+    if not text.strip():
+        return gr.validate(False, "The message is empty: type a question or an instruction.")
+    if len(text) > MAX_MESSAGE_CHARS:
+        return gr.validate(False, f"The message has {len(text):,} characters; the limit is "
+                                  f"{MAX_MESSAGE_CHARS:,}. Ask something shorter.")
+    return gr.validate(True, "")
+
+
+def chat(message, history, model_choice, input_text, compare, temperature, top_k, top_p, max_new_tokens,
+         seed, active_name, request: gr.Request = None):
+    """Stream the chosen model's answer; yields (answer, exact prompt, usage, comparison).
+
+    A message that cannot be answered gets a warning and a "Not sent" notice in place of the
+    answer, never an exception: ChatInterface keeps its textbox disabled after a failed event,
+    and the notice's turn is left out of later prompts."""
+    try:
+        yield from _chat(message, history, model_choice, input_text, compare, temperature, top_k, top_p,
+                         max_new_tokens, seed, active_name, request)
+    except Exception as exc:  # the UI must never show a traceback or lock up
+        reason = exc.message if isinstance(exc, gr.Error) else f"{type(exc).__name__}: {exc}"
+        gr.Warning(str(reason))
+        yield f"{NOT_SENT}{reason}", "", "", ""
+
+
+def _chat(message, history, model_choice, input_text, compare, temperature, top_k, top_p, max_new_tokens,
+          seed, active_name, request):
+    message = check_text(content_text(message), "message", max_chars=MAX_MESSAGE_CHARS)
+    input_text = check_text(content_text(input_text), "input", max_chars=MAX_MESSAGE_CHARS, allow_empty=True)
+    temperature = check_float(temperature, "Temperature", 0.0, 5.0)
+    top_k = check_int(top_k, "Top-k", 0, 100_000)
+    top_p = check_float(top_p, "Top-p", 0.0, 1.0, lo_open=True)
+    max_new = check_int(max_new_tokens, "Max new tokens", 1, MAX_NEW_TOKENS)
+    seed = check_int(seed if seed not in (None, "") else 123, "Seed", 0, 2**31 - 1)
+    (label, model, tok), other_of = resolve_models(model_choice, active_name, request)
+    settings = SamplingSettings(temperature=temperature, top_k=top_k or None,
+                                top_p=None if top_p >= 1.0 else top_p, max_new_tokens=max_new)
+    if settings.top_k is not None and settings.top_k > tok.n_vocab:
+        settings = settings.with_(top_k=tok.n_vocab)
+    prompt = _prompt_for(history, message, tok, model, input_text, max_new)
+    usage = _usage(prompt, label)
+    if prompt.dropped_turns:
+        gr.Warning(f"{prompt.dropped_turns} older turn(s) dropped: the conversation outgrew the "
+                   f"{prompt.context_length}-token context.")
+    answer = ""
+    # No torch.inference_mode() around the loop: a generator may resume on another worker
+    # thread; stream_generate enters inference mode around each step itself.
+    for reply in stream_reply(model, tok, prompt, settings, make_generator(seed)):
+        answer = reply.text
+        yield answer or "…", prompt.text, usage, compare_html(label, answer, "…", "") if compare else ""
+    answer = answer or NO_ANSWER
+    if not compare:
+        yield answer, prompt.text, usage, ""
+        return
+    other_label, other_model, other_tok = other_of()
+    other_prompt = _prompt_for(history, message, other_tok, other_model, input_text, max_new)
+    other = ""
+    for reply in stream_reply(other_model, other_tok, other_prompt, settings, make_generator(seed)):
+        other = reply.text
+        yield answer, prompt.text, usage, compare_html(label, answer, other_label, other)
+    yield answer, prompt.text, usage, compare_html(label, answer, other_label, other or NO_ANSWER)
+
+
+def build(ctx) -> None:
+    with gr.Tab("9 · Chat", id="chat", elem_id="tab-chat"):
+        gr.Markdown(
+            "Talk to the **instruction-tuned** model (chapter 7.2). Every message is wrapped in the book's "
+            "Alpaca template (*Below is an instruction… ### Instruction: … ### Response:*); earlier turns go "
+            "into the same prompt, oldest dropped first when the 128-token context runs out. Put the text to "
+            "work on in **Input** (the template's `### Input:` section). The shipped model is tiny (3.4M "
+            "parameters, tuned for 8 minutes on a CPU): it learned the *shape* of an answer — short, the "
+            "right kind (yes/no, a number, a docstring-like sentence), then stop — but not the tasks "
+            "themselves (3 % exact on held-out computed tasks). Tick *compare* to see the untuned base "
+            "ramble on instead.")
+        with gr.Row():
+            model_choice = gr.Radio(CHOICES, value=SHIPPED, label="Model", elem_id="chat-model",
+                                    info="Shipped: pydoc-gpt tuned on the built-in instructions. Base: the same "
+                                         "model before tuning. Yours: what you trained in the Fine-tune tab. "
+                                         "Active: the model chosen in the header.")
+            compare = gr.Checkbox(False, label="Compare with the base model", elem_id="chat-compare",
+                                  info="Also answer each message with the untuned base (for the base: with the "
+                                       "tuned model), shown side by side below the chat.")
+        with gr.Row():
+            temperature = gr.Slider(0, 2, value=0.0, step=0.05, label="Temperature", elem_id="chat-temperature",
+                                    info="0 = greedy (always the most likely token); higher = more random.")
+            top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k", elem_id="chat-top-k",
+                              info="Keep only the k most likely tokens (0 = all).")
+            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p", elem_id="chat-top-p",
+                              info="Keep the smallest set of tokens with this much probability (1 = all).")
+            max_new = gr.Slider(1, MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens",
+                                elem_id="chat-max-new",
+                                info="Upper bound on the answer; the context may leave fewer.")
+            seed = gr.Number(123, precision=0, label="Seed", elem_id="chat-seed",
+                             info="Same seed + settings = same sampled answer.")
+        # Plain text, not Markdown: a message or an answer with <b> or *stars* is shown as typed.
+        chatbot = PlainChatbot(label="Conversation", height=340, elem_id="chat-bot", render_markdown=False)
+        textbox = gr.Textbox(placeholder="Type an instruction, e.g. Reverse the following word.",
+                             elem_id="chat-message", max_length=MAX_MESSAGE_CHARS, lines=1,
+                             submit_btn=True, stop_btn=True, show_label=False)
+        input_text = gr.Textbox(label="Input (optional)", lines=1, max_lines=4, elem_id="chat-input",
+                                max_length=MAX_MESSAGE_CHARS,
+                                info="Goes into the template's '### Input:' section for this message only.")
+        compare_out = gr.HTML(elem_id="chat-compare-out")
+        usage = gr.Markdown(elem_id="chat-usage")
+        with gr.Accordion("Exact prompt sent to the model", open=False, elem_id="chat-prompt-acc"):
+            prompt_box = gr.Textbox(label="Prompt", lines=8, max_lines=20, interactive=False,
+                                    elem_id="chat-prompt")
+        gr.ChatInterface(
+            chat, chatbot=chatbot, textbox=textbox,
+            additional_inputs=[model_choice, input_text, compare, temperature, top_k, top_p, max_new, seed,
+                               ctx.model_name],
+            additional_outputs=[prompt_box, usage, compare_out],
+            api_name="chat", concurrency_limit=1, fill_height=False, autofocus=False,
+            validator=validate_message,
+        )
+        with gr.Row():
+            gr.Examples(GOOD_EXAMPLES, [textbox, input_text], elem_id="chat-examples-good",
+                        label="Answered right by the shipped model (greedy)")
+            gr.Examples(BAD_EXAMPLES, [textbox, input_text], elem_id="chat-examples-bad",
+                        label="Answered wrong: it says yes and 3 to almost anything, and cannot spell or add")
+class MessageBox(gr.Textbox):
+    """The chat's message box: a missing message (None from the API) arrives as "", which the
+    handler answers with "the message is empty", instead of failing inside ChatInterface."""
+
+    is_template = True  # drawn by the browser as the Textbox it extends
+
+    def preprocess(self, payload):
+        return "" if payload is None else super().preprocess(payload)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+    
