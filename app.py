@@ -34,19 +34,22 @@ DELETE_CACHE = (600, 3600)
 
 
 def _header(default_model: str, reason: str) -> AppContext:
-    gr.Markdown("# LLM Explorer\nSee every stage of building a GPT, from tokens to chat, "
-                "following *Build a Large Language Model (From Scratch)*.", elem_id="title")
+    # One compact band (title, picker, button, the active model's summary) so that every tab's
+    # results start above the fold.
+    with gr.Column(elem_id="header"):
+        with gr.Row(equal_height=False, elem_id="model-bar"):
+            with gr.Column(scale=1, min_width=300):
+                gr.Markdown("# LLM Explorer\nEvery stage of building a GPT, from tokens to chat, following "
+                            "*Build a Large Language Model (From Scratch)*.", elem_id="title")
+            picker = gr.Dropdown(
+                choices=model_choices(), value=default_model,
+                label="Active model: built-in, a saved run, untrained:<size>, GPT-2, or a directory / Hub repo id",
+                allow_custom_value=True, scale=2, min_width=300, elem_id="model-picker",
+            )
+            load_btn = gr.Button("Load model", variant="primary", scale=0, min_width=140, elem_id="model-load")
+        summary = gr.Markdown(_summary(default_model, reason), elem_id="model-summary")
+        gr.Markdown(f"**Computing on:** {device_summary()}", elem_id="device-summary")
     model_name = gr.State(default_model)
-    with gr.Row(equal_height=False, elem_id="model-bar"):
-        picker = gr.Dropdown(
-            choices=model_choices(), value=default_model, label="Active model",
-            allow_custom_value=True, scale=3, elem_id="model-picker",
-            info="Built-in, your saved runs, an untrained config, GPT-2 from the Hub, "
-                 "or type a local directory / Hub repo id.",
-        )
-        load_btn = gr.Button("Load model", variant="primary", scale=0, min_width=160, elem_id="model-load")
-    summary = gr.Markdown(_summary(default_model, reason), elem_id="model-summary")
-    gr.Markdown(f"**Computing on:** {device_summary()}", elem_id="device-summary")
     model_changed = gr.Textbox(value=default_model, visible=False, elem_id="model-changed")
 
     def switch(name, current, request: gr.Request, progress=gr.Progress()):
@@ -90,7 +93,8 @@ def build_demo(default_model: str | None = None, reason: str | None = None) -> g
     saved_runs.remove_stale()  # what a save killed half-way left behind
     with gr.Blocks(title="LLM Explorer", delete_cache=DELETE_CACHE) as demo:
         ctx = _header(default_model, reason or "")
-        with gr.Tabs(elem_id="stages") as tabs:
+        # Wrapped, not folded into a "⋯" menu: on a phone all nine numbered stages stay in sight.
+        with gr.Tabs(elem_id="stages", overflow_behavior="wrap") as tabs:
             ctx.tabs = tabs
             for stage in STAGES:
                 stage.build(ctx)

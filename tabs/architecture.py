@@ -18,8 +18,8 @@ from llm_core.embedding_view import token_label
 from llm_core.examples import pick_example
 from llm_core.trace_cache import TRACES
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
+from tabs.figures import note_figure, plot_text
 from tabs.lazy import on_first_open
-from tabs.figures import plot_text
 
 DEFAULT_PROMPT = "Every effort moves you forward, and the model guesses the next token at every position"
 # First-load prompts; the one whose words the active tokenizer keeps whole is shown.
@@ -573,7 +573,8 @@ def build(ctx) -> None:
                                          max_length=200, info="Empty: its prediction for the corrupted prompt.")
                 site = gr.Radio(SITE_CHOICES, value="resid_pre", label="Patch", elem_id="arch-site")
             patch_btn = gr.Button("Patch", variant="primary", elem_id="arch-patch-run")
-            patch_plot = gr.Plot(None, label="Restored share of the clean answer", elem_id="arch-patch-map")
+            patch_plot = gr.Plot(note_figure("Press Patch: how much of the clean answer each patch restores appears here."),
+                                 label="Restored share of the clean answer", elem_id="arch-patch-map")
             patch_md = gr.Markdown("", elem_id="arch-patch-md")
         gr.on([patch_btn.click, clean_box.submit, corrupt_box.submit], patching,
               [clean_box, corrupt_box, site, clean_ans, corrupt_ans, ctx.model_name], [patch_plot, patch_md],

@@ -19,8 +19,8 @@ from llm_core import interventions as iv
 from llm_core.embedding_view import token_label
 from llm_core.examples import pick_example
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
+from tabs.figures import note_figure, plot_text, token_ticks
 from tabs.lazy import on_first_open
-from tabs.figures import plot_text, token_ticks
 
 MAX_PROMPT_CHARS = 20_000       # far more than 256 tokens; longer text is refused, not encoded
 GRID_MAX_CELLS = 512 * 512      # all heads of a layer in one figure: cells in total
@@ -848,7 +848,8 @@ def build(ctx) -> None:
                                        elem_id="att-ko-mode")
                     ko_btn = gr.Button("Knock out", variant="primary", elem_id="att-ko-run")
                 with gr.Column(scale=3):
-                    ko_plot = gr.Plot(None, label="Next token, before and after", elem_id="att-ko-plot")
+                    ko_plot = gr.Plot(note_figure("Press Knock out: the next token before and after appears here."),
+                                      label="Next token, before and after", elem_id="att-ko-plot")
                     ko_md = gr.Markdown("", elem_id="att-ko-md")
 
         with gr.Accordion("Which heads matter for a token", open=True, elem_id="att-attr-box"):
@@ -863,7 +864,8 @@ def build(ctx) -> None:
                 with gr.Column(scale=2):
                     attr_cells = gr.HTML("", elem_id="att-attr-grid", js_on_load=GRID_JS, css_template=GRID_CSS)
                 with gr.Column(scale=3):
-                    dla_plot = gr.Plot(None, label="Direct logit attribution", elem_id="att-dla")
+                    dla_plot = gr.Plot(note_figure("Press Which heads matter?: each head's share appears here."),
+                                       label="Direct logit attribution", elem_id="att-dla")
             attr_md = gr.Markdown("", elem_id="att-attr-md")
 
         with gr.Accordion("The maths, step by step, for the chosen layer and head", open=True):

@@ -231,53 +231,60 @@ def build(ctx) -> None:
             f"ramble on instead. Where `{INSTRUCT_GPT2}` (GPT-2 small tuned on Alpaca-GPT4) is in the local "
             "Hugging Face cache, as on a Space that preloads it, it is the default here and compare mode "
             "sets it beside GPT-2 small.")
-        with gr.Row():
-            model_choice = gr.Radio(CHOICES, value=default_choice(), label="Model", elem_id="chat-model",
-                                    info=f"GPT-2 (Hub): {INSTRUCT_GPT2}, GPT-2 small tuned on Alpaca-GPT4 with "
-                                         "the same Alpaca prompt (124M parameters; needs the Hub or the cache). "
-                                         "Shipped: pydoc-gpt tuned on the built-in instructions. Base: the same "
-                                         "model before tuning. Yours: what you trained in the Fine-tune tab. "
-                                         "Active: the model chosen in the header.")
-            compare = gr.Checkbox(False, label="Compare with the base model", elem_id="chat-compare",
-                                  info="Also answer each message with the untuned base (GPT-2 small for the "
-                                       "Hub's tuned GPT-2; for the base: the tuned model), side by side.")
-        with gr.Row():
-            temperature = gr.Slider(0, 2, value=0.0, step=0.05, label="Temperature", elem_id="chat-temperature",
-                                    info="0 = greedy (always the most likely token); higher = more random.")
-            top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k", elem_id="chat-top-k",
-                              info="Keep only the k most likely tokens (0 = all).")
-            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p", elem_id="chat-top-p",
-                              info="Keep the smallest set of tokens with this much probability (1 = all).")
-            max_new = gr.Slider(1, MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens",
-                                elem_id="chat-max-new",
-                                info="Upper bound on the answer; the context may leave fewer.")
-            seed = gr.Number(123, precision=0, label="Seed", elem_id="chat-seed",
-                             info="Same seed + settings = same sampled answer.")
-            precision = gr.Radio(list(PRECISIONS), value="fp32", label="Precision", elem_id="chat-precision",
-                                 info="int8: every linear layer and the output head in 8-bit weights (CPU): "
-                                      "faster on GPT-2-sized models, slower on the tiny shipped ones. Your own "
-                                      "fine-tuned model stays fp32.")
-        # Plain text, not Markdown: a message or an answer with <b> or *stars* is shown as typed.
-        chatbot = PlainChatbot(label="Conversation", height=340, elem_id="chat-bot", render_markdown=False)
-        textbox = MessageBox(placeholder="Type an instruction, e.g. Reverse the following word.",
-                             elem_id="chat-message", max_length=MAX_MESSAGE_CHARS, lines=1,
-                             submit_btn=True, stop_btn=True, show_label=False)
-        input_text = gr.Textbox(label="Input (optional)", lines=1, max_lines=4, elem_id="chat-input",
-                                max_length=MAX_MESSAGE_CHARS,
-                                info="Goes into the template's '### Input:' section for this message only.")
-        compare_out = gr.HTML(elem_id="chat-compare-out")
-        usage = gr.Markdown(elem_id="chat-usage")
-        with gr.Accordion("Exact prompt sent to the model", open=False, elem_id="chat-prompt-acc"):
-            prompt_box = gr.Textbox(label="Prompt", lines=8, max_lines=20, interactive=False,
-                                    elem_id="chat-prompt")
-        gr.ChatInterface(
-            chat, chatbot=chatbot, textbox=textbox,
-            additional_inputs=[model_choice, input_text, compare, temperature, top_k, top_p, max_new, seed,
-                               ctx.model_name, precision],
-            additional_outputs=[prompt_box, usage, compare_out],
-            api_name="chat", concurrency_limit=1, fill_height=False, autofocus=False,
-            validator=validate_message,
-        )
+        # The conversation first (it is what the tab is for), its settings beside it, below it on a
+        # phone. ChatInterface draws the conversation and the message box where it is built, which
+        # must be after every component it reads and writes: assets/style.css puts them first.
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=300, elem_id="chat-settings"):
+                model_choice = gr.Radio(CHOICES, value=default_choice(), label="Model", elem_id="chat-model",
+                                        info=f"GPT-2 (Hub): {INSTRUCT_GPT2}, GPT-2 small tuned on Alpaca-GPT4 "
+                                             "with the same Alpaca prompt (124M parameters; needs the Hub or the "
+                                             "cache). Shipped: pydoc-gpt tuned on the built-in instructions. Base: "
+                                             "the same model before tuning. Yours: what you trained in the "
+                                             "Fine-tune tab. Active: the model chosen in the header.")
+                compare = gr.Checkbox(False, label="Compare with the base model", elem_id="chat-compare",
+                                      info="Also answer each message with the untuned base (GPT-2 small for the "
+                                           "Hub's tuned GPT-2; for the base: the tuned model), side by side.")
+                with gr.Row():
+                    temperature = gr.Slider(0, 2, value=0.0, step=0.05, label="Temperature",
+                                            elem_id="chat-temperature",
+                                            info="0 = greedy (always the most likely token); higher = more random.")
+                    top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k", elem_id="chat-top-k",
+                                      info="Keep only the k most likely tokens (0 = all).")
+                with gr.Row():
+                    top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p", elem_id="chat-top-p",
+                                      info="Keep the smallest set of tokens with this much probability (1 = all).")
+                    max_new = gr.Slider(1, MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens",
+                                        elem_id="chat-max-new",
+                                        info="Upper bound on the answer; the context may leave fewer.")
+                seed = gr.Number(123, precision=0, label="Seed", elem_id="chat-seed",
+                                 info="Same seed + settings = same sampled answer.")
+                precision = gr.Radio(list(PRECISIONS), value="fp32", label="Precision", elem_id="chat-precision",
+                                     info="int8: every linear layer and the output head in 8-bit weights (CPU): "
+                                          "faster on GPT-2-sized models, slower on the tiny shipped ones. Your own "
+                                          "fine-tuned model stays fp32.")
+            with gr.Column(scale=3, min_width=360, elem_id="chat-conversation"):
+                # Plain text, not Markdown: a message or an answer with <b> or *stars* is shown as typed.
+                chatbot = PlainChatbot(label="Conversation", height=340, elem_id="chat-bot", render_markdown=False)
+                textbox = MessageBox(placeholder="Type an instruction, e.g. Reverse the following word.",
+                                     elem_id="chat-message", max_length=MAX_MESSAGE_CHARS, lines=1,
+                                     submit_btn=True, stop_btn=True, show_label=False)
+                input_text = gr.Textbox(label="Input (optional)", lines=1, max_lines=4, elem_id="chat-input",
+                                        max_length=MAX_MESSAGE_CHARS,
+                                        info="Goes into the template's '### Input:' section for this message only.")
+                compare_out = gr.HTML(elem_id="chat-compare-out")
+                usage = gr.Markdown(elem_id="chat-usage")
+                with gr.Accordion("Exact prompt sent to the model", open=False, elem_id="chat-prompt-acc"):
+                    prompt_box = gr.Textbox(label="Prompt", lines=8, max_lines=20, interactive=False,
+                                            elem_id="chat-prompt")
+                gr.ChatInterface(
+                    chat, chatbot=chatbot, textbox=textbox,
+                    additional_inputs=[model_choice, input_text, compare, temperature, top_k, top_p, max_new, seed,
+                                       ctx.model_name, precision],
+                    additional_outputs=[prompt_box, usage, compare_out],
+                    api_name="chat", concurrency_limit=1, fill_height=False, autofocus=False,
+                    validator=validate_message,
+                )
         with gr.Row():
             gr.Examples(GOOD_EXAMPLES, [textbox, input_text], elem_id="chat-examples-good",
                         label="Answered right by the shipped model (greedy)")

@@ -15,6 +15,7 @@ from llm_core import embedding_view as ev
 from llm_core.model import build_untrained
 from llm_core.registry import model_choices
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
+from tabs.figures import note_figure
 from tabs.guard import owner_of, typed_model_name
 
 # Defaults are picked from these to suit the model's vocabulary (GPT-2's, or a small one of Python docs).
@@ -549,7 +550,8 @@ def build(ctx) -> None:
             cmp_k = gr.Number(5, precision=0, label="Neighbours", elem_id="emb-cmp-k",
                               info="Neighbours listed per model (1–20).")
         cmp_btn = gr.Button("Compare", elem_id="emb-cmp-btn")
-        cmp_fig = gr.Plot(label="Movement", elem_id="emb-cmp-fig")
+        cmp_fig = gr.Plot(note_figure("Press Compare: how far each token moved between the two models appears here."),
+                          label="Movement", elem_id="emb-cmp-fig")
         cmp_table = gr.Dataframe(headers=["token", "cosine before/after", "shared neighbours",
                                           "neighbours before", "neighbours after"], interactive=False,
                                  wrap=True, elem_id="emb-cmp-table", max_height=380)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import plotly.graph_objects as go
+
 
 def plot_text(text) -> str:
     """Text for plotly (titles, hover, cell labels): it renders a little HTML, so <, > and & are
@@ -19,3 +21,16 @@ def token_ticks(labels: list[str], max_labels: int = 40, index: bool = False) ->
     step = max(1, math.ceil(len(labels) / max_labels))
     ticks = list(range(0, len(labels), step))
     return ticks, [plot_text(labels[i]) + (f" ·{i}" if index else "") for i in ticks]
+
+
+def note_figure(text: str, height: int = 140) -> go.Figure:
+    """A figure holding only ``text`` (no axes, no grid), for a plot before its first result: a
+    short note, never an empty axis. The background is transparent and the note has no colour of
+    its own, so the page's theme (light or dark, see assets/style.css) shows through."""
+    fig = go.Figure()
+    fig.add_annotation(text=plot_text(text), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font_size=14)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=10, b=10),
+                      xaxis=dict(visible=False), yaxis=dict(visible=False),
+                      paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
+    return fig

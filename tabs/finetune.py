@@ -28,6 +28,7 @@ from llm_core.lora import ALL_TARGETS, TARGET_LABELS, LoRAError, load_adapter
 from llm_core.peft_format import is_peft_upload, load_peft_adapter
 from tabs import hub_export
 from tabs.common import TRAINING_SLOT, check_float, check_int, check_text, friendly_errors, get_bundle
+from tabs.figures import note_figure
 from tabs.guard import discard
 
 # Server-side caps (2 vCPUs shared by every visitor).
@@ -178,11 +179,15 @@ def _xy(xs, ys):
     return x, y
 
 
+FT_PLOT_NOTE = "Press Start fine-tuning: the loss and accuracy curves appear here."
+
+
 def curves_figure(runs: list[dict], log_scale: bool = False, smoothing: float = 0.6) -> go.Figure:
     """Train/validation loss of this session's runs of the newest run's task (newest bold), plus
     accuracy for classification (losses of different tasks are not comparable)."""
-    if runs:
-        runs = [r for r in runs if r.get("task") == runs[-1].get("task")]
+    if not runs:
+        return note_figure(FT_PLOT_NOTE)
+    runs = [r for r in runs if r.get("task") == runs[-1].get("task")]
     with_acc = any(r.get("val_acc") for r in runs)
     fig = make_subplots(rows=1, cols=2 if with_acc else 1, subplot_titles=(
         ("Loss (cross-entropy)", "Accuracy") if with_acc else ("Loss (cross-entropy)",)))
@@ -636,7 +641,7 @@ def build(ctx) -> None:
                     start = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
                     stop = gr.Button("Stop", variant="stop", elem_id="ft-stop")
                 status = gr.Markdown("Press **Start fine-tuning**.", elem_id="ft-status")
-        plot = gr.Plot(label="Training curves", elem_id="ft-plot")
+        plot = gr.Plot(curves_figure([]), label="Training curves", elem_id="ft-plot")
         with gr.Row():
             log_scale = gr.Checkbox(False, label="Log-scale loss", elem_id="ft-log",
                                     info="Spot slow late progress.")
@@ -647,8 +652,10 @@ def build(ctx) -> None:
                           elem_id="ft-samples")
         results_md = gr.Markdown(elem_id="ft-results")
         with gr.Row():
-            confusion = gr.Plot(label="Confusion matrix", elem_id="ft-confusion")
-            norms = gr.Plot(label="What LoRA changed", elem_id="ft-norms")
+            confusion = gr.Plot(note_figure("A classification run's confusion matrix appears here."),
+                                label="Confusion matrix", elem_id="ft-confusion")
+            norms = gr.Plot(note_figure("After a LoRA run: how much each layer changed appears here."),
+                            label="What LoRA changed", elem_id="ft-norms")
         comparison = gr.HTML(elem_id="ft-comparison")
         adapter_file = gr.File(label="Download the result (zip): a LoRA adapter in peft's format "
                                      "(adapter_config.json + adapter_model.safetensors), or the whole tuned model "

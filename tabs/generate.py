@@ -23,7 +23,7 @@ from llm_core.generation import (
 )
 from llm_core.quantize import PRECISIONS
 from tabs.common import CPU_HEAVY, check_float, check_int, check_text, friendly_errors, get_bundle
-from tabs.figures import plot_text
+from tabs.figures import note_figure, plot_text
 
 # ---------------------------------------------------------------- limits and choices
 
@@ -351,8 +351,7 @@ def step_figure(run, i: int | None) -> go.Figure:
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=50, b=40), barmode="group",
                       legend=dict(orientation="h", y=-0.12), xaxis=dict(title="probability", tickformat=".0%"))
     if run is None or not run["steps"] or i is None:
-        fig.update_layout(title="Generate some text, then pick a step")
-        return fig
+        return note_figure("Press Generate: each step's top candidates appear here.", height=380)
     rec = run["steps"][i]
     cands = list(rec["candidates"])
     if rec["token_id"] not in [c["token_id"] for c in cands]:
@@ -386,7 +385,7 @@ def entropy_figure(run, selected: int | None) -> go.Figure:
                       yaxis=dict(title="bits", rangemode="tozero"), xaxis=dict(title=None),
                       title=dict(text="how unsure the model was at each step", font_size=13))
     if run is None or not run["steps"]:
-        return fig
+        return note_figure("Press Generate: how unsure the model was at each step appears here.", height=230)
     x = np.arange(1, len(run["steps"]) + 1, dtype=np.float32)
     h = np.array([r["entropy_bits"] for r in run["steps"]], dtype=np.float32)
     h_after = np.array([r["entropy_sampled_bits"] for r in run["steps"]], dtype=np.float32)

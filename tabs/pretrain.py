@@ -28,6 +28,7 @@ from llm_core.training import TrainConfig, calc_loss_loader, gpt2_init_, perplex
 from tabs import hub_export
 from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, TRAINING_SLOT, check_float, check_int,
                          check_text, friendly_errors)
+from tabs.figures import note_figure
 from tabs.guard import discard, owner_of
 
 # Server-side caps: a demo machine has 2 vCPUs shared by every visitor.
@@ -175,6 +176,8 @@ COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#08
 
 def loss_figure(runs: list[dict], x_axis: str = "tokens seen", log_scale: bool = False,
                 smoothing: float = 0.6) -> go.Figure:
+    if not runs:
+        return note_figure("Press Start training: the training and validation loss appear here.")
     fig = go.Figure()
     key = "tokens" if x_axis == "tokens seen" else "steps"
     for i, run in enumerate(runs):
@@ -351,8 +354,12 @@ def save_trained(name, overwrite, request: gr.Request = None):
     gr.Info(f"Saved as {run}. Pick it in 'Active model' at the top to use it in every tab.")
     return (f"Saved **{html.escape(run)}** ({entry['meta']['steps']} steps, validation loss "
             f"{entry['meta']['val_loss'] if entry['meta']['val_loss'] is not None else '-'}). "
-            "Only this browser session can load it.",
-            gr.update(choices=model_choices(owner)))
+            "Only this browser session can load it.")
+
+
+def picker_choices(request: gr.Request = None):
+    """The header picker's list after a save: this session's runs included."""
+    return gr.update(choices=model_choices(owner_of(request)))
 
 
 def _export_source(request: gr.Request | None):
@@ -474,7 +481,7 @@ def build(ctx) -> None:
         status = gr.Markdown("Press **Start training**.", elem_id="pt-status")
         with gr.Row():
             with gr.Column(scale=3):
-                plot = gr.Plot(label="Loss", elem_id="pt-plot")
+                plot = gr.Plot(loss_figure([]), label="Loss", elem_id="pt-plot")
                 with gr.Row():
                     x_axis = gr.Radio(["tokens seen", "steps"], value="tokens seen", label="x axis")
                     log_scale = gr.Checkbox(False, label="Log-scale y")
@@ -511,7 +518,9 @@ def build(ctx) -> None:
         stop.click(stop_training, None, None, queue=False, api_name="pretrain_stop")
         for ctrl in (x_axis, log_scale, smoothing):
             ctrl.change(loss_figure, [runs, x_axis, log_scale, smoothing], plot, queue=False, api_visibility="private")
-        save_btn.click(save_trained, [save_name, overwrite], [save_out, ctx.model_picker],
-                       api_name="pretrain_save")
+        # The header's picker is updated only after a save succeeded: an error raised by a handler
+        # marks every output it lists, and a failed save must not mark the header.
+        save_btn.click(save_trained, [save_name, overwrite], save_out, api_name="pretrain_save").success(
+            picker_choices, None, ctx.model_picker, api_visibility="private")
         compare_btn.click(compare_with_gpt2, [gpt2_size, corpus, upload, pasted, ctx.model_name], compare_out,
                           concurrency_id=CPU_HEAVY, api_name="pretrain_compare_gpt2")

@@ -583,11 +583,10 @@ def run_sampling(source, text, upload, sample, tokenizer_choice, max_length, str
 @friendly_errors
 def sample_windows(source, text, upload, sample, tokenizer_choice, max_length, stride, batch_size,
                    shuffle, seed, drop_last, window, batch_index, model_name=None):
-    result = run_sampling(source, text, upload, sample, tokenizer_choice, max_length, stride, batch_size,
-                          shuffle, seed, drop_last, window, batch_index, model_name)
-    for w in result.warnings:
-        gr.Warning(w)
-    return render(result)
+    # Warnings are shown once, in the summary beside the result: not as toasts, which repeat
+    # when one gesture fires two events (leaving a number field by clicking Run).
+    return render(run_sampling(source, text, upload, sample, tokenizer_choice, max_length, stride, batch_size,
+                               shuffle, seed, drop_last, window, batch_index, model_name))
 
 
 def on_source_change(source, text, upload, *rest):

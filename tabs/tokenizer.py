@@ -13,6 +13,7 @@ from llm_core.bpe import BPETrainResult, train_bpe
 from llm_core.tokenizers import (CL100K, ENDOFTEXT, O200K, UNK, SimpleTokenizerV2, SpecialTokenError,
                                  available_tokenizers, get_named_tokenizer, gpt2_tokenizer)
 from tabs.common import CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, check_int, check_text, friendly_errors, get_bundle
+from tabs.figures import note_figure
 from tabs.guard import discard
 
 BOOK_SENTENCE = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of the palace."
@@ -367,6 +368,17 @@ def tokenize_event(text, tok_a, tok_b, special, ws, vocab_source, vocab_text,
     return json_a, html_a, json_b, html_b, ids_a, ids_b
 
 
+EMPTY_VIEW = "<p class='tkv-empty'><i>Type or paste some text above to see its tokens.</i></p>"
+
+
+def tokenize_live(text, *rest):
+    """tokenize_event for edits as they happen: an emptied text box is a note in place of the
+    tokens, not an error (the Tokenize button and the API still report it)."""
+    if not (text or "").strip():
+        return None, EMPTY_VIEW, None, "", "", ""
+    return tokenize_event(text, *rest)
+
+
 # ---------------------------------------------------------------- share links
 
 def prefill_from_url(request: gr.Request):
@@ -616,14 +628,17 @@ def build(ctx) -> None:
                 table = gr.Dataframe(headers=["id", "left", "right", "new token", "count"],
                                      datatype=["number", "str", "str", "str", "number"], label="Merge table",
                                      interactive=False, max_height=360, elem_id="bpe-table")
-                growth = gr.Plot(label="Vocabulary growth", elem_id="bpe-growth")
+                growth = gr.Plot(note_figure("Press Learn merges: the vocabulary's growth, merge by merge, appears here."),
+                                 label="Vocabulary growth", elem_id="bpe-growth")
 
         # Events -------------------------------------------------------------
         inputs = [text, tok_a, tok_b, special, ws, vocab_source, vocab_text, ctx.model_name, bpe_state]
         outputs = [json_a, view_a, json_b, view_b, ids_a, ids_b]
-        gr.on([go_btn.click, text.change, tok_a.change, tok_b.change, special.change, ws.change,
+        go_btn.click(tokenize_event, inputs, outputs, api_name="tokenize", trigger_mode="always_last",
+                     show_progress="minimal")
+        gr.on([text.change, tok_a.change, tok_b.change, special.change, ws.change,
                vocab_source.change, vocab_text.change, ctx.model_changed.change],
-              tokenize_event, inputs, outputs, api_name="tokenize", trigger_mode="always_last",
+              tokenize_live, inputs, outputs, api_visibility="private", trigger_mode="always_last",
               show_progress="minimal")
         tok_b.change(lambda b: gr.update(visible=b not in (None, NONE)), tok_b, col_b,
                      api_visibility="private", queue=False)

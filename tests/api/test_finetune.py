@@ -193,3 +193,10 @@ def test_a_diverged_run_keeps_the_earlier_result_and_adapter(tmp_path, monkeypat
     last = list(F.run_finetune(*args, default_model_name(), None))[-1]
     assert "diverged" in last[0]
     assert RESULTS.result("api") is kept and adapter.read_bytes() == saved
+
+
+def test_the_curves_without_runs_are_a_note():
+    # what "Clear earlier runs" and the log/smoothing controls draw before any run
+    fig = F.curves_figure([], True, 0.9)
+    assert not fig.data and not fig.layout.xaxis.visible and not fig.layout.yaxis.visible
+    assert "Start fine-tuning" in fig.layout.annotations[0].text

@@ -45,6 +45,6 @@ def test_activation_patching_draws_the_layers_by_positions_map(page):
     open_tab(page, "tab-architecture")
     expect(page.locator("#arch-clean textarea, #arch-clean input").first).not_to_have_value("", timeout=WAIT)
     page.locator("#arch-patch-run").click()
-    expect(page.locator("#arch-patch-map .js-plotly-plot .heatmaplayer").first).to_be_attached(timeout=WAIT)
+    expect(page.locator("#arch-patch-map .js-plotly-plot .heatmaplayer .hm image").first).to_be_attached(timeout=WAIT)
     expect(page.locator("#arch-patch-md")).to_contain_text("strongest patch", timeout=WAIT)
     expect(page.locator("#arch-dla .js-plotly-plot")).to_be_attached(timeout=WAIT)

@@ -10,7 +10,7 @@ def test_finetune_live_curve_stop_and_try(page):
     page.locator("#ft-steps input").fill("1000")
     page.locator("#ft-eval input").fill("3")
     page.locator("#ft-start").click()
-    page.wait_for_selector("#ft-plot .js-plotly-plot", timeout=90_000)
+    page.wait_for_selector("#ft-plot .js-plotly-plot .trace", timeout=90_000)
     page.wait_for_function(
         "() => /step [1-9]/.test(document.querySelector('#ft-status').innerText)", timeout=90_000)
     page.locator("#ft-stop").click()
@@ -18,7 +18,7 @@ def test_finetune_live_curve_stop_and_try(page):
         "() => document.querySelector('#ft-status').innerText.includes('stopped')", timeout=90_000)
     page.wait_for_function(
         "() => document.querySelector('#ft-results').innerText.includes('Accuracy')", timeout=90_000)
-    page.wait_for_selector("#ft-norms .js-plotly-plot", timeout=30_000)
+    page.wait_for_selector("#ft-norms .js-plotly-plot .heatmaplayer .hm image", timeout=30_000)
     page.locator("#ft-try-cls").click()
     page.wait_for_function(
         "() => /function|class/.test(document.querySelector('#ft-try-probs').innerText)", timeout=30_000)

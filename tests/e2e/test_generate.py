@@ -47,7 +47,7 @@ def test_streams_text_and_shows_the_step_chart(page):
     chart = page.locator("#gen-step-chart")
     expect(chart).to_contain_text("Step 3")
     expect(chart.locator(".js-plotly-plot .bars").first).to_be_attached(timeout=30_000)
-    expect(page.locator("#gen-entropy .js-plotly-plot")).to_be_attached(timeout=30_000)
+    expect(page.locator("#gen-entropy .js-plotly-plot .trace").first).to_be_attached(timeout=30_000)
     expect(out.locator(".gen-sel")).to_have_count(1)
 
 

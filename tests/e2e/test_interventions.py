@@ -35,7 +35,7 @@ def test_click_an_attribution_cell_to_open_that_heads_pattern(page):
     page.locator("#att-attr-run").click()
     cfg = load_model(default_model_name()).config
     expect(page.locator("#att-attr-grid td[data-layer]")).to_have_count(cfg.n_layers * cfg.n_heads, timeout=SLOW)
-    expect(page.locator("#att-dla .js-plotly-plot")).to_be_attached(timeout=SLOW)
+    expect(page.locator("#att-dla .js-plotly-plot .trace").first).to_be_attached(timeout=SLOW)
     expect(page.locator("#att-attr-md")).to_contain_text("direct logit attribution")
     layer, head = cfg.n_layers - 1, cfg.n_heads - 1
     page.locator(f'#att-attr-grid td[data-layer="{layer}"][data-head="{head}"]').click()

@@ -10,7 +10,7 @@ def test_train_live_and_stop(page):
     page.locator("#pt-steps input").fill("2000")
     page.locator("#pt-eval input").fill("5")
     page.locator("#pt-start").click()
-    page.wait_for_selector("#pt-plot .js-plotly-plot", timeout=60_000)
+    page.wait_for_selector("#pt-plot .js-plotly-plot .trace", timeout=60_000)
     page.wait_for_function(
         "() => /step [1-9]/.test(document.querySelector('#pt-status').innerText)", timeout=60_000)
     page.locator("#pt-stop").click()
