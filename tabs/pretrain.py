@@ -16,7 +16,7 @@ import torch
 from llm_core import budget
 from llm_core import corpus as corpus_mod
 from llm_core import runs as saved_runs
-from llm_core.architecture_view import count_parameters
+from llm_core.views.architecture_view import count_parameters
 from llm_core.config import PRESET_LABELS, PRESETS, GPTConfig
 from llm_core.data import create_dataloader_v1
 from llm_core.export import export_hf
