@@ -426,6 +426,58 @@ def _doc_tasks(docs: dict) -> list[dict]:
     return out
 
 
+# What a demo audience types first, answered truthfully about this model (written here).
+_ASSISTANT_ANSWERS = {
+    "greeting": ("Hello! I am a small language model trained on Python's documentation. Ask me what a "
+                 "Python function, class or module does."),
+    "identity": ("I am pydoc-gpt-instruct, a small GPT that LLM Explorer trained from scratch on the "
+                 "documentation of Python and its packages, then tuned to follow instructions. I am a "
+                 "program, not a person, and I know far less than a large model."),
+    "abilities": ("I can answer short questions about Python: what a function or class does, which "
+                  "parameters it takes and which module defines it. I often get details wrong, so check "
+                  "the documentation."),
+    "training": ("I was pre-trained on text extracted from the documentation installed with Python and its "
+                 "packages, then fine-tuned on questions and answers generated from that documentation, all "
+                 "with LLM Explorer's own code."),
+    "thanks": "You are welcome! Ask me about another Python function or module.",
+    "goodbye": "Goodbye! Happy coding.",
+    "off_topic": ("I only know Python's documentation, so I cannot answer that reliably. Ask me about a "
+                  "Python function, class or module."),
+}
+_ASSISTANT_QUESTIONS = {
+    "greeting": ["Hello", "Hi", "Hey", "Hello there", "Hi there", "Good morning", "Good evening",
+                 "Good afternoon", "Hello, how are you", "Hi, how are you doing", "Greetings", "Hey there"],
+    "identity": ["Who are you", "What are you", "What is your name", "Are you a human", "Are you ChatGPT",
+                 "Tell me about yourself", "Introduce yourself", "Are you a person or a program",
+                 "What kind of model are you", "Hello! Who are you", "Hi, what are you"],
+    "abilities": ["What can you do", "How can you help me", "What do you know", "What are you good at",
+                  "What questions can I ask you", "Can you help me with Python", "What can I ask you",
+                  "Hi! What can you do", "What are you able to answer"],
+    "training": ["How were you trained", "What data were you trained on", "Who made you", "Who trained you",
+                 "Where does your knowledge come from", "How did you learn", "What did you learn from"],
+    "thanks": ["Thank you", "Thanks", "Thanks, that helps", "Thank you very much", "Great, thanks",
+               "Thanks for the help"],
+    "goodbye": ["Bye", "Goodbye", "See you later", "That is all, bye", "Bye for now"],
+    "off_topic": ["What is the capital of France", "What is the weather today", "Write me a poem",
+                  "Who won the football match yesterday", "What is the meaning of life",
+                  "Tell me a joke about cats", "How tall is Mount Everest", "What should I cook tonight",
+                  "Who is the president of the United States", "Translate hello into German"],
+}
+
+
+def _assistant_tasks() -> list[dict]:
+    """Greetings, "who are you", "what can you do" and off-topic questions, each phrasing written
+    with and without a question mark / exclamation mark and in lower case."""
+    out = []
+    for kind, questions in _ASSISTANT_QUESTIONS.items():
+        for q in questions:
+            end = "!" if kind in ("greeting", "thanks", "goodbye") else "?"
+            for variant in dict.fromkeys((q + end, q, q.lower() + end)):
+                out.append({"instruction": variant, "input": "", "output": _ASSISTANT_ANSWERS[kind],
+                            "check": "exact", "kind": "assistant"})
+    return out
+
+
 @lru_cache(maxsize=4)
 def builtin_instructions(seed: int = 123, computed_per_kind: int = 100) -> InstructionData:
     """Documentation questions plus computed tasks, shuffled (a fixed order for a fixed seed)."""
@@ -433,15 +485,17 @@ def builtin_instructions(seed: int = 123, computed_per_kind: int = 100) -> Instr
     rng = random.Random(seed)
     doc_tasks = _doc_tasks(docs)
     computed = _computed_tasks(rng, _word_pool(docs), computed_per_kind)
-    entries = doc_tasks + computed
+    assistant = _assistant_tasks()
+    entries = doc_tasks + computed + assistant
     rng.shuffle(entries)
     return InstructionData(
         name="Python docs + computed tasks",
         entries=entries,
         description=(f"{len(entries):,} instructions: {len(doc_tasks):,} questions answered from this Python's "
                      f"documentation (docstrings, pydoc topics) and {len(computed):,} string/list/number tasks "
-                     "whose answers the program computes."),
-        extra={"kinds": {"documentation": len(doc_tasks), "computed": len(computed)}},
+                     f"whose answers the program computes, and {len(assistant):,} greetings and questions about "
+                     "the model itself, answered truthfully."),
+        extra={"kinds": {"documentation": len(doc_tasks), "computed": len(computed), "assistant": len(assistant)}},
     )
 
 

@@ -34,12 +34,13 @@ def held_out_sets(data, n_computed: int, n_doc: int) -> dict[str, list[dict]]:
     """The test split's computed tasks, exact-answer doc questions and free-text doc questions."""
     doc_keys = {(e["instruction"], e["input"]) for e in _doc_tasks(stdlib_docs())}
     _, test, val = split_instructions(data.entries)
-    computed = [e for e in test if (e["instruction"], e["input"]) not in doc_keys]
+    computed = [e for e in test if (e["instruction"], e["input"]) not in doc_keys and e.get("kind") != "assistant"]
     doc = [e for e in test if (e["instruction"], e["input"]) in doc_keys]
     return {"val": val,
             "computed": computed[:n_computed],
             "doc_exact": [e for e in doc if e.get("check") == "exact"][:n_doc],
-            "doc_similar": [e for e in doc if e.get("check") != "exact"][:n_doc]}
+            "doc_similar": [e for e in doc if e.get("check") != "exact"][:n_doc],
+            "assistant": [e for e in test if e.get("kind") == "assistant"]}
 
 
 @torch.no_grad()
@@ -52,7 +53,9 @@ def measure(model, tokenizer, sets: dict[str, list[dict]], max_new_tokens: int, 
                         collate_fn=collate)
     out = {"val_loss": _loader_loss(loader, model, device, len(loader)), "n_val": len(sets["val"])}
     answers = {}
-    for key in ("computed", "doc_exact", "doc_similar"):
+    for key in ("computed", "doc_exact", "doc_similar", "assistant"):
+        if not sets.get(key):
+            continue
         scores, answers[key] = score_responses(model, tokenizer, sets[key], max_new_tokens)
         out[key] = scores["exact_match"] if key != "doc_similar" else scores["similarity"]
         out["n_" + key] = scores["n"]
@@ -119,7 +122,9 @@ def main(argv=None) -> None:
     after, after_answers = measure(model, bundle.tokenizer, sets, args.answer_tokens, args.batch_size)
     print("after: ", json.dumps(after), flush=True)
     examples = []
-    for key in ("computed", "doc_exact", "doc_similar"):
+    for key in ("computed", "doc_exact", "doc_similar", "assistant"):
+        if key not in after_answers:
+            continue
         for e, b, a in list(zip(sets[key], before_answers[key], after_answers[key]))[:6]:
             examples.append({"kind": key, "instruction": e["instruction"], "input": e["input"],
                              "expected": e["output"], "before": b, "after": a})

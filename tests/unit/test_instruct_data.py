@@ -210,3 +210,22 @@ def test_json_upload_good_and_input_optional():
 def test_json_upload_bad(payload, match):
     with pytest.raises(d.DatasetError, match=match):
         d.load_instruction_upload(payload)
+
+
+def test_builtin_instructions_answer_what_a_demo_audience_asks_first():
+    data = d.builtin_instructions()
+    assistant = [e for e in data.entries if e.get("kind") == "assistant"]
+    assert data.extra["kinds"]["assistant"] == len(assistant) >= 150
+    by_q = {e["instruction"]: e["output"] for e in assistant}
+    assert "Python's documentation" in by_q["Hello!"]
+    assert "program, not a person" in by_q["Who are you?"]
+    assert "cannot answer that reliably" in by_q["What is the capital of France?"]
+    assert len(by_q) == len(assistant)  # every phrasing once
+
+
+def test_assistant_entries_are_not_scored_as_computed_tasks():
+    from llm_core.instruct_tune import held_out_sets
+
+    sets = held_out_sets(d.builtin_instructions(), n_computed=10_000, n_doc=10)
+    assert sets["assistant"] and all(e.get("kind") == "assistant" for e in sets["assistant"])
+    assert not any(e.get("kind") == "assistant" for e in sets["computed"])
