@@ -110,7 +110,7 @@ def check_structure(cfg: GPTConfig) -> None:
 
 
 def param_count(cfg: GPTConfig) -> int:
-    from .architecture_view import count_parameters
+    from .views.architecture_view import count_parameters
     return count_parameters(cfg).total
 
 

@@ -184,7 +184,7 @@ def _read_tensors(file: Path, expected: dict[str, tuple[int, ...]], prefixes=(""
 
 
 def _expected_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
-    from .architecture_view import build_on_meta
+    from .views.architecture_view import build_on_meta
 
     shapes = {k: tuple(v.shape) for k, v in build_on_meta(cfg).state_dict().items()}
     if cfg.tie_weights:

@@ -28,9 +28,7 @@ import difflib
 import functools
 import math
 import re
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -593,77 +591,6 @@ def _settings_dict(s: FinetuneSettings) -> dict:
     d = asdict(s)
     d["targets"] = list(s.targets)
     return d
-
-
-# ---------------------------------------------------------------- results per user session
-
-class SessionResults:
-    """Each browser session's latest fine-tuning result and its earlier curves, kept for a while.
-
-    Results hold a tuned copy of a model, so the store is small (``max_sessions``) and
-    forgets sessions idle for ``ttl_s`` seconds."""
-
-    def __init__(self, ttl_s: float = 3600.0, max_sessions: int = 6, max_runs: int = 5):
-        self.ttl_s, self.max_sessions, self.max_runs = ttl_s, max_sessions, max_runs
-        self._lock = threading.Lock()
-        self._data: "OrderedDict[str, dict]" = OrderedDict()
-
-    def _entry(self, key: str) -> dict:
-        self._expire()
-        entry = self._data.get(key)
-        if entry is None:
-            entry = self._data[key] = {"result": None, "runs": [], "running": False, "touched": time.time()}
-            while len(self._data) > self.max_sessions:
-                oldest = next(k for k in self._data if not self._data[k]["running"] or k == key)
-                if oldest == key:
-                    break
-                del self._data[oldest]
-        entry["touched"] = time.time()
-        self._data.move_to_end(key)
-        return entry
-
-    def _expire(self) -> None:
-        now = time.time()
-        for k in [k for k, v in self._data.items() if not v["running"] and now - v["touched"] > self.ttl_s]:
-            del self._data[k]
-
-    def result(self, key: str) -> FinetuneResult | None:
-        with self._lock:
-            return self._entry(key)["result"]
-
-    def set_result(self, key: str, result: FinetuneResult) -> None:
-        with self._lock:
-            self._entry(key)["result"] = result
-
-    def runs(self, key: str) -> list[dict]:
-        with self._lock:
-            return list(self._entry(key)["runs"])
-
-    def add_run(self, key: str, run: dict) -> None:
-        with self._lock:
-            runs = self._entry(key)["runs"]
-            runs.append(run)
-            del runs[:-self.max_runs]
-
-    def clear_runs(self, key: str) -> None:
-        with self._lock:
-            self._entry(key)["runs"] = []
-
-    def begin(self, key: str) -> bool:
-        """Mark a run as going for this session; False if one already is."""
-        with self._lock:
-            entry = self._entry(key)
-            if entry["running"]:
-                return False
-            entry["running"] = True
-            return True
-
-    def end(self, key: str) -> None:
-        with self._lock:
-            self._entry(key)["running"] = False
-
-
-RESULTS = SessionResults()
 
 
 # ---------------------------------------------------------------- command line

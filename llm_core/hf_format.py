@@ -468,7 +468,7 @@ def model_card(name: str, cfg: GPTConfig, tok: BPETokenizer, meta: dict | None =
     if base:  # the Hub checks this field: only a repo id belongs there
         lines.append(f"base_model: {base}")
     lines += ["---", "", f"# {name}", "",
-              f"A GPT-2-architecture model made with LLM Explorer (the GPTModel of Raschka's *Build a Large "
+              "A GPT-2-architecture model made with LLM Explorer (the GPTModel of Raschka's *Build a Large "
               f"Language Model (From Scratch)*), saved in Hugging Face's GPT-2 layout.", "",
               "| | |", "|---|---|",
               f"| parameters | {n_params:,} ({cfg.n_layers} layers, {cfg.n_heads} heads, "

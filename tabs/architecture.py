@@ -11,10 +11,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import torch
 
-from llm_core import architecture_view as av
+from llm_core.views import architecture_view as av
 from llm_core import interventions as iv
 from llm_core.config import PRESET_LABELS, PRESETS
-from llm_core.embedding_view import token_label
+from llm_core.views.embedding_view import token_label
 from llm_core.examples import pick_example
 from llm_core.trace_cache import TRACES
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle

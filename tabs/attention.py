@@ -1,6 +1,6 @@
 """Stage 4 · Attention: where each token looks, per layer and head, and the maths behind it.
 
-Every picture is drawn from one traced forward pass (``llm_core.attention_view``); the
+Every picture is drawn from one traced forward pass (``llm_core.views.attention_view``); the
 step-by-step maths reads the same trace and the module's own weights.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from llm_core import attention_view as av
+from llm_core.views import attention_view as av
 from llm_core import interventions as iv
-from llm_core.embedding_view import token_label
+from llm_core.views.embedding_view import token_label
 from llm_core.examples import pick_example
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
 from tabs.figures import note_figure, plot_text, token_ticks

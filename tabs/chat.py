@@ -9,11 +9,11 @@ from gradio.components.chatbot import TextMessage
 from llm_core.chat import (
     MAX_MESSAGE_CHARS, NO_ANSWER, NOT_SENT, ChatError, build_chat_prompt, content_text, stream_reply,
 )
-from llm_core.finetune import RESULTS
 from llm_core.generation import SamplingSettings, make_generator, prepare_for_decoding
 from llm_core.quantize import PRECISIONS
 from llm_core.registry import GPT2_DEFAULT, INSTRUCT_GPT2, builtin_names, default_chat_model, default_model_name
 from tabs.common import check_float, check_int, check_text, get_bundle
+from tabs.session_store import SESSIONS, session_key
 
 INSTRUCT_MODEL = "pydoc-gpt-instruct"
 BASE_MODEL = "pydoc-gpt"
@@ -78,11 +78,6 @@ class MessageBox(gr.Textbox):
         return "" if payload is None else super().preprocess(payload)
 
 
-def _session(request: gr.Request | None) -> str:
-    # the same key the Fine-tune tab stores this session's result under
-    return getattr(request, "session_hash", None) or "api"
-
-
 def _shared(name: str, precision: str = "fp32"):
     """A shared model by name, laid out for fast one-token steps (it is never trained in place);
     with ``int8``, its int8 copy (made once per model, CPU only)."""
@@ -116,7 +111,7 @@ def resolve_models(choice: str, active_name: str, request: gr.Request | None, pr
     if choice == BASE:
         return shared(base), lambda: shared(shipped)
     if choice == FINETUNED:
-        res = RESULTS.result(_session(request))
+        res = SESSIONS.result(session_key(request))
         if res is None or res.task != "instruction":
             raise gr.Error("You have no instruction-tuned model in this session yet: train one in the "
                            "Fine-tune tab (task: Instruction following), or choose the shipped instruct model.")

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 import torch
 
 from llm_core import budget
-from llm_core import embedding_view as ev
+from llm_core.views import embedding_view as ev
 from llm_core.model import build_untrained
 from llm_core.registry import model_choices
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle

@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 from llm_core import budget
 from llm_core import instruct_data as idata
 from llm_core.finetune import (
-    MAX_BATCH, RESULTS, FinetuneError, FinetuneSettings, book_lora_counts, finetune, planned_counts, respond,
+    MAX_BATCH, FinetuneError, FinetuneSettings, book_lora_counts, finetune, planned_counts, respond,
 )
 from llm_core.export import zip_folder
 from llm_core.lora import ALL_TARGETS, TARGET_LABELS, LoRAError, load_adapter
@@ -30,6 +30,7 @@ from tabs import hub_export
 from tabs.common import TRAINING_SLOT, check_float, check_int, check_text, friendly_errors, get_bundle
 from tabs.figures import note_figure
 from tabs.guard import discard
+from tabs.session_store import SESSIONS, session_key
 
 # Server-side caps (2 vCPUs shared by every visitor).
 MAX_STEPS = 2000
@@ -62,13 +63,6 @@ DEFAULT_TARGETS = ["q", "k", "v", "out", "ff_in", "ff_out"]
 TABLE_OPEN = ("<table class='ft-table' style='width:100%;table-layout:fixed;border-collapse:collapse;"
               "overflow-wrap:anywhere;font-size:0.9em'>")
 COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777"]
-
-_stop_flags: dict[str, threading.Event] = {}
-
-
-def _session(request: gr.Request | None) -> str:
-    return getattr(request, "session_hash", None) or "api"
-
 
 # ---------------------------------------------------------------- inputs
 
@@ -352,7 +346,7 @@ def _adapter_zip(session: str, res, run_no: int) -> Path:
 
 def _export_source(request: gr.Request | None):
     """This session's fine-tuned result, for the Export / Push controls."""
-    res = RESULTS.result(_session(request))
+    res = SESSIONS.result(session_key(request))
     if res is None:
         raise gr.Error("There is no fine-tuned result in this session yet (or it expired): run a fine-tune "
                        "or load an adapter first.")
@@ -419,21 +413,20 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
     bundle = get_bundle(model_name)
     _check_size(bundle, settings)
     data = _load_data(task, dataset, upload)
-    session = _session(request)
-    if not RESULTS.begin(session):
+    session = session_key(request)
+    stop_flag = threading.Event()
+    if not SESSIONS.begin(session, "finetune", stop_flag):
         raise gr.Error("A fine-tuning run of yours is already going: stop it or wait for it to finish.")
     if not TRAINING_SLOT.acquire(blocking=False):
-        RESULTS.end(session)
+        SESSIONS.end(session)
         raise gr.Error("Another training run is in progress on this server (pre-training or fine-tuning, yours "
                        "or another visitor's). Wait for it to finish, then start again.")
-    stop_flag = threading.Event()
-    _stop_flags[session] = stop_flag
-    run_no = len(RESULTS.runs(session)) + 1
+    run_no = len(SESSIONS.runs(session)) + 1
     run = _new_run(f"run {run_no}: {settings.method}"
                    + (f" r{settings.rank}" if settings.method == "lora" else "") + f", lr {settings.lr:g}",
                    settings.task)
-    RESULTS.add_run(session, run)  # filled in place, so a redraw during the run shows it too
-    runs = RESULTS.runs(session)
+    SESSIONS.add_run(session, run)  # filled in place, so a redraw during the run shows it too
+    runs = SESSIONS.runs(session)
     header = (f"Fine-tuning **{html.escape(bundle.name)}** on **{html.escape(data.name)}** ({len(data):,} examples); "
               f"server caps: {MAX_STEPS:,} steps, {MAX_SECONDS / 60:.0f} minutes.")
     history: list[dict] = []
@@ -464,7 +457,7 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
             gr.Warning(last.reason if last is not None else "The run ended without a result.")
             yield (_status(last, header), curves_figure(runs, log_scale, smoothing), _samples_md(history)) + none
             return
-        RESULTS.set_result(session, res)
+        SESSIONS.set_result(session, res)
         path = _adapter_zip(session, res, run_no)
         conf = None
         if res.task == "classification":
@@ -473,9 +466,8 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
         yield (_status(last, header), curves_figure(runs, log_scale, smoothing), _samples_md(history),
                _result_md(res), conf, norms_figure(res.norms, res.model.cfg.n_layers), _comparison_html(res), str(path))
     finally:
-        _stop_flags.pop(session, None)
         TRAINING_SLOT.release()
-        RESULTS.end(session)
+        SESSIONS.end(session)
 
 
 def _friendly(events):
@@ -488,7 +480,7 @@ def _friendly(events):
 
 def stop_run(request: gr.Request = None) -> str:
     """Ask this session's run to stop after the current step (the partly tuned model is kept)."""
-    flag = _stop_flags.get(_session(request))
+    flag = SESSIONS.stop_request(session_key(request), "finetune")
     if flag is None:
         return "No fine-tuning run of yours is in progress."
     flag.set()
@@ -497,11 +489,11 @@ def stop_run(request: gr.Request = None) -> str:
 
 @friendly_errors
 def redraw(log_scale, smoothing, request: gr.Request = None):
-    return curves_figure(RESULTS.runs(_session(request)), bool(log_scale), float(smoothing or 0))
+    return curves_figure(SESSIONS.runs(session_key(request)), bool(log_scale), float(smoothing or 0))
 
 
 def clear_runs(request: gr.Request = None):
-    RESULTS.clear_runs(_session(request))
+    SESSIONS.clear_runs(session_key(request))
     return curves_figure([])
 
 
@@ -509,7 +501,7 @@ def clear_runs(request: gr.Request = None):
 def try_classifier(text, request: gr.Request = None):
     """Class probabilities from this session's tuned classifier."""
     text = check_text(text, "text", max_chars=MAX_PROMPT_CHARS)
-    res = RESULTS.result(_session(request))
+    res = SESSIONS.result(session_key(request))
     if res is None or res.task != "classification":
         raise gr.Error("Train a classifier first (task: Classification), then try it here.")
     with torch.inference_mode():
@@ -521,7 +513,7 @@ def try_instruction(instruction, inp, model_name, request: gr.Request = None):
     """The base model's and the tuned model's answers to the same instruction, side by side."""
     instruction = check_text(instruction, "instruction", max_chars=MAX_PROMPT_CHARS)
     inp = check_text(inp, "input", max_chars=MAX_PROMPT_CHARS, allow_empty=True)
-    res = RESULTS.result(_session(request))
+    res = SESSIONS.result(session_key(request))
     if res is None or res.task != "instruction":
         raise gr.Error("Instruction-tune a model first (task: Instruction following), then ask it here.")
     entry = {"instruction": instruction, "input": inp}
@@ -552,7 +544,7 @@ def load_adapter_file(upload, model_name, request: gr.Request = None):
                          counts=count_parameters(model), history=[], status="loaded", reason="loaded from a file",
                          label_names=list(info.extra.get("labels", [])),
                          max_length=int(info.extra.get("max_length", bundle.config.context_length)))
-    RESULTS.set_result(_session(request), res)
+    SESSIONS.set_result(session_key(request), res)
     return (f"Loaded a **{html.escape(info.method)}** adapter ({html.escape(task)}) trained on "
             f"**{html.escape(info.base_model)}**; try it below.")
 

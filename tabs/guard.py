@@ -3,7 +3,6 @@ names checked against what that visitor may load, raw number inputs checked by t
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import math
 import os

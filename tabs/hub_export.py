@@ -22,6 +22,7 @@ import gradio as gr
 
 from llm_core.export import HubPushError, push_to_hub, zip_folder
 from tabs.common import CPU_HEAVY, friendly_errors
+from tabs.session_store import session_key
 
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "llm-explorer-exports"
 # (folder name, writer(out_dir) -> written folder); raises gr.Error when the session has nothing.
@@ -29,7 +30,7 @@ Finder = Callable[[gr.Request | None], tuple[str, Callable[[Path], Path]]]
 
 
 def _session_dir(request: gr.Request | None, tab: str) -> Path:
-    session = re.sub(r"[^A-Za-z0-9_-]", "", getattr(request, "session_hash", None) or "api")[:32] or "api"
+    session = re.sub(r"[^A-Za-z0-9_-]", "", session_key(request))[:32] or "api"
     return EXPORT_ROOT / tab / session
 
 

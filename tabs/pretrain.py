@@ -5,7 +5,6 @@ import html
 import math
 import threading
 import time
-from collections import OrderedDict
 from functools import lru_cache
 
 import gradio as gr
@@ -16,7 +15,7 @@ import torch
 from llm_core import budget
 from llm_core import corpus as corpus_mod
 from llm_core import runs as saved_runs
-from llm_core.architecture_view import count_parameters
+from llm_core.views.architecture_view import count_parameters
 from llm_core.config import PRESET_LABELS, PRESETS, GPTConfig
 from llm_core.data import create_dataloader_v1
 from llm_core.export import export_hf
@@ -30,6 +29,7 @@ from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, TRAINING_S
                          check_text, friendly_errors)
 from tabs.figures import note_figure
 from tabs.guard import discard, owner_of
+from tabs.session_store import SESSIONS, session_key
 
 # Server-side caps: a demo machine has 2 vCPUs shared by every visitor.
 MAX_STEPS = 3000
@@ -46,29 +46,6 @@ TOK_GPT2 = "GPT-2 BPE (50,257 tokens)"
 TOK_BUILTIN = "pydoc-gpt's own BPE (small vocabulary, built-in)"
 CUSTOM = "custom"
 SIZES = ["tiny", "mini", "gpt2-small", CUSTOM]
-
-# The model each session trained last, until it saves it (or the entry expires).
-_SESSION_TTL_S = 3600
-_MAX_SESSIONS = 8
-_session_models: "OrderedDict[str, dict]" = OrderedDict()
-_session_lock = threading.Lock()
-_stop_flags: dict[str, threading.Event] = {}  # session -> its running run's stop request
-
-
-def _remember(session: str, entry: dict) -> None:
-    with _session_lock:
-        now = time.time()
-        for key in [k for k, v in _session_models.items() if now - v["time"] > _SESSION_TTL_S]:
-            del _session_models[key]
-        _session_models[session] = entry
-        _session_models.move_to_end(session)
-        while len(_session_models) > _MAX_SESSIONS:
-            _session_models.popitem(last=False)
-
-
-def _session_key(request: gr.Request | None) -> str:
-    return getattr(request, "session_hash", None) or "api"
-
 
 # ---------------------------------------------------------------- inputs
 
@@ -272,12 +249,14 @@ def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
     tokenizer, cfg, train_loader, val_loader, corpus_name, n_train, n_val = _prepare(
         corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, batch_size)
     model = _build(cfg, seed, training=True)
+    session = session_key(request)
+    stop_flag = threading.Event()
+    if not SESSIONS.begin(session, "pretrain", stop_flag):
+        raise gr.Error("A training run of yours is already going: stop it or wait for it to finish.")
     if not TRAINING_SLOT.acquire(blocking=False):
+        SESSIONS.end(session)
         raise gr.Error("Another training run is in progress on this server (yours or another visitor's). "
                        "Wait for it to finish or stop it, then start again.")
-    session = _session_key(request)
-    stop_flag = threading.Event()
-    _stop_flags[session] = stop_flag
     runs = list(runs or [])[-5:]  # earlier runs stay on the chart for comparison
     run = _new_run(f"run {len(runs) + 1}: {size}, lr {lr:g}")
     runs.append(run)
@@ -314,19 +293,19 @@ def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
                        "\n".join(reversed(samples[-30:])), runs)
     finally:
         TRAINING_SLOT.release()
-        _stop_flags.pop(session, None)
         if last is not None and last.step > 0:
             # Kept on the CPU: saving, scoring and previews run there (GPU memory is freed).
-            _remember(session, {"model": model.to("cpu").eval(), "tokenizer": tokenizer, "time": time.time(),
+            SESSIONS.set_trained(session, {"model": model.to("cpu").eval(), "tokenizer": tokenizer,
                                 "meta": {"corpus": corpus_name, "steps": last.step, "tokens_seen": last.tokens_seen,
                                          "train_loss": last.train_loss, "val_loss": last.val_loss,
                                          "perplexity": last.perplexity, "config": cfg.to_dict(),
                                          "lr": lr, "batch_size": int(batch_size), "seed": seed}})
+        SESSIONS.end(session)
 
 
 def stop_training(request: gr.Request = None) -> None:
     """Ask this session's run to stop after its current step (it keeps the partial model)."""
-    flag = _stop_flags.get(_session_key(request))
+    flag = SESSIONS.stop_request(session_key(request), "pretrain")
     if flag is None:
         gr.Info("No training run of yours is in progress.")
     else:
@@ -340,8 +319,7 @@ def save_trained(name, overwrite, request: gr.Request = None):
         name = saved_runs.check_run_name(name)
     except saved_runs.RunError as exc:
         raise gr.Error(str(exc)) from None
-    with _session_lock:
-        entry = _session_models.get(_session_key(request))
+    entry = SESSIONS.trained(session_key(request))
     if entry is None:
         raise gr.Error("There is no trained model in this session yet (or it expired after an hour): train one first.")
     owner = owner_of(request)
@@ -364,8 +342,7 @@ def picker_choices(request: gr.Request = None):
 
 def _export_source(request: gr.Request | None):
     """This session's last trained model, for the Export / Push controls."""
-    with _session_lock:
-        entry = _session_models.get(_session_key(request))
+    entry = SESSIONS.trained(session_key(request))
     if entry is None:
         raise gr.Error("There is no trained model in this session yet (or it expired after an hour): train one first.")
     name = f"my-gpt-{entry['meta']['steps']}-steps"
@@ -397,8 +374,7 @@ def compare_with_gpt2(gpt2_size, corpus, upload, pasted, active_name, request: g
     val_text = val_text[:20_000]  # the same characters for every model
     rows = []
     candidates = [(f"{gpt2_size} (downloaded)", gpt2_size)]
-    with _session_lock:
-        entry = _session_models.get(_session_key(request))
+    entry = SESSIONS.trained(session_key(request))
     if active_name:
         candidates.append((f"{active_name} (active model)", active_name))
     for label, name in candidates:

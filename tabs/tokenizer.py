@@ -8,7 +8,7 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from llm_core import tokenize_view as tv
+from llm_core.views import tokenize_view as tv
 from llm_core.bpe import BPETrainResult, train_bpe
 from llm_core.tokenizers import (CL100K, ENDOFTEXT, O200K, UNK, SimpleTokenizerV2, SpecialTokenError,
                                  available_tokenizers, get_named_tokenizer, gpt2_tokenizer)

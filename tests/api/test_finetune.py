@@ -176,13 +176,14 @@ def test_parameter_counts_preview():
 
 
 def test_a_diverged_run_keeps_the_earlier_result_and_adapter(tmp_path, monkeypatch):
-    from llm_core.finetune import RESULTS, FinetuneEvent
+    from llm_core.finetune import FinetuneEvent
+    from tabs.session_store import SESSIONS
     from llm_core.registry import default_model_name
     args = _args(_easy_csv(tmp_path), steps=2)
     args[2] = _easy_csv(tmp_path)
     good = list(F.run_finetune(*args, default_model_name(), None))[-1]
     adapter = Path(good[7])
-    saved, kept = adapter.read_bytes(), RESULTS.result("api")
+    saved, kept = adapter.read_bytes(), SESSIONS.result("api")
     assert kept is not None
 
     def diverging(*a, **kw):
@@ -192,7 +193,7 @@ def test_a_diverged_run_keeps_the_earlier_result_and_adapter(tmp_path, monkeypat
     monkeypatch.setattr(F, "finetune", diverging)
     last = list(F.run_finetune(*args, default_model_name(), None))[-1]
     assert "diverged" in last[0]
-    assert RESULTS.result("api") is kept and adapter.read_bytes() == saved
+    assert SESSIONS.result("api") is kept and adapter.read_bytes() == saved
 
 
 def test_the_curves_without_runs_are_a_note():

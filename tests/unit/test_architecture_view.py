@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from llm_core import PRESETS, GPTConfig, build_untrained, gpt2_tokenizer
-from llm_core import architecture_view as av
+from llm_core.views import architecture_view as av
 
 SMALL = GPTConfig(vocab_size=101, context_length=16, emb_dim=32, n_heads=4, n_layers=3, drop_rate=0.0)
 
@@ -122,7 +122,7 @@ def test_logit_lens_last_stage_is_the_models_own_prediction(traced):
 
 
 def test_logit_lens_decodes_words():
-    from llm_core.embedding_view import token_label
+    from llm_core.views.embedding_view import token_label
     tok = gpt2_tokenizer()
     m = build_untrained(GPTConfig(context_length=16, emb_dim=32, n_heads=2, n_layers=2))
     ids = torch.tensor([tok.encode("Every effort moves you")])

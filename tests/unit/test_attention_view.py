@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from llm_core import GPTConfig, build_untrained, gpt2_tokenizer
-from llm_core.attention_view import (
+from llm_core.views.attention_view import (
     MATH_MAX_TOKENS, PromptError, attention_stack, attention_steps, encode_prompt, focus_window,
     head_statistics, pooled, strongest_heads, toy_self_attention, trace_prompt,
 )

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from llm_core import GPTConfig, build_untrained, gpt2_tokenizer
-from llm_core import embedding_view as ev
+from llm_core.views import embedding_view as ev
 
 # GPT-2's vocabulary (so words resolve) on a small, fast model.
 CFG = GPTConfig(context_length=32, emb_dim=32, n_heads=2, n_layers=2, drop_rate=0.0)

@@ -9,7 +9,7 @@ import torch
 from llm_core.config import GPTConfig
 from llm_core.finetune import (
     MIN_INSTRUCTIONS,
-    FinetuneError, FinetuneSettings, SessionResults, answer_score, finetune, predict_proba, respond,
+    FinetuneError, FinetuneSettings, answer_score, finetune, predict_proba, respond,
 )
 from llm_core.instruct_data import ClassificationData, InstructionData
 from llm_core.lora import LoRAError, load_adapter, read_adapter
@@ -204,24 +204,6 @@ def test_answer_score():
     assert answer_score("Return the size of a file.", "Return the size of a file", "similar") == 1.0
     assert 0 < answer_score("Return the size", "Return the size of a file", "similar") < 1
     assert answer_score("", "anything", "similar") == 0.0
-
-
-def test_session_results_ttl_and_one_run_per_session(monkeypatch):
-    store = SessionResults(ttl_s=10, max_sessions=2)
-    assert store.begin("a") and not store.begin("a")
-    store.end("a")
-    assert store.begin("a")
-    store.end("a")
-    store.add_run("a", {"n": 1})
-    assert store.runs("a") == [{"n": 1}] and store.runs("b") == []
-    import llm_core.finetune as ft
-    now = ft.time.time()
-    monkeypatch.setattr(ft.time, "time", lambda: now + 60)
-    assert store.runs("a") == []  # expired
-    store.add_run("c", {"n": 3})
-    store.add_run("d", {"n": 4})
-    assert store.runs("c") == [{"n": 3}]
-    assert math.isclose(len(store._data), 2)
 
 
 @pytest.mark.parametrize("scaling, expected", [("alpha/rank", 8 / 4), ("alpha", 8.0)])

@@ -4,7 +4,7 @@ from importlib import resources
 
 import pytest
 
-from llm_core import tokenize_view as tv
+from llm_core.views import tokenize_view as tv
 from llm_core.bpe import train_bpe
 from llm_core.tokenizers import ENDOFTEXT, UNK, SimpleTokenizerV1, SimpleTokenizerV2, SpecialTokenError, build_vocab, gpt2_tokenizer
 

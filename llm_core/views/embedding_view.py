@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .model import GPTModel
+from ..model import GPTModel
 
 MAX_POINTS = 20_000       # plotly stays responsive (3-D scatters especially) below this
 MAX_CHOSEN = 40           # labelled tokens per plot

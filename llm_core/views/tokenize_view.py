@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator, Literal, NamedTuple
 
 import numpy as np
 
-from .tokenizers import ENDOFTEXT, SIMPLE_SPLIT, UNK, BPETokenizer, SimpleTokenizerV1, SpecialTokenError
+from ..tokenizers import ENDOFTEXT, SIMPLE_SPLIT, UNK, BPETokenizer, SimpleTokenizerV1, SpecialTokenError
 
 SpecialMode = Literal["allow", "plain", "refuse"]
 SPECIAL_MODES = ("allow", "plain", "refuse")

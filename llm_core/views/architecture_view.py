@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import GPTConfig
-from .model import GELU, GPTModel, LayerNorm, Trace
+from ..config import GPTConfig
+from ..model import GELU, GPTModel, LayerNorm, Trace
 from .embedding_view import token_label
 
 MiB = 1024 * 1024

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from .embedding_view import token_label
-from .model import GPTModel, Trace
-from .trace_cache import TRACES
+from ..model import GPTModel, Trace
+from ..trace_cache import TRACES
 
 MAX_TOKENS = 256        # heatmaps stay readable and light beyond this
 MATH_MAX_TOKENS = 12    # the step-by-step tables show at most this many tokens

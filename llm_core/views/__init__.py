@@ -1,0 +1,1 @@
+"""What each tab draws, computed from the model, the tokenizer or the data loader (no Gradio)."""
