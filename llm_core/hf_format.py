@@ -28,7 +28,7 @@ import torch
 
 from .budget import BudgetError, config_from_dict
 from .config import GPTConfig
-from .tokenizers import ENDOFTEXT, GPT2_PATTERN, BPETokenizer, gpt2_tokenizer
+from .tokenizers import ENDOFTEXT, GPT2_PATTERN, BPETokenizer, gpt2_byte_chars, gpt2_tokenizer
 
 LAYER_NORM_EPS = 1e-5  # LayerNorm's eps in model.py, GPT-2's layer_norm_epsilon
 SIDE_KEY = "llm_explorer"  # our block inside config.json
@@ -43,27 +43,12 @@ class CheckpointError(ValueError):
 # ---------------------------------------------------------------- GPT-2's byte ↔ character map
 
 @lru_cache(maxsize=1)
-def byte_to_char() -> dict[int, str]:
-    """GPT-2's printable stand-in for each byte: printable Latin-1 bytes stand for themselves,
-    the other 68 (controls, space, ...) get the characters from U+0100 on, in byte order."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    out, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            out[b] = chr(b)
-        else:
-            out[b] = chr(256 + extra)
-            extra += 1
-    return out
-
-
-@lru_cache(maxsize=1)
 def char_to_byte() -> dict[str, int]:
-    return {c: b for b, c in byte_to_char().items()}
+    return {c: b for b, c in gpt2_byte_chars().items()}
 
 
 def token_to_hf(token: bytes) -> str:
-    table = byte_to_char()
+    table = gpt2_byte_chars()
     return "".join(table[b] for b in token)
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Callable, Iterable, Iterator, Literal, NamedTuple
 
 import numpy as np
 
-from ..tokenizers import ENDOFTEXT, SIMPLE_SPLIT, UNK, BPETokenizer, SimpleTokenizerV1, SpecialTokenError
+from ..tokenizers import (ENDOFTEXT, SIMPLE_SPLIT, UNK, BPETokenizer, SimpleTokenizerV1, SpecialTokenError,
+                          gpt2_byte_chars)
 
 SpecialMode = Literal["allow", "plain", "refuse"]
 SPECIAL_MODES = ("allow", "plain", "refuse")
@@ -288,25 +288,6 @@ def first_difference(a: str, b: str) -> int | None:
 
 WhitespaceMode = Literal["typed", "markers", "gpt2"]
 WHITESPACE_MARKERS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
-
-
-@lru_cache(maxsize=1)
-def gpt2_byte_chars() -> dict[int, str]:
-    """GPT-2's printable stand-in for every byte, as its vocab.json writes tokens.
-
-    Bytes that are visible Latin-1 characters stand for themselves; the other 68 (space,
-    control bytes, ...) are shifted to U+0100 onwards, so a space is 'Ġ' (U+0120) and a
-    newline 'Ċ' (U+010A). That is why GPT-2 vocabularies are full of 'Ġthe'.
-    """
-    visible = set(range(ord("!"), ord("~") + 1)) | set(range(0xA1, 0xAC + 1)) | set(range(0xAE, 0xFF + 1))
-    table, shift = {}, 0
-    for b in range(256):
-        if b in visible:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + shift)
-            shift += 1
-    return table
 
 
 def invisible(ch: str) -> bool:
