@@ -250,8 +250,8 @@ def test_6_deeply_nested_json_is_refused(server, visitor, tmp_path):
 @pytest.mark.parametrize("endpoint, args, position, bad, expect", [
     ("/sample_windows", [S.SRC_TEXT, TEXT, None, None, S.TOK_GPT2, 8, 4, 2, False, 123, True, 1, 1], 6,
      math.nan, "Stride"),
-    ("/generate", ["Every effort moves you", 1.0, 0, 1.0, 4, 123, True, True], 1, "hot", "Temperature"),
-    ("/generate", ["Every effort moves you", 1.0, 0, 1.0, 4, 123, True, True], 4, math.inf, "new tokens"),
+    ("/generate", ["Every effort moves you", 1.0, 0, 1.0, 4, 123, True, True, "pydoc-gpt", "fp32"], 1, "hot", "Temperature"),
+    ("/generate", ["Every effort moves you", 1.0, 0, 1.0, 4, 123, True, True, "pydoc-gpt", "fp32"], 4, math.inf, "new tokens"),
     ("/attention", ["Every effort moves you", 0, 0, 0, A.STATISTICS[0], 6, 0], 1, -math.inf, "Layer"),
 ])
 def test_7_numbers_are_checked_by_the_app(server, endpoint, args, position, bad, expect):
