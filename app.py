@@ -43,12 +43,15 @@ def _header(default_model: str, reason: str) -> AppContext:
                             "*Build a Large Language Model (From Scratch)*.", elem_id="title")
             picker = gr.Dropdown(
                 choices=model_choices(), value=default_model,
-                label="Active model: built-in, a saved run, untrained:<size>, GPT-2, or a directory / Hub repo id",
+                label="Active model (a name, untrained:<size>, Hub repo id or folder)",
                 allow_custom_value=True, scale=2, min_width=300, elem_id="model-picker",
             )
             load_btn = gr.Button("Load model", variant="primary", scale=0, min_width=140, elem_id="model-load")
+            # the device on one short line beside the button (the full summary is its tooltip)
+            gr.HTML(f'<span title="{html.escape(device_summary())}"><b>On:</b> '
+                    f'{html.escape(device_summary().split(" · fp32")[0])}</span>',
+                    elem_id="device-summary", min_width=120)
         summary = gr.Markdown(_summary(default_model, reason), elem_id="model-summary")
-        gr.Markdown(f"**Computing on:** {device_summary()}", elem_id="device-summary")
     model_name = gr.State(default_model)
     model_changed = gr.Textbox(value=default_model, visible=False, elem_id="model-changed")
 

@@ -549,11 +549,11 @@ def load_adapter_file(upload, model_name, request: gr.Request = None):
             f"**{html.escape(info.base_model)}**; try it below.")
 
 
-def _counts_once(shown, task, method, rank, alpha, targets, model_name):
+def _counts_once(shown, task, method, rank, alpha, targets, model_name, scaling=None):
     if shown:
         return gr.skip()
     try:
-        return parameter_counts(task, method, rank, alpha, targets, model_name)
+        return parameter_counts(task, method, rank, alpha, targets, model_name, scaling)
     except gr.Error:
         return ""
 
