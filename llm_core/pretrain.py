@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--log-steps", action="store_true", help="print (and log) every step's batch loss too")
     g.add_argument("--compile", action="store_true", help="train through torch.compile (inductor): the first step "
                    "compiles for a minute or more, later steps run faster (see benchmarks/bench_train.py)")
+    g.add_argument("--init-from", metavar="DIR", help="start from this saved model's weights, config and tokenizer "
+                   "with a new optimizer and schedule (train a finished run for longer); the model flags are ignored")
     g.add_argument("--resume", metavar="DIR", help="continue the run whose --out was DIR from its last evaluation "
                    "(model, optimizer, step, data position); --out defaults to DIR")
     return p
@@ -237,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.resume and not args.out:
         args.out = args.resume
+    if args.resume and args.init_from:
+        raise SystemExit("use --resume (continue an interrupted run) or --init-from (start again from a model), not both")
     dist = DistContext.from_env(pick_device(args.device))
     try:
         return _run(args, argv, dist)
@@ -254,7 +258,18 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
 
     text, corpus_name = load_corpus(args)
     train_text, val_text = corpus_mod.train_val_split(text, args.train_ratio)
-    if args.tokenizer == "gpt2":
+    start = None
+    if args.init_from:
+        from .checkpoint import CheckpointError, load_checkpoint
+        try:
+            start_model, tokenizer, start_meta = load_checkpoint(args.init_from)
+        except (CheckpointError, OSError, ValueError) as exc:
+            raise SystemExit(f"cannot start from {args.init_from}: {exc}") from None
+        start = {"path": str(args.init_from), "command": start_meta.get("command"), "steps": start_meta.get("steps"),
+                 "tokens_seen": start_meta.get("tokens_seen"), "val_loss": start_meta.get("val_loss")}
+        tok_info = dict(start_meta.get("tokenizer") or {"kind": getattr(tokenizer, "kind", "gpt2")})
+        log(f"starting from {args.init_from} (step {start['steps']}, val {start['val_loss']})")
+    elif args.tokenizer == "gpt2":
         from .tokenizers import gpt2_tokenizer
         tokenizer, tok_info = gpt2_tokenizer(), {"kind": "gpt2", "vocab_size": 50257}
     else:
@@ -267,7 +282,7 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
         f"{stats['tokens']:,} tokens ({len(train_ids):,} train / {len(val_ids):,} val), "
         f"vocabulary {tokenizer.n_vocab}")
 
-    cfg = model_config(args, tokenizer.n_vocab)
+    cfg = start_model.cfg if start else model_config(args, tokenizer.n_vocab)
     stride = args.stride or cfg.context_length
     # Training batches in an order fixed by (seed, epoch), this process's share of each; the
     # evaluations read the first training batches in order from their own loader.
@@ -286,9 +301,12 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
                          "a shorter --context or a smaller --batch-size")
 
     torch.manual_seed(args.seed)  # this process only: model init and dropout
-    model = GPTModel(cfg)
-    if args.init == "gpt2":
-        gpt2_init_(model, seed=args.seed)
+    if start:
+        model = start_model.train()
+    else:
+        model = GPTModel(cfg)
+        if args.init == "gpt2":
+            gpt2_init_(model, seed=args.seed)
     device = dist.device(pick_device(args.device))
     model.to(device)
     procs = f" × {dist.world_size} processes ({dist.backend})" if dist.enabled else ""
@@ -330,7 +348,7 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
             "name": name, "command": command, "corpus": stats, "tokenizer": tok_info,
             "parameters": model.num_parameters(), "config": cfg.to_dict(),
             "training": {k: v for k, v in vars(tcfg).items()}, "batch_size": args.batch_size, "stride": stride,
-            "init": args.init, "seed": args.seed, "device": str(device),
+            "init": "from " + start["path"] if start else args.init, "started_from": start, "seed": args.seed, "device": str(device),
             "torch": torch.__version__, "python": platform.python_version(), "license": LICENSE_NOTE,
             "steps": ev.step, "tokens_seen": ev.tokens_seen, "seconds": round(ev.elapsed_s, 1),
             "train_loss": ev.train_loss, "val_loss": ev.val_loss, "perplexity": ev.perplexity,
