@@ -173,12 +173,60 @@ class MultiHeadAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
+    def place_qkv_side_by_side(self) -> bool:
+        """Store W_query, W_key and W_value (and their biases) in one input-major buffer
+        [d_in, 3·d_out], so that inference reads all three with one matmul (one kernel
+        streaming one matrix instead of three). Names, shapes and values stay; the three
+        weights become views of that buffer. For inference-only models (see
+        ``generation.prepare_for_decoding``); True when it changed the layout."""
+        lins = (self.W_query, self.W_key, self.W_value)
+        if any(type(m) is not nn.Linear for m in lins) or self.fused_qkv() is not None:
+            return False
+        d = self.d_out
+        with torch.no_grad():
+            w = torch.cat([m.weight.detach().t() for m in lins], dim=1)
+            b = None if lins[0].bias is None else torch.cat([m.bias.detach() for m in lins])
+        for i, m in enumerate(lins):
+            m.weight = nn.Parameter(w[:, i * d:(i + 1) * d].t(), requires_grad=m.weight.requires_grad)
+            if b is not None:
+                m.bias = nn.Parameter(b[i * d:(i + 1) * d], requires_grad=m.bias.requires_grad)
+        return True
+
+    def fused_qkv(self):
+        """(weight [3·d_out, d_in], bias [3·d_out] or None) spanning W_query|W_key|W_value
+        when they sit side by side in one buffer (``place_qkv_side_by_side``), else None.
+        Checked on every call, so a model copied or moved (to another device, to int8,
+        with LoRA) simply takes the three separate matmuls."""
+        q, k, v = self.W_query, self.W_key, self.W_value
+        if type(q) is not nn.Linear or type(k) is not nn.Linear or type(v) is not nn.Linear:
+            return None
+        wq, wk, wv = q.weight, k.weight, v.weight
+        d, d_in = wq.shape
+        step = d * wq.element_size()
+        strides = (1, 3 * d)
+        if (wq.stride() != strides or wk.stride() != strides or wv.stride() != strides
+                or wk.data_ptr() != wq.data_ptr() + step or wv.data_ptr() != wq.data_ptr() + 2 * step
+                or wq.untyped_storage().data_ptr() != wv.untyped_storage().data_ptr()):
+            return None
+        bq, bk, bv = q.bias, k.bias, v.bias
+        if bq is None:
+            return (wq.as_strided((3 * d, d_in), strides), None) if bk is None and bv is None else None
+        if (bk is None or bv is None or bk.data_ptr() != bq.data_ptr() + step
+                or bv.data_ptr() != bq.data_ptr() + 2 * step
+                or bq.untyped_storage().data_ptr() != bv.untyped_storage().data_ptr()):
+            return None
+        return wq.as_strided((3 * d, d_in), strides), bq.as_strided((3 * d,), (1,))
+
     def forward(self, x, kv_cache: KVCache | None = None, layer: int = 0,
                 trace: Trace | None = None, prefix: str = "", hooks: Hooks | None = None):
         b, t, _ = x.shape
-        q = self._split_heads(self.W_query(x))
-        k = self._split_heads(self.W_key(x))
-        v = self._split_heads(self.W_value(x))
+        fused = None if torch.is_grad_enabled() else self.fused_qkv()
+        if fused is not None:  # one matmul for all three (inference on a prepared model)
+            q, k, v = (self._split_heads(z) for z in F.linear(x, *fused).split(self.d_out, dim=-1))
+        else:
+            q = self._split_heads(self.W_query(x))
+            k = self._split_heads(self.W_key(x))
+            v = self._split_heads(self.W_value(x))
         past = 0
         if kv_cache is not None:
             past = kv_cache.length
