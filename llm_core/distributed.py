@@ -7,7 +7,7 @@
   saved and restored. Iterating a ``DataLoader`` draws from the global random generator; these
   batches do not, so evaluations and restarts cannot shift the order or the dropout stream.
 - ``save_resume_state`` / ``load_resume_state``: model, AdamW state, step, data position and
-  the random generators in ``DIR/resume/`` (safetensors for tensors, JSON for the rest; no
+  every rank's random generators in ``DIR/resume/`` (safetensors for tensors, JSON for the rest; no
   pickles), written to a temporary folder and renamed, so a run killed mid-save keeps the last
   complete state.
 
@@ -81,6 +81,29 @@ class DistContext:
         if not self.enabled:
             return flag
         return self.mean(1.0 if flag else 0.0) > 0.0
+
+    def rng_states(self) -> dict[str, torch.Tensor]:
+        """Every rank's random generator states (dropout), keyed ``rank{r}.cpu`` and
+        ``rank{r}.cuda`` (its own GPU, under NCCL) or ``rank0.cuda{i}`` (alone: every GPU).
+        Under DDP a collective: every rank calls it at the same step and gets them all."""
+        own = {"cpu": torch.get_rng_state()}
+        if not self.enabled:
+            if torch.cuda.is_available():
+                own.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+            return {f"rank0.{k}": v for k, v in own.items()}
+        import torch.distributed as dist
+
+        on = torch.device("cpu")
+        if self.backend == "nccl":
+            on = torch.device("cuda", self.local_rank)
+            own["cuda"] = torch.cuda.get_rng_state(on)
+        out = {}
+        for name, state in own.items():  # the same names on every rank, in the same order
+            mine = state.to(on)
+            parts = [torch.empty_like(mine) for _ in range(self.world_size)]
+            dist.all_gather(parts, mine)
+            out.update({f"rank{r}.{name}": part.cpu() for r, part in enumerate(parts)})
+        return out
 
     def barrier(self) -> None:
         if self.enabled:
@@ -160,8 +183,12 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     return tensors, {"param_groups": sd["param_groups"], "state_keys": keys}
 
 
-def save_resume_state(out_dir: str | os.PathLike, model, optimizer, info: dict, batches: EpochBatches) -> Path:
-    """Write everything needed to continue the run to ``out_dir/resume`` (atomically)."""
+def save_resume_state(out_dir: str | os.PathLike, model, optimizer, info: dict, batches: EpochBatches,
+                      rng_states: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write everything needed to continue the run to ``out_dir/resume`` (atomically).
+
+    ``rng_states``: every rank's generators (``DistContext.rng_states()``, gathered on all
+    ranks, written by rank 0); by default this process's, as the only rank."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -179,10 +206,7 @@ def save_resume_state(out_dir: str | os.PathLike, model, optimizer, info: dict, 
         seen[ptr] = k
     save_file(model_sd, str(tmp / "model.safetensors"))
     opt_tensors, opt_meta = _optimizer_tensors(optimizer)
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            rng[f"cuda{i}"] = state
+    rng = DistContext().rng_states() if rng_states is None else rng_states
     save_file({**opt_tensors, **{f"rng.{k}": v for k, v in rng.items()}}, str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps({**info, "optimizer": opt_meta, "data": batches.state_dict()},
                                                indent=1))
@@ -195,8 +219,13 @@ def save_resume_state(out_dir: str | os.PathLike, model, optimizer, info: dict, 
     return final
 
 
-def load_resume_state(run_dir: str | os.PathLike, model, optimizer, batches: EpochBatches) -> dict:
-    """Restore what ``save_resume_state`` wrote; returns its info (step, tokens seen, ...)."""
+def load_resume_state(run_dir: str | os.PathLike, model, optimizer, batches: EpochBatches,
+                      rank: int = 0, local_device: torch.device | None = None) -> dict:
+    """Restore what ``save_resume_state`` wrote; returns its info (step, tokens seen, ...).
+
+    Every rank calls it and takes back its own random generators (``rank``; under NCCL its
+    GPU's is ``local_device``'s). A rank the saved run did not have (more processes now)
+    keeps the generators it was seeded with; ``info["rng_restored"]`` says which happened."""
     from safetensors.torch import load_file
 
     src = Path(run_dir) / RESUME_DIR
@@ -212,11 +241,20 @@ def load_resume_state(run_dir: str | os.PathLike, model, optimizer, batches: Epo
         opt_state[int(idx)] = {name: (flat[f"optimizer.{idx}.{name}"] if kind == "tensor" else kind)
                                for name, kind in keys.items()}
     optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})  # moves to device
-    torch.set_rng_state(flat["rng.cpu"])
-    if torch.cuda.is_available():
-        cuda_states = [flat[k] for k in sorted((k for k in flat if k.startswith("rng.cuda")),
-                                               key=lambda k: int(k.removeprefix("rng.cuda")))]
-        if cuda_states:
-            torch.cuda.set_rng_state_all(cuda_states)
+    # A state written before every rank's generators were kept has one set, used by all
+    # (those runs seeded every rank alike).
+    mine = "rng." if "rng.cpu" in flat else f"rng.rank{rank}."
+    restored = mine + "cpu" in flat
+    if restored:
+        torch.set_rng_state(flat[mine + "cpu"])
+    if restored and torch.cuda.is_available():
+        if mine + "cuda" in flat:  # one rank's own GPU (NCCL)
+            torch.cuda.set_rng_state(flat[mine + "cuda"], local_device or torch.device("cuda"))
+        else:  # one process, every GPU
+            cuda_states = [flat[k] for k in sorted((k for k in flat if k.startswith(mine + "cuda")),
+                                                   key=lambda k: int(k.removeprefix(mine + "cuda")))]
+            if cuda_states and len(cuda_states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda_states)
     batches.load_state_dict(state.pop("data"))
+    state["rng_restored"] = restored
     return state

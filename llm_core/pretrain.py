@@ -307,6 +307,11 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
         model = GPTModel(cfg)
         if args.init == "gpt2":
             gpt2_init_(model, seed=args.seed)
+    if dist.enabled:
+        # Each rank its own dropout stream: the ranks see different rows, and one stream
+        # for all would give every rank's share the same masks. Initialisation above is
+        # alike on all ranks (DDP broadcasts rank 0's weights anyway).
+        torch.manual_seed(args.seed * 100_003 + dist.rank)
     device = dist.device(pick_device(args.device))
     model.to(device)
     procs = f" × {dist.world_size} processes ({dist.backend})" if dist.enabled else ""
@@ -327,11 +332,15 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
     resume = None
     if args.resume:
         try:
-            resume = load_resume_state(args.resume, model, optimizer, train_loader)
+            resume = load_resume_state(args.resume, model, optimizer, train_loader, rank=dist.rank,
+                                       local_device=device)
         except (FileNotFoundError, ValueError, KeyError) as exc:
             raise SystemExit(f"cannot resume from {args.resume}: {exc}") from None
         log(f"resuming {args.resume} at step {resume['step']} (epoch {train_loader.epoch + 1}, "
             f"batch {train_loader.position} of {len(train_loader)})")
+        if not resume.pop("rng_restored"):
+            print(f"rank {dist.rank}: the run being resumed had fewer processes, so this one's dropout "
+                  "stream starts from the seed (the losses will not match an uninterrupted run exactly)", flush=True)
     step_model = model
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -363,6 +372,11 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
                          step_model=step_model, resume=resume)
     for ev in events:
         final_ev = ev
+        # Where rank 0 may save a resume state (its evaluations, the end), every rank hands
+        # over its random generators: the same steps on all ranks (only rank 0's events
+        # carry the evaluations), so the collective matches up.
+        rng_states = (dist.rng_states() if args.out and ev.step > 0
+                      and (ev.done or ev.step % tcfg.eval_interval == 0) else None)
         if not dist.is_main:
             continue
         if not ev.is_eval:
@@ -381,7 +395,7 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
             save_resume_state(args.out, model, optimizer,
                               {"step": ev.step, "epoch": ev.epoch - 1, "tokens_seen": ev.tokens_seen,  # the loop adds 1
                                "train_seconds": ev.tokens_seen / ev.tokens_per_s if ev.tokens_per_s else 0.0,
-                               "command": command}, train_loader)
+                               "command": command}, train_loader, rng_states)
         val = ev.val_loss if ev.val_loss is not None else ev.train_loss
         if ev.status != "diverged" and math.isfinite(val) and val < best["val_loss"]:
             best = {"val_loss": val, "event": ev}

@@ -298,10 +298,10 @@ def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig
 
     def evaluate(**kw) -> TrainEvent:
         nonlocal good_state, good_step
+        if not is_main:  # other ranks skip evaluations (no collectives happen in them) and keep training mode
+            return event(**kw)
         was_training = model.training
         model.eval()
-        if not is_main:  # other ranks skip evaluations (no collectives happen in them)
-            return event(**kw)
         with torch.no_grad():
             train_loss = calc_loss_loader(train_eval_loader, model, device, cfg.eval_batches)
             val_loss = (calc_loss_loader(val_loader, model, device, cfg.eval_batches)

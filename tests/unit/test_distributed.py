@@ -99,6 +99,31 @@ def test_resume_state_round_trip_gives_the_same_next_steps(tmp_path):
     assert not any(p.name.startswith(".resume") for p in tmp_path.iterdir())  # no temporary left
 
 
+def test_each_rank_takes_back_its_own_random_generators(tmp_path):
+    model = GPTModel(GPTConfig(vocab_size=20, context_length=4, emb_dim=8, n_heads=2, n_layers=1))
+    opt = make_optimizer(model.parameters(), 1e-3, 0.0)
+    batches = EpochBatches(Windows(8), 2, seed=1)
+    states = {}
+    for rank, seed in ((0, 11), (1, 22)):  # what two ranks with their own dropout streams hand over
+        torch.manual_seed(seed)
+        states[f"rank{rank}.cpu"] = torch.get_rng_state()
+    save_resume_state(tmp_path, model, opt, {"step": 1}, batches, states)
+    draws = {}
+    for rank, seed in ((0, 11), (1, 22)):
+        torch.manual_seed(seed)
+        draws[rank] = torch.rand(3)
+    for rank in (1, 0):
+        torch.manual_seed(999)
+        info = load_resume_state(tmp_path, model, opt, EpochBatches(Windows(8), 2, seed=1), rank=rank)
+        assert info["rng_restored"]
+        assert torch.equal(torch.rand(3), draws[rank])
+    torch.manual_seed(999)
+    expected = torch.rand(3)
+    torch.manual_seed(999)  # a rank the saved run did not have keeps its own seeding
+    assert not load_resume_state(tmp_path, model, opt, EpochBatches(Windows(8), 2, seed=1), rank=2)["rng_restored"]
+    assert torch.equal(torch.rand(3), expected)
+
+
 # ---------------------------------------------------------------- the CLI, in real processes
 
 @pytest.fixture(scope="module")
@@ -128,6 +153,25 @@ def step_losses(log: Path) -> dict[int, float]:
         if ev["step"] > 0 and ev["batch_loss"] is not None:
             out[ev["step"]] = ev["batch_loss"]
     return out
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes started, directly or not, by ``pid`` (from /proc: torchrun's workers
+    live on when torchrun alone is killed)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, parent in parents.items() if parent in frontier]
+        found += kids
+        frontier = kids
+    return found
 
 
 def free_port() -> int:
@@ -178,6 +222,51 @@ def test_a_killed_run_resumed_gives_the_same_next_losses(corpus, tmp_path):
                           "--log-json", str(resumed_log)], cwd=ROOT, env=env(), check=True, capture_output=True,
                          text=True, timeout=300).stdout
     assert f"resuming {killed_dir} at step {saved}" in out
+    full, resumed = step_losses(full_log), step_losses(resumed_log)
+    assert sorted(resumed) == list(range(saved + 1, steps + 1))
+    for s in resumed:
+        assert abs(resumed[s] - full[s]) <= 1e-6, (s, resumed[s], full[s])
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_killed_and_resumed_give_the_same_next_losses(corpus, tmp_path):
+    """Dropout on: each rank draws its own masks, so each must get its own generators back."""
+    steps = 24
+    args = cli_args(corpus, steps, "--eval-interval", "2", "--dropout", "0.1")
+
+    def torchrun(*extra):
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", str(free_port()), "-m", "llm_core.pretrain", *args, *extra]
+
+    full_log = tmp_path / "full.jsonl"
+    run = subprocess.run(torchrun("--out", str(tmp_path / "full"), "--log-json", str(full_log)),
+                         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(torchrun("--out", str(killed_dir)), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("step      5/"):
+                break
+    finally:  # SIGKILL to torchrun and both workers at once (no clean-up anywhere)
+        for pid in [*descendants(proc.pid), proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=60)
+    saved = json.loads((killed_dir / "resume" / "state.json").read_text())["step"]
+    assert 4 <= saved < steps
+    from safetensors import safe_open
+    with safe_open(str(killed_dir / "resume" / "optimizer.safetensors"), "pt") as f:
+        rank0, rank1 = f.get_tensor("rng.rank0.cpu"), f.get_tensor("rng.rank1.cpu")
+    assert not torch.equal(rank0, rank1)  # two dropout streams, both kept
+    resumed_log = tmp_path / "resumed.jsonl"
+    out = subprocess.run(torchrun("--resume", str(killed_dir), "--log-json", str(resumed_log)),
+                         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"resuming {killed_dir} at step {saved}" in out.stdout
     full, resumed = step_losses(full_log), step_losses(resumed_log)
     assert sorted(resumed) == list(range(saved + 1, steps + 1))
     for s in resumed:
