@@ -301,6 +301,8 @@ def _decode_steps(model, idx: torch.Tensor, n_steps: int, use_cache: bool, windo
         cfg = model.cfg.with_(context_length=capacity)
         p = model.tok_emb.weight
         cache = KVCache(cfg, seq.shape[0], device=p.device, dtype=p.dtype)
+    # The cached one-token steps skip the module calls (the same kernels: DecodeStep).
+    fast_step = model.decode_step() if cache is not None and hasattr(model, "decode_step") else None
     with torch.inference_mode():
         logits = model(seq[:, -window:], kv_cache=cache, last_only=True)[:, -1, :]
     from_cache, positions = False, min(seq.shape[1], window)
@@ -313,7 +315,10 @@ def _decode_steps(model, idx: torch.Tensor, n_steps: int, use_cache: bool, windo
             return
         with torch.inference_mode():
             if cache is not None and cache.length < capacity:
-                logits = model(next_ids, kv_cache=cache, last_only=True)[:, -1, :]
+                if fast_step is not None:
+                    logits = fast_step(next_ids, cache)
+                else:
+                    logits = model(next_ids, kv_cache=cache, last_only=True)[:, -1, :]
                 from_cache, positions = True, 1
             else:  # the window is full (or no cache): positions shift, recompute it all
                 cache = None

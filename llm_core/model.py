@@ -352,6 +352,18 @@ class GPTModel(nn.Module):
         with torch.no_grad():
             return self.forward(in_idx, hooks=hooks)
 
+    def decode_step(self) -> DecodeStep | None:
+        """The fast cached one-token step (``DecodeStep``) for this model as it is now, or
+        None when it is training or its blocks are not the ones ``forward`` here runs
+        (torch hooks on the model itself, a subclass)."""
+        plain = (type(self) is GPTModel and not self.training
+                 and not (self._forward_hooks or self._forward_pre_hooks)
+                 and all(type(blk) is TransformerBlock and type(blk.att) is MultiHeadAttention
+                         and not any(m._forward_hooks or m._forward_pre_hooks for m in (blk, blk.att))
+                         for blk in self.trf_blocks)
+                 and type(self.tok_emb) is nn.Embedding and type(self.pos_emb) is nn.Embedding)
+        return DecodeStep(self) if plain else None
+
     def new_kv_cache(self, batch_size: int = 1) -> KVCache:
         p = self.tok_emb.weight
         return KVCache(self.cfg, batch_size, device=p.device, dtype=p.dtype)
@@ -363,6 +375,66 @@ class GPTModel(nn.Module):
     def num_parameters(self) -> int:
         """Unique parameters (a tied head is counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def _as_call(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What calling ``module`` computes, without the module call where that is plain maths:
+    ``nn.Linear`` → ``F.linear`` with its tensors, ``LayerNorm`` → ``F.layer_norm``, the
+    ``FeedForward`` of two such layers and ``GELU`` → those three; anything else (int8,
+    LoRA, a module with torch hooks) → the module itself."""
+    if module._forward_hooks or module._forward_pre_hooks:
+        return module
+    kind = type(module)
+    if kind is nn.Linear:
+        w, b = module.weight, module.bias
+        return lambda x: F.linear(x, w, b)
+    if kind is LayerNorm:
+        shape, w, b, eps = (module.scale.shape[0],), module.scale, module.shift, module.eps
+        return lambda x: F.layer_norm(x, shape, w, b, eps)
+    if kind is FeedForward and len(module.layers) == 3 and type(module.layers[1]) is GELU:
+        up, down = _as_call(module.layers[0]), _as_call(module.layers[2])
+        return lambda x: down(F.gelu(up(x), approximate="tanh"))
+    return module
+
+
+class DecodeStep:
+    """One cached decoding step, one new token per row: ``step(ids [B, 1], cache)`` → logits
+    [B, V], the same kernels in the same order as ``GPTModel.forward(ids, kv_cache=cache,
+    last_only=True)`` (so the same logits, bit for bit), with every weight gathered once per
+    request instead of found through module calls and attribute look-ups on every token.
+    Built by ``GPTModel.decode_step()`` for a model in eval mode and used under
+    ``torch.inference_mode()`` (the q|k|v matmul is fused as in ``forward``)."""
+
+    def __init__(self, model: "GPTModel"):
+        cfg = model.cfg
+        self.tok, self.pos = model.tok_emb.weight, model.pos_emb.weight
+        self.heads, self.head_dim, self.d = cfg.n_heads, cfg.head_dim, cfg.emb_dim
+        self.layers = []
+        for blk in model.trf_blocks:
+            att = blk.att
+            fused = att.fused_qkv()
+            if fused is not None:
+                w, b = fused
+                qkv = (lambda x, w=w, b=b, d=att.d_out: F.linear(x, w, b).split(d, dim=-1))
+            else:
+                q, k, v = _as_call(att.W_query), _as_call(att.W_key), _as_call(att.W_value)
+                qkv = (lambda x, q=q, k=k, v=v: (q(x), k(x), v(x)))
+            self.layers.append((_as_call(blk.norm1), qkv, _as_call(att.out_proj), _as_call(blk.norm2),
+                                _as_call(blk.ff)))
+        self.final_norm, self.head = _as_call(model.final_norm), _as_call(model.out_head)
+
+    def __call__(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        b, past = ids.shape[0], cache.length
+        heads, hd = self.heads, self.head_dim
+        x = F.embedding(ids, self.tok) + self.pos[past]
+        for i, (norm1, qkv, out_proj, norm2, ff) in enumerate(self.layers):
+            q, k, v = (z.view(b, 1, heads, hd).transpose(1, 2) for z in qkv(norm1(x)))
+            k, v = cache.update(i, k, v)
+            ctx = F.scaled_dot_product_attention(q, k, v)  # one query sees every cached key
+            x = x + out_proj(ctx.transpose(1, 2).reshape(b, 1, self.d))
+            x = x + ff(norm2(x))
+        cache.length = past + 1
+        return self.head(self.final_norm(x))[:, -1, :]
 
 
 def build_untrained(cfg: GPTConfig, seed: int = 123) -> GPTModel:

@@ -392,3 +392,50 @@ def test_generate_keeps_parameters_an_optimizer_holds():
     m.train()
     held = {id(p) for group in opt.param_groups for p in group["params"]}
     assert held == {id(p) for p in m.parameters()}
+
+
+def test_prepare_for_decoding_puts_qkv_side_by_side_under_the_book_names():
+    import copy
+
+    from llm_core.generation import prepare_for_decoding
+
+    m = build_untrained(CFG.with_(qkv_bias=True), seed=4)
+    ids = torch.randint(0, CFG.vocab_size, (1, 7), generator=torch.Generator().manual_seed(1))
+    keys = list(m.state_dict())
+    with torch.no_grad():
+        before, before_q = m(ids), m.trf_blocks[1].att.W_query(m.tok_emb(ids))
+    assert m.trf_blocks[0].att.fused_qkv() is None
+    prepare_for_decoding(m)
+    att = m.trf_blocks[1].att
+    fused_w, fused_b = att.fused_qkv()
+    assert fused_w.shape == (3 * CFG.emb_dim, CFG.emb_dim) and fused_b.shape == (3 * CFG.emb_dim,)
+    assert fused_w.data_ptr() == att.W_query.weight.data_ptr()  # one buffer, no copy
+    assert list(m.state_dict()) == keys
+    with torch.no_grad():
+        assert torch.allclose(m(ids), before, atol=1e-5)
+        assert torch.allclose(att.W_query(m.tok_emb(ids)), before_q, atol=1e-6)
+    assert copy.deepcopy(m).trf_blocks[1].att.fused_qkv() is None  # a copy holds three matrices again
+
+
+def test_decode_step_gives_forwards_logits_bit_for_bit():
+    from llm_core.generation import prepare_for_decoding
+    from llm_core.quantize import quantize_int8
+
+    plain = build_untrained(CFG.with_(qkv_bias=True), seed=6)
+    prepared = build_untrained(CFG.with_(qkv_bias=True), seed=6)
+    prepare_for_decoding(prepared)
+    for m in (plain, prepared, quantize_int8(prepared)):
+        step = m.decode_step()
+        with torch.inference_mode():
+            a, b = m.new_kv_cache(2), m.new_kv_cache(2)
+            ids = torch.randint(0, CFG.vocab_size, (2, 4), generator=torch.Generator().manual_seed(2))
+            m(ids, kv_cache=a, last_only=True)
+            m(ids, kv_cache=b, last_only=True)
+            for t in range(6):
+                nxt = torch.randint(0, CFG.vocab_size, (2, 1), generator=torch.Generator().manual_seed(t))
+                assert torch.equal(step(nxt, b), m(nxt, kv_cache=a, last_only=True)[:, -1, :])
+                assert a.length == b.length and torch.equal(a.k, b.k) and torch.equal(a.v, b.v)
+    handle = plain.trf_blocks[0].register_forward_hook(lambda mod, args, out: out)
+    assert plain.decode_step() is None  # torch hooks must run: forward is taken
+    handle.remove()
+    assert plain.train().decode_step() is None
