@@ -52,11 +52,11 @@ class DistContext:
 
         use_cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
         backend = "nccl" if use_cuda else "gloo"
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if use_cuda:  # before joining: NCCL binds each rank's communicator to the current GPU
+            torch.cuda.set_device(local)
         if not dist.is_initialized():
             dist.init_process_group(backend=backend)
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if use_cuda:
-            torch.cuda.set_device(local)
         return cls(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local, backend=backend)
 
     def device(self, requested: torch.device) -> torch.device:
