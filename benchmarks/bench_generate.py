@@ -26,42 +26,67 @@ run goes its own way). Timings are medians over interleaved repeats.
 Targets: fp32 >= 1.2x transformers; int8 >= 2.5x transformers fp32 and >= 1.0x its int8
 peer; fp32 >= 70 % of the bandwidth limit.
 
-Measured (2026-12-01, the project's 2-core AVX2 EPYC, 32 MB L3, while four other sessions
-kept the machine at a load of 5-10, so read the ratios, not the absolute numbers):
+Measured (2026-12-01/02, the project's 2-core AVX2 EPYC, 32 MB L3, while other sessions and
+a background training run kept the machine at a load of 5-8, so read the ratios, not the
+absolute numbers).
 
-``--threads 1 --skip-default --repeats 3`` (bandwidth 14.6 → 18.1 GB/s single-threaded):
+Since the first runs, ``prepare_for_decoding`` also lays each attention's W_query, W_key
+and W_value side by side in one buffer, so inference takes one q|k|v matmul (768 x 2304)
+instead of three (768 x 768), and the cached one-token steps run through
+``llm_core.model.DecodeStep`` (the same kernels in the same order as ``forward``, logits
+equal bit for bit, weights gathered once per request instead of through ~150 module calls
+and attribute look-ups per token). Measured separately, interleaved in one process against
+the same model without each change, 64 tokens, 1 thread, load 4-6: fused q|k|v 1.024x
+(five rounds 1.014-1.026), DecodeStep a further 1.051x (median of five, 0.98-1.06).
 
-================================  ========  =========  ========  ========
-GPT-2 small shape                 tokens/s  1st token  MB/token  of limit
-================================  ========  =========  ========  ========
-ours fp32                         20.1      211 ms     494.5     68 %
-ours int8                         64.4      38 ms      126.0     56 %
-transformers fp32                 17.7      191 ms     494.1     60 %
-transformers + torch.ao int8      25.7      181 ms     379.1     67 %
-================================  ========  =========  ========  ========
+``--threads 1 --skip-default --repeats 3``, two runs after those changes:
 
-ours fp32 / transformers **1.14x** (target 1.2: missed); ours int8 / transformers fp32
-**3.64x**; ours int8 / transformers int8 **2.51x**. Greedy picks: fp32 128/128 both ways;
-int8 127/128 after the same prefixes (its free run leaves transformers' at once: random
-GPT-2-initialised weights give near-flat logits, so ties break differently).
+================================  ========  =========  ========  ========  ========
+GPT-2 small shape                 run A     run B      1st tok.  MB/token  of limit
+                                  tokens/s  tokens/s   (B)                 (B)
+================================  ========  =========  ========  ========  ========
+ours fp32                         14.7      23.3       175 ms    494.5     66 %
+ours int8                         54.4      67.2       42 ms     126.0     48 %
+transformers fp32                 12.9      18.3       189 ms    494.1     52 %
+transformers + torch.ao int8      16.2      25.5       174 ms    379.1     55 %
+================================  ========  =========  ========  ========  ========
 
-Default threads (2), ``--repeats 3``, load ~8 (bandwidth 33.3 → 22.0 GB/s): GPT-2 small
-fp32 7.2 vs 3.7 tokens/s (1.95x), int8 4.1 (1.11x transformers, 0.80x its int8 peer: with
-two threads on an oversubscribed machine fbgemm's threaded int8 kernels stalled; an earlier
-2-thread run the same day gave int8 14.5 vs fp32 8.7 and transformers 4.1, 3.53x); the
-shipped model fp32 122 vs 78 tokens/s (**1.56x**), int8 93 (1.19x transformers fp32, 1.31x
-its int8 peer). On a model this small (192 dims) int8 is slower than fp32: quantising each
-activation row and the kernel call cost more than the ~7 MB of weights it saves reading.
-A quiet-machine spot check (same code, 2 threads, not through this script) gave GPT-2 small
-52 tokens/s fp32 and 222 int8.
+Run A: load 7-8, bandwidth 15.1 -> 15.8 GB/s; ours fp32 / transformers **1.14x**, int8
+4.23x transformers fp32, 3.36x its int8 peer, 48 % of the limit. Run B: load 5-7,
+bandwidth 17.5 -> 21.3 GB/s; fp32 **1.27x** (target 1.2 met in this run), int8 **3.67x**
+and **2.64x**, fp32 **66 %** of the limit (target 70 %: missed). Before the two changes (same
+day, load 5-10): fp32 1.14x, 68 %; int8 3.64x / 2.51x. So the fp32 target is met in one run
+of two and missed in the other: on this machine the ratio moves with the load by more than
+the changes moved it. Greedy picks: fp32 128/128 both ways; int8 127/128 after the same
+prefixes (its free run leaves transformers' at once: random GPT-2-initialised weights give
+near-flat logits, so ties break differently).
 
-Where the fp32 time goes (``torch.profiler``, GPT-2 small, 1 thread, 32 tokens): 92 % in the
-matmuls (``addmm`` 58.5 %, ``mm`` 33.8 %), copies into the KV cache 2.3 %, the ``linear``
-wrappers 1.3 %, attention 1.6 %, everything else < 1 %. So the per-step Python and small
-ops are already under 10 %; the fp32 path is bound by how fast the BLAS kernels stream the
-weights (68 % of what ``sum`` reads per second here), which fewer Python ops, the
-pre-allocated KV cache (already in place) or fusing the small ops cannot lift past the
-target; the int8 copy is the path that moves the limit.
+Default threads (2), ``--repeats 3``, load ~5 (bandwidth 20.9 -> 22.4 GB/s; two threads on an
+oversubscribed machine: transformers suffers most): GPT-2 small fp32 9.2 vs 2.6 tokens/s
+(3.52x), int8 20.8 (7.93x transformers fp32, 6.70x its int8 peer); the shipped model fp32
+321 vs 90 tokens/s (**3.55x**), int8 195 (2.16x transformers fp32, 2.54x its int8 peer). On
+a model this small (192 dims) int8 is slower than fp32: quantising each activation row and
+the kernel call cost more than the ~7 MB of weights it saves reading. Earlier runs the same
+day (before the two changes): GPT-2 small fp32 1.95x, shipped model fp32 1.56x, int8 between
+0.80x and 3.53x. A quiet-machine spot check (2 threads, not through this script) gave GPT-2
+small 52 tokens/s fp32 and 222 int8.
+
+Where the fp32 time goes (``torch.profiler``, GPT-2 small, 1 thread, 32 tokens, with the
+fused q|k|v, before DecodeStep): 93 % in the matmuls (``addmm`` 70.8 %, the output head's
+``mm`` 22.1 %), attention 2.1 %, LayerNorm 0.9 %, KV-cache copies 0.6 %, everything else
+under 0.5 % each. Per-token cost apart from the weights (a 12-layer model 64 wide, where the
+matmuls cost almost nothing, 128 tokens, 1 thread): before DecodeStep 2.06 ms against 3.18 ms
+for transformers' ``generate`` (load ~3.7); with it 0.92 ms against 2.50 ms (load ~4). What is left is how fast MKL's one-row kernels stream the
+weights: measured one matrix at a time, streaming from DRAM (1 thread, quiet moment, ``sum``
+at 43 GB/s): [in, out] layout 26-35 GB/s (768 x 768: 26, 768 x 2304: 30, 768 x 3072: 30,
+3072 x 768: 30, the 768 x 50,257 head: 35) vs 20-28 GB/s for PyTorch's [out, in] layout,
+which is why ``prepare_for_decoding`` transposes the storage; ``torch.mv``/``addmv`` ran like
+the [out, in] layout, MKL's packed ``_mkl_linear`` and oneDNN's packed linear no faster than
+the [in, out] layout within the noise (and they would need a second copy of every weight);
+a run with PyTorch's ``THP_MEM_ALLOC_ENABLE=1`` (weights on 2 MB pages) was no faster
+within the noise. So 70 % of ``sum``'s read
+rate is about the best these kernels reach on their own, and the per-token Python and
+attention push the whole step below it; the int8 copy is the path that moves the limit.
 """
 from __future__ import annotations
 
