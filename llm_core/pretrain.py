@@ -31,6 +31,7 @@ from .checkpoint import save_checkpoint
 from .config import PRESETS, GPTConfig
 from .data import GPTDatasetV1, create_dataloader_v1
 from .distributed import DistContext, EpochBatches, load_resume_state, save_resume_state
+from .files import write_atomic
 from .model import GPTModel
 from .training import (
     TrainConfig, calc_loss_loader, gpt2_init_, make_optimizer, pick_device, sample_text, train_model,
@@ -72,7 +73,7 @@ def bpe_tokenizer_for(text: str, vocab_size: int, name: str, log=print):
         result = train_bpe(text, vocab_size=vocab_size)
         log(f"BPE: {result.num_merges} merges in {result.seconds:.0f} s ({result.stopped_because})")
         try:
-            corpus_mod._write_atomic(cache, json.dumps(result.to_dict()).encode())
+            write_atomic(cache, json.dumps(result.to_dict()).encode())
         except OSError:
             pass
     info = {"kind": "bpe", "vocab_size": result.n_vocab, "merges": result.num_merges,

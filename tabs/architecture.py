@@ -17,7 +17,7 @@ from llm_core.config import PRESET_LABELS, PRESETS
 from llm_core.views.embedding_view import token_label
 from llm_core.examples import pick_example
 from llm_core.trace_cache import TRACES
-from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
+from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle, link_int, link_params
 from tabs.figures import note_figure, plot_text
 from tabs.lazy import on_first_open
 
@@ -445,7 +445,6 @@ def patching(clean, corrupt, site, clean_answer, corrupt_answer, model_name=None
 
 def prefill_from_url(model_name, request: gr.Request):
     """?tab=architecture&text=…&layer=…&position=… → switch to this tab and fill it in."""
-    from tabs.attention import _int_param, link_params
 
     keep = (gr.update(),) * 4 + (False,)
     params = link_params(request, "architecture")
@@ -460,7 +459,7 @@ def prefill_from_url(model_name, request: gr.Request):
         gr.Warning(f"The link's text has {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}. Ignored it.")
         text = None
     return (gr.Tabs(selected="architecture"), text if text and text.strip() else gr.update(),
-            _int_param(params, "layer", 0, n_layers - 1), _int_param(params, "position", -MAX_TOKENS, MAX_TOKENS - 1),
+            link_int(params, "layer", 0, n_layers - 1), link_int(params, "position", -MAX_TOKENS, MAX_TOKENS - 1),
             True)
 
 

@@ -18,7 +18,7 @@ from llm_core.views import attention_view as av
 from llm_core import interventions as iv
 from llm_core.views.embedding_view import token_label
 from llm_core.examples import pick_example
-from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
+from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle, link_int, link_params
 from tabs.figures import note_figure, plot_text, token_ticks
 from tabs.lazy import on_first_open
 
@@ -634,29 +634,6 @@ def attr_clicked(evt: gr.EventData):
 
 # ---------------------------------------------------------------- links
 
-def link_params(request: gr.Request | None, tab: str) -> dict | None:
-    """This tab's parameters from the page's URL (?tab=attention&text=…), or None for another tab."""
-    params = dict(request.query_params) if request is not None else {}
-    if params.get("tab") != tab:
-        return None
-    return params
-
-
-def _int_param(params: dict, name: str, lo: int, hi: int):
-    value = params.get(name)
-    if value is None:
-        return gr.update()
-    try:
-        v = int(value)
-    except ValueError:
-        gr.Warning(f"The link's {name}={value!r} is not a whole number; ignored it.")
-        return gr.update()
-    if not lo <= v <= hi:
-        gr.Warning(f"The link's {name}={v} is outside {lo}..{hi} for this model; ignored it.")
-        return gr.update()
-    return v
-
-
 def prefill_from_url(model_name, request: gr.Request):
     """?tab=attention&text=…&layer=…&head=…&position=… → switch to this tab and fill it in."""
     params = link_params(request, "attention")
@@ -671,8 +648,8 @@ def prefill_from_url(model_name, request: gr.Request):
         gr.Warning(f"The link's text has {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}. Ignored it.")
         text = None
     return (gr.Tabs(selected="attention"), text if text and text.strip() else gr.update(),
-            _int_param(params, "layer", 0, cfg.n_layers - 1), _int_param(params, "head", 0, cfg.n_heads - 1),
-            _int_param(params, "position", -av.MAX_TOKENS, av.MAX_TOKENS - 1), True)
+            link_int(params, "layer", 0, cfg.n_layers - 1), link_int(params, "head", 0, cfg.n_heads - 1),
+            link_int(params, "position", -av.MAX_TOKENS, av.MAX_TOKENS - 1), True)
 
 
 SHARE_JS = """

@@ -64,7 +64,7 @@ def test_stdlib_walk_skips_tests_private_and_gui_modules(tmp_path):
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    names = [name for name, _ in corpus._module_files(tmp_path)]
+    names = [name for name, _ in corpus.public_module_files(tmp_path)]
     assert names == ["alpha", "pkg", "pkg.beta"]
     docs = corpus.stdlib_documents(tmp_path)
     assert docs == corpus.stdlib_documents(tmp_path)
