@@ -47,6 +47,7 @@ from .lora import (
     AdapterInfo, LoRAError, ParameterCounts, apply_lora, check_rank_alpha, count_parameters,
     expand_targets, freeze, model_fingerprint, save_adapter, update_norms,
 )
+from .model import eval_mode
 from .training import (
     StopCheck, _should_stop, autocast_for, calc_loss_batch, eta_seconds, make_optimizer, pick_device, run_interruption,
 )
@@ -322,10 +323,8 @@ def calc_classification_batch(model, inputs, last, labels, device) -> tuple[torc
 def predict_proba(model: nn.Module, tokenizer, text: str, label_names: list[str], max_length: int) -> dict[str, float]:
     """Class probabilities for one text (softmax of the last-token logits)."""
     ids = torch.tensor([encode_for_classification(tokenizer, text, max_length)], device=model.tok_emb.weight.device)
-    was = model.training
-    model.eval()
-    probs = torch.softmax(model(ids)[0, -1].float(), dim=-1)
-    model.train(was)
+    with eval_mode(model):
+        probs = torch.softmax(model(ids)[0, -1].float(), dim=-1)
     return {name: float(p) for name, p in zip(label_names, probs)}
 
 
