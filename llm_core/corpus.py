@@ -20,8 +20,8 @@ from pathlib import Path
 
 from .files import write_atomic
 from .paths import explorer_home
+from .tokenizers import ENDOFTEXT
 
-ENDOFTEXT = "<|endoftext|>"
 DOC_SEPARATOR = "\n" + ENDOFTEXT + "\n"
 # Bump when the extraction changes, so stale caches are not reused.
 EXTRACTOR_VERSION = 1

@@ -29,9 +29,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .corpus import (CACHE_DIR, DOC_SEPARATOR, ENDOFTEXT, module_document, public_module_files, stdlib_dir,
-                     topic_documents)
+from .corpus import CACHE_DIR, DOC_SEPARATOR, module_document, public_module_files, stdlib_dir, topic_documents
 from .files import write_atomic
+from .tokenizers import ENDOFTEXT
 
 # Licences whose text may be trained on and shipped as weights without conditions beyond notice.
 PERMISSIVE = ("mit", "bsd", "apache", "isc", "psf", "python software foundation", "zlib", "0bsd",

@@ -460,7 +460,7 @@ class Prompt:
     from_endoftext: bool = False   # the prompt was empty: generation starts at <|endoftext|>
 
 
-def encode_prompt(tokenizer, text: str, context_length: int) -> Prompt:
+def encode_prompt_keep_last(tokenizer, text: str, context_length: int) -> Prompt:
     """Encode a prompt for generation: an empty prompt starts from ``<|endoftext|>`` (when the
     tokenizer has it); a prompt longer than the context keeps only its last tokens."""
     ids = tokenizer.encode(text) if text else []

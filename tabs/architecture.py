@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import torch
 
-from llm_core.views import architecture_view as av
+from llm_core.views import architecture_view as arch_view
 from llm_core import interventions as iv
 from llm_core.config import PRESET_LABELS, PRESETS
 from llm_core.views.embedding_view import token_label
@@ -87,13 +87,13 @@ def config_markdown(bundle) -> str:
     return f"**{_md(bundle.name)}** ({_md(bundle.source)})\n\n{table}"
 
 
-def counts_rows(counts: av.ParameterCounts) -> list[list]:
+def counts_rows(counts: arch_view.ParameterBreakdown) -> list[list]:
     total = counts.untied_total
     return [[name, "" if per is None else f"{per:,}", f"{count:,}", f"{100 * count / total:.1f} %", note]
             for name, per, count, note in counts.rows()]
 
 
-def counts_markdown(counts: av.ParameterCounts, what: str) -> str:
+def counts_markdown(counts: arch_view.ParameterBreakdown, what: str) -> str:
     mb = counts.megabytes
     lines = ["| | parameters | fp32 | bf16 |", "|---|---|---|---|",
              f"| without weight tying (head is its own matrix) | **{counts.untied_total:,}** | "
@@ -109,9 +109,9 @@ def counts_markdown(counts: av.ParameterCounts, what: str) -> str:
             "bf16; training needs several times more (gradients, optimizer state, activations).")
 
 
-def diagram_html(cfg, counts: av.ParameterCounts) -> str:
+def diagram_html(cfg, counts: arch_view.ParameterBreakdown) -> str:
     """An SVG flow chart of the model, every label escaped."""
-    nodes = av.architecture_diagram(cfg, counts)
+    nodes = arch_view.architecture_diagram(cfg, counts)
     box_x, box_w, box_h, gap, note_x = 70, 330, 46, 16, 430
     y = 20
     parts, layout = [], []
@@ -164,7 +164,7 @@ def diagram_html(cfg, counts: av.ParameterCounts) -> str:
 
 def model_overview(model_name=None):
     bundle = get_bundle(model_name)
-    counts = av.parameter_counts(bundle.model)
+    counts = arch_view.parameter_breakdown(bundle.model)
     what = f"**{_md(bundle.name)}**, counted from its modules:"
     return (config_markdown(bundle), diagram_html(bundle.config, counts), counts_rows(counts),
             counts_markdown(counts, what))
@@ -176,13 +176,13 @@ def preset_counts(preset, qkv_bias):
     if preset not in PRESETS:
         raise gr.Error(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
     cfg = PRESETS[preset].with_(qkv_bias=bool(qkv_bias))
-    counts = av.count_parameters(cfg)
+    counts = arch_view.config_parameter_breakdown(cfg)
     what = f"**{_md(PRESET_LABELS[preset])}**{', qkv_bias=True' if qkv_bias else ''}, counted from the config:"
     return counts_rows(counts), counts_markdown(counts, what), diagram_html(cfg, counts)
 
 
 def activation_figure() -> go.Figure:
-    c = av.activation_curves()
+    c = arch_view.activation_curves()
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=c["x"], y=c["GELU"], name="GELU (tanh approximation)", line=dict(width=3)))
     fig.add_trace(go.Scatter(x=c["x"], y=c["ReLU"], name="ReLU", line=dict(dash="dash")))
@@ -209,7 +209,7 @@ def residual_figure(stages: list[str], norms: np.ndarray, tokens: list[str]) -> 
     return fig
 
 
-def lens_figure(lens: av.LogitLens, tokens: list[str]) -> go.Figure:
+def lens_figure(lens: arch_view.LogitLens, tokens: list[str]) -> go.Figure:
     n_stages, n_pos, _ = lens.top_ids.shape
     # Positions and stage indices on the axes (labels as ticks): no two cells can merge.
     cols = [f"{t}: {plot_text(tok)}" for t, tok in enumerate(tokens)]
@@ -238,7 +238,7 @@ def _pct(p: float) -> str:
     return f"{p:.1%}" if p >= 0.001 else f"{100 * p:.2g} %"
 
 
-def lens_rows(lens: av.LogitLens, position: int) -> pd.DataFrame:
+def lens_rows(lens: arch_view.LogitLens, position: int) -> pd.DataFrame:
     k = lens.top_ids.shape[2]
     rows = [[stage] + [f"{lbl} ({_pct(p)})" for lbl, p in zip(lens.top_labels[s][position],
                                                            lens.top_probs[s, position].tolist())]
@@ -246,7 +246,7 @@ def lens_rows(lens: av.LogitLens, position: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["stage"] + [f"guess {i + 1}" for i in range(k)])
 
 
-def layernorm_figure(demo: av.LayerNormDemo) -> go.Figure:
+def layernorm_figure(demo: arch_view.LayerNormDemo) -> go.Figure:
     """One histogram per stage, each on its own x scale (the input may be 100× larger or smaller)."""
     parts = [("before", demo.before, demo.stats["before"]),
              ("normalised", demo.normalised, demo.stats["normalised"]),
@@ -263,7 +263,7 @@ def layernorm_figure(demo: av.LayerNormDemo) -> go.Figure:
     return fig
 
 
-def layernorm_markdown(demo: av.LayerNormDemo) -> str:
+def layernorm_markdown(demo: arch_view.LayerNormDemo) -> str:
     rows = "\n".join(f"| {name} | {m:+.4f} | {v:.4f} |" for name, (m, v) in demo.stats.items())
     return (f"**{_md(demo.where)}**\n\n| vector | mean | variance |\n|---|---|---|\n{rows}\n\n"
             "LayerNorm subtracts the mean and divides by the standard deviation (eps = 1e-5), so every vector "
@@ -302,11 +302,11 @@ def architecture(prompt, top_k, layer, which, position, model_name=None):
     with torch.inference_mode():
         trace = TRACES.get_or_compute(bundle.name, bundle.model, ids, "trace", lambda: bundle.model.run_with_trace(
             torch.tensor([ids], device=bundle.model.device)))
-        stages, norms = av.residual_norms(trace)
+        stages, norms = arch_view.residual_norms(trace)
         # Decoding every stage is the costly part (stages × positions × vocabulary): kept with the trace.
-        lens = TRACES.get_or_compute(bundle.name, bundle.model, ids, "lens", lambda: av.logit_lens(
+        lens = TRACES.get_or_compute(bundle.name, bundle.model, ids, "lens", lambda: arch_view.logit_lens(
             bundle.model, bundle.tokenizer, trace, MAX_TOP_K)).top(k)
-        demo = av.layernorm_demo(bundle.model, trace, layer, pos, which)
+        demo = arch_view.layernorm_demo(bundle.model, trace, layer, pos, which)
         predicted = int(trace["logits"][0, p].argmax())
         dla = iv.direct_logit_attribution(bundle.model, trace, predicted, p)
     tokens = [token_label(bundle.tokenizer, i) for i in ids]

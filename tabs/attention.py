@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from llm_core.views import attention_view as av
+from llm_core.views import attention_view as attn_view
 from llm_core import interventions as iv
 from llm_core.views.embedding_view import token_label
 from llm_core.examples import pick_example
@@ -27,7 +27,7 @@ GRID_MAX_CELLS = 512 * 512      # all heads of a layer in one figure: cells in t
 HEAD_VIEW_MAX_KEYS = 40         # tokens listed in the head view (those just before the chosen one)
 LABEL_ALL_TICKS = 40            # above this many tokens the axes show every n-th label
 MAX_SEED = 2**32 - 1
-STATISTICS = list(av.HEAD_STATISTICS)
+STATISTICS = list(attn_view.HEAD_STATISTICS)
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 DEFAULT_PROMPT = "The cat sat on the mat because it was tired. The cat sat on the mat"
@@ -103,7 +103,7 @@ def _heatmap(weights: np.ndarray, labels: list[str], title: str, zmax: float, he
 
 def _layer_grid(weights: torch.Tensor, layer: int, chosen_head: int) -> go.Figure:
     """All heads of one layer, one colour scale, pooled when the figure would be too heavy."""
-    maps, stride = av.pooled(weights[layer], GRID_MAX_CELLS)
+    maps, stride = attn_view.pooled(weights[layer], GRID_MAX_CELLS)
     maps = maps.numpy()
     n_heads, side = maps.shape[0], maps.shape[-1]
     cols = min(n_heads, 4 if n_heads <= 8 else 6)
@@ -131,7 +131,7 @@ def _layer_grid(weights: torch.Tensor, layer: int, chosen_head: int) -> go.Figur
 def _head_view(weights: np.ndarray, labels: list[str], focus: int, layer: int, head: int) -> go.Figure:
     """Lines from the chosen token to each token it attends to; line width = weight."""
     row = torch.from_numpy(weights[focus])
-    start, hidden = av.focus_window(row, focus, HEAD_VIEW_MAX_KEYS)
+    start, hidden = attn_view.focus_window(row, focus, HEAD_VIEW_MAX_KEYS)
     keys = list(range(start, focus + 1))
     y = {j: -(j - start) for j in keys}
     fig = go.Figure()
@@ -175,10 +175,10 @@ def _summary_grid(stats: dict[str, torch.Tensor], statistic: str) -> go.Figure:
 
 def _summary_text(stats: dict[str, torch.Tensor], statistic: str) -> str:
     low_is_notable = statistic == "entropy"
-    top = av.strongest_heads(stats[statistic], k=3, largest=not low_is_notable)
+    top = attn_view.strongest_heads(stats[statistic], k=3, largest=not low_is_notable)
     which = "lowest" if low_is_notable else "highest"
     heads = ", ".join(f"layer {lay} head {h} ({v:.2f})" for lay, h, v in top)
-    return f"**{statistic}:** {av.HEAD_STATISTICS[statistic]}  \n{which.capitalize()}: {heads}."
+    return f"**{statistic}:** {attn_view.HEAD_STATISTICS[statistic]}  \n{which.capitalize()}: {heads}."
 
 
 # ---------------------------------------------------------------- the maths, step by step
@@ -204,7 +204,7 @@ def _matrix_panel(fig, z: torch.Tensor, row: int, col: int, axis: str, labels: l
     fig.update_yaxes(**ticks, row=row, col=col)
 
 
-def _math_scores_figure(s: av.AttentionSteps) -> go.Figure:
+def _math_scores_figure(s: attn_view.AttentionSteps) -> go.Figure:
     dk = s.head_dim
     titles = ["1 · Q·Kᵀ", f"2 · ÷ √d_k = ÷ {math.sqrt(dk):.3f}", "3 · causal mask (−∞ above diagonal)",
               "4 · softmax (rows sum to 1)", f"5 · dropout p = {s.dropout_p} (illustration)",
@@ -235,7 +235,7 @@ def _math_scores_figure(s: av.AttentionSteps) -> go.Figure:
     return fig
 
 
-def _math_qkv_figure(s: av.AttentionSteps) -> go.Figure:
+def _math_qkv_figure(s: attn_view.AttentionSteps) -> go.Figure:
     fig = make_subplots(rows=1, cols=3, subplot_titles=[f"Q = X·W_q  [{len(s.labels)} × {s.head_dim}]",
                                                         f"K = X·W_k  [{len(s.labels)} × {s.head_dim}]",
                                                         f"V = X·W_v  [{len(s.labels)} × {s.head_dim}]"],
@@ -254,7 +254,7 @@ def _math_qkv_figure(s: av.AttentionSteps) -> go.Figure:
     return fig
 
 
-def _math_markdown(s: av.AttentionSteps, d_model: int, qkv_bias: bool) -> str:
+def _math_markdown(s: attn_view.AttentionSteps, d_model: int, qkv_bias: bool) -> str:
     t, dk = len(s.labels), s.head_dim
     i = t - 1  # the last token shown: the one with the most keys to look at
     bias = " + b" if qkv_bias else ""
@@ -303,7 +303,7 @@ def _math_markdown(s: av.AttentionSteps, d_model: int, qkv_bias: bool) -> str:
 # ---------------------------------------------------------------- the event
 
 def _check_statistic(statistic) -> str:
-    if statistic not in av.HEAD_STATISTICS:
+    if statistic not in attn_view.HEAD_STATISTICS:
         raise gr.Error(f"Unknown statistic {statistic!r}: choose one of {', '.join(STATISTICS)}.")
     return statistic
 
@@ -317,14 +317,14 @@ def attention(prompt, layer, head, focus, statistic, math_tokens, dropout_seed, 
     layer = check_int(layer, "Layer", 0, cfg.n_layers - 1)
     head = check_int(head, "Head", 0, cfg.n_heads - 1)
     statistic = _check_statistic(statistic)
-    math_tokens = check_int(math_tokens, "Tokens in the maths", 1, av.MATH_MAX_TOKENS)
+    math_tokens = check_int(math_tokens, "Tokens in the maths", 1, attn_view.MATH_MAX_TOKENS)
     seed = check_int(dropout_seed, "Dropout seed", 0, MAX_SEED)
     try:
         with bundle.lock, torch.inference_mode():
-            att = av.trace_prompt(bundle.model, bundle.tokenizer, text, cache_name=bundle.name)
-            steps = av.attention_steps(bundle.model, att, layer, head, math_tokens,
+            att = attn_view.trace_prompt(bundle.model, bundle.tokenizer, text, cache_name=bundle.name)
+            steps = attn_view.attention_steps(bundle.model, att, layer, head, math_tokens,
                                        generator=torch.Generator().manual_seed(seed))
-    except av.PromptError as exc:
+    except attn_view.PromptError as exc:
         raise gr.Error(str(exc)) from None
     tokens = att.tokens
     t = len(tokens.ids)
@@ -471,8 +471,8 @@ def ko_toggle(heads_text, model_name, evt: gr.EventData):
 def _prompt_ids(bundle, prompt, cap: int) -> tuple[list[int], str]:
     text = check_text(prompt, "prompt", max_chars=MAX_PROMPT_CHARS)
     try:
-        tokens = av.encode_prompt(bundle.tokenizer, text, bundle.config.context_length, cap)
-    except av.PromptError as exc:
+        tokens = attn_view.encode_prompt_keep_first(bundle.tokenizer, text, bundle.config.context_length, cap)
+    except attn_view.PromptError as exc:
         raise gr.Error(str(exc)) from None
     if tokens.truncated:
         raise gr.Error(f"The prompt has {tokens.total:,} tokens; this view takes at most {tokens.limit:,} on "
@@ -510,7 +510,7 @@ def knock_out(prompt, heads_text, which, mode, model_name):
     """The next-token distribution at the last position, with and without the chosen heads."""
     bundle = get_bundle(model_name)
     cfg = bundle.config
-    ids, _ = _prompt_ids(bundle, prompt, av.MAX_TOKENS)
+    ids, _ = _prompt_ids(bundle, prompt, attn_view.MAX_TOKENS)
     chosen = parse_heads(heads_text, cfg.n_layers, cfg.n_heads)
     if which not in {v for _, v in KO_CHOICES}:
         raise gr.Error("Choose 'knock out these heads' or 'knock out all but these'.")
@@ -522,7 +522,7 @@ def knock_out(prompt, heads_text, which, mode, model_name):
         raise gr.Error("No head is knocked out: click heads on the grid (or type 0.1, 2.3) first."
                        if which == "these" else "Every head is kept: 'all but these' needs fewer heads chosen.")
     with bundle.lock, torch.inference_mode():
-        att = av.trace_prompt(bundle.model, bundle.tokenizer, prompt, cache_name=bundle.name)
+        att = attn_view.trace_prompt(bundle.model, bundle.tokenizer, prompt, cache_name=bundle.name)
         clean = att.trace["logits"][0, -1].float()
         ablated = iv.ablate_heads(bundle, ids, heads, mode)[0, -1].float()
     before, after = torch.softmax(clean, -1).cpu(), torch.softmax(ablated, -1).cpu()
@@ -552,8 +552,8 @@ def _target(bundle, target_text, logits: torch.Tensor) -> tuple[int, str]:
         t = int(logits.argmax())
         return t, "the model's prediction"
     try:
-        return av.single_token(bundle.tokenizer, target_text), "the token you chose"
-    except av.PromptError as exc:
+        return attn_view.single_token(bundle.tokenizer, target_text), "the token you chose"
+    except attn_view.PromptError as exc:
         raise gr.Error(str(exc)) from None
 
 
@@ -600,12 +600,12 @@ def head_attribution_view(prompt, target_text, mode, model_name):
     """Layers × heads: the change in log p(target) when each head is ablated; and direct logit attribution."""
     bundle = get_bundle(model_name)
     cfg = bundle.config
-    limit = iv.attribution_token_limit(cfg, av.MAX_TOKENS)
+    limit = iv.attribution_token_limit(cfg, attn_view.MAX_TOKENS)
     ids, _ = _prompt_ids(bundle, prompt, limit)
     if mode not in iv.ABLATION_MODES:
         raise gr.Error(f"Choose how to knock out: {', '.join(iv.ABLATION_MODES)}.")
     with bundle.lock, torch.inference_mode():
-        att = av.trace_prompt(bundle.model, bundle.tokenizer, prompt, cache_name=bundle.name)
+        att = attn_view.trace_prompt(bundle.model, bundle.tokenizer, prompt, cache_name=bundle.name)
         logits = att.trace["logits"][0, -1].float()
         target, why = _target(bundle, target_text, logits)
         result = iv.head_attribution(bundle, ids, target, mode)
@@ -649,7 +649,7 @@ def prefill_from_url(model_name, request: gr.Request):
         text = None
     return (gr.Tabs(selected="attention"), text if text and text.strip() else gr.update(),
             link_int(params, "layer", 0, cfg.n_layers - 1), link_int(params, "head", 0, cfg.n_heads - 1),
-            link_int(params, "position", -av.MAX_TOKENS, av.MAX_TOKENS - 1), True)
+            link_int(params, "position", -attn_view.MAX_TOKENS, attn_view.MAX_TOKENS - 1), True)
 
 
 SHARE_JS = """
@@ -674,7 +674,7 @@ def attention_if_linked(linked, *args):
 
 # ---------------------------------------------------------------- the toy example
 
-def _toy_markdown(toy: av.ToyAttention) -> str:
+def _toy_markdown(toy: attn_view.ToyAttention) -> str:
     i, word = toy.query_index, toy.words[toy.query_index]
     x = ", ".join(f"{v:.2f}" for v in toy.inputs[i].tolist())
     lines = [
@@ -694,7 +694,7 @@ def _toy_markdown(toy: av.ToyAttention) -> str:
     return "\n".join(lines)
 
 
-def _toy_figure(toy: av.ToyAttention) -> go.Figure:
+def _toy_figure(toy: attn_view.ToyAttention) -> go.Figure:
     w = toy.all_weights.numpy().astype(np.float32)
     pos = np.arange(len(toy.words))
     fig = go.Figure(go.Heatmap(z=w, x=pos, y=pos, colorscale="Viridis", zmin=0, zmax=float(w.max()),
@@ -714,9 +714,9 @@ def _toy_figure(toy: av.ToyAttention) -> go.Figure:
 
 @friendly_errors
 def toy_example(word):
-    if word not in av.TOY_WORDS:
-        raise gr.Error(f"Choose one of the six words: {', '.join(av.TOY_WORDS)}.")
-    toy = av.toy_self_attention(word)
+    if word not in attn_view.TOY_WORDS:
+        raise gr.Error(f"Choose one of the six words: {', '.join(attn_view.TOY_WORDS)}.")
+    toy = attn_view.toy_self_attention(word)
     return _toy_markdown(toy), _toy_figure(toy)
 
 
@@ -775,7 +775,7 @@ def build(ctx) -> None:
             with gr.Column(scale=3):
                 prompt = gr.Textbox(d["prompt"], lines=3, max_lines=8, label="Prompt", elem_id="att-prompt",
                                     max_length=MAX_PROMPT_CHARS,
-                                    info=f"Up to {av.MAX_TOKENS} tokens are shown (or the model's context, if "
+                                    info=f"Up to {attn_view.MAX_TOKENS} tokens are shown (or the model's context, if "
                                          "shorter); the rest is cut with a notice. <|endoftext|> is the special token.")
                 run_btn = gr.Button("Show attention", variant="primary", elem_id="att-run")
             with gr.Column(scale=2):
@@ -847,7 +847,7 @@ def build(ctx) -> None:
 
         with gr.Accordion("The maths, step by step, for the chosen layer and head", open=True):
             with gr.Row():
-                math_tokens = gr.Slider(1, av.MATH_MAX_TOKENS, value=d["math_tokens"], step=1,
+                math_tokens = gr.Slider(1, attn_view.MATH_MAX_TOKENS, value=d["math_tokens"], step=1,
                                         label="Tokens in the maths", elem_id="att-math-tokens",
                                         info="The first few tokens of the prompt (causal attention never looks "
                                              "ahead, so their numbers are the same as in the full pass).")
@@ -860,7 +860,7 @@ def build(ctx) -> None:
         with gr.Accordion("The book's first example: self-attention without trainable weights", open=False):
             gr.Markdown("“Your journey starts with one step”, six words with 3-d embeddings (section 3.3). "
                         "Pick the query word.")
-            toy_word = gr.Radio(av.TOY_WORDS, value="journey", label="Query word", elem_id="att-toy-word",
+            toy_word = gr.Radio(attn_view.TOY_WORDS, value="journey", label="Query word", elem_id="att-toy-word",
                                 info="The word whose context vector is computed (the book uses “journey”).")
             toy_md = gr.Markdown(toy_init[0], latex_delimiters=LATEX, elem_id="att-toy")
             toy_plot = gr.Plot(toy_init[1], label="Attention weights", elem_id="att-toy-map")

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import torch
 
 from llm_core.generation import (
-    BOOK_TOY_LOGITS, BOOK_TOY_VOCAB, SamplingSettings, Step, encode_prompt, make_generator, measure_speed,
+    BOOK_TOY_LOGITS, BOOK_TOY_VOCAB, SamplingSettings, Step, encode_prompt_keep_last, make_generator, measure_speed,
     next_token_logits, prepare_for_decoding, softmax_with_temperature, stream_generate, summarize_steps,
     token_pieces,
 )
@@ -40,7 +40,7 @@ SPEED_TIME_LIMIT_S = 30.0     # per side (cache on / off)
 MAX_TEMPERATURES_PLOTTED = 6
 RUNNING = "generating…"
 
-PRESETS = {
+SAMPLING_PRESETS = {
     "Greedy (argmax)": (0.0, 0, 1.0),
     "Plain sampling (T 1)": (1.0, 0, 1.0),
     "Cold sampling (T 0.5)": (0.5, 0, 1.0),
@@ -48,7 +48,7 @@ PRESETS = {
     "Top-p 0.9 (nucleus)": (1.0, 0, 0.9),
     "Top-k 50 + top-p 0.95, T 0.8": (0.8, 50, 0.95),
 }
-DEFAULT_PRESET = "Top-k 50 + top-p 0.95, T 0.8"
+DEFAULT_SAMPLING_PRESET = "Top-k 50 + top-p 0.95, T 0.8"
 
 EXAMPLES = [
     # prompt, temperature, top-k, top-p, max new tokens, seed
@@ -161,7 +161,7 @@ def read_prompt(prompt, bundle) -> tuple[list[int], str, int, bool, list[str]]:
     """(model ids, prompt text, tokens dropped, started from <|endoftext|>, notices)."""
     text = check_text(prompt, "prompt", max_chars=MAX_PROMPT_CHARS, allow_empty=True)
     try:
-        enc = encode_prompt(bundle.tokenizer, text, bundle.config.context_length)
+        enc = encode_prompt_keep_last(bundle.tokenizer, text, bundle.config.context_length)
     except ValueError as exc:
         raise gr.Error(f"The {exc}. Type a prompt first.") from None
     notices = []
@@ -573,9 +573,9 @@ def inspect_in_architecture(run, step):
 
 
 def apply_preset(name):
-    if name not in PRESETS:
+    if name not in SAMPLING_PRESETS:
         return gr.skip(), gr.skip(), gr.skip()
-    return PRESETS[name]
+    return SAMPLING_PRESETS[name]
 
 
 @friendly_errors
@@ -749,9 +749,9 @@ def build(ctx) -> None:
                     gen_btn = gr.Button("Generate", variant="primary", elem_id="gen-run")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="gen-stop")
             with gr.Column(scale=2):
-                preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Strategy preset", elem_id="gen-preset",
+                preset = gr.Radio(list(SAMPLING_PRESETS), value=DEFAULT_SAMPLING_PRESET, label="Strategy preset", elem_id="gen-preset",
                                   info="Sets the three knobs below; change them freely to combine strategies.")
-                t0, k0, p0 = PRESETS[DEFAULT_PRESET]
+                t0, k0, p0 = SAMPLING_PRESETS[DEFAULT_SAMPLING_PRESET]
                 temperature = gr.Slider(0.0, 3.0, value=t0, step=0.05, label="Temperature", elem_id="gen-temperature",
                                         info="Logits ÷ T before softmax. 0 = greedy (argmax); <1 sharper, >1 flatter.")
                 top_k = gr.Slider(0, 200, value=k0, step=1, label="Top-k", elem_id="gen-top-k",

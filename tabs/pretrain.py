@@ -15,7 +15,7 @@ import torch
 from llm_core import budget
 from llm_core import corpus as corpus_mod
 from llm_core import runs as saved_runs
-from llm_core.views.architecture_view import count_parameters
+from llm_core.views.architecture_view import config_parameter_breakdown
 from llm_core.config import PRESET_LABELS, PRESETS, GPTConfig
 from llm_core.data import create_dataloader_v1
 from llm_core.export import export_hf
@@ -108,7 +108,7 @@ def _prepare(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
     tokenizer = _tokenizer(tok_choice)
     text, corpus_name = _corpus_text(corpus, upload, pasted)
     cfg = _model_config(size, layers, heads, dims, context, tokenizer.n_vocab)
-    n_params = count_parameters(cfg).total
+    n_params = config_parameter_breakdown(cfg).total
     if n_params > MAX_PARAMS:
         raise gr.Error(f"That model has {n_params / 1e6:.0f}M parameters; this server trains at most "
                        f"{MAX_PARAMS / 1e6:.0f}M. Choose a smaller size.")

@@ -1,7 +1,7 @@
 """The architecture view (chapter 4): what a GPTModel is made of and what flows through it.
 
-Parameter counts come from the model's own modules (``parameter_counts(model)``);
-``count_parameters(cfg)`` gives the same numbers from a config alone, for sizes
+Parameter counts come from the model's own modules (``parameter_breakdown(model)``);
+``config_parameter_breakdown(cfg)`` gives the same numbers from a config alone, for sizes
 too big to build (tests check the two agree). The residual stream, the logit
 lens and the LayerNorm demonstration read one traced forward pass.
 """
@@ -28,7 +28,7 @@ def _numel(module_or_params) -> int:
 # ---------------------------------------------------------------- parameter counts
 
 @dataclass(frozen=True)
-class ParameterCounts:
+class ParameterBreakdown:
     """Parameters per component; block rows are the sum over all blocks."""
 
     token_embedding: int
@@ -88,11 +88,11 @@ class ParameterCounts:
         ]
 
 
-def parameter_counts(model: GPTModel) -> ParameterCounts:
+def parameter_breakdown(model: GPTModel) -> ParameterBreakdown:
     """Count from the modules themselves (works on a meta-device model too)."""
     head_params = list(model.out_head.parameters())
     tied = model.out_head.weight is model.tok_emb.weight
-    return ParameterCounts(
+    return ParameterBreakdown(
         token_embedding=model.tok_emb.weight.numel(),
         position_embedding=model.pos_emb.weight.numel(),
         attention=sum(_numel(b.att) for b in model.trf_blocks),
@@ -107,14 +107,14 @@ def parameter_counts(model: GPTModel) -> ParameterCounts:
     )
 
 
-def count_parameters(cfg: GPTConfig) -> ParameterCounts:
+def config_parameter_breakdown(cfg: GPTConfig) -> ParameterBreakdown:
     """The same counts from the config alone (GPT-2 XL without 6 GB of weights)."""
     d, v, n = cfg.emb_dim, cfg.vocab_size, cfg.n_layers
     linear = lambda fan_in, fan_out, bias=True: fan_in * fan_out + (fan_out if bias else 0)  # noqa: E731
     attention = 3 * linear(d, d, cfg.qkv_bias) + linear(d, d)
     feed_forward = linear(d, 4 * d) + linear(4 * d, d)
     layer_norm = 2 * d
-    return ParameterCounts(
+    return ParameterBreakdown(
         token_embedding=v * d,
         position_embedding=cfg.context_length * d,
         attention=n * attention,
@@ -146,7 +146,7 @@ class DiagramNode:
     shortcut: str = ""    # "start" where a shortcut branches off, "add" where it joins
 
 
-def architecture_diagram(cfg: GPTConfig, counts: ParameterCounts) -> list[DiagramNode]:
+def architecture_diagram(cfg: GPTConfig, counts: ParameterBreakdown) -> list[DiagramNode]:
     """The GPT data flow from ids to logits, annotated with shapes and parameters."""
     d, h, v = cfg.emb_dim, cfg.n_heads, cfg.vocab_size
     act = f"[B, T, {d}]"

@@ -52,7 +52,7 @@ class PromptTokens:
                 f"(the {self.limit_reason} is {self.limit:,}).")
 
 
-def encode_prompt(tokenizer, text: str, context_length: int, cap: int = MAX_TOKENS) -> PromptTokens:
+def encode_prompt_keep_first(tokenizer, text: str, context_length: int, cap: int = MAX_TOKENS) -> PromptTokens:
     """Token ids of a prompt, cut to the display cap or the model's context, whichever is smaller."""
     if not (text or "").strip():
         raise PromptError("The prompt is empty: type a sentence to see where each token looks.")
@@ -113,7 +113,7 @@ def trace_prompt(model: GPTModel, tokenizer, text: str, cap: int = MAX_TOKENS,
                  cache_name: str | None = None) -> AttentionTrace:
     """Encode ``text`` (capped) and run one traced forward pass; with ``cache_name`` (the
     model's name) a prompt traced recently on the same model is served from ``TRACES``."""
-    tokens = encode_prompt(tokenizer, text, model.cfg.context_length, cap)
+    tokens = encode_prompt_keep_first(tokenizer, text, model.cfg.context_length, cap)
 
     def run() -> AttentionTrace:
         ids = torch.tensor([tokens.ids], dtype=torch.long, device=model.device)

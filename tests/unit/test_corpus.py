@@ -4,7 +4,8 @@ import textwrap
 import pytest
 
 from llm_core import corpus
-from llm_core.corpus import CorpusError, ENDOFTEXT
+from llm_core.corpus import CorpusError
+from llm_core.tokenizers import ENDOFTEXT
 
 SOURCE = textwrap.dedent('''
     """Tools for brewing tea.
