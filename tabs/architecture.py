@@ -2,7 +2,6 @@
 happens to a prompt on its way through (residual stream, logit lens, LayerNorm)."""
 from __future__ import annotations
 
-import html
 
 import gradio as gr
 import numpy as np
@@ -18,8 +17,9 @@ from llm_core.views.embedding_view import token_label
 from llm_core.examples import pick_example
 from llm_core.trace_cache import TRACES
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle, link_int, link_params
-from tabs.figures import note_figure, plot_text
+from tabs.figures import note_figure
 from tabs.lazy import on_first_open
+from tabs.markup import html_text, md_text, plot_text
 
 DEFAULT_PROMPT = "Every effort moves you forward, and the model guesses the next token at every position"
 # First-load prompts; the one whose words the active tokenizer keeps whole is shown.
@@ -61,15 +61,6 @@ DIAGRAM_CSS = """
 """
 
 
-def _esc(text) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _md(text) -> str:
-    """Text inside Markdown shown literally (no HTML, no formatting)."""
-    return str(text).translate({ord(c): f"&#{ord(c)};" for c in "&<>\\`*_[]{}#|~!"})
-
-
 # ---------------------------------------------------------------- config, counts, diagram
 
 def config_markdown(bundle) -> str:
@@ -83,8 +74,8 @@ def config_markdown(bundle) -> str:
             ("qkv_bias", c.qkv_bias, "bias in W_query/W_key/W_value"),
             ("tie_weights", c.tie_weights, "head shares the token table")]
     table = "| setting | value | meaning |\n|---|---|---|\n" + "\n".join(
-        f"| `{k}` | {_md(v)} | {m} |" for k, v, m in rows)
-    return f"**{_md(bundle.name)}** ({_md(bundle.source)})\n\n{table}"
+        f"| `{k}` | {md_text(v)} | {m} |" for k, v, m in rows)
+    return f"**{md_text(bundle.name)}** ({md_text(bundle.source)})\n\n{table}"
 
 
 def counts_rows(counts: arch_view.ParameterBreakdown) -> list[list]:
@@ -129,7 +120,7 @@ def diagram_html(cfg, counts: arch_view.ParameterBreakdown) -> str:
         parts.append(f'<rect class="group" x="{box_x - 50}" y="{top}" width="{box_w + 62}" '
                      f'height="{bottom - top}" rx="10"/>')
         parts.append(f'<text class="grp" x="{box_x - 40}" y="{top + 18}">'
-                     f'{_esc(f"× {counts.n_layers} TransformerBlock")}</text>')
+                     f'{html_text(f"× {counts.n_layers} TransformerBlock")}</text>')
     centre = box_x + box_w / 2
     for i, (node, ny) in enumerate(layout):
         if i:
@@ -138,14 +129,14 @@ def diagram_html(cfg, counts: arch_view.ParameterBreakdown) -> str:
         cls = "box add" if node.shortcut == "add" else "box blk" if node.in_block else "box"
         parts.append(f'<rect class="{cls}" x="{box_x}" y="{ny}" width="{box_w}" height="{box_h}" rx="7"/>')
         label = ("⊕ " if node.shortcut == "add" else "") + node.label
-        parts.append(f'<text class="lbl" x="{box_x + 12}" y="{ny + 19}">{_esc(label)}</text>')
+        parts.append(f'<text class="lbl" x="{box_x + 12}" y="{ny + 19}">{html_text(label)}</text>')
         if node.detail:
-            parts.append(f'<text class="det" x="{box_x + 12}" y="{ny + 36}">{_esc(node.detail)}</text>')
-        parts.append(f'<text class="note" x="{note_x}" y="{ny + 19}">{_esc(node.shape)}</text>')
+            parts.append(f'<text class="det" x="{box_x + 12}" y="{ny + 36}">{html_text(node.detail)}</text>')
+        parts.append(f'<text class="note" x="{note_x}" y="{ny + 19}">{html_text(node.shape)}</text>')
         if node.params:
             each = " per block" if node.in_block else ""
             parts.append(f'<text class="note" x="{note_x}" y="{ny + 36}">'
-                         f'{_esc(f"{node.params:,} params{each}")}</text>')
+                         f'{html_text(f"{node.params:,} params{each}")}</text>')
     # Shortcuts: from just above each LayerNorm around the left side into the matching ⊕.
     starts = [ny for n, ny in layout if n.shortcut == "start"]
     adds = [ny for n, ny in layout if n.shortcut == "add"]
@@ -157,7 +148,7 @@ def diagram_html(cfg, counts: arch_view.ParameterBreakdown) -> str:
     width = note_x + 230
     defs = ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
             'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" style="fill: currentColor"/></marker></defs>')
-    title = _esc(f"GPT block diagram: {counts.n_layers} blocks, {cfg.emb_dim} dims, {cfg.n_heads} heads")
+    title = html_text(f"GPT block diagram: {counts.n_layers} blocks, {cfg.emb_dim} dims, {cfg.n_heads} heads")
     return (f'<div class="arch" id="arch-svg"><svg viewBox="0 0 {width} {height}" width="{width}" role="img" '
             f'aria-label="{title}"><title>{title}</title>{defs}{"".join(parts)}</svg></div>')
 
@@ -165,7 +156,7 @@ def diagram_html(cfg, counts: arch_view.ParameterBreakdown) -> str:
 def model_overview(model_name=None):
     bundle = get_bundle(model_name)
     counts = arch_view.parameter_breakdown(bundle.model)
-    what = f"**{_md(bundle.name)}**, counted from its modules:"
+    what = f"**{md_text(bundle.name)}**, counted from its modules:"
     return (config_markdown(bundle), diagram_html(bundle.config, counts), counts_rows(counts),
             counts_markdown(counts, what))
 
@@ -177,7 +168,7 @@ def preset_counts(preset, qkv_bias):
         raise gr.Error(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
     cfg = PRESETS[preset].with_(qkv_bias=bool(qkv_bias))
     counts = arch_view.config_parameter_breakdown(cfg)
-    what = f"**{_md(PRESET_LABELS[preset])}**{', qkv_bias=True' if qkv_bias else ''}, counted from the config:"
+    what = f"**{md_text(PRESET_LABELS[preset])}**{', qkv_bias=True' if qkv_bias else ''}, counted from the config:"
     return counts_rows(counts), counts_markdown(counts, what), diagram_html(cfg, counts)
 
 
@@ -265,7 +256,7 @@ def layernorm_figure(demo: arch_view.LayerNormDemo) -> go.Figure:
 
 def layernorm_markdown(demo: arch_view.LayerNormDemo) -> str:
     rows = "\n".join(f"| {name} | {m:+.4f} | {v:.4f} |" for name, (m, v) in demo.stats.items())
-    return (f"**{_md(demo.where)}**\n\n| vector | mean | variance |\n|---|---|---|\n{rows}\n\n"
+    return (f"**{md_text(demo.where)}**\n\n| vector | mean | variance |\n|---|---|---|\n{rows}\n\n"
             "LayerNorm subtracts the mean and divides by the standard deviation (eps = 1e-5), so every vector "
             "reaches the next layer at the same scale; the trained `scale` and `shift` then let the model "
             "choose a different scale per dimension.")
@@ -310,11 +301,11 @@ def architecture(prompt, top_k, layer, which, position, model_name=None):
         predicted = int(trace["logits"][0, p].argmax())
         dla = iv.direct_logit_attribution(bundle.model, trace, predicted, p)
     tokens = [token_label(bundle.tokenizer, i) for i in ids]
-    lens_note = (f"At position {p} (token <code>{_md(tokens[p])}</code>): the next token each stage would "
+    lens_note = (f"At position {p} (token <code>{md_text(tokens[p])}</code>): the next token each stage would "
                  "predict if the model stopped there — final LayerNorm and output head applied to that stage's "
                  "residual stream. The last row is the model's real prediction.")
     if notice:
-        lens_note = _md(notice) + "\n\n" + lens_note
+        lens_note = md_text(notice) + "\n\n" + lens_note
     layer_update = gr.update(info=_layer_info(n_layers))
     dla_fig = dla_figure(dla, token_label(bundle.tokenizer, predicted), tokens[p], p)
     return (config_md, diagram, rows, totals, residual_figure(stages, norms, tokens), lens_figure(lens, tokens),
@@ -372,7 +363,7 @@ def _answer(bundle, text, logits: torch.Tensor) -> int:
     ids = bundle.tokenizer.encode(text)
     if len(ids) != 1:
         pieces = " | ".join(token_label(bundle.tokenizer, i) for i in ids) or "nothing"
-        raise gr.Error(f"The answer {text!r} is {len(ids)} tokens of this model ({_md(pieces)}), not one: "
+        raise gr.Error(f"The answer {text!r} is {len(ids)} tokens of this model ({md_text(pieces)}), not one: "
                        "choose one token (a leading space is part of it), or leave it empty for the prediction.")
     return ids[0]
 
@@ -432,10 +423,10 @@ def patching(clean, corrupt, site, clean_answer, corrupt_answer, model_name=None
     labels = [token_label(tok, i) for i in a]
     cl, xl = token_label(tok, ca), token_label(tok, xa)
     best = np.unravel_index(int(np.argmax(res.restored.numpy())), res.restored.shape)
-    md = (f"Clean answer <code>{_esc(cl)}</code>, corrupted answer <code>{_esc(xl)}</code>. "
-          f"Each cell runs the corrupted prompt with the {_md(PATCH_SITE_NAMES[site])} taken from the clean run "
+    md = (f"Clean answer <code>{html_text(cl)}</code>, corrupted answer <code>{html_text(xl)}</code>. "
+          f"Each cell runs the corrupted prompt with the {md_text(PATCH_SITE_NAMES[site])} taken from the clean run "
           f"at one layer and one position. The strongest patch is **layer {best[0]}, position {best[1]}** "
-          f"(<code>{_esc(labels[best[1]])}</code>): {float(res.restored[best]):.0%} of the way back. "
+          f"(<code>{html_text(labels[best[1]])}</code>): {float(res.restored[best]):.0%} of the way back. "
           "Early layers usually matter at the positions where the prompts differ; later, the information "
           "has moved to the last position, which is where the answer is read.")
     return patching_figure(res, labels, cl, xl), md

@@ -5,7 +5,6 @@ step-by-step maths reads the same trace and the module's own weights.
 """
 from __future__ import annotations
 
-import html
 import math
 
 import gradio as gr
@@ -19,8 +18,9 @@ from llm_core import interventions as iv
 from llm_core.views.embedding_view import token_label
 from llm_core.examples import pick_example
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle, link_int, link_params
-from tabs.figures import note_figure, plot_text, token_ticks
+from tabs.figures import note_figure, token_ticks
 from tabs.lazy import on_first_open
+from tabs.markup import html_text, md_code, md_text, plot_text
 
 MAX_PROMPT_CHARS = 20_000       # far more than 256 tokens; longer text is refused, not encoded
 GRID_MAX_CELLS = 512 * 512      # all heads of a layer in one figure: cells in total
@@ -52,15 +52,6 @@ query), columns the tokens it looks at (the keys). The empty upper triangle is t
 
 # ---------------------------------------------------------------- small helpers
 
-def _esc(text: str) -> str:
-    """A token for plotly text or a Markdown table: HTML-escaped, table/maths characters defused."""
-    out = html.escape(text, quote=False)  # plotly shows &quot; literally; quotes are harmless here
-    for ch, ent in (("|", "&#124;"), ("$", "&#36;"), ("*", "&#42;"), ("_", "&#95;"), ("`", "&#96;"),
-                    ("\\", "&#92;"), ("[", "&#91;"), ("]", "&#93;")):
-        out = out.replace(ch, ent)
-    return out
-
-
 def _causal(weights: np.ndarray) -> np.ndarray:
     """Blank out the masked upper triangle so the causal shape is visible (not just dark)."""
     z = weights.astype(np.float32).copy()
@@ -84,7 +75,7 @@ def _colour_top(weights: np.ndarray) -> float:
 
 def _heatmap(weights: np.ndarray, labels: list[str], title: str, zmax: float, height: int = 520) -> go.Figure:
     t = len(labels)
-    hover = [f"{_esc(lab)} ·{i}" for i, lab in enumerate(labels)]
+    hover = [f"{plot_text(lab)} ·{i}" for i, lab in enumerate(labels)]
     fig = go.Figure(go.Heatmap(
         z=_causal(weights), x=np.arange(t), y=np.arange(t), zmin=0.0, zmax=zmax, colorscale="Viridis",
         customdata=np.array([[[hover[r], hover[c]] for c in range(t)] for r in range(t)]) if t <= 64 else None,
@@ -140,9 +131,9 @@ def _head_view(weights: np.ndarray, labels: list[str], focus: int, layer: int, h
         fig.add_trace(go.Scatter(
             x=[0, 1], y=[y[focus], y[j]], mode="lines", hoverinfo="text",
             line=dict(width=max(0.4, 24 * w), color=f"rgba(60, 90, 200, {0.25 + 0.75 * min(1.0, w * 2):.3f})"),
-            text=f"{_esc(labels[focus])} → {_esc(labels[j])}: {w:.4f}", showlegend=False))
-    left = [f"<b>{_esc(labels[j])}</b>" if j == focus else _esc(labels[j]) for j in keys]
-    right = [f"{_esc(labels[j])}  {float(weights[focus, j]):.3f}" for j in keys]
+            text=f"{plot_text(labels[focus])} → {plot_text(labels[j])}: {w:.4f}", showlegend=False))
+    left = [f"<b>{plot_text(labels[j])}</b>" if j == focus else plot_text(labels[j]) for j in keys]
+    right = [f"{plot_text(labels[j])}  {float(weights[focus, j]):.3f}" for j in keys]
     fig.add_trace(go.Scatter(x=[0] * len(keys), y=[y[j] for j in keys], mode="text", text=left,
                              textposition="middle left", hoverinfo="skip", showlegend=False))
     fig.add_trace(go.Scatter(x=[1] * len(keys), y=[y[j] for j in keys], mode="text", text=right,
@@ -150,7 +141,7 @@ def _head_view(weights: np.ndarray, labels: list[str], focus: int, layer: int, h
     note = (f"<br><sup>{start} earlier tokens not listed; together they get weight {hidden:.3f}</sup>"
             if start else "")
     fig.update_layout(
-        title=f"Layer {layer}, head {head}: where “{_esc(labels[focus])}” (·{focus}) looks{note}",
+        title=f"Layer {layer}, head {head}: where “{plot_text(labels[focus])}” (·{focus}) looks{note}",
         height=max(260, 110 + 24 * len(keys)), margin=dict(l=10, r=10, t=70, b=10),
         xaxis=dict(visible=False, range=[-0.8, 1.8]), yaxis=dict(visible=False), plot_bgcolor="white")
     return fig
@@ -193,13 +184,13 @@ def _matrix_panel(fig, z: torch.Tensor, row: int, col: int, axis: str, labels: l
     text = np.where(finite, np.vectorize(lambda v: f"{v:.2f}")(np.where(finite, arr, 0)), "−∞")
     # Positions on the axes, tokens as tick labels: a categorical axis would merge repeated tokens.
     pos = np.arange(len(labels))
-    names = [f"{_esc(lab)} ·{i}" for i, lab in enumerate(labels)]
+    names = [f"{plot_text(lab)} ·{i}" for i, lab in enumerate(labels)]
     fig.add_trace(go.Heatmap(z=np.where(finite, arr, np.nan).astype(np.float32), x=pos, y=pos,
                              text=text, texttemplate="%{text}", textfont=dict(size=9), coloraxis=axis,
                              customdata=np.array([[[names[r], names[c]] for c in pos] for r in pos]),
                              hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>%{text}<extra></extra>"),
                   row=row, col=col)
-    ticks = dict(tickvals=list(pos), ticktext=[_esc(lab) for lab in labels])
+    ticks = dict(tickvals=list(pos), ticktext=[plot_text(lab) for lab in labels])
     fig.update_xaxes(**ticks, row=row, col=col)
     fig.update_yaxes(**ticks, row=row, col=col)
 
@@ -216,10 +207,10 @@ def _math_scores_figure(s: attn_view.AttentionSteps) -> go.Figure:
     ctx = s.context[:, :8].numpy().astype(np.float32)
     pos = np.arange(len(s.labels))
     fig.add_trace(go.Heatmap(z=ctx, x=[f"z{j}" for j in range(ctx.shape[1])], y=pos,
-                             customdata=np.array([[f"{_esc(lab)} ·{i}"] * ctx.shape[1] for i, lab in enumerate(s.labels)]),
+                             customdata=np.array([[f"{plot_text(lab)} ·{i}"] * ctx.shape[1] for i, lab in enumerate(s.labels)]),
                              texttemplate="%{z:.2f}", textfont=dict(size=9), coloraxis="coloraxis3",
                              hovertemplate="token %{customdata}<br>%{x} = %{z:.4f}<extra></extra>"), row=2, col=3)
-    fig.update_yaxes(tickvals=list(pos), ticktext=[_esc(lab) for lab in s.labels], row=2, col=3)
+    fig.update_yaxes(tickvals=list(pos), ticktext=[plot_text(lab) for lab in s.labels], row=2, col=3)
     lim = max(1e-6, float(s.raw_scores.abs().max()), float(s.scaled.abs().max()))  # panels 1-3 share it
     clim = max(1e-6, float(s.context.abs().max()))
     top = max(1e-6, float(s.dropped.max()))
@@ -242,13 +233,13 @@ def _math_qkv_figure(s: attn_view.AttentionSteps) -> go.Figure:
                         shared_yaxes=True, horizontal_spacing=0.03)
     lim = max(1e-6, float(torch.stack([s.q, s.k, s.v]).abs().max()))
     pos = np.arange(len(s.labels))
-    names = np.array([[f"{_esc(lab)} ·{i}"] * s.head_dim for i, lab in enumerate(s.labels)])
+    names = np.array([[f"{plot_text(lab)} ·{i}"] * s.head_dim for i, lab in enumerate(s.labels)])
     for i, (name, z) in enumerate((("q", s.q), ("k", s.k), ("v", s.v))):
         fig.add_trace(go.Heatmap(z=z.numpy().astype(np.float32), y=pos, customdata=names,
                                  coloraxis="coloraxis",
                                  hovertemplate=f"token %{{customdata}}<br>{name}[%{{x}}] = %{{z:.4f}}<extra></extra>"),
                       row=1, col=i + 1)
-    fig.update_yaxes(autorange="reversed", tickvals=list(pos), ticktext=[_esc(lab) for lab in s.labels])
+    fig.update_yaxes(autorange="reversed", tickvals=list(pos), ticktext=[plot_text(lab) for lab in s.labels])
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=50, b=10),
                       coloraxis=dict(colorscale="RdBu", cmin=-lim, cmax=lim))
     return fig
@@ -260,7 +251,7 @@ def _math_markdown(s: attn_view.AttentionSteps, d_model: int, qkv_bias: bool) ->
     bias = " + b" if qkv_bias else ""
     lines = [
         f"### Layer {s.layer}, head {s.head}: the maths with this model's numbers",
-        "Tokens: " + " · ".join(f"`{j}` {_esc(lab)}" for j, lab in enumerate(s.labels)),
+        "Tokens: " + " · ".join(f"`{j}` {md_text(lab)}" for j, lab in enumerate(s.labels)),
         "",
         f"**1. Queries, keys, values.** The block's LayerNorm output $X$ ({t} × {d_model}) times this head's "
         f"slice of the projection matrices: $Q = XW_q{bias}$, $K = XW_k{bias}$, $V = XW_v{bias}$, each "
@@ -286,13 +277,13 @@ def _math_markdown(s: attn_view.AttentionSteps, d_model: int, qkv_bias: bool) ->
         f"({t} × {dk}). The heads' contexts, side by side and through `out_proj`, give the layer's "
         f"attention output exactly as the model computed it (largest difference {s.check_output:.1e}).",
         "",
-        f"#### Token {i} ({_esc(s.labels[i])}) looking back",
+        f"#### Token {i} ({md_text(s.labels[i])}) looking back",
         "",
         "| key j | token | $q_i \\cdot k_j$ | $\\div\\sqrt{d_k}$ | softmax $\\alpha_{ij}$ | after dropout |",
         "|---:|---|---:|---:|---:|---:|",
     ]
     for j in range(t):
-        lines.append(f"| {j} | {_esc(s.labels[j])} | {_fmt(float(s.raw_scores[i, j]))} | "
+        lines.append(f"| {j} | {md_text(s.labels[j])} | {_fmt(float(s.raw_scores[i, j]))} | "
                      f"{_fmt(float(s.masked[i, j]))} | {float(s.weights[i, j]):.4f} | {float(s.dropped[i, j]):.4f} |")
     shown = min(4, dk)
     z = ", ".join(f"{float(x):.4f}" for x in s.context[i, :shown])
@@ -432,7 +423,7 @@ def head_grid_html(n_layers: int, n_heads: int, selected=(), values: np.ndarray 
                 title = f"layer {lay}, head {h}: {v:+.4f} (click to open its pattern)"
             cells.append(f'<td{cls} data-layer="{lay}" data-head="{h}" style="{style}" title="{title}">{text}</td>')
         rows.append(f"<tr><th>{lay}</th>{''.join(cells)}</tr>")
-    rows.append("</table>" + (f'<div class="hg-note">{html.escape(note)}</div>' if note else "") + "</div>")
+    rows.append("</table>" + (f'<div class="hg-note">{html_text(note)}</div>' if note else "") + "</div>")
     return "".join(rows)
 
 
@@ -533,17 +524,12 @@ def knock_out(prompt, heads_text, which, mode, model_name):
     fig = _before_after_figure(tok, before, after, f"Next token after the last position: {what} ({mode})")
     names = format_heads(heads) if len(heads) <= 24 else f"{format_heads(heads[:24])}, …"
     md = (f"**{what}** ({mode} ablation): {names}.  \n"
-          f"Top guess before: {_code(token_label(tok, top_b))} ({float(before[top_b]):.1%}); after: "
-          f"{_code(token_label(tok, top_a))} ({float(after[top_a]):.1%}). The probability of "
-          f"{_code(token_label(tok, top_b))} went from {float(before[top_b]):.1%} to {float(after[top_b]):.1%}. "
+          f"Top guess before: {md_code(token_label(tok, top_b))} ({float(before[top_b]):.1%}); after: "
+          f"{md_code(token_label(tok, top_a))} ({float(after[top_a]):.1%}). The probability of "
+          f"{md_code(token_label(tok, top_b))} went from {float(before[top_b]):.1%} to {float(after[top_b]):.1%}. "
           f"Total variation distance between the two distributions: {_tv_distance(before, after):.3f} "
           "(0 = unchanged, 1 = nothing in common).")
     return fig, md
-
-
-def _code(label: str) -> str:
-    """A token inside Markdown, shown literally."""
-    return "<code>" + html.escape(label) + "</code>"
 
 
 def _target(bundle, target_text, logits: torch.Tensor) -> tuple[int, str]:
@@ -616,7 +602,7 @@ def head_attribution_view(prompt, target_text, mode, model_name):
     note = f"Δ log p({label}) when the head is ablated ({mode}); click a cell to open that head's pattern."
     grid = head_grid_html(cfg.n_layers, cfg.n_heads, [(int(lay), int(h))], delta, elem="att-attr-cells", note=note)
     top_dla = np.unravel_index(int(np.argmax(dla.heads.numpy())), dla.heads.shape)
-    md = (f"Target: {_code(label)} (id {target}, {why}), p = {np.exp(result.clean_logprob):.1%} at the last "
+    md = (f"Target: {md_code(label)} (id {target}, {why}), p = {np.exp(result.clean_logprob):.1%} at the last "
           f"position.  \nAblation: the head that helps it most is **layer {lay} head {h}** "
           f"(Δ log p = {float(delta[lay, h]):+.3f}); the largest direct contribution is layer {top_dla[0]} head "
           f"{top_dla[1]} ({float(dla.heads[top_dla]):+.3f} to the logit). The parts of the direct attribution "

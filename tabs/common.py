@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import html
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from llm_core.registry import ModelBundle, ModelLoadError, load_model
+from tabs.markup import html_text
 
 _log = logging.getLogger("llm_explorer")
 
@@ -79,7 +79,7 @@ def check_int(value, name: str, lo: int, hi: int) -> int:
 
 def _shown(value) -> str:
     text = repr(value)
-    return html.escape(text if len(text) <= 40 else text[:37] + "...")
+    return html_text(text if len(text) <= 40 else text[:37] + "...")
 
 
 def check_float(value, name: str, lo: float, hi: float, lo_open: bool = False) -> float:

@@ -2,7 +2,6 @@
 token + position = input, as views of the active model's own weights."""
 from __future__ import annotations
 
-import html
 
 import gradio as gr
 import numpy as np
@@ -17,6 +16,7 @@ from llm_core.registry import model_choices
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
 from tabs.figures import note_figure
 from tabs.guard import owner_of, typed_model_name
+from tabs.markup import md_code, md_text, plot_text
 
 # Defaults are picked from these to suit the model's vocabulary (GPT-2's, or a small one of Python docs).
 WORD_CANDIDATES = ("king, queen, man, woman, Paris, London, dog, cat, one, two, three, four, red, blue, def, "
@@ -48,25 +48,6 @@ an untrained model's map is a round cloud."""
 _twins: dict = {}  # one untrained twin per config, shared by all sessions
 
 
-def _esc(text: str) -> str:
-    """For plotly text and HTML attributes: quotes as numeric entities, which plotly decodes
-    (it shows a named ``&quot;`` literally)."""
-    return html.escape(str(text), quote=False).replace('"', "&#34;").replace("'", "&#39;")
-
-
-# Characters that HTML or Markdown would interpret, written as numeric entities instead.
-_MD_SPECIAL = {ord(c): f"&#{ord(c)};" for c in "&<>\\`*_[]{}#|~!"}
-
-
-def _md(text: str) -> str:
-    """User or token text inside Markdown: shown literally, never as HTML or formatting."""
-    return str(text).translate(_MD_SPECIAL)
-
-
-def _code(text: str) -> str:
-    return f"<code>{_md(text)}</code>"
-
-
 def _cap_points(n_points) -> int:
     n = check_int(n_points, "Points to plot", 2, REQUEST_CEILING)
     if n > ev.MAX_POINTS:
@@ -88,10 +69,10 @@ def _resolve_list(tok, words_text: str, n_vocab: int) -> tuple[list[ev.TokenMatc
     found, missing = ev.resolve_tokens(tok, words, n_vocab)
     lines = []
     if found:
-        lines.append("Labelled: " + ", ".join(f"{_code(m.label)} (#{m.id})" for m in found))
+        lines.append("Labelled: " + ", ".join(f"{md_code(m.label)} (#{m.id})" for m in found))
     if missing:
-        split = "; ".join(f"{_md(exc.query.strip())} → " + " + ".join(_code(label) for _, label in exc.pieces)
-                          if exc.pieces else f"{_md(exc.query.strip())} ({_md(exc)})" for exc in missing)
+        split = "; ".join(f"{md_text(exc.query.strip())} → " + " + ".join(md_code(label) for _, label in exc.pieces)
+                          if exc.pieces else f"{md_text(exc.query.strip())} ({md_text(exc)})" for exc in missing)
         lines.append(f"⚠️ Not single tokens of this vocabulary (byte-pair encoding splits words it has not "
                      f"merged into pieces), so not plotted: {split}. Use one of the pieces, or #id.")
     if len([w for w in words_text.split(",") if w.strip()]) > ev.MAX_CHOSEN:
@@ -105,8 +86,8 @@ def projector_figure(proj: ev.Projection, title: str) -> go.Figure:
     dims = proj.coords.shape[1]
     chosen = np.zeros(len(proj.ids), dtype=bool)
     chosen[proj.chosen] = True
-    hover = np.array([f"{_esc(lbl)}  (#{i})" for lbl, i in zip(proj.labels, proj.ids.tolist())], dtype=object)
-    labels = np.array([_esc(lbl) for lbl in proj.labels], dtype=object)
+    hover = np.array([f"{plot_text(lbl)}  (#{i})" for lbl, i in zip(proj.labels, proj.ids.tolist())], dtype=object)
+    labels = np.array([plot_text(lbl) for lbl in proj.labels], dtype=object)
     bg, fg = ~chosen, chosen
     axes = [f"PC{i + 1} ({100 * proj.explained[i]:.1f} % of variance)" for i in range(dims)]
     fig = go.Figure()
@@ -148,12 +129,12 @@ def project(words_text, dims, n_points, model_name=None):
                                            dims=int(dims), n_points=n)
     shown = f"{len(proj.ids):,} of {proj.vocab_points:,} tokens"
     total = float(proj.explained.sum()) * 100
-    summary = (f"**{_md(bundle.name)}**: {shown} on the first {int(dims)} principal components of the "
+    summary = (f"**{md_text(bundle.name)}**: {shown} on the first {int(dims)} principal components of the "
                f"{proj.vocab_points:,} × {bundle.model.tok_emb.weight.shape[1]} token table, which together "
                f"hold {total:.1f} % of its variance (the rest is in the other dimensions: points close here "
                f"may be far apart there — the neighbour search below uses every dimension).")
     if proj.notice:
-        summary += f"\n\n{_md(proj.notice)}"
+        summary += f"\n\n{md_text(proj.notice)}"
     title = f"Token embeddings of {bundle.name} (PCA, {int(dims)}-D)"
     return projector_figure(proj, title), summary + ("\n\n" + note if note else "")
 
@@ -173,7 +154,7 @@ def neighbours(word, k, model_name=None):
     match = _resolve(bundle.tokenizer, word, n_vocab, "token")
     with torch.inference_mode():
         result = ev.nearest_neighbours(bundle.model, bundle.tokenizer, match.id, k + 1)
-    note = (f"{_code(match.label)} is token #{match.id}. Rank 1 is the token itself (cosine 1); the rest "
+    note = (f"{md_code(match.label)} is token #{match.id}. Rank 1 is the token itself (cosine 1); the rest "
             f"are the rows of the table pointing most nearly the same way, over all "
             f"{bundle.model.tok_emb.weight.shape[1]} dimensions.")
     return _neighbour_rows(result), note
@@ -189,9 +170,9 @@ def analogy(a, b, c, k, model_name=None):
         _resolve(bundle.tokenizer, word, n_vocab, what)   # a clear message naming the bad word
     with torch.inference_mode():
         res = ev.analogy(bundle.model, bundle.tokenizer, a, b, c, k)
-    inputs = ", ".join(f"{_code(m.label)} {res.input_scores[m.id]:.3f}" for m in (res.a, res.b, res.c))
-    note = (f"{_code(res.a.label)} − {_code(res.b.label)} + {_code(res.c.label)} ≈ "
-            f"{_code(res.results[0].label)} (cosine {res.results[0].score:.3f}). The inputs are left out of the "
+    inputs = ", ".join(f"{md_code(m.label)} {res.input_scores[m.id]:.3f}" for m in (res.a, res.b, res.c))
+    note = (f"{md_code(res.a.label)} − {md_code(res.b.label)} + {md_code(res.c.label)} ≈ "
+            f"{md_code(res.results[0].label)} (cosine {res.results[0].score:.3f}). The inputs are left out of the "
             f"answers; their own cosines with the target would be: {inputs}.\n\n"
             f"Be warned: analogies need embeddings trained on a lot of varied text. A small model trained on "
             f"a few megabytes — let alone an untrained one — mostly returns unrelated tokens; that says what "
@@ -229,7 +210,7 @@ def positions(max_positions, model_name=None):
     pcs.update_layout(title="The position table's first principal components, position by position", height=520,
                       xaxis_title="position", yaxis_title="component value", margin=dict(l=10, r=10, t=50, b=10),
                       legend=dict(orientation="h", y=-0.15))
-    note = (f"{_md(bundle.name)} has {context:,} learned position vectors of {bundle.config.emb_dim} numbers. "
+    note = (f"{md_text(bundle.name)} has {context:,} learned position vectors of {bundle.config.emb_dim} numbers. "
             "Trained GPTs learn smooth waves along position (neighbouring positions get similar vectors, a bright "
             "band along the diagonal); random ones show only the diagonal.")
     return heat, pcs, note
@@ -270,7 +251,7 @@ def decomposition_markdown(out: ev.InputEmbedding, batch: int, length: int) -> s
 def decomposition_figure(out: ev.InputEmbedding) -> go.Figure:
     d = out.tok_emb.shape[-1]
     cols = min(d, HEATMAP_DIMS)
-    labels = [f"{i}: {_esc(t)}" for i, t in enumerate(out.tokens[0])]
+    labels = [f"{i}: {plot_text(t)}" for i, t in enumerate(out.tokens[0])]
     parts = [("token embedding", out.tok_emb[0, :, :cols]), ("+ position embedding", out.pos_emb[:, :cols]),
              ("= input embedding", out.embed[0, :, :cols])]
     lim = float(max(np.abs(p).max() for _, p in parts)) or 1.0
@@ -328,15 +309,15 @@ def comparison_figure(cmp: ev.Comparison, before_name: str, after_name: str) -> 
         ys += [float(y0), float(y1), None]
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#94a3b8", width=1.5), name="moved",
                              hoverinfo="skip"))
-    labels = [_esc(m.label) for m in cmp.moves]
-    fig.add_trace(go.Scatter(x=cmp.before_xy[:, 0], y=cmp.before_xy[:, 1], mode="markers", name=_esc(before_name),
+    labels = [plot_text(m.label) for m in cmp.moves]
+    fig.add_trace(go.Scatter(x=cmp.before_xy[:, 0], y=cmp.before_xy[:, 1], mode="markers", name=plot_text(before_name),
                              marker=dict(size=8, color="#94a3b8", symbol="circle-open"), hovertext=labels,
                              hoverinfo="text"))
     fig.add_trace(go.Scatter(x=cmp.after_xy[:, 0], y=cmp.after_xy[:, 1], mode="markers+text",
-                             name=_esc(after_name), text=labels, textposition="top center", hovertext=labels,
+                             name=plot_text(after_name), text=labels, textposition="top center", hovertext=labels,
                              hoverinfo="text", marker=dict(size=10, color="#2563eb")))
     fig.update_layout(title="Chosen tokens: before (open circles) → after (labelled)", height=560,
-                      xaxis_title=f"PC1 of {_esc(after_name)} ({100 * cmp.explained[0]:.1f} %)",
+                      xaxis_title=f"PC1 of {plot_text(after_name)} ({100 * cmp.explained[0]:.1f} %)",
                       yaxis_title=f"PC2 ({100 * cmp.explained[1]:.1f} %)", margin=dict(l=10, r=10, t=50, b=10),
                       legend=dict(orientation="h", y=-0.15))
     return fig
@@ -378,7 +359,7 @@ def compare(before_name, after_name, words_text, k, model_name=None, request: gr
     rows = [[m.label, round(m.cosine, 3), f"{m.shared_neighbours}/{k}",
              " ".join(n.label for n in m.neighbours_before), " ".join(n.label for n in m.neighbours_after)]
             for m in cmp.moves]
-    summary = (f"**Before:** {_md(before_label)} · **after:** {_md(after.name)}. The 'before' table is first "
+    summary = (f"**Before:** {md_text(before_label)} · **after:** {md_text(after.name)}. The 'before' table is first "
                "rotated onto the 'after' one (orthogonal Procrustes over up to 20,000 tokens), because two "
                "models may store the same geometry in rotated axes; the movement that remains is real. A cosine "
                "near 1 means the token barely moved; near 0, it was rewritten. Neighbour lists need no alignment.")
@@ -407,8 +388,8 @@ def _model_changed(name, request: gr.Request = None):
     owner = owner_of(request)
     return (gr.update(choices=_compare_choices(name, owner), value=UNTRAINED_TWIN),
             gr.update(choices=_after_choices(owner), value=ACTIVE),
-            None, f"Model changed to {_code(name)}: press *Find neighbours*.",
-            None, f"Model changed to {_code(name)}: press *Solve the analogy*.")
+            None, f"Model changed to {md_code(name)}: press *Find neighbours*.",
+            None, f"Model changed to {md_code(name)}: press *Solve the analogy*.")
 
 
 def _defaults(model_name) -> dict:

@@ -6,7 +6,6 @@ This module validates input, keeps the last run per session, and draws.
 """
 from __future__ import annotations
 
-import html
 import math
 import time
 from dataclasses import replace
@@ -23,7 +22,8 @@ from llm_core.generation import (
 )
 from llm_core.quantize import PRECISIONS
 from tabs.common import CPU_HEAVY, check_float, check_int, check_text, friendly_errors, get_bundle
-from tabs.figures import note_figure, plot_text
+from tabs.figures import note_figure
+from tabs.markup import html_text, md_code, md_text, plot_text
 
 # ---------------------------------------------------------------- limits and choices
 
@@ -267,17 +267,12 @@ def visible(tok: str) -> str:
     return tok.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍") or "∅"
 
 
-def code(token: str) -> str:
-    """A token as a Markdown code span (whitespace visible; code spans show HTML as text)."""
-    return "`" + visible(token).replace("`", "ˋ").replace("|", "\\|") + "`"
-
-
 def shown_piece(piece: str) -> str:
     """Escaped token text that stays visible and clickable: newlines get a ↵ mark, and a token
     holding only part of a character (completed by the next token) a small placeholder."""
     if not piece:
         return '<span class="gen-mark" title="part of a character that the next token completes">◦</span>'
-    return html.escape(piece).replace("\n", '<span class="gen-mark">↵</span>\n')
+    return html_text(piece).replace("\n", '<span class="gen-mark">↵</span>\n')
 
 
 def render_html(run, tokenizer, selected: int | None = None) -> str:
@@ -294,7 +289,7 @@ def render_html(run, tokenizer, selected: int | None = None) -> str:
         parts.append('<span class="gen-special" title="generation started from the end-of-text token">'
                      '&lt;|endoftext|&gt;</span>')
     else:
-        parts.append(f'<span class="gen-prompt">{html.escape("".join(pieces[:len(prompt_ids)]))}</span>')
+        parts.append(f'<span class="gen-prompt">{html_text("".join(pieces[:len(prompt_ids)]))}</span>')
     for i, (rec, piece) in enumerate(zip(run["steps"], pieces[len(prompt_ids):])):
         cls = ["gen-tok", _bin(rec["p"])]
         if i == selected:
@@ -303,7 +298,7 @@ def render_html(run, tokenizer, selected: int | None = None) -> str:
             cls.append("gen-forced")
         title = (f'step {i + 1} · id {rec["token_id"]} · model {_pct(rec["p"])} · sampled from '
                  f'{_pct(rec["p_sampled"])} · entropy {rec["entropy_bits"]:.2f} bits')
-        parts.append(f'<span class="{" ".join(cls)}" data-step="{i}" title="{html.escape(title)}">'
+        parts.append(f'<span class="{" ".join(cls)}" data-step="{i}" title="{html_text(title)}">'
                      f'{shown_piece(piece)}</span>')
     if run["steps"] and run["steps"][-1]["is_eos"]:
         i = len(run["steps"]) - 1
@@ -333,8 +328,8 @@ def render_stats(run) -> str:
     ]
     if run["branch"]:
         b = run["branch"]
-        lines.append(f'Branched at step {b["at"] + 1}: {code(b["new"])} instead of {code(b["old"])}.')
-    lines += [f"⚠ {html.escape(n)}" for n in run["notices"]]
+        lines.append(f'Branched at step {b["at"] + 1}: {md_code(visible(b["new"]))} instead of {md_code(visible(b["old"]))}.')
+    lines += [f"⚠ {md_text(n)}" for n in run["notices"]]
     return "\n\n".join(lines)
 
 
@@ -404,7 +399,7 @@ def step_detail(run, i: int | None) -> str:
         return ""
     r = run["steps"][i]
     where = "the KV cache (one new position)" if r["from_cache"] else f'a full pass over {r["positions"]} positions'
-    return (f'**Step {i + 1}** picked {code(r["token"])} (id {r["token_id"]}): '
+    return (f'**Step {i + 1}** picked {md_code(visible(r["token"]))} (id {r["token_id"]}): '
             f'{_pct(r["p"])} in the model\'s distribution, {_pct(r["p_sampled"])} in the one sampled from; '
             f'{r["kept"]:,} tokens could have been picked · entropy {r["entropy_bits"]:.2f} → '
             f'{r["entropy_sampled_bits"]:.2f} bits · logits from {where}.')
@@ -606,7 +601,7 @@ def temperature_plot(source, temperatures, run, step):
         probs = softmax_with_temperature(logits, t)[top]
         fig.add_bar(x=x, y=probs.numpy().astype(np.float32), name=f"T = {t:g}", customdata=shown,
                     hovertemplate="%{customdata}: %{y:.2%}<extra>T = " + f"{t:g}</extra>")
-        rows.append(f"| {t:g} | {code(labels[int(probs.argmax())])} {_pct(float(probs.max()))} | "
+        rows.append(f"| {t:g} | {md_code(labels[int(probs.argmax())])} {_pct(float(probs.max()))} | "
                     f"{_pct(float(probs.sum()))} |")
     fig.update_layout(height=360, barmode="group", margin=dict(l=10, r=10, t=40, b=40),
                       yaxis=dict(title="probability", tickformat=".0%"),
@@ -677,7 +672,7 @@ def compare_table(runs) -> str:
     sums = [summarize_steps([as_step(x) for x in r["steps"]]) for r in runs]
     lines = ["| | A | B |", "|---|---|---|"]
     for name, fn in rows:
-        lines.append(f"| {name} | " + " | ".join(html.escape(str(fn(r, s))) for r, s in zip(runs, sums)) + " |")
+        lines.append(f"| {name} | " + " | ".join(md_text(str(fn(r, s))) for r, s in zip(runs, sums)) + " |")
     return (f"Same prompt, same seed ({runs[0]['seed']}).\n\n" + "\n".join(lines)
             + "\n\nLow surprisal and few distinct tokens mean safe, repetitive text; high surprisal means "
               "more unusual picks.")

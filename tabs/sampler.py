@@ -5,13 +5,13 @@ reads ``dataset.starts``, ``dataset[i]`` and the loader's batches and draws them
 """
 from __future__ import annotations
 
-import html
 import gradio as gr
 from llm_core import corpus
 from llm_core.views.sampling_view import Sampling, compute, decode_visible, token_label
 from llm_core.tokenizers import GPT2, gpt2_tokenizer
 from tabs.common import MAX_UPLOAD_BYTES, check_int, check_text, friendly_errors, get_bundle
 from tabs.guard import discard
+from tabs.markup import html_text, md_text
 
 # ---------------------------------------------------------------- choices and limits
 
@@ -137,7 +137,7 @@ def read_corpus(source: str, text: str | None, upload, sample: str | None) -> tu
     if source == SRC_TEXT:
         return check_text(text, "text"), "your text"
     if source == SRC_SAMPLE:
-        return builtin_sample(sample or ""), f"built-in sample “{html.escape(sample or '')}”"
+        return builtin_sample(sample or ""), f"built-in sample “{md_text(sample or '')}”"
     if source == SRC_UPLOAD:
         if upload is None:
             raise gr.Error("No file uploaded yet: choose a UTF-8 .txt file (or switch the source).")
@@ -147,7 +147,7 @@ def read_corpus(source: str, text: str | None, upload, sample: str | None) -> tu
         except corpus.CorpusError as exc:
             discard(path)
             raise gr.Error(f"Cannot use this file: {exc}.", title="Upload refused") from None
-        name = html.escape(str(path).replace("\\", "/").rsplit("/", 1)[-1])
+        name = md_text(str(path).replace("\\", "/").rsplit("/", 1)[-1])
         return loaded, f"uploaded file {name}"
     raise gr.Error(f"Unknown source {source!r}: choose one of {', '.join(SOURCES)}.")
 
@@ -184,7 +184,7 @@ def _stride_effect(max_length: int, stride: int) -> str:
 def summary_markdown(s: Sampling) -> str:
     n, L, S = s.n_tokens, s.max_length, s.stride
     lines = [f"**{s.text_chars:,} characters** from {s.origin} → **{n:,} tokens** "
-             f"({html.escape(s.tokenizer.name)} tokenizer).", ""]
+             f"({md_text(s.tokenizer.name)} tokenizer).", ""]
     if n - L > 0:
         formula = (f"len(range(0, N − max_length, stride)) = ⌈(N − max_length) / stride⌉ = "
                    f"⌈({n:,} − {L:,}) / {S:,}⌉ = ⌈{n - L:,} / {S:,}⌉")
@@ -267,10 +267,10 @@ def stream_html(s: Sampling) -> str:
                 classes.append("smp-ov")
         if tid == tok.eot_id:
             classes.append("smp-special")
-        title = html.escape(f"position {col - 1}, id {tid}: {why}", quote=True)
+        title = html_text(f"position {col - 1}, id {tid}: {why}", quote=True)
         parts.append(f'<div class="smp-pos" style="grid-column:{col};grid-row:1">{col - 1}</div>')
         parts.append(f'<b class="{" ".join(classes)}" style="grid-column:{col};grid-row:2" title="{title}">'
-                     f'{html.escape(token_label(tok, tid))}</b>')
+                     f'{html_text(token_label(tok, tid))}</b>')
         parts.append(f'<div class="smp-cov" style="grid-column:{col};grid-row:3" '
                      f'title="in this many input windows">{as_input[col - 1] or "·"}</div>')
     lanes = pack_lanes([st for st in s.starts[:MAX_DRAWN_WINDOWS] if st < shown], L + 1)
@@ -280,7 +280,7 @@ def stream_html(s: Sampling) -> str:
         end_in, end_tg = min(start + L, shown), min(start + 1 + L, shown)  # exclusive token ends
         hue = _hue(i)
         sel = " smp-sel" if i == s.window else ""
-        title = html.escape(f"window {i}: input tokens {start}–{start + L - 1}, target {start + 1}–{start + L}",
+        title = html_text(f"window {i}: input tokens {start}–{start + L - 1}, target {start + 1}–{start + L}",
                             quote=True)
         # Grid lines are 1-based: token t sits between lines t+1 and t+2.
         parts.append(f'<div class="smp-in{sel}" data-window="{i}" style="grid-column:{start + 1}/{end_in + 1};'
@@ -327,9 +327,9 @@ def pairs_html(s: Sampling) -> str:
         ctx, desired = x[:k], y[k - 1]
         ctx_ids = str(ctx) if k <= 8 else f"[… {k - 6} more, {', '.join(map(str, ctx[-6:]))}]"
         ctx_text = ("…" if k > 24 else "") + decode_visible(tok, ctx if k <= 24 else ctx[-24:])
-        rows.append(f"<tr><td>{html.escape(ctx_ids)}</td><td class='smp-arrow'>----&gt;</td><td>{desired}</td>"
-                    f"<td>{html.escape(ctx_text)}</td><td class='smp-arrow'>----&gt;</td>"
-                    f"<td>{html.escape(token_label(tok, desired))}</td></tr>")
+        rows.append(f"<tr><td>{html_text(ctx_ids)}</td><td class='smp-arrow'>----&gt;</td><td>{desired}</td>"
+                    f"<td>{html_text(ctx_text)}</td><td class='smp-arrow'>----&gt;</td>"
+                    f"<td>{html_text(token_label(tok, desired))}</td></tr>")
     rows.append("</table>")
     more = ""
     if s.max_length > MAX_PAIRS:

@@ -1,7 +1,6 @@
 """Stage 1 · Tokenizer explorer: text → tokens → ids, side by side, and BPE merge by merge."""
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import gradio as gr
@@ -15,6 +14,7 @@ from llm_core.tokenizers import (CL100K, ENDOFTEXT, O200K, UNK, SimpleTokenizerV
 from tabs.common import CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, check_int, check_text, friendly_errors, get_bundle
 from tabs.figures import note_figure
 from tabs.guard import discard
+from tabs.markup import html_text
 
 BOOK_SENTENCE = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of the palace."
 # Our own little paragraph for the word-level tokenizer's vocabulary: it lacks "Hello" and
@@ -175,22 +175,18 @@ def resolve_tokenizer(key: str, text: str, model_name: str | None, vocab_source:
 
 # ---------------------------------------------------------------- drawing tokens
 
-def _esc(s: str) -> str:
-    return html.escape(s, quote=True)
-
-
 def _token_inner(tok: tv.TokenPiece, ws: str) -> str:
     """The visible text of one token (escaped), partial-character bytes as <0xE6>."""
     if tok.unknown:
-        return _esc(UNK) + f'<span class="tkv-b"> {_esc(tv.display_text(tok.raw.decode("utf-8"), "typed"))}</span>'
+        return html_text(UNK) + f'<span class="tkv-b"> {html_text(tv.display_text(tok.raw.decode("utf-8"), "typed"))}</span>'
     if ws == "gpt2":
-        return _esc(tv.gpt2_form(tok.raw))
+        return html_text(tv.gpt2_form(tok.raw))
     out = []
     for kind, value in tv.readable_parts(tok.raw):
         if kind == "text":
-            out.append(_esc(tv.display_text(value, ws)))
+            out.append(html_text(tv.display_text(value, ws)))
         else:
-            out.append(f'<span class="tkv-b">{_esc(tv.hex_bytes(value))}</span>')
+            out.append(f'<span class="tkv-b">{html_text(tv.hex_bytes(value))}</span>')
     return "".join(out)
 
 
@@ -204,7 +200,7 @@ def _token_span(tok: tv.TokenPiece, ws: str, extra_class: str = "") -> str:
         classes.append(extra_class)
     info = tv.describe(tok)
     return (f'<span class="{" ".join(classes)}" data-i="{tok.index}" data-id="{tok.id}" '
-            f'title="{_esc(info)}">{_token_inner(tok, ws)}</span>')
+            f'title="{html_text(info)}">{_token_inner(tok, ws)}</span>')
 
 
 def render_tokens(tz: tv.Tokenization, ws: str, limit: int = DISPLAY_TOKENS, highlight: bytes | None = None) -> str:
@@ -220,28 +216,28 @@ def render_tokens(tz: tv.Tokenization, ws: str, limit: int = DISPLAY_TOKENS, hig
         first = group[0]
         if first.char_start > char_pos:   # text no token covers (the simple tokenizer drops spaces)
             gap = text[char_pos:first.char_start]
-            parts.append(f'<span class="tkv-gap" title="not part of any token">{_esc(tv.display_text(gap, ws if ws != "gpt2" else "markers"))}</span>')
+            parts.append(f'<span class="tkv-gap" title="not part of any token">{html_text(tv.display_text(gap, ws if ws != "gpt2" else "markers"))}</span>')
         spans = "".join(_token_span(t, ws, "tkv-new" if highlight is not None and t.raw == highlight else "")
                         for t in group)
         shown += len(group)
         if len(group) > 1:
             chars = text[first.char_start:group[-1].char_end]
             title = f"{len(group)} tokens together make {chars!r}"
-            parts.append(f'<span class="tkv-g" title="{_esc(title)}">{spans}'
-                         f'<span class="tkv-gc">={_esc(tv.display_text(chars, "markers"))}</span></span>')
+            parts.append(f'<span class="tkv-g" title="{html_text(title)}">{spans}'
+                         f'<span class="tkv-gc">={html_text(tv.display_text(chars, "markers"))}</span></span>')
         else:
             parts.append(spans)
         char_pos = group[-1].char_end
     if shown >= len(tz.tokens) and char_pos < len(text):
-        parts.append(f'<span class="tkv-gap">{_esc(tv.display_text(text[char_pos:], ws if ws != "gpt2" else "markers"))}</span>')
+        parts.append(f'<span class="tkv-gap">{html_text(tv.display_text(text[char_pos:], ws if ws != "gpt2" else "markers"))}</span>')
     return "".join(parts)
 
 
 def render_ids(tz: tv.Tokenization, limit: int = DISPLAY_TOKENS) -> str:
     chips = [f'<span class="tkv-id c{t.index % N_COLOURS}" data-i="{t.index}" data-id="{t.id}" '
-             f'title="{_esc(tv.describe(t))}">{t.id}</span>' for t in tz.tokens[:limit]]
+             f'title="{html_text(tv.describe(t))}">{t.id}</span>' for t in tz.tokens[:limit]]
     more = f" … and {len(tz.ids) - limit:,} more (all ids are in the data below)" if len(tz.ids) > limit else ""
-    return "[" + ", ".join(chips) + "]" + _esc(more)
+    return "[" + ", ".join(chips) + "]" + html_text(more)
 
 
 def _notes(tz: tv.Tokenization, tokenizer) -> list[str]:
@@ -284,25 +280,25 @@ def render_view(tz: tv.Tokenization, tokenizer, ws: str, other_count: int | None
     else:
         at = tv.first_difference(tz.text, tz.decoded)
         snippet = tz.decoded[max(0, at - 20):at + 60]
-        rt = (f'<span class="tkv-bad tkv-rt" title="{_esc(tz.decoded[:2000])}">round trip differs at character '
-              f'{at:,}: decoded “…{_esc(tv.display_text(snippet, "markers"))}…” ✗</span>')
-    head = (f'<div class="tkv-head"><span class="tkv-name">{_esc(tz.tokenizer)}</span>'
-            f'<span class="tkv-count"><b>{c["tokens"]:,}</b> tokens{_esc(diff)}</span>'
+        rt = (f'<span class="tkv-bad tkv-rt" title="{html_text(tz.decoded[:2000])}">round trip differs at character '
+              f'{at:,}: decoded “…{html_text(tv.display_text(snippet, "markers"))}…” ✗</span>')
+    head = (f'<div class="tkv-head"><span class="tkv-name">{html_text(tz.tokenizer)}</span>'
+            f'<span class="tkv-count"><b>{c["tokens"]:,}</b> tokens{html_text(diff)}</span>'
             f'<span>{c["characters"]:,} characters · {c["bytes"]:,} bytes · {cpt} characters/token · '
             f'{c["distinct_tokens"]:,} distinct</span>{rt}</div>')
     notes = _notes(tz, tokenizer)
-    notes_html = ("<ul class='tkv-notes'>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>") if notes else ""
+    notes_html = ("<ul class='tkv-notes'>" + "".join(f"<li>{html_text(n)}</li>" for n in notes) + "</ul>") if notes else ""
     cut = (f'<div class="tkv-legend">Showing the first {DISPLAY_TOKENS:,} of {c["tokens"]:,} tokens; '
            "the counts cover the whole text.</div>") if c["tokens"] > DISPLAY_TOKENS else ""
-    legend = f'<div class="tkv-legend">{_esc(GPT2_LEGEND)}</div>' if ws == "gpt2" else ""
+    legend = f'<div class="tkv-legend">{html_text(GPT2_LEGEND)}</div>' if ws == "gpt2" else ""
     if word_level and ws == "markers":
         legend = '<div class="tkv-legend">Markers: · space, ↵ newline, → tab (greyed: dropped by the tokenizer).</div>'
     elif ws == "markers":
         legend = '<div class="tkv-legend">Markers: · space, ↵ newline, → tab. Word tokens usually carry the space before them.</div>'
     idle = "Hover a token or an id to see its partner, its bytes and its id."
-    return (f'<div class="tkv" data-ws="{_esc(ws)}">{head}{notes_html}'
+    return (f'<div class="tkv" data-ws="{html_text(ws)}">{head}{notes_html}'
             f'<div class="tkv-text">{render_tokens(tz, ws)}</div>{cut}{legend}'
-            f'<div class="tkv-info" data-idle="{_esc(idle)}">{_esc(idle)}</div>'
+            f'<div class="tkv-info" data-idle="{html_text(idle)}">{html_text(idle)}</div>'
             f'<div class="tkv-ids">{render_ids(tz)}</div></div>')
 
 
@@ -522,12 +518,12 @@ def replay_view(state: dict | None, step, text) -> str:
                      f"“{_pretty(m.new)}”, seen {m.count:,} times in the training text. Its uses are outlined in blue.")
         highlight = m.new
     cut = f" (the first {REPLAY_CHARS:,} characters)" if len(text) > REPLAY_CHARS else ""
-    head = (f'<div class="tkv-head"><span class="tkv-name">{_esc(step_line)}</span>'
-            f'<span class="tkv-count"><b>{len(ids):,}</b> tokens{_esc(cut)}, from {before:,} bytes '
+    head = (f'<div class="tkv-head"><span class="tkv-name">{html_text(step_line)}</span>'
+            f'<span class="tkv-count"><b>{len(ids):,}</b> tokens{html_text(cut)}, from {before:,} bytes '
             f'({before / max(len(ids), 1):.2f} bytes/token)</span></div>')
     idle = "Hover a token to see its id and bytes."
     return (f'<div class="tkv">{head}<div class="tkv-text">{render_tokens(tz, "markers", highlight=highlight)}</div>'
-            f'<div class="tkv-info" data-idle="{_esc(idle)}">{_esc(idle)}</div></div>')
+            f'<div class="tkv-info" data-idle="{html_text(idle)}">{html_text(idle)}</div></div>')
 
 
 @friendly_errors
