@@ -13,7 +13,7 @@ import torch
 from llm_core.views import architecture_view as arch_view
 from llm_core import interventions as iv
 from llm_core.config import PRESET_LABELS, PRESETS
-from llm_core.views.embedding_view import token_label
+from llm_core.views.token_text import token_label
 from llm_core.examples import pick_example
 from llm_core.trace_cache import TRACES
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle, link_int, link_params

@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 
 from llm_core.views import attention_view as attn_view
 from llm_core import interventions as iv
-from llm_core.views.embedding_view import token_label
+from llm_core.views.token_text import token_label
 from llm_core.examples import pick_example
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle, link_int, link_params
 from tabs.figures import note_figure, token_ticks

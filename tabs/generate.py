@@ -21,6 +21,7 @@ from llm_core.generation import (
     token_pieces,
 )
 from llm_core.quantize import PRECISIONS
+from llm_core.views.token_text import show_text, token_label
 from tabs.common import CPU_HEAVY, check_float, check_int, check_text, friendly_errors, get_bundle
 from tabs.figures import note_figure
 from tabs.markup import html_text, md_code, md_text, plot_text
@@ -262,11 +263,6 @@ def _pct(p: float) -> str:
     return f"{100 * p:.1f} %" if p >= 0.001 else f"{100 * p:.2g} %"
 
 
-def visible(tok: str) -> str:
-    """A token string with its whitespace made visible (for chart labels)."""
-    return tok.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍") or "∅"
-
-
 def shown_piece(piece: str) -> str:
     """Escaped token text that stays visible and clickable: newlines get a ↵ mark, and a token
     holding only part of a character (completed by the next token) a small placeholder."""
@@ -328,7 +324,7 @@ def render_stats(run) -> str:
     ]
     if run["branch"]:
         b = run["branch"]
-        lines.append(f'Branched at step {b["at"] + 1}: {md_code(visible(b["new"]))} instead of {md_code(visible(b["old"]))}.')
+        lines.append(f'Branched at step {b["at"] + 1}: {md_code(show_text(b["new"]))} instead of {md_code(show_text(b["old"]))}.')
     lines += [f"⚠ {md_text(n)}" for n in run["notices"]]
     return "\n\n".join(lines)
 
@@ -353,7 +349,7 @@ def step_figure(run, i: int | None) -> go.Figure:
         cands.append({"token_id": rec["token_id"], "token": rec["token"], "p": rec["p"], "p_sampled": rec["p_sampled"]})
     labels, seen = [], set()
     for rank, c in enumerate(cands):
-        label = visible(c["token"])
+        label = show_text(c["token"])
         while label in seen:  # two ids that display alike still get their own bar
             label += "\u200b"
         seen.add(label)
@@ -368,7 +364,7 @@ def step_figure(run, i: int | None) -> go.Figure:
                 customdata=ids, hovertemplate="%{y} (id %{customdata}): %{x:.2%}<extra>sampled from</extra>")
     how = "forced by your branch" if rec["forced"] else ("stop token" if rec["is_eos"] else "picked")
     fig.update_layout(
-        title=dict(text=f"Step {i + 1}: {plot_text(visible(rec['token']))} {how} · model {_pct(rec['p'])} → "
+        title=dict(text=f"Step {i + 1}: {plot_text(show_text(rec['token']))} {how} · model {_pct(rec['p'])} → "
                         f"{_pct(rec['p_sampled'])} · {rec['kept']:,} tokens left after filtering", font_size=14),
         yaxis=dict(autorange="reversed", type="category"))
     return fig
@@ -384,7 +380,7 @@ def entropy_figure(run, selected: int | None) -> go.Figure:
     x = np.arange(1, len(run["steps"]) + 1, dtype=np.float32)
     h = np.array([r["entropy_bits"] for r in run["steps"]], dtype=np.float32)
     h_after = np.array([r["entropy_sampled_bits"] for r in run["steps"]], dtype=np.float32)
-    toks = [visible(r["token"]) for r in run["steps"]]
+    toks = [show_text(r["token"]) for r in run["steps"]]
     fig.add_scatter(x=x, y=h, mode="lines+markers", name="model", line_color="#7a869a", marker_size=4,
                     text=toks, hovertemplate="step %{x}: %{text}<br>%{y:.2f} bits<extra>model</extra>")
     fig.add_scatter(x=x, y=h_after, mode="lines", name="sampled from", line=dict(color="#1f4fd1", dash="dot"),
@@ -399,7 +395,7 @@ def step_detail(run, i: int | None) -> str:
         return ""
     r = run["steps"][i]
     where = "the KV cache (one new position)" if r["from_cache"] else f'a full pass over {r["positions"]} positions'
-    return (f'**Step {i + 1}** picked {md_code(visible(r["token"]))} (id {r["token_id"]}): '
+    return (f'**Step {i + 1}** picked {md_code(show_text(r["token"]))} (id {r["token_id"]}): '
             f'{_pct(r["p"])} in the model\'s distribution, {_pct(r["p_sampled"])} in the one sampled from; '
             f'{r["kept"]:,} tokens could have been picked · entropy {r["entropy_bits"]:.2f} → '
             f'{r["entropy_sampled_bits"]:.2f} bits · logits from {where}.')
@@ -409,7 +405,7 @@ def branch_choices(run, i: int | None):
     if run is None or not run["steps"] or i is None:
         return gr.update(choices=[], value=None)
     rec = run["steps"][i]
-    choices = [(f'{visible(c["token"])}  ({_pct(c["p"])})', c["token_id"]) for c in rec["candidates"]
+    choices = [(f'{show_text(c["token"])}  ({_pct(c["p"])})', c["token_id"]) for c in rec["candidates"]
                if c["token_id"] != rec["token_id"]]
     return gr.update(choices=choices, value=choices[0][1] if choices else None)
 
@@ -586,7 +582,7 @@ def temperature_plot(source, temperatures, run, step):
         vocab = min(bundle.config.vocab_size, bundle.tokenizer.n_vocab)
         logits = next_token_logits(bundle.model, ids)[:vocab]
         top = torch.topk(logits, N_CANDIDATES).indices
-        labels = [visible(bundle.tokenizer.token_str(int(t))) for t in top]
+        labels = [token_label(bundle.tokenizer, int(t)) for t in top]
         where = f"step {i + 1} of your run ({run['model']}), top {N_CANDIDATES} of {vocab:,} tokens"
     else:
         logits = torch.tensor(BOOK_TOY_LOGITS)

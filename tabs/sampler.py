@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import gradio as gr
 from llm_core import corpus
-from llm_core.views.sampling_view import Sampling, compute, decode_visible, token_label
+from llm_core.views.sampling_view import Sampling, compute
+from llm_core.views.token_text import ids_text, token_label
 from llm_core.tokenizers import GPT2, gpt2_tokenizer
 from tabs.common import MAX_UPLOAD_BYTES, check_int, check_text, friendly_errors, get_bundle
 from tabs.guard import discard
@@ -72,7 +73,7 @@ LEGEND = """\
 <span><b class="smp-tok smp-tgonly">tok</b>only ever a target</span>
 <span><b class="smp-tok smp-skip">tok</b>never seen (skipped)</span>
 <span><b class="smp-tok smp-special">tok</b>special token</span>
-<span>␣ space · ↵ newline · ⇥ tab · \\xNN a byte that is part of a character</span>
+<span>␣ space · ↵ newline · ⇥ tab · &lt;0xE6&gt; a byte that is part of a character</span>
 </div>"""
 
 STYLE = """<style>
@@ -306,8 +307,8 @@ def windows_table(s: Sampling) -> list[list]:
     rows = []
     for i in range(min(s.num_windows, MAX_TABLE_ROWS)):
         x, y = s.dataset[i]
-        rows.append([i, s.starts[i], _ids(x), _ids(y), decode_visible(tok, x.tolist()),
-                     decode_visible(tok, y.tolist())])
+        rows.append([i, s.starts[i], _ids(x), _ids(y), ids_text(tok, x.tolist()),
+                     ids_text(tok, y.tolist())])
     return rows
 
 
@@ -326,7 +327,7 @@ def pairs_html(s: Sampling) -> str:
     for k in range(1, min(s.max_length, MAX_PAIRS) + 1):
         ctx, desired = x[:k], y[k - 1]
         ctx_ids = str(ctx) if k <= 8 else f"[… {k - 6} more, {', '.join(map(str, ctx[-6:]))}]"
-        ctx_text = ("…" if k > 24 else "") + decode_visible(tok, ctx if k <= 24 else ctx[-24:])
+        ctx_text = ("…" if k > 24 else "") + ids_text(tok, ctx if k <= 24 else ctx[-24:])
         rows.append(f"<tr><td>{html_text(ctx_ids)}</td><td class='smp-arrow'>----&gt;</td><td>{desired}</td>"
                     f"<td>{html_text(ctx_text)}</td><td class='smp-arrow'>----&gt;</td>"
                     f"<td>{html_text(token_label(tok, desired))}</td></tr>")

@@ -11,6 +11,7 @@ from llm_core.views import tokenize_view as tv
 from llm_core.bpe import BPETrainResult, train_bpe
 from llm_core.tokenizers import (CL100K, ENDOFTEXT, O200K, UNK, SimpleTokenizerV2, SpecialTokenError,
                                  available_tokenizers, get_named_tokenizer, gpt2_tokenizer)
+from llm_core.views.token_text import hex_bytes, readable, readable_parts, show_text
 from tabs.common import CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, check_int, check_text, friendly_errors, get_bundle
 from tabs.figures import note_figure
 from tabs.guard import discard
@@ -51,7 +52,7 @@ SPECIAL_CHOICES = [
     ("plain text: spelled with ordinary tokens", "plain"),
     ("refuse: report an error (tiktoken's default)", "refuse"),
 ]
-WS_CHOICES = [("as typed", "typed"), ("markers · ↵ →", "markers"), ("GPT-2 vocab form (Ġ Ċ)", "gpt2")]
+WS_CHOICES = [("as typed", "typed"), ("markers ␣ ↵ ⇥", "markers"), ("GPT-2 vocab form (Ġ Ċ)", "gpt2")]
 VOCAB_SOURCES = [("this text (everything is known)", "input"), ("the vocabulary text below", "other")]
 
 DISPLAY_TOKENS = 2_000     # tokens drawn as coloured spans (counts and ids always cover all)
@@ -175,18 +176,23 @@ def resolve_tokenizer(key: str, text: str, model_name: str | None, vocab_source:
 
 # ---------------------------------------------------------------- drawing tokens
 
+def _ws_text(text: str, ws: str) -> str:
+    """Text in the token view: whitespace marked (``markers``) with the line breaks kept, or as typed."""
+    return show_text(text, "marked" if ws == "markers" else "typed", line_breaks=True)
+
+
 def _token_inner(tok: tv.TokenPiece, ws: str) -> str:
     """The visible text of one token (escaped), partial-character bytes as <0xE6>."""
     if tok.unknown:
-        return html_text(UNK) + f'<span class="tkv-b"> {html_text(tv.display_text(tok.raw.decode("utf-8"), "typed"))}</span>'
+        return html_text(UNK) + f'<span class="tkv-b"> {html_text(show_text(tok.raw.decode("utf-8"), "typed"))}</span>'
     if ws == "gpt2":
         return html_text(tv.gpt2_form(tok.raw))
     out = []
-    for kind, value in tv.readable_parts(tok.raw):
+    for kind, value in readable_parts(tok.raw):
         if kind == "text":
-            out.append(html_text(tv.display_text(value, ws)))
+            out.append(html_text(_ws_text(value, ws)))
         else:
-            out.append(f'<span class="tkv-b">{html_text(tv.hex_bytes(value))}</span>')
+            out.append(f'<span class="tkv-b">{html_text(hex_bytes(value))}</span>')
     return "".join(out)
 
 
@@ -216,7 +222,7 @@ def render_tokens(tz: tv.Tokenization, ws: str, limit: int = DISPLAY_TOKENS, hig
         first = group[0]
         if first.char_start > char_pos:   # text no token covers (the simple tokenizer drops spaces)
             gap = text[char_pos:first.char_start]
-            parts.append(f'<span class="tkv-gap" title="not part of any token">{html_text(tv.display_text(gap, ws if ws != "gpt2" else "markers"))}</span>')
+            parts.append(f'<span class="tkv-gap" title="not part of any token">{html_text(_ws_text(gap, ws if ws != "gpt2" else "markers"))}</span>')
         spans = "".join(_token_span(t, ws, "tkv-new" if highlight is not None and t.raw == highlight else "")
                         for t in group)
         shown += len(group)
@@ -224,12 +230,12 @@ def render_tokens(tz: tv.Tokenization, ws: str, limit: int = DISPLAY_TOKENS, hig
             chars = text[first.char_start:group[-1].char_end]
             title = f"{len(group)} tokens together make {chars!r}"
             parts.append(f'<span class="tkv-g" title="{html_text(title)}">{spans}'
-                         f'<span class="tkv-gc">={html_text(tv.display_text(chars, "markers"))}</span></span>')
+                         f'<span class="tkv-gc">={html_text(_ws_text(chars, "markers"))}</span></span>')
         else:
             parts.append(spans)
         char_pos = group[-1].char_end
     if shown >= len(tz.tokens) and char_pos < len(text):
-        parts.append(f'<span class="tkv-gap">{html_text(tv.display_text(text[char_pos:], ws if ws != "gpt2" else "markers"))}</span>')
+        parts.append(f'<span class="tkv-gap">{html_text(_ws_text(text[char_pos:], ws if ws != "gpt2" else "markers"))}</span>')
     return "".join(parts)
 
 
@@ -281,7 +287,7 @@ def render_view(tz: tv.Tokenization, tokenizer, ws: str, other_count: int | None
         at = tv.first_difference(tz.text, tz.decoded)
         snippet = tz.decoded[max(0, at - 20):at + 60]
         rt = (f'<span class="tkv-bad tkv-rt" title="{html_text(tz.decoded[:2000])}">round trip differs at character '
-              f'{at:,}: decoded “…{html_text(tv.display_text(snippet, "markers"))}…” ✗</span>')
+              f'{at:,}: decoded “…{html_text(_ws_text(snippet, "markers"))}…” ✗</span>')
     head = (f'<div class="tkv-head"><span class="tkv-name">{html_text(tz.tokenizer)}</span>'
             f'<span class="tkv-count"><b>{c["tokens"]:,}</b> tokens{html_text(diff)}</span>'
             f'<span>{c["characters"]:,} characters · {c["bytes"]:,} bytes · {cpt} characters/token · '
@@ -292,9 +298,9 @@ def render_view(tz: tv.Tokenization, tokenizer, ws: str, other_count: int | None
            "the counts cover the whole text.</div>") if c["tokens"] > DISPLAY_TOKENS else ""
     legend = f'<div class="tkv-legend">{html_text(GPT2_LEGEND)}</div>' if ws == "gpt2" else ""
     if word_level and ws == "markers":
-        legend = '<div class="tkv-legend">Markers: · space, ↵ newline, → tab (greyed: dropped by the tokenizer).</div>'
+        legend = '<div class="tkv-legend">Markers: ␣ space, ↵ newline, ⇥ tab (greyed: dropped by the tokenizer).</div>'
     elif ws == "markers":
-        legend = '<div class="tkv-legend">Markers: · space, ↵ newline, → tab. Word tokens usually carry the space before them.</div>'
+        legend = '<div class="tkv-legend">Markers: ␣ space, ↵ newline, ⇥ tab. Word tokens usually carry the space before them.</div>'
     idle = "Hover a token or an id to see its partner, its bytes and its id."
     return (f'<div class="tkv" data-ws="{html_text(ws)}">{head}{notes_html}'
             f'<div class="tkv-text">{render_tokens(tz, ws)}</div>{cut}{legend}'
@@ -443,7 +449,7 @@ def _read_text_file(p: Path) -> str:
 
 
 def _pretty(raw: bytes) -> str:
-    return tv.display_text(tv.readable(raw), "markers")
+    return show_text(readable(raw))
 
 
 def merge_table(result: BPETrainResult) -> list[list]:

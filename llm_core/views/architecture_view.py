@@ -14,7 +14,7 @@ import torch
 
 from ..config import GPTConfig
 from ..model import GELU, GPTModel, LayerNorm, Trace
-from .embedding_view import token_label
+from .token_text import token_label
 
 MiB = 1024 * 1024
 BYTES_PER_PARAM = {"fp32": 4, "bf16": 2}

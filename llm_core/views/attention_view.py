@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .embedding_view import token_label
+from .token_text import token_label
 from ..model import GPTModel, Trace
 from ..trace_cache import TRACES
 

@@ -7,7 +7,6 @@ BPE replay in ``llm_core.bpe``); this module lines them up with the text.
 """
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Literal, NamedTuple
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from ..tokenizers import (ENDOFTEXT, SIMPLE_SPLIT, UNK, BPETokenizer, SimpleTokenizerV1, SpecialTokenError,
                           gpt2_byte_chars)
+from .token_text import readable, readable_parts
 
 SpecialMode = Literal["allow", "plain", "refuse"]
 SPECIAL_MODES = ("allow", "plain", "refuse")
@@ -103,39 +103,6 @@ class Tokenization:
 
 
 # ---------------------------------------------------------------- bytes and characters
-
-def readable_parts(raw: bytes) -> list[tuple[str, str | bytes]]:
-    """Split ``raw`` into ("text", str) runs of whole UTF-8 characters and ("bytes", bytes)
-    runs that are not (a character cut by a token boundary, or invalid UTF-8)."""
-    parts: list[tuple[str, str | bytes]] = []
-    i = 0
-    while i < len(raw):
-        try:
-            parts.append(("text", raw[i:].decode("utf-8")))
-            break
-        except UnicodeDecodeError as exc:
-            if exc.start:
-                parts.append(("text", raw[i:i + exc.start].decode("utf-8")))
-            parts.append(("bytes", raw[i + exc.start:i + exc.end]))
-            i += exc.end
-    # Merge neighbouring byte runs (several broken sequences in a row read as one run).
-    merged: list[tuple[str, str | bytes]] = []
-    for kind, value in parts:
-        if merged and kind == "bytes" and merged[-1][0] == "bytes":
-            merged[-1] = ("bytes", merged[-1][1] + value)
-        elif value:
-            merged.append((kind, value))
-    return merged
-
-
-def hex_bytes(raw: bytes) -> str:
-    return "".join(f"<0x{b:02X}>" for b in raw)
-
-
-def readable(raw: bytes) -> str:
-    """Token bytes as a string, never with U+FFFD: partial characters become <0xE6>."""
-    return "".join(v if k == "text" else hex_bytes(v) for k, v in readable_parts(raw))
-
 
 def is_partial(raw: bytes) -> bool:
     return any(kind == "bytes" for kind, _ in readable_parts(raw))
@@ -284,32 +251,6 @@ def first_difference(a: str, b: str) -> int | None:
     return min(len(a), len(b))
 
 
-# ---------------------------------------------------------------- showing whitespace
-
-WhitespaceMode = Literal["typed", "markers", "gpt2"]
-WHITESPACE_MARKERS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
-
-
-def invisible(ch: str) -> bool:
-    """Characters that would be invisible or would rearrange the page if shown raw:
-    control characters, zero-width joiners, bidirectional overrides, line separators."""
-    return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs") and ch not in "\n\t"
-
-
-def display_text(s: str, mode: WhitespaceMode = "typed") -> str:
-    """How a token's text is shown: ``typed`` keeps spaces and newlines, ``markers`` uses
-    · ↵ → for space, newline and tab; invisible characters always show as ⟨U+200D⟩."""
-    out = []
-    for ch in s:
-        if mode == "markers" and ch in WHITESPACE_MARKERS:
-            out.append(WHITESPACE_MARKERS[ch] + ("\n" if ch == "\n" else ""))
-        elif ch == "\r" or invisible(ch):
-            out.append(f"⟨U+{ord(ch):04X}⟩")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 def gpt2_form(raw: bytes) -> str:
     """A token written as GPT-2's vocab.json does (byte by byte through ``gpt2_byte_chars``)."""
     table = gpt2_byte_chars()
@@ -330,7 +271,7 @@ def as_records(tz: Tokenization, limit: int | None = None) -> list[dict]:
 
 __all__ = [
     "TokenPiece", "Tokenization", "tokenize", "byte_level_pieces", "word_level_pieces",
-    "readable", "readable_parts", "hex_bytes", "is_partial", "check_unicode", "first_difference",
-    "display_text", "gpt2_form", "gpt2_byte_chars", "invisible", "describe", "as_records",
+    "is_partial", "check_unicode", "first_difference",
+    "gpt2_form", "gpt2_byte_chars", "describe", "as_records",
     "special_literals", "SPECIAL_MODES",
 ]

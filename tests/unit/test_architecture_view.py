@@ -94,8 +94,8 @@ def traced():
 class _IdTokenizer:
     n_vocab = SMALL.vocab_size
 
-    def token_str(self, i):
-        return f"t{i}"
+    def token_bytes(self, i):
+        return f"t{i}".encode()
 
 
 def test_residual_norms_per_stage(traced):
@@ -122,7 +122,7 @@ def test_logit_lens_last_stage_is_the_models_own_prediction(traced):
 
 
 def test_logit_lens_decodes_words():
-    from llm_core.views.embedding_view import token_label
+    from llm_core.views.token_text import token_label
     tok = gpt2_tokenizer()
     m = build_untrained(GPTConfig(context_length=16, emb_dim=32, n_heads=2, n_layers=2))
     ids = torch.tensor([tok.encode("Every effort moves you")])
