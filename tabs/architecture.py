@@ -46,21 +46,6 @@ multi-head attention), adds the result to its input (a *shortcut*), then does th
 small feed-forward network. The running sum that the shortcuts carry from block to block is the
 **residual stream**. Counts below are read from the active model's own modules."""
 
-DIAGRAM_CSS = """
-.arch svg { max-width: 100%; height: auto; font-family: ui-sans-serif, system-ui, sans-serif; }
-.arch .box { fill: rgba(99, 102, 241, 0.10); stroke: currentColor; stroke-opacity: 0.55; }
-.arch .box.blk { fill: rgba(16, 185, 129, 0.12); }
-.arch .box.add { fill: rgba(245, 158, 11, 0.16); }
-.arch .group { fill: none; stroke: #10b981; stroke-dasharray: 6 4; stroke-width: 1.5; }
-.arch text { fill: currentColor; }
-.arch .lbl { font-weight: 600; font-size: 14px; }
-.arch .det { font-size: 11.5px; opacity: 0.8; }
-.arch .note { font-size: 12px; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; opacity: 0.9; }
-.arch .grp { font-size: 13px; font-weight: 600; fill: #059669; }
-.arch line, .arch path { stroke: currentColor; stroke-opacity: 0.6; fill: none; stroke-width: 1.4; }
-"""
-
-
 # ---------------------------------------------------------------- config, counts, diagram
 
 def config_markdown(bundle) -> str:
@@ -489,7 +474,7 @@ def build(ctx) -> None:
                 gr.Markdown("### The active model")
                 config_md = gr.Markdown(init[0], elem_id="arch-config")
             with gr.Column(scale=1):
-                diagram = gr.HTML(init[1], elem_id="arch-diagram", css_template=DIAGRAM_CSS)
+                diagram = gr.HTML(init[1], elem_id="arch-diagram")
         totals_md = gr.Markdown(init[3], elem_id="arch-totals")
         params = gr.Dataframe(init[2], headers=["component", "per block", "parameters", "share", "note"],
                               interactive=False, wrap=True, elem_id="arch-params",
@@ -507,7 +492,7 @@ def build(ctx) -> None:
             preset_table = gr.Dataframe(preset_init[0], headers=["component", "per block", "parameters", "share",
                                                                  "note"],
                                         interactive=False, wrap=True, elem_id="arch-preset-params")
-            preset_diagram = gr.HTML(preset_init[2], elem_id="arch-preset-diagram", css_template=DIAGRAM_CSS)
+            preset_diagram = gr.HTML(preset_init[2], elem_id="arch-preset-diagram")
 
         with gr.Row():
             with gr.Column():

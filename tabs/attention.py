@@ -353,18 +353,6 @@ MODE_CHOICES = [("zero (the head outputs nothing)", "zero"),
 TOP_SHOWN = 10          # tokens in the before/after chart
 GRID_JS = ("element.addEventListener('click', (e) => { const c = e.target.closest('[data-layer]'); "
            "if (c) { trigger('click', {layer: parseInt(c.dataset.layer), head: parseInt(c.dataset.head)}); } });")
-GRID_CSS = """
-.hg { overflow-x: auto; }
-.hg table { border-collapse: separate; border-spacing: 2px; font-size: 12px; }
-.hg th { font-weight: 500; opacity: 0.75; padding: 0 4px; }
-.hg td { min-width: 34px; height: 26px; text-align: center; cursor: pointer; border-radius: 4px;
-         font-variant-numeric: tabular-nums; border: 2px solid transparent; }
-.hg td.sel { border-color: #e4572e; font-weight: 700; }
-.hg td:hover { border-color: #6366f1; }
-.hg .hg-note { font-size: 12px; opacity: 0.8; margin-top: 4px; }
-"""
-
-
 MAX_HEADS_CHARS = 20_000     # GPT-2 XL's 1,200 heads written out fit easily
 MAX_TARGET_CHARS = 200
 
@@ -802,7 +790,7 @@ def build(ctx) -> None:
                         "last position before and after.")
             with gr.Row():
                 with gr.Column(scale=2):
-                    ko_cells = gr.HTML(grid_init, elem_id="att-ko-grid", js_on_load=GRID_JS, css_template=GRID_CSS)
+                    ko_cells = gr.HTML(grid_init, elem_id="att-ko-grid", js_on_load=GRID_JS)
                     ko_heads = gr.Textbox("", label="Heads to knock out (layer.head)", elem_id="att-ko-heads",
                                           placeholder="e.g. 0.1, 2.3", max_length=MAX_HEADS_CHARS,
                                           info="Click the grid to add or remove a head.")
@@ -825,7 +813,7 @@ def build(ctx) -> None:
                 attr_btn = gr.Button("Which heads matter?", variant="primary", elem_id="att-attr-run", scale=1)
             with gr.Row():
                 with gr.Column(scale=2):
-                    attr_cells = gr.HTML("", elem_id="att-attr-grid", js_on_load=GRID_JS, css_template=GRID_CSS)
+                    attr_cells = gr.HTML("", elem_id="att-attr-grid", js_on_load=GRID_JS)
                 with gr.Column(scale=3):
                     dla_plot = gr.Plot(note_figure("Press Which heads matter?: each head's share appears here."),
                                        label="Direct logit attribution", elem_id="att-dla")

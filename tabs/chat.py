@@ -137,9 +137,9 @@ def compare_html(main_label: str, main_text: str, other_label: str, other_text: 
     """Two answers side by side (all text escaped)."""
     cols = "".join(
         f"<div class='chat-compare-col'><h4>{html_text(label)}</h4>"
-        f"<pre style='white-space:pre-wrap;margin:0'>{html_text(text) or '…'}</pre></div>"
+        f"<pre>{html_text(text) or '…'}</pre></div>"
         for label, text in ((main_label, main_text), (other_label, other_text)))
-    return f"<div class='chat-compare' style='display:grid;grid-template-columns:1fr 1fr;gap:12px'>{cols}</div>"
+    return f"<div class='chat-compare'>{cols}</div>"
 
 
 def _prompt_for(history, message, tok, model, input_text, max_new):

@@ -60,8 +60,7 @@ M_FULL = "Full fine-tune"
 METHODS = {M_LORA: "lora", M_LAST: "last-block", M_FULL: "full"}
 TARGET_CHOICES = [(TARGET_LABELS[t], t) for t in ALL_TARGETS]
 DEFAULT_TARGETS = ["q", "k", "v", "out", "ff_in", "ff_out"]
-TABLE_OPEN = ("<table class='ft-table' style='width:100%;table-layout:fixed;border-collapse:collapse;"
-              "overflow-wrap:anywhere;font-size:0.9em'>")
+TABLE_OPEN = "<table class='ft-table'>"
 COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777"]
 
 # ---------------------------------------------------------------- inputs

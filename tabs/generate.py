@@ -72,25 +72,6 @@ likely) and **top-p** (keep the smallest set whose probability reaches p). Here 
 that order. Click any generated token to see what the model was choosing from at that step.
 """
 
-STYLE = """<style>
-.gen-out{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:14px;line-height:1.9;
- white-space:pre-wrap;word-break:break-word;border:1px solid var(--border-color-primary,#ddd);border-radius:6px;
- padding:8px 10px;min-height:3em;max-height:420px;overflow:auto}
-.gen-prompt{opacity:.6}
-.gen-tok{border-radius:3px;padding:1px 0;cursor:pointer}
-.gen-tok:hover{outline:1px solid #555}
-.gen-sel{outline:2px solid #1f4fd1;outline-offset:1px}
-.gen-forced{text-decoration:underline dashed #7a2bd1 2px}
-.gen-special{background:rgba(150,60,200,.18);border-radius:3px;padding:0 2px;font-size:12px}
-.gen-dropped{opacity:.6;font-style:italic;font-size:12px}
-.gen-p1{background:rgba(220,50,50,.38)}.gen-p2{background:rgba(240,130,40,.38)}
-.gen-p3{background:rgba(230,190,40,.38)}.gen-p4{background:rgba(120,190,60,.33)}.gen-p5{background:rgba(46,160,67,.33)}
-.gen-legend{font-size:12px;opacity:.85;margin-top:4px;display:flex;gap:10px;flex-wrap:wrap}
-.gen-legend span{padding:0 4px;border-radius:3px}
-.gen-empty{opacity:.6}
-.gen-mark{opacity:.45;font-size:11px}
-</style>"""
-
 PROB_BINS = ((0.8, "gen-p5", "≥ 80 %"), (0.5, "gen-p4", "50–80 %"), (0.2, "gen-p3", "20–50 %"),
              (0.05, "gen-p2", "5–20 %"), (0.0, "gen-p1", "< 5 %"))
 
@@ -273,12 +254,12 @@ def shown_piece(piece: str) -> str:
 
 def render_html(run, tokenizer, selected: int | None = None) -> str:
     if run is None:
-        return STYLE + '<div class="gen-out gen-empty">The generated text appears here, each token coloured ' \
+        return '<div class="gen-out gen-empty">The generated text appears here, each token coloured ' \
                        'by how likely the model thought it was.</div>'
     prompt_ids = run["prompt_ids"]
     gen = generated_ids(run)
     pieces = token_pieces(tokenizer, prompt_ids + gen)
-    parts = [STYLE, '<div class="gen-out">']
+    parts = ['<div class="gen-out">']
     if run["dropped"]:
         parts.append(f'<span class="gen-dropped">[… {run["dropped"]:,} earlier tokens the model cannot see] </span>')
     if run["from_eot"]:

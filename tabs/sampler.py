@@ -76,34 +76,6 @@ LEGEND = """\
 <span>␣ space · ↵ newline · ⇥ tab · &lt;0xE6&gt; a byte that is part of a character</span>
 </div>"""
 
-STYLE = """<style>
-.smp-wrap{overflow:auto;max-height:560px;border:1px solid var(--border-color-primary,#ddd);border-radius:6px;padding:6px}
-.smp-grid{display:grid;grid-auto-rows:minmax(19px,auto);column-gap:2px;row-gap:3px;width:max-content}
-.smp-pos{font-size:10px;opacity:.55;text-align:center;font-family:ui-monospace,monospace}
-.smp-tok{font-family:ui-monospace,monospace;font-size:13px;white-space:pre;padding:1px 3px;border-radius:3px;
- background:rgba(127,127,127,.12);text-align:center;font-weight:normal}
-.smp-cov{font-size:10px;text-align:center;opacity:.7;font-family:ui-monospace,monospace}
-.smp-ov{background:rgba(70,110,240,.28)}
-.smp-tgonly{background:rgba(240,170,40,.35)}
-.smp-skip{background:repeating-linear-gradient(45deg,rgba(220,50,50,.35) 0 4px,transparent 4px 8px);text-decoration:line-through}
-.smp-special{outline:2px solid rgba(150,60,200,.8)}
-.smp-in,.smp-tg{border-radius:3px;min-height:0}
-.smp-in{align-self:start;height:12px;opacity:.85;position:relative;overflow:visible}
-.smp-tg{align-self:end;height:4px;border:1px dashed currentColor;opacity:.8}
-.smp-lbl{position:absolute;left:3px;top:-1px;font-size:10px;line-height:12px;color:#fff;text-shadow:0 0 2px #000;white-space:nowrap}
-.smp-sel{outline:2px solid #222;outline-offset:1px}
-.smp-legend{display:flex;flex-wrap:wrap;gap:14px;font-size:12px;margin:6px 0}
-.smp-legend span{display:inline-flex;align-items:center;gap:4px}
-.smp-key{display:inline-block;width:22px;height:9px;border-radius:2px}
-.smp-key.smp-in{background:hsl(210,70%,50%);height:10px}
-.smp-key.smp-tg{border:1px dashed currentColor;height:4px}
-.smp-note{font-size:12px;opacity:.8;margin:4px 0}
-.smp-pairs{border-collapse:collapse;font-family:ui-monospace,monospace;font-size:13px}
-.smp-pairs td,.smp-pairs th{padding:2px 8px;border-bottom:1px solid rgba(127,127,127,.2);white-space:pre;text-align:left}
-.smp-arrow{opacity:.6}
-</style>"""
-
-
 class _Unavailable(Exception):
     pass
 
@@ -249,11 +221,11 @@ def stream_html(s: Sampling) -> str:
     n, L = s.n_tokens, s.max_length
     shown = min(n, MAX_STREAM_TOKENS)
     if shown == 0:
-        return STYLE + '<div class="smp-note">The text has no tokens.</div>'
+        return '<div class="smp-note">The text has no tokens.</div>'
     as_input, as_target = s.as_input, s.as_target
     tok = s.tokenizer
     ids = s.token_ids[:shown].tolist()
-    parts = [STYLE, LEGEND, '<div class="smp-wrap"><div class="smp-grid" id="smp-grid">']
+    parts = [LEGEND, '<div class="smp-wrap"><div class="smp-grid" id="smp-grid">']
     for col, tid in enumerate(ids, start=1):
         classes = ["smp-tok"]
         if as_input[col - 1] == 0 and as_target[col - 1] == 0:
@@ -335,7 +307,7 @@ def pairs_html(s: Sampling) -> str:
     more = ""
     if s.max_length > MAX_PAIRS:
         more = f'<div class="smp-note">Showing {MAX_PAIRS} of the {s.max_length} pairs.</div>'
-    return STYLE + head + '<div style="overflow-x:auto">' + "".join(rows) + "</div>" + more
+    return head + '<div class="smp-scroll">' + "".join(rows) + "</div>" + more
 
 
 def batch_code(s: Sampling) -> str:

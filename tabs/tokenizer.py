@@ -78,35 +78,6 @@ element.addEventListener('mouseover', e => light(e, true));
 element.addEventListener('mouseout', e => light(e, false));
 """
 
-VIEW_CSS = """
-.tkv { font-size: 0.95rem; }
-.tkv-head { display: flex; flex-wrap: wrap; gap: 0.3rem 1rem; align-items: baseline; margin-bottom: 0.4rem; }
-.tkv-name { font-weight: 600; }
-.tkv-ok { color: #15803d; } .tkv-bad { color: #b91c1c; }
-.tkv-notes { margin: 0.2rem 0 0.5rem; padding-left: 1.2rem; font-size: 0.85rem; opacity: 0.85; }
-.tkv-text { white-space: pre-wrap; word-break: break-word; line-height: 2.1; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-  padding: 0.5rem; border: 1px solid rgba(128,128,128,0.3); border-radius: 6px; max-height: 28rem; overflow: auto; }
-.tkv-t { border-radius: 3px; padding: 1px 0; margin-right: 1px; cursor: default; }
-.tkv-gap { opacity: 0.45; }
-.tkv-b { font-size: 0.72em; opacity: 0.8; }
-.tkv-g { display: inline-block; border-bottom: 2px solid rgba(120,120,120,0.8); line-height: 1.6; margin-right: 2px; }
-.tkv-gc { font-size: 0.8em; padding: 0 2px; opacity: 0.9; }
-.tkv-special { outline: 2px solid #6d28d9; font-weight: 600; }
-.tkv-unk { outline: 2px dashed #b91c1c; }
-.tkv-new { outline: 2px solid #0369a1; }
-.tkv-hl { outline: 3px solid #f59e0b !important; filter: brightness(0.9); }
-.tkv-same { box-shadow: 0 0 0 1px #f59e0b; }
-.tkv-info { min-height: 1.4em; margin: 0.3rem 0; font-size: 0.85rem; font-family: ui-monospace, monospace; opacity: 0.85; }
-.tkv-ids { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 0.85rem; line-height: 1.9;
-  max-height: 12rem; overflow: auto; }
-.tkv-id { border-radius: 3px; padding: 0 3px; cursor: default; }
-.tkv-legend { font-size: 0.8rem; opacity: 0.8; margin-top: 0.3rem; }
-.c0 { background: rgba(250, 204, 21, 0.35); } .c1 { background: rgba(74, 222, 128, 0.35); }
-.c2 { background: rgba(96, 165, 250, 0.35); } .c3 { background: rgba(244, 114, 182, 0.35); }
-.c4 { background: rgba(251, 146, 60, 0.35); } .c5 { background: rgba(167, 139, 250, 0.35); }
-.c6 { background: rgba(45, 212, 191, 0.35); } .c7 { background: rgba(248, 113, 113, 0.3); }
-"""
-
 GPT2_LEGEND = ("GPT-2 vocab form: byte-level BPE works on bytes, and GPT-2's vocabulary file writes "
                "each byte as a printable character. Visible Latin-1 bytes stand for themselves; the "
                "68 others are moved to U+0100 onwards, so a space (0x20) is Ġ, a newline (0x0A) Ċ, a "
@@ -577,9 +548,9 @@ def build(ctx) -> None:
         init_json, init_html, init_ids = _initial_view()
         with gr.Row(equal_height=False):
             with gr.Column():
-                view_a = gr.HTML(init_html, elem_id="tok-view-a", js_on_load=HOVER_JS, css_template=VIEW_CSS)
+                view_a = gr.HTML(init_html, elem_id="tok-view-a", js_on_load=HOVER_JS)
             with gr.Column(visible=False) as col_b:
-                view_b = gr.HTML("", elem_id="tok-view-b", js_on_load=HOVER_JS, css_template=VIEW_CSS)
+                view_b = gr.HTML("", elem_id="tok-view-b", js_on_load=HOVER_JS)
         note = availability_note()
         gr.Markdown(note, visible=bool(note), elem_id="tok-availability")
         gr.Examples(EXAMPLES, inputs=[text, tok_a, tok_b], label="Examples (text, tokenizer, compare with)",
@@ -625,7 +596,7 @@ def build(ctx) -> None:
             replay = gr.Slider(0, 1, value=0, step=1, label="Replay: merges applied", elem_id="bpe-replay",
                                interactive=False,
                                info="0 = raw bytes. Slide right to apply merges in the order they were learned.")
-            replay_html = gr.HTML("", elem_id="bpe-view", js_on_load=HOVER_JS, css_template=VIEW_CSS)
+            replay_html = gr.HTML("", elem_id="bpe-view", js_on_load=HOVER_JS)
             with gr.Row():
                 table = gr.Dataframe(headers=["id", "left", "right", "new token", "count"],
                                      datatype=["number", "str", "str", "str", "number"], label="Merge table",
