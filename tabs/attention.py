@@ -92,17 +92,16 @@ def _heatmap(weights: np.ndarray, labels: list[str], title: str, zmax: float, he
     return fig
 
 
-def _layer_grid(weights: torch.Tensor, layer: int, chosen_head: int) -> go.Figure:
+def _layer_grid(view: attn_view.AttentionView) -> go.Figure:
     """All heads of one layer, one colour scale, pooled when the figure would be too heavy."""
-    maps, stride = attn_view.pooled(weights[layer], GRID_MAX_CELLS)
-    maps = maps.numpy()
+    maps, stride, layer, chosen_head = view.layer_maps, view.layer_stride, view.layer, view.head
     n_heads, side = maps.shape[0], maps.shape[-1]
     cols = min(n_heads, 4 if n_heads <= 8 else 6)
     rows = math.ceil(n_heads / cols)
     titles = [f"<b>head {h}</b>" if h == chosen_head else f"head {h}" for h in range(n_heads)]
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.02,
                         vertical_spacing=0.06 if rows > 1 else 0.1)
-    zmax = _colour_top(weights[layer].numpy())
+    zmax = _colour_top(view.layer_weights)
     pos = np.arange(side) * stride
     for h in range(n_heads):
         fig.add_trace(go.Heatmap(z=_causal(maps[h]), x=pos, y=pos, coloraxis="coloraxis",
@@ -119,10 +118,10 @@ def _layer_grid(weights: torch.Tensor, layer: int, chosen_head: int) -> go.Figur
     return fig
 
 
-def _head_view(weights: np.ndarray, labels: list[str], focus: int, layer: int, head: int) -> go.Figure:
+def _head_view(view: attn_view.AttentionView) -> go.Figure:
     """Lines from the chosen token to each token it attends to; line width = weight."""
-    row = torch.from_numpy(weights[focus])
-    start, hidden = attn_view.focus_window(row, focus, HEAD_VIEW_MAX_KEYS)
+    weights, labels, focus, layer, head = view.head_map, view.tokens.labels, view.focus, view.layer, view.head
+    start, hidden = view.focus_start, view.focus_hidden
     keys = list(range(start, focus + 1))
     y = {j: -(j - start) for j in keys}
     fig = go.Figure()
@@ -147,10 +146,11 @@ def _head_view(weights: np.ndarray, labels: list[str], focus: int, layer: int, h
     return fig
 
 
-def _summary_grid(stats: dict[str, torch.Tensor], statistic: str) -> go.Figure:
-    z = stats[statistic].numpy().astype(np.float32)
+def _summary_grid(view: attn_view.AttentionView) -> go.Figure:
+    stats, statistic = view.statistics, view.statistic
+    z = stats[statistic].astype(np.float32)
     n_layers, n_heads = z.shape
-    extra = np.stack([stats[name].numpy() for name in STATISTICS], axis=-1).astype(np.float32)
+    extra = np.stack([stats[name] for name in STATISTICS], axis=-1).astype(np.float32)
     hover = "layer %{y}, head %{x}<br>" + "<br>".join(
         f"{name}: %{{customdata[{i}]:.3f}}" for i, name in enumerate(STATISTICS)) + "<extra></extra>"
     fig = go.Figure(go.Heatmap(
@@ -164,11 +164,10 @@ def _summary_grid(stats: dict[str, torch.Tensor], statistic: str) -> go.Figure:
     return fig
 
 
-def _summary_text(stats: dict[str, torch.Tensor], statistic: str) -> str:
-    low_is_notable = statistic == "entropy"
-    top = attn_view.strongest_heads(stats[statistic], k=3, largest=not low_is_notable)
-    which = "lowest" if low_is_notable else "highest"
-    heads = ", ".join(f"layer {lay} head {h} ({v:.2f})" for lay, h, v in top)
+def _summary_text(view: attn_view.AttentionView) -> str:
+    statistic = view.statistic
+    which = "lowest" if statistic == "entropy" else "highest"
+    heads = ", ".join(f"layer {lay} head {h} ({v:.2f})" for lay, h, v in view.strongest)
     return f"**{statistic}:** {attn_view.HEAD_STATISTICS[statistic]}  \n{which.capitalize()}: {heads}."
 
 
@@ -324,21 +323,18 @@ def attention(prompt, layer, head, focus, statistic, math_tokens, dropout_seed, 
     if tokens.truncated:
         gr.Warning(tokens.notice())
 
-    weights = att.weights
-    head_map = weights[layer, head].numpy()
-    mean_map = weights[layer].mean(0).numpy()
-    stats = att.statistics()
+    view = attn_view.attention_view(att, layer, head, focus, statistic, GRID_MAX_CELLS, HEAD_VIEW_MAX_KEYS, steps)
     notice = (f"**{t} token{'s' if t != 1 else ''}** through **{bundle.name}** ({cfg.n_layers} layers × {cfg.n_heads} heads, "
               f"d_k = {cfg.head_dim}). " + (f"⚠️ {tokens.notice()}" if tokens.truncated else ""))
     return (
         notice,
-        _heatmap(head_map, tokens.labels, f"Layer {layer}, head {head}", _colour_top(head_map)),
-        _layer_grid(weights, layer, head),
-        _heatmap(mean_map, tokens.labels, f"Layer {layer}: mean over its {cfg.n_heads} heads",
-                 _colour_top(mean_map)),
-        _head_view(head_map, tokens.labels, focus, layer, head),
-        _summary_grid(stats, statistic),
-        _summary_text(stats, statistic),
+        _heatmap(view.head_map, tokens.labels, f"Layer {layer}, head {head}", _colour_top(view.head_map)),
+        _layer_grid(view),
+        _heatmap(view.mean_map, tokens.labels, f"Layer {layer}: mean over its {cfg.n_heads} heads",
+                 _colour_top(view.mean_map)),
+        _head_view(view),
+        _summary_grid(view),
+        _summary_text(view),
         _math_markdown(steps, cfg.emb_dim, cfg.qkv_bias),
         _math_qkv_figure(steps),
         _math_scores_figure(steps),
