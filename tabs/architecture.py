@@ -15,7 +15,6 @@ from llm_core import interventions as iv
 from llm_core.config import PRESET_LABELS, PRESETS
 from llm_core.views.token_text import token_label
 from llm_core.examples import pick_example
-from llm_core.trace_cache import TRACES
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle, link_int, link_params
 from tabs.figures import note_figure
 from tabs.lazy import on_first_open
@@ -85,9 +84,9 @@ def counts_markdown(counts: arch_view.ParameterBreakdown, what: str) -> str:
             "bf16; training needs several times more (gradients, optimizer state, activations).")
 
 
-def diagram_html(cfg, counts: arch_view.ParameterBreakdown) -> str:
+def diagram_html(overview: arch_view.Overview) -> str:
     """An SVG flow chart of the model, every label escaped."""
-    nodes = arch_view.architecture_diagram(cfg, counts)
+    cfg, counts, nodes = overview.cfg, overview.counts, overview.diagram
     box_x, box_w, box_h, gap, note_x = 70, 330, 46, 16, 430
     y = 20
     parts, layout = [], []
@@ -140,10 +139,10 @@ def diagram_html(cfg, counts: arch_view.ParameterBreakdown) -> str:
 
 def model_overview(model_name=None):
     bundle = get_bundle(model_name)
-    counts = arch_view.parameter_breakdown(bundle.model)
+    overview = arch_view.model_overview(bundle.model)
     what = f"**{md_text(bundle.name)}**, counted from its modules:"
-    return (config_markdown(bundle), diagram_html(bundle.config, counts), counts_rows(counts),
-            counts_markdown(counts, what))
+    return (config_markdown(bundle), diagram_html(overview), counts_rows(overview.counts),
+            counts_markdown(overview.counts, what))
 
 
 @friendly_errors
@@ -152,9 +151,9 @@ def preset_counts(preset, qkv_bias):
     if preset not in PRESETS:
         raise gr.Error(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
     cfg = PRESETS[preset].with_(qkv_bias=bool(qkv_bias))
-    counts = arch_view.config_parameter_breakdown(cfg)
+    overview = arch_view.config_overview(cfg)
     what = f"**{md_text(PRESET_LABELS[preset])}**{', qkv_bias=True' if qkv_bias else ''}, counted from the config:"
-    return counts_rows(counts), counts_markdown(counts, what), diagram_html(cfg, counts)
+    return counts_rows(overview.counts), counts_markdown(overview.counts, what), diagram_html(overview)
 
 
 def activation_figure() -> go.Figure:
@@ -274,27 +273,21 @@ def architecture(prompt, top_k, layer, which, position, model_name=None):
         raise gr.Error("This text contains a token the model has no embedding for; try plainer text.")
     t = len(ids)
     pos = check_int(position, "Position", -t, t - 1)
-    p = pos % t
     with torch.inference_mode():
-        trace = TRACES.get_or_compute(bundle.name, bundle.model, ids, "trace", lambda: bundle.model.run_with_trace(
-            torch.tensor([ids], device=bundle.model.device)))
-        stages, norms = arch_view.residual_norms(trace)
-        # Decoding every stage is the costly part (stages × positions × vocabulary): kept with the trace.
-        lens = TRACES.get_or_compute(bundle.name, bundle.model, ids, "lens", lambda: arch_view.logit_lens(
-            bundle.model, bundle.tokenizer, trace, MAX_TOP_K)).top(k)
-        demo = arch_view.layernorm_demo(bundle.model, trace, layer, pos, which)
-        predicted = int(trace["logits"][0, p].argmax())
-        dla = iv.direct_logit_attribution(bundle.model, trace, predicted, p)
-    tokens = [token_label(bundle.tokenizer, i) for i in ids]
+        view = arch_view.prompt_view(bundle.model, bundle.tokenizer, ids, k, layer, pos, which,
+                                     cache_name=bundle.name, max_top_k=MAX_TOP_K)
+        dla = iv.direct_logit_attribution(bundle.model, view.trace, view.predicted, view.position)
+    tokens, p = view.labels, view.position
     lens_note = (f"At position {p} (token <code>{md_text(tokens[p])}</code>): the next token each stage would "
                  "predict if the model stopped there — final LayerNorm and output head applied to that stage's "
                  "residual stream. The last row is the model's real prediction.")
     if notice:
         lens_note = md_text(notice) + "\n\n" + lens_note
     layer_update = gr.update(info=_layer_info(n_layers))
-    dla_fig = dla_figure(dla, token_label(bundle.tokenizer, predicted), tokens[p], p)
-    return (config_md, diagram, rows, totals, residual_figure(stages, norms, tokens), lens_figure(lens, tokens),
-            lens_rows(lens, p), lens_note, layernorm_figure(demo), layernorm_markdown(demo), layer_update, dla_fig)
+    dla_fig = dla_figure(dla, view.predicted_label, tokens[p], p)
+    return (config_md, diagram, rows, totals, residual_figure(view.stages, view.norms, tokens),
+            lens_figure(view.lens, tokens), lens_rows(view.lens, p), lens_note, layernorm_figure(view.layernorm),
+            layernorm_markdown(view.layernorm), layer_update, dla_fig)
 
 
 def dla_figure(dla: iv.LogitAttribution, predicted: str, token: str, position: int) -> go.Figure:

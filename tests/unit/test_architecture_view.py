@@ -149,3 +149,24 @@ def test_layernorm_demo_on_real_activations(traced):
         arch_view.layernorm_demo(model, trace, 9, 0, "norm1")
     with pytest.raises(ValueError, match="position"):
         arch_view.layernorm_demo(model, trace, 0, 99, "norm1")
+
+
+def test_overviews_from_the_model_and_from_its_config_agree():
+    cfg = SMALL
+    from_model = arch_view.model_overview(build_untrained(cfg))
+    from_config = arch_view.config_overview(cfg)
+    assert from_model.counts == from_config.counts and from_model.diagram == from_config.diagram
+    assert from_model.diagram == arch_view.architecture_diagram(cfg, from_config.counts)
+
+
+def test_prompt_view_holds_what_the_tab_draws():
+    model = build_untrained(SMALL, seed=5)
+    tok = _IdTokenizer()
+    ids = [3, 17, 42, 8, 99, 5, 61]
+    trace = model.run_with_trace(torch.tensor([ids]))
+    view = arch_view.prompt_view(model, tok, ids, top_k=2, layer=1, position=-1, which="norm1")
+    assert view.position == len(ids) - 1 and view.labels == [f"t{i}" for i in ids]
+    names, norms = arch_view.residual_norms(trace)
+    assert view.stages == names and np.allclose(view.norms, norms, atol=1e-5)
+    assert view.lens.top_ids.shape[-1] == 2
+    assert view.predicted == int(trace["logits"][0, -1].argmax()) and view.predicted_label == f"t{view.predicted}"
