@@ -157,7 +157,7 @@ def _token_inner(tok: tv.TokenPiece, ws: str) -> str:
     if tok.unknown:
         return html_text(UNK) + f'<span class="tkv-b"> {html_text(show_text(tok.raw.decode("utf-8"), "typed"))}</span>'
     if ws == "gpt2":
-        return html_text(tv.gpt2_form(tok.raw))
+        return html_text(tok.gpt2_form)
     out = []
     for kind, value in readable_parts(tok.raw):
         if kind == "text":
@@ -175,7 +175,7 @@ def _token_span(tok: tv.TokenPiece, ws: str, extra_class: str = "") -> str:
         classes.append("tkv-unk")
     if extra_class:
         classes.append(extra_class)
-    info = tv.describe(tok)
+    info = tok.describe()
     return (f'<span class="{" ".join(classes)}" data-i="{tok.index}" data-id="{tok.id}" '
             f'title="{html_text(info)}">{_token_inner(tok, ws)}</span>')
 
@@ -212,34 +212,9 @@ def render_tokens(tz: tv.Tokenization, ws: str, limit: int = DISPLAY_TOKENS, hig
 
 def render_ids(tz: tv.Tokenization, limit: int = DISPLAY_TOKENS) -> str:
     chips = [f'<span class="tkv-id c{t.index % N_COLOURS}" data-i="{t.index}" data-id="{t.id}" '
-             f'title="{html_text(tv.describe(t))}">{t.id}</span>' for t in tz.tokens[:limit]]
+             f'title="{html_text(t.describe())}">{t.id}</span>' for t in tz.tokens[:limit]]
     more = f" … and {len(tz.ids) - limit:,} more (all ids are in the data below)" if len(tz.ids) > limit else ""
     return "[" + ", ".join(chips) + "]" + html_text(more)
-
-
-def _notes(tz: tv.Tokenization, tokenizer) -> list[str]:
-    c = tz.counts()
-    notes = list(tz.notes)
-    literals = [s for s in tv.special_literals(tokenizer) if s in tz.text and s != UNK]
-    if literals and tz.special_mode == "allow":
-        ids = sorted({t.id for t in tz.tokens if t.special})
-        notes.append(f"{', '.join(literals)} typed in the text became the special token (id {', '.join(map(str, ids))}): "
-                     "allowed, as when a data loader joins documents.")
-    elif literals and tz.special_mode == "plain":
-        how = ("an unknown word, <|unk|>" if isinstance(tokenizer, SimpleTokenizerV2)
-               else "ordinary text, several tokens; no special id was used")
-        notes.append(f"{', '.join(literals)} was encoded as {how}. Choose 'special token' to get the single id.")
-    if c["partial_tokens"]:
-        notes.append(f"{c['partial_tokens']} tokens hold only part of a character's UTF-8 bytes (shown as "
-                     "<0xE6>…); the underlined groups show the character they make together.")
-    if c["unknown_tokens"]:
-        words = sorted({t.raw.decode("utf-8") for t in tz.tokens if t.unknown})
-        shown = ", ".join(words[:12]) + (" …" if len(words) > 12 else "")
-        notes.append(f"{c['unknown_tokens']} words are not in the vocabulary and became {UNK} "
-                     f"(id {tokenizer.str_to_int[UNK]}): {shown}. Byte-level BPE never needs {UNK}.")
-    if isinstance(tokenizer, SimpleTokenizerV2):
-        notes.append("Word-level: whitespace (greyed) belongs to no token, so decoding cannot restore it exactly.")
-    return notes
 
 
 def render_view(tz: tv.Tokenization, tokenizer, ws: str, other_count: int | None = None) -> str:
@@ -255,7 +230,7 @@ def render_view(tz: tv.Tokenization, tokenizer, ws: str, other_count: int | None
     if tz.round_trip_ok:
         rt = '<span class="tkv-ok tkv-rt">decode(encode(text)) == text ✓</span>'
     else:
-        at = tv.first_difference(tz.text, tz.decoded)
+        at = tz.first_mismatch
         snippet = tz.decoded[max(0, at - 20):at + 60]
         rt = (f'<span class="tkv-bad tkv-rt" title="{html_text(tz.decoded[:2000])}">round trip differs at character '
               f'{at:,}: decoded “…{html_text(_ws_text(snippet, "markers"))}…” ✗</span>')
@@ -263,7 +238,7 @@ def render_view(tz: tv.Tokenization, tokenizer, ws: str, other_count: int | None
             f'<span class="tkv-count"><b>{c["tokens"]:,}</b> tokens{html_text(diff)}</span>'
             f'<span>{c["characters"]:,} characters · {c["bytes"]:,} bytes · {cpt} characters/token · '
             f'{c["distinct_tokens"]:,} distinct</span>{rt}</div>')
-    notes = _notes(tz, tokenizer)
+    notes = tz.notes
     notes_html = ("<ul class='tkv-notes'>" + "".join(f"<li>{html_text(n)}</li>" for n in notes) + "</ul>") if notes else ""
     cut = (f'<div class="tkv-legend">Showing the first {DISPLAY_TOKENS:,} of {c["tokens"]:,} tokens; '
            "the counts cover the whole text.</div>") if c["tokens"] > DISPLAY_TOKENS else ""
@@ -288,7 +263,7 @@ def as_json(tz: tv.Tokenization) -> dict:
         "decoded": tz.decoded if len(tz.decoded) <= 5_000 else tz.decoded[:5_000] + "…",
         "ids": tz.ids[:JSON_IDS],
         "ids_truncated": len(tz.ids) > JSON_IDS,
-        "tokens": tv.as_records(tz, JSON_TOKENS),
+        "tokens": tz.records(JSON_TOKENS),
         "tokens_truncated": len(tz.tokens) > JSON_TOKENS,
     }
 

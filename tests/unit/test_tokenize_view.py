@@ -129,3 +129,17 @@ def test_first_difference():
     assert tv.first_difference("abc", "abc") is None
     assert tv.first_difference("abc", "abd") == 2
     assert tv.first_difference("ab", "abc") == 2
+
+
+def test_the_tokenization_carries_its_notes_mismatch_and_records():
+    tok = gpt2_tokenizer()
+    tz = tv.tokenize(tok, "a " + ENDOFTEXT + " a🙂", special="allow")
+    assert any("became the special token" in n for n in tz.notes)
+    assert any("part of a character" in n for n in tz.notes)
+    assert tz.first_mismatch is None and tz.records(2) == [t.to_dict() for t in tz.tokens[:2]]
+    first = tz.tokens[0]
+    assert f"id {first.id}" in first.describe() and first.gpt2_form == "a"
+    simple = SimpleTokenizerV2.from_text("hello world")
+    word = tv.tokenize(simple, "hello  there")
+    assert word.first_mismatch is not None and any("Word-level" in n for n in word.notes)
+    assert any("not in the vocabulary" in n for n in word.notes)
