@@ -8,7 +8,6 @@ from __future__ import annotations
 import gradio as gr
 from llm_core import corpus
 from llm_core.views.sampling_view import Sampling, compute
-from llm_core.views.token_text import ids_text, token_label
 from llm_core.tokenizers import GPT2, gpt2_tokenizer
 from tabs.common import MAX_UPLOAD_BYTES, check_int, check_text, friendly_errors, get_bundle
 from tabs.guard import discard
@@ -243,7 +242,7 @@ def stream_html(s: Sampling) -> str:
         title = html_text(f"position {col - 1}, id {tid}: {why}", quote=True)
         parts.append(f'<div class="smp-pos" style="grid-column:{col};grid-row:1">{col - 1}</div>')
         parts.append(f'<b class="{" ".join(classes)}" style="grid-column:{col};grid-row:2" title="{title}">'
-                     f'{html_text(token_label(tok, tid))}</b>')
+                     f'{html_text(s.label(tid))}</b>')
         parts.append(f'<div class="smp-cov" style="grid-column:{col};grid-row:3" '
                      f'title="in this many input windows">{as_input[col - 1] or "·"}</div>')
     lanes = pack_lanes([st for st in s.starts[:MAX_DRAWN_WINDOWS] if st < shown], L + 1)
@@ -275,12 +274,11 @@ def stream_html(s: Sampling) -> str:
 
 
 def windows_table(s: Sampling) -> list[list]:
-    tok = s.tokenizer
     rows = []
     for i in range(min(s.num_windows, MAX_TABLE_ROWS)):
         x, y = s.dataset[i]
-        rows.append([i, s.starts[i], _ids(x), _ids(y), ids_text(tok, x.tolist()),
-                     ids_text(tok, y.tolist())])
+        rows.append([i, s.starts[i], _ids(x), _ids(y), s.text_of(x.tolist()),
+                     s.text_of(y.tolist())])
     return rows
 
 
@@ -288,7 +286,6 @@ def pairs_html(s: Sampling) -> str:
     """The book's "context ----> desired" listing for one window."""
     if s.window is None:
         return '<div class="smp-note">No windows, so no next-token pairs: lower max_length or add text.</div>'
-    tok = s.tokenizer
     x, y = s.dataset[s.window]
     x, y = x.tolist(), y.tolist()
     start = s.starts[s.window]
@@ -299,10 +296,10 @@ def pairs_html(s: Sampling) -> str:
     for k in range(1, min(s.max_length, MAX_PAIRS) + 1):
         ctx, desired = x[:k], y[k - 1]
         ctx_ids = str(ctx) if k <= 8 else f"[… {k - 6} more, {', '.join(map(str, ctx[-6:]))}]"
-        ctx_text = ("…" if k > 24 else "") + ids_text(tok, ctx if k <= 24 else ctx[-24:])
+        ctx_text = ("…" if k > 24 else "") + s.text_of(ctx if k <= 24 else ctx[-24:])
         rows.append(f"<tr><td>{html_text(ctx_ids)}</td><td class='smp-arrow'>----&gt;</td><td>{desired}</td>"
                     f"<td>{html_text(ctx_text)}</td><td class='smp-arrow'>----&gt;</td>"
-                    f"<td>{html_text(token_label(tok, desired))}</td></tr>")
+                    f"<td>{html_text(s.label(desired))}</td></tr>")
     rows.append("</table>")
     more = ""
     if s.max_length > MAX_PAIRS:

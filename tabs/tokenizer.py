@@ -7,7 +7,7 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from llm_core.views import tokenize_view as tv
+from llm_core.views import tokenize_view as tok_view
 from llm_core.bpe import BPETrainResult, train_bpe
 from llm_core.tokenizers import (CL100K, ENDOFTEXT, O200K, UNK, SimpleTokenizerV2, SpecialTokenError,
                                  available_tokenizers, get_named_tokenizer, gpt2_tokenizer)
@@ -152,7 +152,7 @@ def _ws_text(text: str, ws: str) -> str:
     return show_text(text, "marked" if ws == "markers" else "typed", line_breaks=True)
 
 
-def _token_inner(tok: tv.TokenPiece, ws: str) -> str:
+def _token_inner(tok: tok_view.TokenPiece, ws: str) -> str:
     """The visible text of one token (escaped), partial-character bytes as <0xE6>."""
     if tok.unknown:
         return html_text(UNK) + f'<span class="tkv-b"> {html_text(show_text(tok.raw.decode("utf-8"), "typed"))}</span>'
@@ -167,7 +167,7 @@ def _token_inner(tok: tv.TokenPiece, ws: str) -> str:
     return "".join(out)
 
 
-def _token_span(tok: tv.TokenPiece, ws: str, extra_class: str = "") -> str:
+def _token_span(tok: tok_view.TokenPiece, ws: str, extra_class: str = "") -> str:
     classes = [f"tkv-t c{tok.index % N_COLOURS}"]
     if tok.special:
         classes.append("tkv-special")
@@ -180,7 +180,7 @@ def _token_span(tok: tv.TokenPiece, ws: str, extra_class: str = "") -> str:
             f'title="{html_text(info)}">{_token_inner(tok, ws)}</span>')
 
 
-def render_tokens(tz: tv.Tokenization, ws: str, limit: int = DISPLAY_TOKENS, highlight: bytes | None = None) -> str:
+def render_tokens(tz: tok_view.Tokenization, ws: str, limit: int = DISPLAY_TOKENS, highlight: bytes | None = None) -> str:
     """Coloured spans for the first ``limit`` tokens, with the text between word-level
     tokens greyed out and partial-character tokens bracketed with the character they form."""
     parts = []
@@ -210,14 +210,14 @@ def render_tokens(tz: tv.Tokenization, ws: str, limit: int = DISPLAY_TOKENS, hig
     return "".join(parts)
 
 
-def render_ids(tz: tv.Tokenization, limit: int = DISPLAY_TOKENS) -> str:
+def render_ids(tz: tok_view.Tokenization, limit: int = DISPLAY_TOKENS) -> str:
     chips = [f'<span class="tkv-id c{t.index % N_COLOURS}" data-i="{t.index}" data-id="{t.id}" '
              f'title="{html_text(t.describe())}">{t.id}</span>' for t in tz.tokens[:limit]]
     more = f" … and {len(tz.ids) - limit:,} more (all ids are in the data below)" if len(tz.ids) > limit else ""
     return "[" + ", ".join(chips) + "]" + html_text(more)
 
 
-def render_view(tz: tv.Tokenization, tokenizer, ws: str, other_count: int | None = None) -> str:
+def render_view(tz: tok_view.Tokenization, tokenizer, ws: str, other_count: int | None = None) -> str:
     word_level = isinstance(tokenizer, SimpleTokenizerV2)
     if ws == "gpt2" and word_level:
         ws = "markers"  # words are not byte sequences: GPT-2's byte alphabet does not apply
@@ -254,7 +254,7 @@ def render_view(tz: tv.Tokenization, tokenizer, ws: str, other_count: int | None
             f'<div class="tkv-ids">{render_ids(tz)}</div></div>')
 
 
-def as_json(tz: tv.Tokenization) -> dict:
+def as_json(tz: tok_view.Tokenization) -> dict:
     return {
         "tokenizer": tz.tokenizer,
         "special": tz.special_mode,
@@ -279,7 +279,7 @@ def _check_choice(value, allowed, name):
 def _clean_text(text) -> str:
     text = check_text(text)
     try:
-        tv.check_unicode(text)
+        tok_view.check_unicode(text)
     except ValueError as exc:
         raise gr.Error(f"The text cannot be tokenized: {exc}. Paste it again from its source.") from None
     return text
@@ -289,7 +289,7 @@ def tokenize_one(key: str, text: str, special: str, ws: str, model_name, vocab_s
                  bpe_state, other_count: int | None = None) -> tuple[dict, str, str]:
     tokenizer, name = resolve_tokenizer(key, text, model_name, vocab_source, vocab_text, bpe_state)
     try:
-        tz = tv.tokenize(tokenizer, text, special=special, name=name)
+        tz = tok_view.tokenize(tokenizer, text, special=special, name=name)
     except SpecialTokenError as exc:
         raise gr.Error(f"{name}: {exc}. The 'special token literals' setting is 'refuse'; choose "
                        "'special token' to encode it as one id, or 'plain text' to spell it out.") from None
@@ -306,7 +306,7 @@ def tokenize_event(text, tok_a, tok_b, special, ws, vocab_source, vocab_text,
     text = _clean_text(text)
     _check_choice(tok_a, list(BASE_CHOICES), "Tokenizer")
     _check_choice(tok_b or NONE, [NONE, *BASE_CHOICES], "Compare with")
-    _check_choice(special, tv.SPECIAL_MODES, "Special-token literals")
+    _check_choice(special, tok_view.SPECIAL_MODES, "Special-token literals")
     _check_choice(ws, [v for _, v in WS_CHOICES], "Whitespace display")
     common = (special, ws, model_name, vocab_source, vocab_text, bpe_state)
     json_a, html_a, ids_a = tokenize_one(tok_a, text, *common)
@@ -341,7 +341,7 @@ def prefill_from_url(request: gr.Request):
         elif text.strip():
             out[0] = text
     for slot, name, allowed in ((1, "tokenizer", list(BASE_CHOICES)), (2, "compare", [NONE, *BASE_CHOICES]),
-                                (3, "special", list(tv.SPECIAL_MODES)), (4, "ws", [v for _, v in WS_CHOICES])):
+                                (3, "special", list(tok_view.SPECIAL_MODES)), (4, "ws", [v for _, v in WS_CHOICES])):
         value = params.get(name)
         if value is None:
             continue
@@ -456,8 +456,8 @@ def replay_view(state: dict | None, step, text) -> str:
     sample = text[:REPLAY_CHARS]
     raws = result.segment(sample, k)
     ids = result.segment_ids(sample, k)
-    tz = tv.Tokenization(text=sample, tokenizer=f"after {k:,} merges", ids=ids,
-                         tokens=tv.byte_level_pieces(sample, ids, raw_tokens=raws,
+    tz = tok_view.Tokenization(text=sample, tokenizer=f"after {k:,} merges", ids=ids,
+                         tokens=tok_view.byte_level_pieces(sample, ids, raw_tokens=raws,
                                                      special_ids={256 + k}),
                          decoded=b"".join(raws).decode("utf-8", errors="replace"))
     before = len(sample.encode("utf-8"))

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..data import create_dataloader_v1
+from .token_text import ids_text, token_label
 
 
 @dataclass
@@ -45,6 +46,14 @@ class Sampling:
     @property
     def n_tokens(self) -> int:
         return len(self.token_ids)
+
+    def label(self, token_id: int) -> str:
+        """One token as the tab shows it (``token_text.token_label``)."""
+        return token_label(self.tokenizer, token_id)
+
+    def text_of(self, ids) -> str:
+        """Several tokens' text joined, whitespace marked (``token_text.ids_text``)."""
+        return ids_text(self.tokenizer, ids)
 
     @property
     def num_windows(self) -> int:
