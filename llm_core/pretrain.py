@@ -106,7 +106,8 @@ def fmt_duration(seconds: float | None) -> str:
 
 def format_event(ev) -> str:
     val = f"{ev.val_loss:.3f}" if ev.val_loss is not None else "-"
-    sample = (ev.sample or "").replace("\n", "⏎")
+    # A log line: only the newline gets its mark (as in token_text), so the sample stays on one line with its spaces.
+    sample = (ev.sample or "").replace("\n", "↵")
     return (f"step {ev.step:>6}/{ev.total_steps} | ep {ev.epoch} | tok {ev.tokens_seen:>11,} | "
             f"train {ev.train_loss:.3f} | val {val} | ppl {ev.perplexity:,.1f} | lr {ev.lr:.2e} | "
             f"{ev.tokens_per_s:,.0f} tok/s | {fmt_duration(ev.elapsed_s)} eta {fmt_duration(ev.eta_s)} | {sample}")

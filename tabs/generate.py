@@ -330,7 +330,7 @@ def step_figure(run, i: int | None) -> go.Figure:
         cands.append({"token_id": rec["token_id"], "token": rec["token"], "p": rec["p"], "p_sampled": rec["p_sampled"]})
     labels, seen = [], set()
     for rank, c in enumerate(cands):
-        label = show_text(c["token"])
+        label = show_text(c["token"])  # a run keeps token strings (its API record), not the tokenizer
         while label in seen:  # two ids that display alike still get their own bar
             label += "\u200b"
         seen.add(label)
