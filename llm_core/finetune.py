@@ -608,7 +608,7 @@ def _cli_data(task: str, source: str):
     return idata.load_instruction_upload(source, name=Path(source).name)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     """Fine-tune from the command line (the loop the Fine-tune tab runs) and save the adapter.
 
         python -m llm_core.finetune --model pydoc-gpt --task instruction --data builtin \\
@@ -617,12 +617,15 @@ def main(argv=None) -> None:
     ``--out DIR`` writes peft's adapter format (adapter_config.json + adapter_model.safetensors) for
     LoRA, or the whole tuned model in Hugging Face's GPT-2 layout for last-block/full; a path ending
     in ``.safetensors`` writes the single-file adapter of earlier versions.
+
+    Several processes (DDP; gloo on CPUs, NCCL on GPUs), each training on its share of every global
+    batch (``--batch-size`` is the global batch), rank 0 logging, evaluating and saving:
+
+        torchrun --nproc_per_node 2 -m llm_core.finetune --batch-size 16 ... --out runs/tuned
     """
     import argparse
-    import json
-    import sys
 
-    from .registry import load_model
+    from .distributed import DistContext
 
     p = argparse.ArgumentParser(prog="python -m llm_core.finetune", description=main.__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="base model name (default: the app's default model)")
@@ -648,6 +651,7 @@ def main(argv=None) -> None:
     p.add_argument("--max-minutes", type=float, default=60.0)
     p.add_argument("--threads", type=int)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--log-json", help="also append every step's event as a JSON line to this file")
     p.add_argument("--out", help="write the result here: a folder (peft adapter / Hugging Face model) "
                                  "or a .safetensors file (the older single-file adapter)")
     p.add_argument("--push-to-hub", metavar="REPO", help="also upload the --out folder to this Hub repo")
@@ -656,25 +660,56 @@ def main(argv=None) -> None:
         raise SystemExit("--push-to-hub needs --out DIR (a folder in Hugging Face's formats)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    dist = DistContext.from_env(pick_device(args.device))
+    try:
+        return _run_cli(args, argv, dist)
+    finally:
+        dist.close()
+
+
+def _run_cli(args, argv, dist) -> int:
+    import json
+    import sys
+
+    from .registry import load_model
+
+    device = dist.device(pick_device(args.device))
     bundle = load_model(args.model)
     data = _cli_data(args.task, args.data)
     settings = FinetuneSettings(task=args.task, method=args.method, rank=args.rank, alpha=args.alpha,
-                                lora_scaling=args.lora_scaling, targets=tuple(args.targets), epochs=args.epochs, max_steps=args.steps,
-                                batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                                eval_interval=args.eval_interval, eval_batches=args.eval_batches, seed=args.seed,
+                                lora_scaling=args.lora_scaling, targets=tuple(args.targets), epochs=args.epochs,
+                                max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                weight_decay=args.weight_decay, eval_interval=args.eval_interval,
+                                eval_batches=args.eval_batches, seed=args.seed,
                                 max_seconds=min(args.max_minutes * 60, MAX_SECONDS), max_length=args.max_length,
                                 mask_instruction=args.mask_instruction, n_score=args.n_score)
-    print(f"{bundle.summary()}\n{data.name}: {len(data):,} examples", flush=True)
+    main_rank = dist.is_main
+    procs = f" × {dist.world_size} processes ({dist.backend})" if dist.enabled else ""
+    if main_rank:
+        print(f"{bundle.summary()}\n{data.name}: {len(data):,} examples; on {device}{procs}", flush=True)
+    log_file = open(args.log_json, "a") if args.log_json and main_rank else None
     last = None
-    for ev in finetune(bundle.model, bundle.tokenizer, data, settings, base_name=bundle.name, device=args.device):
-        last = ev
-        if ev.is_eval:
-            acc = f" acc {ev.train_acc:.3f}/{ev.val_acc:.3f}" if ev.val_acc is not None else ""
-            print(f"step {ev.step:5d} train {ev.train_loss:.4f} val {ev.val_loss:.4f}{acc} "
-                  f"{ev.tokens_per_s:,.0f} tok/s {ev.elapsed_s:,.0f} s", flush=True)
-            for sample in ev.samples or []:
-                print(f"    {sample['instruction']!r} {sample['input']!r} -> {sample['response']!r} "
-                      f"(expected {sample['expected']!r})", flush=True)
+    try:
+        for ev in finetune(bundle.model, bundle.tokenizer, data, settings, base_name=bundle.name, device=device,
+                           dist=dist):
+            last = ev
+            if not main_rank:
+                continue
+            if log_file:
+                log_file.write(json.dumps(ev.to_dict()) + "\n")
+                log_file.flush()
+            if ev.is_eval:
+                acc = f" acc {ev.train_acc:.3f}/{ev.val_acc:.3f}" if ev.val_acc is not None else ""
+                print(f"step {ev.step:5d} train {ev.train_loss:.4f} val {ev.val_loss:.4f}{acc} "
+                      f"{ev.tokens_per_s:,.0f} tok/s {ev.elapsed_s:,.0f} s", flush=True)
+                for sample in ev.samples or []:
+                    print(f"    {sample['instruction']!r} {sample['input']!r} -> {sample['response']!r} "
+                          f"(expected {sample['expected']!r})", flush=True)
+    finally:
+        if log_file:
+            log_file.close()
+    if not main_rank:
+        return 0 if last is not None and last.status != "diverged" else 1
     if last is None or last.result is None:
         raise SystemExit(f"no result: {last.reason if last else 'no events'}")
     res = last.result
@@ -694,8 +729,8 @@ def main(argv=None) -> None:
                     print(f"pushed to {push_to_hub(out, args.push_to_hub)}")
                 except HubPushError as exc:
                     raise SystemExit(f"push: {exc}") from None
-
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

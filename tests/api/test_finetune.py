@@ -176,7 +176,7 @@ def test_parameter_counts_preview():
 
 
 def test_a_diverged_run_keeps_the_earlier_result_and_adapter(tmp_path, monkeypatch):
-    from llm_core.finetune import FinetuneEvent
+    from llm_core.training import TrainEvent
     from tabs.session_store import SESSIONS
     from llm_core.registry import default_model_name
     args = _args(_easy_csv(tmp_path), steps=2)
@@ -187,9 +187,9 @@ def test_a_diverged_run_keeps_the_earlier_result_and_adapter(tmp_path, monkeypat
     assert kept is not None
 
     def diverging(*a, **kw):
-        yield FinetuneEvent(step=1, epoch=1, tokens_seen=8, lr=1e-3, batch_loss=float("nan"), elapsed_s=0.1,
-                            tokens_per_s=80.0, eta_s=None, total_steps=2, done=True, stopped=True,
-                            status="diverged", reason="the loss became nan at step 1: training diverged.")
+        yield TrainEvent(step=1, epoch=1, tokens_seen=8, lr=1e-3, batch_loss=float("nan"), elapsed_s=0.1,
+                         tokens_per_s=80.0, eta_s=None, total_steps=2, done=True, stopped=True,
+                         status="diverged", reason="the loss became nan at step 1: training diverged.")
     monkeypatch.setattr(F, "finetune", diverging)
     last = list(F.run_finetune(*args, default_model_name(), None))[-1]
     assert "diverged" in last[0]
