@@ -709,26 +709,30 @@ def _run_cli(args, argv, dist) -> int:
         if log_file:
             log_file.close()
     if not main_rank:
+        dist.barrier()  # wait for rank 0's saving: a rank that leaves early can abort the group's teardown
         return 0 if last is not None and last.status != "diverged" else 1
-    if last is None or last.result is None:
-        raise SystemExit(f"no result: {last.reason if last else 'no events'}")
-    res = last.result
-    print(f"{last.status}: {last.reason}. {res.counts.summary()}")
-    print(json.dumps({"accuracy": res.accuracy, "val_loss": res.val_loss, "scores": res.scores}, indent=2))
-    if args.out:
-        res.info.extra["command"] = "python -m llm_core.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
-        if args.out.endswith(".safetensors"):
-            print(f"adapter written to {res.save_adapter(args.out)}")
-        else:
-            out = res.save_hf(args.out)
-            print(f"written to {out} (" + ", ".join(sorted(f.name for f in out.iterdir())) + ")")
-            if args.push_to_hub:
-                from .export import HubPushError, push_to_hub
+    try:
+        if last is None or last.result is None:
+            raise SystemExit(f"no result: {last.reason if last else 'no events'}")
+        res = last.result
+        print(f"{last.status}: {last.reason}. {res.counts.summary()}")
+        print(json.dumps({"accuracy": res.accuracy, "val_loss": res.val_loss, "scores": res.scores}, indent=2))
+        if args.out:
+            res.info.extra["command"] = "python -m llm_core.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
+            if args.out.endswith(".safetensors"):
+                print(f"adapter written to {res.save_adapter(args.out)}")
+            else:
+                out = res.save_hf(args.out)
+                print(f"written to {out} (" + ", ".join(sorted(f.name for f in out.iterdir())) + ")")
+                if args.push_to_hub:
+                    from .export import HubPushError, push_to_hub
 
-                try:
-                    print(f"pushed to {push_to_hub(out, args.push_to_hub)}")
-                except HubPushError as exc:
-                    raise SystemExit(f"push: {exc}") from None
+                    try:
+                        print(f"pushed to {push_to_hub(out, args.push_to_hub)}")
+                    except HubPushError as exc:
+                        raise SystemExit(f"push: {exc}") from None
+    finally:
+        dist.barrier()
     return 0
 
 

@@ -126,55 +126,59 @@ def _run(args, argv, dist: DistContext) -> None:
             print(f"step {ev.step:5d} train {ev.train_loss:.4f} val {ev.val_loss:.4f} "
                   f"{ev.tokens_per_s:,.0f} tok/s {ev.elapsed_s:,.0f} s", flush=True)
     if not dist.is_main:
+        dist.barrier()  # wait for rank 0's measuring and saving (see finetune._run_cli)
         return
-    if last is None or last.result is None:
-        raise SystemExit(f"no result: {last.reason if last else 'no events'}")
-    train_seconds = time.time() - train_started
-    res = last.result
-    model = res.model
-    if args.method == "lora":  # a plain GPTModel checkpoint: fold the updates in, back to nn.Linear
-        merge_lora(model)
-        for path, layer in lora_layers(model).items():
-            _set(model, path, layer.linear)
-    after, after_answers = measure(model, bundle.tokenizer, sets, args.answer_tokens, args.batch_size)
-    print("after: ", json.dumps(after), flush=True)
-    examples = []
-    for key in ("computed", "doc_exact", "doc_similar", "assistant"):
-        if key not in after_answers:
-            continue
-        for e, b, a in list(zip(sets[key], before_answers[key], after_answers[key]))[:6]:
-            examples.append({"kind": key, "instruction": e["instruction"], "input": e["input"],
-                             "expected": e["output"], "before": b, "after": a})
-    meta = {
-        "name": args.name or args.out.rstrip("/").split("/")[-1],
-        "base_model": bundle.name,
-        "command": command,
-        "method": args.method,
-        "rank": args.rank if args.method == "lora" else None,
-        "alpha": args.alpha if args.method == "lora" else None,
-        "status": last.status, "reason": last.reason,
-        "steps": res.info.extra.get("steps"),
-        "examples_seen": res.info.extra.get("steps", 0) * args.batch_size,
-        "train_seconds": round(train_seconds, 1),
-        "seconds": round(time.time() - started, 1),
-        "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "data": data.description,
-        "before": before, "after": after,
-        "examples": examples,
-        "curve": [{k: h[k] for k in ("step", "train_loss", "val_loss")} for h in res.history],
-    }
-    save_checkpoint(args.out, model.to("cpu").eval(), bundle.tokenizer, meta)
-    print(json.dumps({k: meta[k] for k in ("status", "steps", "train_seconds", "seconds", "before", "after")},
-                     indent=2))
-    print(f"written to {args.out}")
-    if args.push_to_hub:
-        from .export import HubPushError, push_to_hub
+    try:
+        if last is None or last.result is None:
+            raise SystemExit(f"no result: {last.reason if last else 'no events'}")
+        train_seconds = time.time() - train_started
+        res = last.result
+        model = res.model
+        if args.method == "lora":  # a plain GPTModel checkpoint: fold the updates in, back to nn.Linear
+            merge_lora(model)
+            for path, layer in lora_layers(model).items():
+                _set(model, path, layer.linear)
+        after, after_answers = measure(model, bundle.tokenizer, sets, args.answer_tokens, args.batch_size)
+        print("after: ", json.dumps(after), flush=True)
+        examples = []
+        for key in ("computed", "doc_exact", "doc_similar", "assistant"):
+            if key not in after_answers:
+                continue
+            for e, b, a in list(zip(sets[key], before_answers[key], after_answers[key]))[:6]:
+                examples.append({"kind": key, "instruction": e["instruction"], "input": e["input"],
+                                 "expected": e["output"], "before": b, "after": a})
+        meta = {
+            "name": args.name or args.out.rstrip("/").split("/")[-1],
+            "base_model": bundle.name,
+            "command": command,
+            "method": args.method,
+            "rank": args.rank if args.method == "lora" else None,
+            "alpha": args.alpha if args.method == "lora" else None,
+            "status": last.status, "reason": last.reason,
+            "steps": res.info.extra.get("steps"),
+            "examples_seen": res.info.extra.get("steps", 0) * args.batch_size,
+            "train_seconds": round(train_seconds, 1),
+            "seconds": round(time.time() - started, 1),
+            "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+            "data": data.description,
+            "before": before, "after": after,
+            "examples": examples,
+            "curve": [{k: h[k] for k in ("step", "train_loss", "val_loss")} for h in res.history],
+        }
+        save_checkpoint(args.out, model.to("cpu").eval(), bundle.tokenizer, meta)
+        print(json.dumps({k: meta[k] for k in ("status", "steps", "train_seconds", "seconds", "before", "after")},
+                         indent=2))
+        print(f"written to {args.out}")
+        if args.push_to_hub:
+            from .export import HubPushError, push_to_hub
 
-        try:
-            print(f"pushed to {push_to_hub(args.out, args.push_to_hub)}")
-        except HubPushError as exc:
-            raise SystemExit(f"push: {exc}") from None
+            try:
+                print(f"pushed to {push_to_hub(args.out, args.push_to_hub)}")
+            except HubPushError as exc:
+                raise SystemExit(f"push: {exc}") from None
+    finally:
+        dist.barrier()
 
 
 if __name__ == "__main__":
