@@ -198,7 +198,8 @@ def run_interruption(stop: StopCheck, started: float, max_seconds: float | None,
 
 def eta_seconds(step: int, total_steps: int, seconds_so_far: float, elapsed: float,
                 max_seconds: float | None) -> float | None:
-    """Time left at the pace so far, never past the time cap; None before the first step."""
+    """Time left at the pace of the steps so far (``seconds_so_far``: training time, evaluations
+    excluded), never past the time cap (``elapsed``: wall time); None before the first step."""
     if step <= 0:
         return None
     eta = (total_steps - step) * seconds_so_far / step
