@@ -242,3 +242,27 @@ def test_two_gloo_processes_fine_tune_like_one(tiny_base, tmp_path, task, method
     for s in a:
         assert abs(a[s] - b[s]) <= 1e-5, (s, a[s], b[s])
     assert len(set(a.values())) == 5  # the loss moved: the model really trained
+
+
+@pytest.mark.slow
+def test_instruct_tune_under_torchrun_gives_the_curve_of_one_process(tiny_base, tmp_path):
+    from llm_core.checkpoint import load_checkpoint
+
+    args = ["--model", str(tiny_base), "--steps", "4", "--eval-interval", "2", "--eval-batches", "2",
+            "--batch-size", "6", "--n-computed", "2", "--n-doc", "1", "--answer-tokens", "4", "--threads", "1"]
+    subprocess.run([sys.executable, "-m", "llm_core.instruct_tune", *args, "--out", str(tmp_path / "one")],
+                   cwd=ROOT, env=env(), check=True, capture_output=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(free_port()), "-m", "llm_core.instruct_tune", *args,
+                          "--out", str(tmp_path / "two")], cwd=ROOT, env=env(), capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[:3000]
+    assert "× 2 processes (gloo)" in run.stdout
+    one, two = (load_checkpoint(tmp_path / d)[2] for d in ("one", "two"))
+    assert one["steps"] == two["steps"] == 4
+    assert [c["step"] for c in one["curve"]] == [c["step"] for c in two["curve"]] == [0, 2, 4]
+    for a, b in zip(one["curve"], two["curve"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+    assert one["curve"][-1]["train_loss"] < one["curve"][0]["train_loss"]  # it trained
+    assert two["after"]["val_loss"] == pytest.approx(one["after"]["val_loss"], abs=1e-5)
