@@ -22,8 +22,10 @@ evaluation and the final scores.
   block, final norm and head), ``full`` (every weight).
 
 Caps on steps and time are enforced inside the loop; a NaN/inf loss or gradient stops the run
-with ``status="diverged"`` (the loop rolls the copy back to its last evaluation) and no result,
-so a previously stored result and adapter are never replaced by a broken run.
+with ``status="diverged"``: the loop rolls the copy back to its last evaluation with finite
+losses, and the result is that model (its steps and validation loss those of the evaluation).
+With no such evaluation there is no result, so a previously stored one is never replaced by a
+broken model.
 """
 from __future__ import annotations
 
@@ -524,8 +526,8 @@ def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | Instru
              settings: FinetuneSettings | None = None, *, base_name: str = "", stop: StopCheck = None,
              device=None, dist=None) -> Iterator[TrainEvent]:
     """Train a copy of ``base_model`` with ``training.run_training``; yield a TrainEvent per step;
-    the last has ``done=True`` and, unless training diverged, a ``result``. The base model is
-    never modified.
+    the last has ``done=True`` and a ``result`` (none when training diverged before any evaluation
+    with finite losses). The base model is never modified.
 
     ``dist`` (a ``distributed.DistContext``, under ``torchrun``) trains on several processes:
     every rank reads the same global batches and trains on its share of the rows, gradients are
@@ -564,20 +566,25 @@ def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | Instru
                            dist=dist, step_model=step_model):
         if ev.is_eval:
             history.append(ev.to_dict())
-        if ev.done and ev.status == "diverged":
+        if ev.done and ev.status == "diverged" and ev.rolled_back_to is None:
             ev.reason += " Nothing was saved: an earlier result and adapter stay as they were."
-        elif ev.done and is_main:
+        elif ev.done and is_main:  # finished, stopped, or rolled back to its last good evaluation
             ev.result = finetune_result(task, model, base_model, s, data, base_name, history, ev, device)
         yield ev
 
 
 def finetune_result(task: ClassificationTask | InstructionTask, model, base_model, s: FinetuneSettings, data,
                     base_name: str, history: list[dict], final: TrainEvent, device) -> "FinetuneResult":
-    """What a finished (or stopped) run leaves: the tuned model, its scores, update norms and adapter info."""
+    """What a run leaves: the tuned model, its scores, update norms and adapter info. A diverged run
+    leaves the model of the evaluation it was rolled back to, with that evaluation's numbers."""
+    steps, val_loss = final.step, final.val_loss
+    if final.rolled_back_to is not None:
+        steps = final.rolled_back_to
+        val_loss = next(h["val_loss"] for h in reversed(history) if h["step"] == steps)
     result = FinetuneResult(task=s.task, method=s.method, model=model, tokenizer=task.tokenizer, info=None,
                             counts=count_parameters(model), history=history, status=final.status,
-                            reason=final.reason, max_length=task.max_len, val_loss=final.val_loss)
-    extra = {"task": s.task, "dataset": data.name, "steps": final.step, "settings": _settings_dict(s)}
+                            reason=final.reason, max_length=task.max_len, val_loss=val_loss)
+    extra = {"task": s.task, "dataset": data.name, "steps": steps, "settings": _settings_dict(s)}
     extra.update(task.fill_result(result, model, device))
     result.norms = update_norms(model, None if s.method == "lora" else base_model)
     fingerprint = model_fingerprint(base_model, skip=("out_head",) if task.num_classes is not None else ())

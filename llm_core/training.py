@@ -126,6 +126,7 @@ class TrainEvent:
     stopped: bool = False           # ended before total_steps (user, time cap or divergence)
     status: str = "running"         # running | finished | stopped | time_limit | diverged
     reason: str = ""
+    rolled_back_to: int | None = None  # diverged: the step whose weights the model went back to
     result: Any = None              # fine-tuning: the FinetuneResult, on the last event
 
     def to_dict(self) -> dict:
@@ -337,6 +338,7 @@ def run_training(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch
             note = " No evaluation had finite losses, so there was nothing to roll back to."
         model.eval()
         return event(done=True, stopped=True, status="diverged",
+                     rolled_back_to=good_step if good_state is not None else None,
                      reason=f"{what} at step {step + 1}: training diverged (try a lower learning rate "
                             f"or gradient clipping).{note}")
 

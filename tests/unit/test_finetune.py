@@ -171,9 +171,9 @@ def test_nan_loss_stops_without_a_result():
     assert events[-1].status == "diverged" and events[-1].result is None and "Nothing was saved" in events[-1].reason
 
 
-def test_injected_inf_after_an_evaluation_rolls_the_copy_back_and_leaves_no_result(monkeypatch):
+def test_injected_inf_after_an_evaluation_rolls_back_and_the_result_is_that_model(monkeypatch):
     """The fine-tuning run is the shared loop: a weight broken after step 2's evaluation stops the
-    run at step 3, which says what broke and rolls the tuned copy back to step 2; no result."""
+    run at step 3, which says what broke; the tuned copy goes back to step 2 and is the result."""
     import llm_core.finetune as ft
 
     tuned, snapshot, seen = {}, {}, []
@@ -196,10 +196,14 @@ def test_injected_inf_after_an_evaluation_rolls_the_copy_back_and_leaves_no_resu
     for ev in finetune(_base(), TOK, _colours_vs_animals(), s, stop=sabotage):
         seen.append(ev)
     last = seen[-1]
-    assert last.status == "diverged" and last.result is None and last.step == 2
+    assert last.status == "diverged" and last.step == 2 and last.rolled_back_to == 2
     assert "the loss became nan at step 3" in last.reason and "rolled back to step 2" in last.reason
-    assert "Nothing was saved" in last.reason
-    assert all(torch.equal(v, snapshot[k]) for k, v in tuned["model"].state_dict().items())  # the inf is gone
+    res = last.result
+    assert res is not None and res.status == "diverged" and res.model is tuned["model"]
+    assert all(torch.equal(v, snapshot[k]) for k, v in res.model.state_dict().items())  # the inf is gone
+    step2 = next(e for e in seen if e.is_eval and e.step == 2)
+    assert res.val_loss == step2.val_loss and res.info.extra["steps"] == 2
+    assert math.isfinite(res.accuracy["val"])
 
 
 def test_instruction_steps_are_the_books_train_model_simple_steps(capsys):
