@@ -83,6 +83,22 @@ class DistContext:
             return flag
         return self.mean(1.0 if flag else 0.0) > 0.0
 
+    def share(self, batch: tuple[torch.Tensor, ...], loss_terms) -> tuple[tuple[torch.Tensor, ...], float]:
+        """This rank's rows of a global batch every rank holds, and the factor that turns the mean
+        loss over those rows into this rank's part of the global batch's mean loss.
+
+        ``loss_terms(batch)`` counts the terms a batch's mean loss averages (examples, or target
+        tokens not ignored), so shares of unequal size still give the one-process gradient once DDP
+        averages over ranks: factor = world size × this share's terms / the batch's terms. A rank
+        left without rows (a last batch smaller than the world) takes the first row with factor 0:
+        it still joins every all-reduce."""
+        if not self.enabled:
+            return batch, 1.0
+        rows = tuple(t.tensor_split(self.world_size)[self.rank] for t in batch)
+        if rows[0].shape[0] == 0:
+            return tuple(t[:1] for t in batch), 0.0
+        return rows, self.world_size * loss_terms(rows) / loss_terms(batch)
+
     def barrier(self) -> None:
         if self.enabled:
             import torch.distributed as dist

@@ -414,7 +414,8 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
         (Path(args.out) / "TRAINING.md").write_text(training_report(info), encoding="utf-8")
         for s in info["samples"]:
             print(json.dumps(s), flush=True)
-    if args.push_to_hub and args.out and Path(args.out).is_dir():
+    dist.barrier()  # every rank waits for rank 0's saving: one that leaves early can abort the teardown
+    if dist.is_main and args.push_to_hub and args.out and Path(args.out).is_dir():
         from .export import HubPushError, push_to_hub
 
         try:

@@ -452,10 +452,12 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
                 last_yield = now
                 yield (_status(ev, header), curves_figure(runs, log_scale, smoothing), _samples_md(history)) + none
         res = last.result if last is not None else None
-        if res is None:  # diverged: nothing stored, an earlier result and adapter stay as they were
+        if res is None:  # diverged before a good evaluation: nothing stored, an earlier result stays
             gr.Warning(last.reason if last is not None else "The run ended without a result.")
             yield (_status(last, header), curves_figure(runs, log_scale, smoothing), _samples_md(history)) + none
             return
+        if last.status == "diverged":  # the result is the model rolled back to its last evaluation
+            gr.Warning(last.reason)
         SESSIONS.set_result(session, res)
         path = _adapter_zip(session, res, run_no)
         conf = None
