@@ -55,7 +55,7 @@ from .lora import (
 )
 from .model import eval_mode
 from .training import (
-    StopCheck, TrainEvent, TrainingTask, _should_stop, calc_loss_batch, calc_loss_loader, make_optimizer, pick_device,
+    StopCheck, TrainEvent, TrainingTask, should_stop, calc_loss_batch, calc_loss_loader, make_optimizer, pick_device,
     run_training,
 )
 
@@ -359,7 +359,7 @@ def score_responses(model, tokenizer, entries: list[dict], max_new_tokens: int,
     """Answers to ``entries`` and their scores: exact-match rate, mean similarity, overall (0-100)."""
     answers, exact, similar = [], [], []
     for e in entries:
-        if _should_stop(stop):
+        if should_stop(stop):
             break
         ans = respond(model, tokenizer, e, max_new_tokens)
         answers.append(ans)
