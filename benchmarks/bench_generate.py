@@ -50,17 +50,18 @@ transformers fp32                 12.9   18.3   20.6   494.1
 transformers + torch.ao int8      16.2   25.5   32.9   379.1
 ================================  =====  =====  =====  ========
 
-Run A: load 7-8, bandwidth 15.1 -> 15.8 GB/s; ours fp32 / transformers **1.14x**, int8
-4.23x transformers fp32, 3.36x its int8 peer; fp32 at 48 % of the limit. Run B: load 5-7,
+Run A: load 7-8, bandwidth 15.1 -> 15.8 GB/s; ours fp32 / transformers **1.14x**, int8 4.23x
+transformers fp32, 3.36x its int8 peer; fp32 at 48 % of the limit. Run B: load 5-7,
 bandwidth 17.5 -> 21.3 GB/s; fp32 **1.27x**, int8 **3.67x** and **2.64x**, fp32 **66 %** of
 the limit, time to first token 175 ms vs transformers' 189 ms. Run C: load ~4, bandwidth
 41.1 -> 38.7 GB/s; fp32 **1.82x**, int8 5.16x and 3.23x, fp32 45 % of the limit (the
 bandwidth was measured at a quiet moment the decoding runs did not get). Before the two
-changes (same day, load 5-10): fp32 1.14x, 68 %; int8 3.64x / 2.51x. So the fp32 ratio target is met in two
-runs of three and missed in the third (on this machine the ratio moves with the load by more
-than the changes moved it); the 70 %-of-limit target is missed in all three. Greedy picks: fp32 128/128 both ways; int8 127/128 after the same
-prefixes (its free run leaves transformers' at once: random GPT-2-initialised weights give
-near-flat logits, so ties break differently).
+changes (same day, load 5-10): fp32 1.14x, 68 %; int8 3.64x / 2.51x. So the fp32 ratio
+target is met in two runs of three and missed in the third (on this machine the ratio moves
+with the load by more than the changes moved it); the 70 %-of-limit target is missed in all
+three. Greedy picks: fp32 128/128 both ways; int8 127/128 after the same prefixes (its free
+run leaves transformers' at once: random GPT-2-initialised weights give near-flat logits, so
+ties break differently).
 
 Default threads (2), ``--repeats 3``, load ~5 (bandwidth 20.9 -> 22.4 GB/s; two threads on an
 oversubscribed machine: transformers suffers most): GPT-2 small fp32 9.2 vs 2.6 tokens/s
