@@ -1,9 +1,12 @@
 """Fine-tuning (chapters 6-7 and appendix E) as generators of metric events.
 
 ``finetune(base_model, tokenizer, data, settings)`` trains a *copy* of the base model (the
-shared model is never touched) and yields a ``FinetuneEvent`` after every step; every
+shared model is never touched) with the same step loop as pre-training
+(``training.run_training``) and yields a ``TrainEvent`` after every step; every
 ``eval_interval`` steps the event carries the evaluation, and the last one (``done``) carries
-a ``FinetuneResult``: the tuned model, its adapter, curves, and the final scores.
+a ``FinetuneResult``: the tuned model, its adapter, curves, and the final scores. A task
+(``ClassificationTask`` / ``InstructionTask``) prepares its data and supplies the loss, the
+evaluation and the final scores.
 
 - Classification (7.1): the output head becomes ``Linear(emb_dim, num_classes)``; each text
   is followed by one end-of-text token and batches are padded with end-of-text; the loss and
@@ -18,8 +21,11 @@ a ``FinetuneResult``: the tuned model, its adapter, curves, and the final scores
   classification head is trained in full), ``last-block`` (the book's 7.1 recipe: last
   block, final norm and head), ``full`` (every weight).
 
-Caps on steps and time are enforced inside the loop; a NaN/inf loss stops the run with
-``status="diverged"`` and no result, so a previously saved adapter is never replaced.
+Caps on steps and time are enforced inside the loop; a NaN/inf loss or gradient stops the run
+with ``status="diverged"``: the loop rolls the copy back to its last evaluation with finite
+losses, and the result is that model (its steps and validation loss those of the evaluation).
+With no such evaluation there is no result, so a previously stored one is never replaced by a
+broken model.
 """
 from __future__ import annotations
 
@@ -47,8 +53,10 @@ from .lora import (
     AdapterInfo, LoRAError, ParameterCounts, apply_lora, check_rank_alpha, count_parameters,
     expand_targets, freeze, model_fingerprint, save_adapter, update_norms,
 )
+from .model import eval_mode
 from .training import (
-    StopCheck, _should_stop, autocast_for, calc_loss_batch, eta_seconds, make_optimizer, pick_device, run_interruption,
+    StopCheck, TrainEvent, TrainingTask, should_stop, calc_loss_batch, calc_loss_loader, make_optimizer, pick_device,
+    run_training,
 )
 
 TASKS = ("classification", "instruction")
@@ -60,6 +68,7 @@ MAX_BATCH = 64
 MAX_SECONDS = 3600.0
 LORA_SCALINGS = ("alpha/rank", "alpha")
 MIN_INSTRUCTIONS = 10  # the 85/10/5 split of fewer leaves the test part empty
+IGNORE_INDEX = -100    # targets the loss skips (padding, and the prompt when masked): cross_entropy's default
 
 
 class FinetuneError(ValueError):
@@ -128,35 +137,6 @@ class FinetuneSettings:
         if self.max_length is not None and int(self.max_length) < 4:
             out.append(f"max length must be at least 4 tokens (got {self.max_length})")
         return out
-
-
-@dataclass
-class FinetuneEvent:
-    step: int
-    epoch: int
-    tokens_seen: int
-    lr: float
-    batch_loss: float | None
-    elapsed_s: float
-    tokens_per_s: float
-    eta_s: float | None
-    total_steps: int
-    is_eval: bool = False
-    train_loss: float | None = None
-    val_loss: float | None = None
-    train_acc: float | None = None   # classification only
-    val_acc: float | None = None
-    samples: list[dict] | None = None  # instruction only: held-out answers at this evaluation
-    done: bool = False
-    stopped: bool = False
-    status: str = "running"          # running | finished | stopped | time_limit | diverged
-    reason: str = ""
-    result: "FinetuneResult | None" = None
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("result")
-        return d
 
 
 @dataclass
@@ -322,10 +302,8 @@ def calc_classification_batch(model, inputs, last, labels, device) -> tuple[torc
 def predict_proba(model: nn.Module, tokenizer, text: str, label_names: list[str], max_length: int) -> dict[str, float]:
     """Class probabilities for one text (softmax of the last-token logits)."""
     ids = torch.tensor([encode_for_classification(tokenizer, text, max_length)], device=model.tok_emb.weight.device)
-    was = model.training
-    model.eval()
-    probs = torch.softmax(model(ids)[0, -1].float(), dim=-1)
-    model.train(was)
+    with eval_mode(model):
+        probs = torch.softmax(model(ids)[0, -1].float(), dim=-1)
     return {name: float(p) for name, p in zip(label_names, probs)}
 
 
@@ -381,7 +359,7 @@ def score_responses(model, tokenizer, entries: list[dict], max_new_tokens: int,
     """Answers to ``entries`` and their scores: exact-match rate, mean similarity, overall (0-100)."""
     answers, exact, similar = [], [], []
     for e in entries:
-        if _should_stop(stop):
+        if should_stop(stop):
             break
         ans = respond(model, tokenizer, e, max_new_tokens)
         answers.append(ans)
@@ -396,40 +374,88 @@ def score_responses(model, tokenizer, entries: list[dict], max_new_tokens: int,
     }, answers
 
 
-# ---------------------------------------------------------------- the loop
+# ---------------------------------------------------------------- each task's data, loss and evaluation
 
-def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | InstructionData,
-             settings: FinetuneSettings | None = None, *, base_name: str = "", stop: StopCheck = None,
-             device=None) -> Iterator[FinetuneEvent]:
-    """Train a copy of ``base_model``; yield a FinetuneEvent per step; the last has ``done=True``
-    and, unless training diverged, a ``result``. The base model is never modified."""
-    s = settings or FinetuneSettings()
-    problems = s.problems()
-    if problems:
-        raise FinetuneError("; ".join(problems))
-    classify = s.task == "classification"
-    if classify != isinstance(data, ClassificationData):
-        raise FinetuneError(f"the {s.task} task needs a {'labelled' if classify else 'instruction'} data set")
-    device = pick_device(device)
-    pad_id = pad_id_of(tokenizer)
-    ctx = base_model.cfg.context_length
-    max_len = min(int(s.max_length or ctx), ctx)
-    gen = torch.Generator().manual_seed(int(s.seed))
-    num_classes = len(data.label_names) if classify else None
-    fingerprint = model_fingerprint(base_model, skip=("out_head",) if classify else ())
+class ClassificationBatches:
+    """The training split as padded batches: a new shuffled order per ``iter()`` (one epoch),
+    drawn from ``generator``."""
 
-    # ---- data
-    if classify:
-        split = split_classification(data, seed=s.seed)
-        enc = {k: [encode_for_classification(tokenizer, data.texts[i], max_len) for i in idx] for k, idx in split.items()}
-        lab = {k: [data.labels[i] for i in idx] for k, idx in split.items()}
-        if len(enc["train"]) < 1 or len(enc["val"]) < 1:
+    def __init__(self, encoded: list[list[int]], labels: list[int], batch_size: int, pad_id: int,
+                 generator: torch.Generator):
+        self.encoded, self.labels, self.batch_size, self.pad_id = encoded, labels, batch_size, pad_id
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.encoded) / self.batch_size)
+
+    def __iter__(self):
+        return classification_batches(self.encoded, self.labels, self.batch_size, self.pad_id, True, self.generator)
+
+
+class ClassificationTask:
+    """Chapter 6's data made ready to train on: the splits encoded (one appended end-of-text each),
+    shuffled batches, the loss at the appended token, and the evaluation (loss and accuracy)."""
+
+    def __init__(self, data: ClassificationData, tokenizer, s: FinetuneSettings, max_len: int):
+        self.data, self.tokenizer, self.s, self.max_len = data, tokenizer, s, max_len
+        self.pad_id = pad_id_of(tokenizer)
+        self.num_classes = len(data.label_names)
+        self.split = split_classification(data, seed=s.seed)
+        self.enc = {k: [encode_for_classification(tokenizer, data.texts[i], max_len) for i in idx]
+                    for k, idx in self.split.items()}
+        self.lab = {k: [data.labels[i] for i in idx] for k, idx in self.split.items()}
+        if len(self.enc["train"]) < 1 or len(self.enc["val"]) < 1:
             raise FinetuneError(f"the data set has {len(data)} examples: too few to split into training and "
                                 "validation (use at least 10)")
-        if len({*lab["train"]}) < 2:
+        if len({*self.lab["train"]}) < 2:
             raise FinetuneError("the training split has only one class; use a data set with every class represented")
-        per_epoch = math.ceil(len(enc["train"]) / s.batch_size)
-    else:
+        self.batches = ClassificationBatches(self.enc["train"], self.lab["train"], s.batch_size, self.pad_id,
+                                             torch.Generator().manual_seed(int(s.seed)))
+
+    @staticmethod
+    def loss_terms(batch) -> int:
+        """How many terms a batch's mean loss averages: its examples."""
+        return int(batch[0].shape[0])
+
+    @staticmethod
+    def batch_loss(model, batch, device) -> torch.Tensor:
+        return calc_classification_batch(model, batch[0], batch[1], batch[2], device)[0]
+
+    def evaluate(self, model, device) -> dict:
+        s, n_eval = self.s, self.s.eval_batches * self.s.batch_size
+        out = {}
+        for split in ("train", "val"):
+            loss, acc, _ = evaluate_classifier(model, self.enc[split], self.lab[split], self.num_classes,
+                                               s.batch_size, self.pad_id, device, n_eval)
+            out[f"{split}_loss"], out[f"{split}_acc"] = loss, acc
+        return out
+
+    def before_training(self, model, stop: StopCheck) -> None:
+        """Nothing to measure before training (the first evaluation is the untuned accuracy)."""
+
+    def fill_result(self, result: "FinetuneResult", model, device) -> dict:
+        """Accuracy and confusion on every split, predictions on a few validation texts."""
+        s, data = self.s, self.data
+        result.label_names = list(data.label_names)
+        for k in ("train", "val", "test"):
+            if self.enc[k]:
+                _, acc, conf = evaluate_classifier(model, self.enc[k], self.lab[k], self.num_classes, s.batch_size,
+                                                   self.pad_id, device, s.max_eval_examples)
+                result.accuracy[k], result.confusion[k] = acc, conf
+        result.examples = [dict(text=data.texts[i], label=data.label_names[data.labels[i]],
+                                probs=result.predict_proba(data.texts[i])) for i in self.split["val"][:8]]
+        return {"labels": result.label_names, "max_length": self.max_len, "accuracy": result.accuracy}
+
+
+class InstructionTask:
+    """Chapter 7's data made ready to train on: the book's 85/10/5 split, prompt format and
+    collate, next-token loss (padding and optionally the prompt ignored), and the evaluation
+    (loss on both splits and a few held-out answers); held-out examples scored before and after."""
+
+    def __init__(self, data: InstructionData, tokenizer, s: FinetuneSettings, max_len: int):
+        self.tokenizer, self.s, self.max_len = tokenizer, s, max_len
+        self.num_classes = None
+        pad_id = pad_id_of(tokenizer)
         train_e, test_e, val_e = split_instructions(data.entries)
         if len(data) < MIN_INSTRUCTIONS or not val_e:
             raise FinetuneError(f"the data set has {len(data)} entries: too few to split 85/10/5 "
@@ -442,149 +468,127 @@ def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | Instru
                                     "or turn off instruction masking")
             train_ds.encoded = [train_ds.encoded[i] for i in keep]
             train_ds.prompt_lengths = [train_ds.prompt_lengths[i] for i in keep]
-        val_ds = InstructionDataset(val_e, tokenizer)
-        collate = instruction_collate(pad_id, max_len, s.mask_instruction)
-        train_loader = DataLoader(train_ds, batch_size=s.batch_size, shuffle=True, collate_fn=collate,
-                                  generator=gen, drop_last=False)
-        train_eval_loader = DataLoader(train_ds, batch_size=s.batch_size, shuffle=False, collate_fn=collate)
-        val_loader = DataLoader(val_ds, batch_size=s.batch_size, shuffle=False, collate_fn=collate)
-        per_epoch = len(train_loader)
-        sample_entries = val_e[: s.n_samples]
-        score_entries = (test_e or val_e)[: s.n_score]
+        collate = instruction_collate(pad_id, max_len, s.mask_instruction, ignore_index=IGNORE_INDEX)
+        self.batches = DataLoader(train_ds, batch_size=s.batch_size, shuffle=True, collate_fn=collate,
+                                  generator=torch.Generator().manual_seed(int(s.seed)), drop_last=False)
+        self.train_eval_loader = DataLoader(train_ds, batch_size=s.batch_size, shuffle=False, collate_fn=collate)
+        self.val_loader = DataLoader(InstructionDataset(val_e, tokenizer), batch_size=s.batch_size, shuffle=False,
+                                     collate_fn=collate)
+        self.sample_entries = val_e[: s.n_samples]
+        self.score_entries = (test_e or val_e)[: s.n_score]
+        self.base_scores, self.base_answers = None, []
 
-    total_steps = min(int(s.max_steps), int(s.epochs) * per_epoch)
-    model = prepare_model(base_model, s, num_classes, device)
-    counts = count_parameters(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(trainable, lr=s.lr, weight_decay=s.weight_decay)
+    @staticmethod
+    def loss_terms(batch) -> int:
+        """How many terms a batch's mean loss averages: its target tokens that are not ignored."""
+        return int((batch[1] != IGNORE_INDEX).sum())
 
-    start = time.perf_counter()
-    train_time = 0.0
-    step = epoch = tokens_seen = 0
-    last_loss: float | None = None
-    history: list[dict] = []
+    @staticmethod
+    def batch_loss(model, batch, device) -> torch.Tensor:
+        return calc_loss_batch(batch[0], batch[1], model, device)
 
-    def event(**kw) -> FinetuneEvent:
-        elapsed = time.perf_counter() - start
-        eta = None if kw.get("done") else eta_seconds(step, total_steps, train_time, elapsed, s.max_seconds)
-        return FinetuneEvent(step=step, epoch=epoch, tokens_seen=tokens_seen, lr=s.lr, batch_loss=last_loss,
-                             elapsed_s=elapsed, tokens_per_s=tokens_seen / train_time if train_time > 0 else 0.0,
-                             eta_s=eta, total_steps=total_steps, **kw)
+    def evaluate(self, model, device) -> dict:
+        s = self.s
+        samples = [dict(instruction=e["instruction"], input=e.get("input", ""), expected=e["output"],
+                        response=respond(model, self.tokenizer, e, s.sample_tokens)) for e in self.sample_entries]
+        return dict(train_loss=calc_loss_loader(self.train_eval_loader, model, device, s.eval_batches),
+                    val_loss=calc_loss_loader(self.val_loader, model, device, s.eval_batches), samples=samples)
 
-    @torch.no_grad()
-    def evaluate(**kw) -> FinetuneEvent:
-        was = model.training
+    def before_training(self, model, stop: StopCheck) -> None:
+        """Score the held-out examples on the model before training (LoRA's B = 0: the base's answers)."""
         model.eval()
-        n_eval = s.eval_batches * s.batch_size
-        if classify:
-            tl, ta, _ = evaluate_classifier(model, enc["train"], lab["train"], num_classes, s.batch_size, pad_id,
-                                            device, n_eval)
-            vl, va, _ = evaluate_classifier(model, enc["val"], lab["val"], num_classes, s.batch_size, pad_id,
-                                            device, n_eval)
-            metrics = dict(train_loss=tl, val_loss=vl, train_acc=ta, val_acc=va)
-        else:
-            metrics = dict(train_loss=_loader_loss(train_eval_loader, model, device, s.eval_batches),
-                           val_loss=_loader_loss(val_loader, model, device, s.eval_batches))
-            metrics["samples"] = [dict(instruction=e["instruction"], input=e.get("input", ""), expected=e["output"],
-                                       response=respond(model, tokenizer, e, s.sample_tokens))
-                                  for e in sample_entries]
-        model.train(was)
-        ev = event(is_eval=True, **metrics, **kw)
-        history.append(ev.to_dict())
-        return ev
+        self.base_scores, self.base_answers = score_responses(model, self.tokenizer, self.score_entries,
+                                                              self.s.sample_tokens, stop)
 
-    base_scores = base_answers = None
-    if not classify:  # the model before training: LoRA's B = 0, nothing trained yet
-        model.eval()
-        base_scores, base_answers = score_responses(model, tokenizer, score_entries, s.sample_tokens, stop)
-
-    yield evaluate()
-    model.train()
-    status, reason = "running", ""
-    while status == "running" and step < total_steps:
-        epoch += 1
-        if classify:
-            batches = classification_batches(enc["train"], lab["train"], s.batch_size, pad_id, True, gen)
-        else:
-            batches = iter(train_loader)
-        for batch in batches:
-            interrupted = run_interruption(stop, start, s.max_seconds, step)
-            if interrupted:
-                status, reason = interrupted
-                break
-            t0 = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            with autocast_for(device):  # bf16 on a GPU that supports it; nothing on the CPU
-                if classify:
-                    loss, _ = calc_classification_batch(model, batch[0], batch[1], batch[2], device)
-                else:
-                    loss = calc_loss_batch(batch[0], batch[1], model, device)
-            value = loss.item()
-            if math.isfinite(value):
-                loss.backward()
-                if s.grad_clip is not None:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, s.grad_clip))
-                    if not math.isfinite(grad_norm):
-                        value = grad_norm
-            if not math.isfinite(value):
-                optimizer.zero_grad(set_to_none=True)
-                model.eval()
-                yield event(done=True, stopped=True, status="diverged",
-                            reason=(f"the loss or gradient became {value} at step {step + 1}: training diverged. "
-                                    "Nothing was saved; try a lower learning rate."))
-                return
-            optimizer.step()
-            train_time += time.perf_counter() - t0
-            step += 1
-            tokens_seen += batch[0].numel()
-            last_loss = value
-            if step >= total_steps:
-                break
-            yield evaluate() if step % s.eval_interval == 0 else event()
-
-    model.eval()
-    if status == "running":
-        status, reason = "finished", f"finished {step} steps"
-    final = evaluate(done=True, stopped=status != "finished", status=status, reason=reason)
-
-    extra = {"task": s.task, "dataset": data.name, "steps": step, "settings": _settings_dict(s)}
-    result = FinetuneResult(task=s.task, method=s.method, model=model, tokenizer=tokenizer,
-                            info=None, counts=counts, history=history, status=status, reason=reason,
-                            max_length=max_len, val_loss=final.val_loss)
-    if classify:
-        result.label_names = list(data.label_names)
-        extra["labels"] = result.label_names
-        extra["max_length"] = max_len
-        for k in ("train", "val", "test"):
-            if enc[k]:
-                _, acc, conf = evaluate_classifier(model, enc[k], lab[k], num_classes, s.batch_size, pad_id,
-                                                   device, s.max_eval_examples)
-                result.accuracy[k], result.confusion[k] = acc, conf
-        val_idx = split["val"][:8]
-        result.examples = [dict(text=data.texts[i], label=data.label_names[data.labels[i]],
-                                probs=result.predict_proba(data.texts[i])) for i in val_idx]
-        extra["accuracy"] = result.accuracy
-    else:
-        after_scores, after_answers = score_responses(model, tokenizer, score_entries, s.sample_tokens, stop=None)
-        result.scores = {"before": base_scores, "after": after_scores}
+    def fill_result(self, result: "FinetuneResult", model, device) -> dict:
+        """The same held-out examples scored after training, beside the answers before."""
+        after_scores, after_answers = score_responses(model, self.tokenizer, self.score_entries, self.s.sample_tokens)
+        result.scores = {"before": self.base_scores, "after": after_scores}
         result.comparisons = [dict(instruction=e["instruction"], input=e.get("input", ""), expected=e["output"],
-                                   before=b, after=a) for e, b, a in zip(score_entries, base_answers, after_answers)]
-        extra["scores"] = result.scores
-    norms = update_norms(model, None if s.method == "lora" else base_model)
-    result.norms = norms
-    result.info = adapter_info(base_name, fingerprint, s, num_classes, extra)
-    final.result = result
-    yield final
+                                   before=b, after=a)
+                              for e, b, a in zip(self.score_entries, self.base_answers, after_answers)]
+        return {"scores": result.scores}
 
 
-def _loader_loss(loader, model, device, num_batches: int) -> float:
-    total, n = 0.0, 0
-    for i, (inputs, targets) in enumerate(loader):
-        if i >= num_batches:
-            break
-        total += calc_loss_batch(inputs, targets, model, device).item()
-        n += 1
-    return total / n if n else float("nan")
+def prepare_task(data: ClassificationData | InstructionData, tokenizer, s: FinetuneSettings,
+                 max_len: int) -> ClassificationTask | InstructionTask:
+    """The run's data made ready for its task (a FinetuneError says what to change when it cannot be)."""
+    classify = s.task == "classification"
+    if classify != isinstance(data, ClassificationData):
+        raise FinetuneError(f"the {s.task} task needs a {'labelled' if classify else 'instruction'} data set")
+    return (ClassificationTask if classify else InstructionTask)(data, tokenizer, s, max_len)
+
+
+# ---------------------------------------------------------------- the run
+
+def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | InstructionData,
+             settings: FinetuneSettings | None = None, *, base_name: str = "", stop: StopCheck = None,
+             device=None, dist=None) -> Iterator[TrainEvent]:
+    """Train a copy of ``base_model`` with ``training.run_training``; yield a TrainEvent per step;
+    the last has ``done=True`` and a ``result`` (none when training diverged before any evaluation
+    with finite losses). The base model is never modified.
+
+    ``dist`` (a ``distributed.DistContext``, under ``torchrun``) trains on several processes:
+    every rank reads the same global batches and trains on its share of the rows, gradients are
+    averaged by DDP, and rank 0 alone evaluates and gets the result."""
+    s = settings or FinetuneSettings()
+    problems = s.problems()
+    if problems:
+        raise FinetuneError("; ".join(problems))
+    device = pick_device(device)
+    ctx = base_model.cfg.context_length
+    task = prepare_task(data, tokenizer, s, min(int(s.max_length or ctx), ctx))
+    model = prepare_model(base_model, s, task.num_classes, device)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], lr=s.lr,
+                               weight_decay=s.weight_decay)
+    is_main = dist is None or dist.is_main
+    step_model = model
+    if dist is not None and dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def batch_loss(m, batch):
+        if dist is None or not dist.enabled:
+            return task.batch_loss(m, batch, device)
+        rows, factor = dist.share(batch, task.loss_terms)
+        return task.batch_loss(m, rows, device) * factor
+
+    if is_main:
+        task.before_training(model, stop)
+    history: list[dict] = []
+    for ev in run_training(model, optimizer, task.batches,
+                           TrainingTask(batch_loss=batch_loss, evaluate=lambda: task.evaluate(model, device)),
+                           total_steps=min(int(s.max_steps), int(s.epochs) * len(task.batches)),
+                           eval_interval=s.eval_interval, lr_schedule=lambda step, seconds: s.lr,
+                           grad_clip=s.grad_clip, max_seconds=s.max_seconds, stop=stop, device=device,
+                           dist=dist, step_model=step_model):
+        if ev.is_eval:
+            history.append(ev.to_dict())
+        if ev.done and ev.status == "diverged" and ev.rolled_back_to is None:
+            ev.reason += " Nothing was saved: an earlier result and adapter stay as they were."
+        elif ev.done and is_main:  # finished, stopped, or rolled back to its last good evaluation
+            ev.result = finetune_result(task, model, base_model, s, data, base_name, history, ev, device)
+        yield ev
+
+
+def finetune_result(task: ClassificationTask | InstructionTask, model, base_model, s: FinetuneSettings, data,
+                    base_name: str, history: list[dict], final: TrainEvent, device) -> "FinetuneResult":
+    """What a run leaves: the tuned model, its scores, update norms and adapter info. A diverged run
+    leaves the model of the evaluation it was rolled back to, with that evaluation's numbers."""
+    steps, val_loss = final.step, final.val_loss
+    if final.rolled_back_to is not None:
+        steps = final.rolled_back_to
+        val_loss = next(h["val_loss"] for h in reversed(history) if h["step"] == steps)
+    result = FinetuneResult(task=s.task, method=s.method, model=model, tokenizer=task.tokenizer, info=None,
+                            counts=count_parameters(model), history=history, status=final.status,
+                            reason=final.reason, max_length=task.max_len, val_loss=val_loss)
+    extra = {"task": s.task, "dataset": data.name, "steps": steps, "settings": _settings_dict(s)}
+    extra.update(task.fill_result(result, model, device))
+    result.norms = update_norms(model, None if s.method == "lora" else base_model)
+    fingerprint = model_fingerprint(base_model, skip=("out_head",) if task.num_classes is not None else ())
+    result.info = adapter_info(base_name, fingerprint, s, task.num_classes, extra)
+    return result
 
 
 def _settings_dict(s: FinetuneSettings) -> dict:
@@ -610,7 +614,7 @@ def _cli_data(task: str, source: str):
     return idata.load_instruction_upload(source, name=Path(source).name)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     """Fine-tune from the command line (the loop the Fine-tune tab runs) and save the adapter.
 
         python -m llm_core.finetune --model pydoc-gpt --task instruction --data builtin \\
@@ -619,12 +623,15 @@ def main(argv=None) -> None:
     ``--out DIR`` writes peft's adapter format (adapter_config.json + adapter_model.safetensors) for
     LoRA, or the whole tuned model in Hugging Face's GPT-2 layout for last-block/full; a path ending
     in ``.safetensors`` writes the single-file adapter of earlier versions.
+
+    Several processes (DDP; gloo on CPUs, NCCL on GPUs), each training on its share of every global
+    batch (``--batch-size`` is the global batch), rank 0 logging, evaluating and saving:
+
+        torchrun --nproc_per_node 2 -m llm_core.finetune --batch-size 16 ... --out runs/tuned
     """
     import argparse
-    import json
-    import sys
 
-    from .registry import load_model
+    from .distributed import DistContext
 
     p = argparse.ArgumentParser(prog="python -m llm_core.finetune", description=main.__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="base model name (default: the app's default model)")
@@ -650,6 +657,7 @@ def main(argv=None) -> None:
     p.add_argument("--max-minutes", type=float, default=60.0)
     p.add_argument("--threads", type=int)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--log-json", help="also append every step's event as a JSON line to this file")
     p.add_argument("--out", help="write the result here: a folder (peft adapter / Hugging Face model) "
                                  "or a .safetensors file (the older single-file adapter)")
     p.add_argument("--push-to-hub", metavar="REPO", help="also upload the --out folder to this Hub repo")
@@ -658,46 +666,81 @@ def main(argv=None) -> None:
         raise SystemExit("--push-to-hub needs --out DIR (a folder in Hugging Face's formats)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    dist = DistContext.from_env(pick_device(args.device))
+    try:
+        return _run_cli(args, argv, dist)
+    finally:
+        dist.close()
+
+
+def _run_cli(args, argv, dist) -> int:
+    import json
+    import sys
+
+    from .registry import load_model
+
+    device = dist.device(pick_device(args.device))
     bundle = load_model(args.model)
     data = _cli_data(args.task, args.data)
     settings = FinetuneSettings(task=args.task, method=args.method, rank=args.rank, alpha=args.alpha,
-                                lora_scaling=args.lora_scaling, targets=tuple(args.targets), epochs=args.epochs, max_steps=args.steps,
-                                batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                                eval_interval=args.eval_interval, eval_batches=args.eval_batches, seed=args.seed,
+                                lora_scaling=args.lora_scaling, targets=tuple(args.targets), epochs=args.epochs,
+                                max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                weight_decay=args.weight_decay, eval_interval=args.eval_interval,
+                                eval_batches=args.eval_batches, seed=args.seed,
                                 max_seconds=min(args.max_minutes * 60, MAX_SECONDS), max_length=args.max_length,
                                 mask_instruction=args.mask_instruction, n_score=args.n_score)
-    print(f"{bundle.summary()}\n{data.name}: {len(data):,} examples", flush=True)
+    main_rank = dist.is_main
+    procs = f" × {dist.world_size} processes ({dist.backend})" if dist.enabled else ""
+    if main_rank:
+        print(f"{bundle.summary()}\n{data.name}: {len(data):,} examples; on {device}{procs}", flush=True)
+    log_file = open(args.log_json, "a") if args.log_json and main_rank else None
     last = None
-    for ev in finetune(bundle.model, bundle.tokenizer, data, settings, base_name=bundle.name, device=args.device):
-        last = ev
-        if ev.is_eval:
-            acc = f" acc {ev.train_acc:.3f}/{ev.val_acc:.3f}" if ev.val_acc is not None else ""
-            print(f"step {ev.step:5d} train {ev.train_loss:.4f} val {ev.val_loss:.4f}{acc} "
-                  f"{ev.tokens_per_s:,.0f} tok/s {ev.elapsed_s:,.0f} s", flush=True)
-            for sample in ev.samples or []:
-                print(f"    {sample['instruction']!r} {sample['input']!r} -> {sample['response']!r} "
-                      f"(expected {sample['expected']!r})", flush=True)
-    if last is None or last.result is None:
-        raise SystemExit(f"no result: {last.reason if last else 'no events'}")
-    res = last.result
-    print(f"{last.status}: {last.reason}. {res.counts.summary()}")
-    print(json.dumps({"accuracy": res.accuracy, "val_loss": res.val_loss, "scores": res.scores}, indent=2))
-    if args.out:
-        res.info.extra["command"] = "python -m llm_core.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
-        if args.out.endswith(".safetensors"):
-            print(f"adapter written to {res.save_adapter(args.out)}")
-        else:
-            out = res.save_hf(args.out)
-            print(f"written to {out} (" + ", ".join(sorted(f.name for f in out.iterdir())) + ")")
-            if args.push_to_hub:
-                from .export import HubPushError, push_to_hub
+    try:
+        for ev in finetune(bundle.model, bundle.tokenizer, data, settings, base_name=bundle.name, device=device,
+                           dist=dist):
+            last = ev
+            if not main_rank:
+                continue
+            if log_file:
+                log_file.write(json.dumps(ev.to_dict()) + "\n")
+                log_file.flush()
+            if ev.is_eval:
+                acc = f" acc {ev.train_acc:.3f}/{ev.val_acc:.3f}" if ev.val_acc is not None else ""
+                print(f"step {ev.step:5d} train {ev.train_loss:.4f} val {ev.val_loss:.4f}{acc} "
+                      f"{ev.tokens_per_s:,.0f} tok/s {ev.elapsed_s:,.0f} s", flush=True)
+                for sample in ev.samples or []:
+                    print(f"    {sample['instruction']!r} {sample['input']!r} -> {sample['response']!r} "
+                          f"(expected {sample['expected']!r})", flush=True)
+    finally:
+        if log_file:
+            log_file.close()
+    if not main_rank:
+        dist.barrier()  # wait for rank 0's saving: a rank that leaves early can abort the group's teardown
+        return 0 if last is not None and last.status != "diverged" else 1
+    try:
+        if last is None or last.result is None:
+            raise SystemExit(f"no result: {last.reason if last else 'no events'}")
+        res = last.result
+        print(f"{last.status}: {last.reason}. {res.counts.summary()}")
+        print(json.dumps({"accuracy": res.accuracy, "val_loss": res.val_loss, "scores": res.scores}, indent=2))
+        if args.out:
+            res.info.extra["command"] = "python -m llm_core.finetune " + " ".join(sys.argv[1:] if argv is None else argv)
+            if args.out.endswith(".safetensors"):
+                print(f"adapter written to {res.save_adapter(args.out)}")
+            else:
+                out = res.save_hf(args.out)
+                print(f"written to {out} (" + ", ".join(sorted(f.name for f in out.iterdir())) + ")")
+                if args.push_to_hub:
+                    from .export import HubPushError, push_to_hub
 
-                try:
-                    print(f"pushed to {push_to_hub(out, args.push_to_hub)}")
-                except HubPushError as exc:
-                    raise SystemExit(f"push: {exc}") from None
-
+                    try:
+                        print(f"pushed to {push_to_hub(out, args.push_to_hub)}")
+                    except HubPushError as exc:
+                        raise SystemExit(f"push: {exc}") from None
+    finally:
+        dist.barrier()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

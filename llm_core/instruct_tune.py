@@ -8,6 +8,9 @@ the loss on the whole validation split (the book's 5 %), exact match on the comp
 of the test split (string/list/number answers the program knows), exact match on the
 documentation questions with one right answer, and word-level similarity on the rest.
 The checkpoint's meta records the command, the time it took and these numbers.
+
+Under ``torchrun --nproc_per_node N`` (DDP, gloo on CPUs, NCCL on GPUs) each process trains on
+its share of every global batch (``--batch-size``); rank 0 alone measures, logs and saves.
 """
 from __future__ import annotations
 
@@ -21,18 +24,19 @@ import torch
 from torch.utils.data import DataLoader
 
 from .checkpoint import save_checkpoint
-from .finetune import MAX_SECONDS, FinetuneSettings, _loader_loss, finetune, pad_id_of, score_responses
+from .distributed import DistContext
+from .finetune import MAX_SECONDS, FinetuneSettings, finetune, pad_id_of, score_responses
 from .instruct_data import (
-    InstructionDataset, _doc_tasks, builtin_instructions, instruction_collate, split_instructions, stdlib_docs,
+    InstructionDataset, doc_tasks, builtin_instructions, instruction_collate, split_instructions, stdlib_docs,
 )
-from .lora import _set, lora_layers, merge_lora
+from .lora import unwrap_lora
 from .registry import load_model
-from .training import pick_device
+from .training import calc_loss_loader, pick_device
 
 
 def held_out_sets(data, n_computed: int, n_doc: int) -> dict[str, list[dict]]:
     """The test split's computed tasks, exact-answer doc questions and free-text doc questions."""
-    doc_keys = {(e["instruction"], e["input"]) for e in _doc_tasks(stdlib_docs())}
+    doc_keys = {(e["instruction"], e["input"]) for e in doc_tasks(stdlib_docs())}
     _, test, val = split_instructions(data.entries)
     computed = [e for e in test if (e["instruction"], e["input"]) not in doc_keys and e.get("kind") != "assistant"]
     doc = [e for e in test if (e["instruction"], e["input"]) in doc_keys]
@@ -51,7 +55,7 @@ def measure(model, tokenizer, sets: dict[str, list[dict]], max_new_tokens: int, 
     collate = instruction_collate(pad_id_of(tokenizer), model.cfg.context_length, mask_prompt=False)
     loader = DataLoader(InstructionDataset(sets["val"], tokenizer), batch_size=batch_size, shuffle=False,
                         collate_fn=collate)
-    out = {"val_loss": _loader_loss(loader, model, device, len(loader)), "n_val": len(sets["val"])}
+    out = {"val_loss": calc_loss_loader(loader, model, device), "n_val": len(sets["val"])}
     answers = {}
     for key in ("computed", "doc_exact", "doc_similar", "assistant"):
         if not sets.get(key):
@@ -90,8 +94,16 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    dist = DistContext.from_env(pick_device(args.device))
+    try:
+        _run(args, argv, dist)
+    finally:
+        dist.close()
+
+
+def _run(args, argv, dist: DistContext) -> None:
     command = "python -m llm_core.instruct_tune " + " ".join(sys.argv[1:] if argv is None else argv)
-    device = pick_device(args.device)
+    device = dist.device(pick_device(args.device))
     bundle = load_model(args.model)
     data = builtin_instructions()
     sets = held_out_sets(data, args.n_computed, args.n_doc)
@@ -100,66 +112,73 @@ def main(argv=None) -> None:
                                 eval_interval=args.eval_interval, eval_batches=args.eval_batches, seed=args.seed,
                                 max_seconds=min(args.max_minutes * 60, MAX_SECONDS),
                                 mask_instruction=args.mask_instruction, n_score=0, n_samples=2)
-    print(f"{bundle.summary()}\n{data.description}\ndevice {device}", flush=True)
+    procs = f" × {dist.world_size} processes ({dist.backend})" if dist.enabled else ""
     started = time.time()
-    base = bundle.model if device.type == "cpu" else __import__("copy").deepcopy(bundle.model).to(device)
-    before, before_answers = measure(base, bundle.tokenizer, sets, args.answer_tokens, args.batch_size)
-    print("before:", json.dumps(before), f"({time.time() - started:.0f} s)", flush=True)
+    if dist.is_main:
+        print(f"{bundle.summary()}\n{data.description}\ndevice {device}{procs}", flush=True)
+        base = bundle.model if device.type == "cpu" else __import__("copy").deepcopy(bundle.model).to(device)
+        before, before_answers = measure(base, bundle.tokenizer, sets, args.answer_tokens, args.batch_size)
+        print("before:", json.dumps(before), f"({time.time() - started:.0f} s)", flush=True)
     train_started = time.time()
     last = None
-    for ev in finetune(bundle.model, bundle.tokenizer, data, settings, base_name=bundle.name, device=device):
+    for ev in finetune(bundle.model, bundle.tokenizer, data, settings, base_name=bundle.name, device=device,
+                       dist=dist):
         last = ev
-        if ev.is_eval:
+        if ev.is_eval and dist.is_main:
             print(f"step {ev.step:5d} train {ev.train_loss:.4f} val {ev.val_loss:.4f} "
                   f"{ev.tokens_per_s:,.0f} tok/s {ev.elapsed_s:,.0f} s", flush=True)
-    if last is None or last.result is None:
-        raise SystemExit(f"no result: {last.reason if last else 'no events'}")
-    train_seconds = time.time() - train_started
-    res = last.result
-    model = res.model
-    if args.method == "lora":  # a plain GPTModel checkpoint: fold the updates in, back to nn.Linear
-        merge_lora(model)
-        for path, layer in lora_layers(model).items():
-            _set(model, path, layer.linear)
-    after, after_answers = measure(model, bundle.tokenizer, sets, args.answer_tokens, args.batch_size)
-    print("after: ", json.dumps(after), flush=True)
-    examples = []
-    for key in ("computed", "doc_exact", "doc_similar", "assistant"):
-        if key not in after_answers:
-            continue
-        for e, b, a in list(zip(sets[key], before_answers[key], after_answers[key]))[:6]:
-            examples.append({"kind": key, "instruction": e["instruction"], "input": e["input"],
-                             "expected": e["output"], "before": b, "after": a})
-    meta = {
-        "name": args.name or args.out.rstrip("/").split("/")[-1],
-        "base_model": bundle.name,
-        "command": command,
-        "method": args.method,
-        "rank": args.rank if args.method == "lora" else None,
-        "alpha": args.alpha if args.method == "lora" else None,
-        "status": last.status, "reason": last.reason,
-        "steps": res.info.extra.get("steps"),
-        "examples_seen": res.info.extra.get("steps", 0) * args.batch_size,
-        "train_seconds": round(train_seconds, 1),
-        "seconds": round(time.time() - started, 1),
-        "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "data": data.description,
-        "before": before, "after": after,
-        "examples": examples,
-        "curve": [{k: h[k] for k in ("step", "train_loss", "val_loss")} for h in res.history],
-    }
-    save_checkpoint(args.out, model.to("cpu").eval(), bundle.tokenizer, meta, dtype=args.save_dtype)
-    print(json.dumps({k: meta[k] for k in ("status", "steps", "train_seconds", "seconds", "before", "after")},
-                     indent=2))
-    print(f"written to {args.out}")
-    if args.push_to_hub:
-        from .export import HubPushError, push_to_hub
+    if not dist.is_main:
+        dist.barrier()  # wait for rank 0's measuring and saving (see finetune._run_cli)
+        return
+    try:
+        if last is None or last.result is None:
+            raise SystemExit(f"no result: {last.reason if last else 'no events'}")
+        train_seconds = time.time() - train_started
+        res = last.result
+        model = res.model
+        if args.method == "lora":  # a plain GPTModel checkpoint: fold the updates in, back to nn.Linear
+            unwrap_lora(model)
+        after, after_answers = measure(model, bundle.tokenizer, sets, args.answer_tokens, args.batch_size)
+        print("after: ", json.dumps(after), flush=True)
+        examples = []
+        for key in ("computed", "doc_exact", "doc_similar", "assistant"):
+            if key not in after_answers:
+                continue
+            for e, b, a in list(zip(sets[key], before_answers[key], after_answers[key]))[:6]:
+                examples.append({"kind": key, "instruction": e["instruction"], "input": e["input"],
+                                 "expected": e["output"], "before": b, "after": a})
+        meta = {
+            "name": args.name or args.out.rstrip("/").split("/")[-1],
+            "base_model": bundle.name,
+            "command": command,
+            "method": args.method,
+            "rank": args.rank if args.method == "lora" else None,
+            "alpha": args.alpha if args.method == "lora" else None,
+            "status": last.status, "reason": last.reason,
+            "steps": res.info.extra.get("steps"),
+            "examples_seen": res.info.extra.get("steps", 0) * args.batch_size,
+            "train_seconds": round(train_seconds, 1),
+            "seconds": round(time.time() - started, 1),
+            "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+            "data": data.description,
+            "before": before, "after": after,
+            "examples": examples,
+            "curve": [{k: h[k] for k in ("step", "train_loss", "val_loss")} for h in res.history],
+        }
+        save_checkpoint(args.out, model.to("cpu").eval(), bundle.tokenizer, meta, dtype=args.save_dtype)
+        print(json.dumps({k: meta[k] for k in ("status", "steps", "train_seconds", "seconds", "before", "after")},
+                         indent=2))
+        print(f"written to {args.out}")
+        if args.push_to_hub:
+            from .export import HubPushError, push_to_hub
 
-        try:
-            print(f"pushed to {push_to_hub(args.out, args.push_to_hub)}")
-        except HubPushError as exc:
-            raise SystemExit(f"push: {exc}") from None
+            try:
+                print(f"pushed to {push_to_hub(args.out, args.push_to_hub)}")
+            except HubPushError as exc:
+                raise SystemExit(f"push: {exc}") from None
+    finally:
+        dist.barrier()
 
 
 if __name__ == "__main__":

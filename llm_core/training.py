@@ -1,18 +1,24 @@
-"""The book's pre-training loop, written as a generator of metric events.
+"""The book's pre-training loop, and the one step loop that pre-training and fine-tuning share.
 
-``train_model`` runs next-token cross-entropy over sliding windows with AdamW and yields a
-``TrainEvent`` after every optimizer step (and before the first one), so a UI can stream
-it, a CLI can print it, and either can stop it between steps. Every ``eval_interval``
-steps the event also carries the book's evaluation: mean loss over ``eval_batches`` train
-and validation batches (``calc_loss_loader``), the validation perplexity and a sample.
+``run_training`` is the loop: AdamW steps over batches, a ``TrainEvent`` after every step (and
+an evaluation before the first one), so a UI can stream it, a CLI can print it, and either can
+stop it between steps; stop requests, step and time caps, gradient clipping, the non-finite
+guard with its roll-back, and several processes (DDP) are handled there once. A kind of
+training supplies a ``TrainingTask``: its batch loss and its evaluation.
+
+``train_model`` is pre-training with it: next-token cross-entropy over sliding windows; every
+``eval_interval`` steps the event carries the book's evaluation: mean loss over
+``eval_batches`` train and validation batches (``calc_loss_loader``), the validation
+perplexity and a sample. Fine-tuning (``finetune.finetune``) brings its own loss and evaluation.
+The book's own loop, ``train_model_simple``, is kept as the book wrote it.
 """
 from __future__ import annotations
 
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable, Iterator
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -98,27 +104,34 @@ class TrainConfig:
 
 @dataclass
 class TrainEvent:
+    """One step of a run (pre-training or fine-tuning); evaluation events carry the metrics."""
     step: int                       # optimizer steps done
     epoch: int                      # 1-based epoch the last step belonged to (0 before training)
     tokens_seen: int
     lr: float
     batch_loss: float | None        # loss of the last step's batch
     elapsed_s: float
-    tokens_per_s: float
-    eta_s: float | None
+    tokens_per_s: float             # over training time (evaluations excluded)
+    eta_s: float | None             # at the training pace so far, never past the time cap
     total_steps: int
     is_eval: bool = False
     train_loss: float | None = None  # evaluation events only
     val_loss: float | None = None
-    perplexity: float | None = None  # exp(val_loss), or exp(train_loss) without validation data
-    sample: str | None = None
+    perplexity: float | None = None  # pre-training: exp(val_loss), or exp(train_loss) without validation data
+    sample: str | None = None        # pre-training: a continuation of the sample prompt
+    train_acc: float | None = None   # classification fine-tuning
+    val_acc: float | None = None
+    samples: list[dict] | None = None  # instruction fine-tuning: held-out answers at this evaluation
     done: bool = False
     stopped: bool = False           # ended before total_steps (user, time cap or divergence)
     status: str = "running"         # running | finished | stopped | time_limit | diverged
     reason: str = ""
+    rolled_back_to: int | None = None  # diverged: the step whose weights the model went back to
+    result: Any = None              # fine-tuning: the FinetuneResult, on the last event
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The event's numbers and texts (without ``result``), JSON-ready."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "result"}
 
 
 # ---------------------------------------------------------------- schedule, init, sampling
@@ -165,7 +178,7 @@ def sample_text(model: GPTModel, tokenizer, prompt: str, max_new_tokens: int, te
     return tokenizer.decode(out[0].tolist())
 
 
-def _should_stop(stop: StopCheck) -> bool:
+def should_stop(stop: StopCheck) -> bool:
     if stop is None:
         return False
     if isinstance(stop, threading.Event):
@@ -176,8 +189,8 @@ def _should_stop(stop: StopCheck) -> bool:
 def run_interruption(stop: StopCheck, started: float, max_seconds: float | None,
                      step: int) -> tuple[str, str] | None:
     """(status, reason) when a run must end before its next step (a stop request or the time
-    cap), else None. Shared by the pre-training and fine-tuning loops."""
-    if _should_stop(stop):
+    cap), else None: checked by ``run_training`` between steps."""
+    if should_stop(stop):
         return "stopped", f"stopped by request after {step} steps"
     if max_seconds is not None and time.perf_counter() - started >= max_seconds:
         return "time_limit", f"reached the time limit of {max_seconds:.0f} s after {step} steps"
@@ -186,7 +199,8 @@ def run_interruption(stop: StopCheck, started: float, max_seconds: float | None,
 
 def eta_seconds(step: int, total_steps: int, seconds_so_far: float, elapsed: float,
                 max_seconds: float | None) -> float | None:
-    """Time left at the pace so far, never past the time cap; None before the first step."""
+    """Time left at the pace of the steps so far (``seconds_so_far``: training time, evaluations
+    excluded), never past the time cap (``elapsed``: wall time); None before the first step."""
     if step <= 0:
         return None
     eta = (total_steps - step) * seconds_so_far / step
@@ -205,16 +219,16 @@ def make_optimizer(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-def train_step(model, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor,
-               device, grad_clip: float | None, reduce: Callable[[float], float] | None = None
-               ) -> tuple[float, float]:
-    """One optimizer step on one batch: (loss, gradient norm before clipping). The loss and
-    norm are checked by the caller; a non-finite value means the update must not be trusted,
-    so with a non-finite loss no backward pass and no update is done. ``reduce`` averages the
-    loss over processes before that check, so every rank takes the same decision."""
+def optimizer_step(model, optimizer: torch.optim.Optimizer, compute_loss: Callable[[], torch.Tensor], device,
+                   grad_clip: float | None, reduce: Callable[[float], float] | None = None) -> tuple[float, float]:
+    """One optimizer step on the loss ``compute_loss()`` returns: (loss, gradient norm before
+    clipping). The loss and norm are checked by the caller; a non-finite value means the update
+    must not be trusted, so with a non-finite loss no backward pass and no update is done, and
+    with a non-finite gradient no update. ``reduce`` averages the loss over processes before
+    that check, so every rank takes the same decision."""
     optimizer.zero_grad(set_to_none=True)
     with autocast_for(device):
-        loss = calc_loss_batch(inputs, targets, model, device)
+        loss = compute_loss()
     loss_value = loss.item() if reduce is None else reduce(loss.item())
     if not math.isfinite(loss_value):
         return loss_value, float("nan")
@@ -225,6 +239,14 @@ def train_step(model, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, ta
     return loss_value, grad_norm
 
 
+def train_step(model, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor,
+               device, grad_clip: float | None, reduce: Callable[[float], float] | None = None
+               ) -> tuple[float, float]:
+    """One pre-training step (next-token cross-entropy on one batch): (loss, gradient norm)."""
+    return optimizer_step(model, optimizer, lambda: calc_loss_batch(inputs, targets, model, device), device,
+                          grad_clip, reduce)
+
+
 def _finite_grad_norm(model: GPTModel, clip: float | None) -> float:
     params = [p for p in model.parameters() if p.grad is not None]
     if clip is not None:
@@ -232,24 +254,144 @@ def _finite_grad_norm(model: GPTModel, clip: float | None) -> float:
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
 
 
-# ---------------------------------------------------------------- the loop
+# ---------------------------------------------------------------- the one step loop
+
+@dataclass
+class TrainingTask:
+    """What a kind of training gives the one loop (``run_training``): its loss and its evaluation.
+
+    ``batch_loss(model, batch)`` is the mean loss of one batch through ``model`` (the model being
+    stepped: maybe its DDP or compiled wrapper); ``evaluate()`` the metrics of the model now, as
+    ``TrainEvent`` fields (``train_loss``, ``val_loss``, and any of the optional ones), called in
+    eval mode without gradients; ``batch_tokens(batch)`` the tokens a step reads on every process."""
+    batch_loss: Callable[[torch.nn.Module, Any], torch.Tensor]
+    evaluate: Callable[[], dict]
+    batch_tokens: Callable[[Any], int] = lambda batch: batch[0].numel()
+
+
+def run_training(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, task: TrainingTask, *,
+                 total_steps: int, eval_interval: int, lr_schedule: Callable[[int, float], float],
+                 grad_clip: float | None, max_seconds: float | None = None, stop: StopCheck = None,
+                 device=None, dist=None, step_model=None, resume: dict | None = None,
+                 keep_good_state: bool = True) -> Iterator[TrainEvent]:
+    """The step loop pre-training and fine-tuning share: train ``model`` in place on ``batches``
+    (each ``for batch in batches`` is one epoch) and yield a ``TrainEvent`` before the first step
+    (an evaluation) and after every step; every ``eval_interval`` steps and at the end the event
+    carries ``task.evaluate()``; the last one has ``done=True``.
+
+    - Stopping (``stop`` set or returning True, ``total_steps``, ``max_seconds`` of wall time)
+      happens between steps and leaves the partly trained model in place.
+    - Every step checks that the loss and the gradient norm are finite (and clips the norm to
+      ``grad_clip`` when it is set). A non-finite one stops the run with ``status="diverged"``;
+      the model is rolled back to its last evaluation whose losses were finite.
+    - ``lr_schedule(step, seconds)`` gives the learning rate of 0-based step ``step`` when
+      ``seconds`` of the run have passed. Tokens/s and the ETA count training time only.
+    - ``dist`` (a ``distributed.DistContext``) and ``step_model`` (the DDP wrapper of ``model``)
+      train on several processes: the loss is averaged over ranks, stops are agreed by all, and
+      rank 0 alone evaluates (its events carry the evaluations). ``resume`` (``step``,
+      ``tokens_seen``, ``epoch``, ``train_seconds``) continues a run without the opening evaluation.
+    """
+    step_model = model if step_model is None else step_model
+    is_main = dist is None or dist.is_main
+    start = time.perf_counter()
+    train_time = 0.0  # seconds spent in optimizer steps
+    step, epoch, tokens_seen = 0, 0, 0
+    if resume:
+        step, epoch, tokens_seen = int(resume["step"]), int(resume["epoch"]), int(resume["tokens_seen"])
+        train_time = float(resume.get("train_seconds", 0.0))
+    last_loss: float | None = None
+    good_state: dict | None = None
+    good_step = 0
+    current_lr = lr_schedule(step, 0.0)
+
+    def event(**kw) -> TrainEvent:
+        elapsed = time.perf_counter() - start
+        eta = None if kw.get("done") else eta_seconds(step, total_steps, train_time, elapsed, max_seconds)
+        return TrainEvent(step=step, epoch=epoch, tokens_seen=tokens_seen, lr=current_lr, batch_loss=last_loss,
+                          elapsed_s=elapsed, tokens_per_s=tokens_seen / train_time if train_time > 0 else 0.0,
+                          eta_s=eta, total_steps=total_steps, **kw)
+
+    def evaluate(**kw) -> TrainEvent:
+        nonlocal good_state, good_step
+        if not is_main:  # other ranks skip evaluations (no collectives happen in them)
+            return event(**kw)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            metrics = task.evaluate()
+        model.train(was_training)
+        losses = [metrics.get(k) for k in ("train_loss", "val_loss") if metrics.get(k) is not None]
+        if keep_good_state and all(math.isfinite(v) for v in losses):
+            good_state = {k: p.detach().to("cpu", copy=True) for k, p in model.named_parameters() if p.requires_grad}
+            good_step = step
+        return event(is_eval=True, **metrics, **kw)
+
+    def diverged(what: str) -> TrainEvent:
+        optimizer.zero_grad(set_to_none=True)
+        if good_state is not None:
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if name in good_state:
+                        p.copy_(good_state[name])
+            note = f" The model was rolled back to step {good_step}, its last evaluation."
+        else:
+            note = " No evaluation had finite losses, so there was nothing to roll back to."
+        model.eval()
+        return event(done=True, stopped=True, status="diverged",
+                     rolled_back_to=good_step if good_state is not None else None,
+                     reason=f"{what} at step {step + 1}: training diverged (try a lower learning rate "
+                            f"or gradient clipping).{note}")
+
+    if not resume:
+        yield evaluate()  # the untrained model: loss ≈ ln(vocab)
+    model.train()
+    status, reason = "running", ""
+    reduce = None if dist is None else dist.mean
+    while status == "running" and step < total_steps:
+        epoch += 1
+        for batch in batches:
+            interrupted = run_interruption(stop, start, max_seconds, step)
+            if dist is not None and dist.any(interrupted is not None) and interrupted is None:
+                interrupted = ("stopped", f"another process stopped after {step} steps")
+            if interrupted:
+                status, reason = interrupted
+                break
+            t0 = time.perf_counter()
+            current_lr = lr_schedule(step, t0 - start)
+            for group in optimizer.param_groups:
+                group["lr"] = current_lr
+            loss_value, grad_norm = optimizer_step(step_model, optimizer, lambda: task.batch_loss(step_model, batch),
+                                                   device, grad_clip, reduce)
+            if not math.isfinite(loss_value):
+                yield diverged(f"the loss became {loss_value}")
+                return
+            if not math.isfinite(grad_norm):
+                yield diverged(f"the gradient became {grad_norm}")
+                return
+            train_time += time.perf_counter() - t0
+            step += 1
+            tokens_seen += task.batch_tokens(batch)
+            last_loss = loss_value
+            if step >= total_steps:
+                break
+            yield evaluate() if step % eval_interval == 0 else event()
+    model.eval()
+    if status == "running":
+        status, reason = "finished", f"finished {step} steps"
+    yield evaluate(done=True, stopped=status != "finished", status=status, reason=reason)
+
 
 def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig | None = None, *,
                 tokenizer=None, stop: StopCheck = None, device=None,
                 optimizer: torch.optim.Optimizer | None = None, train_eval_loader=None,
                 dist=None, step_model=None, resume: dict | None = None) -> Iterator[TrainEvent]:
-    """Train ``model`` in place, yielding a TrainEvent per step; the last one has ``done=True``.
-
-    Stopping (``stop`` set or returning True, the step cap, the time cap) happens between
-    steps and leaves the partly trained model in place. A NaN/inf loss or gradient stops
-    the run with ``status="diverged"``; the model is rolled back to the last evaluation.
+    """Pre-train ``model`` in place with ``run_training``, yielding a TrainEvent per step; the
+    last one has ``done=True``. A NaN/inf loss or gradient stops the run with
+    ``status="diverged"`` and the model rolled back to the last evaluation (unless
+    ``cfg.restore_on_divergence`` is off).
 
     For the CLI: ``train_eval_loader`` gives the training batches evaluations read (default
-    ``train_loader``); ``dist`` (a ``distributed.DistContext``) and ``step_model`` (the DDP
-    wrapper of ``model``) train on several processes: losses are averaged over ranks, stops
-    agreed by all, and only rank 0 evaluates (its events carry the evaluations); ``resume``
-    (``step``, ``tokens_seen``, ``epoch``, ``train_seconds``) continues a run from a saved
-    state without the opening evaluation.
+    ``train_loader``); ``dist``, ``step_model`` and ``resume`` as ``run_training`` has them.
     """
     cfg = cfg or TrainConfig()
     problems = cfg.problems()
@@ -260,9 +402,7 @@ def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig
                          "a shorter context or a smaller batch")
     device = pick_device(device)
     model.to(device)
-    step_model = model if step_model is None else step_model
     train_eval_loader = train_loader if train_eval_loader is None else train_eval_loader
-    is_main = dist is None or dist.is_main
     world = 1 if dist is None else dist.world_size
     if optimizer is None:
         optimizer = make_optimizer(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -271,100 +411,26 @@ def train_model(model: GPTModel, train_loader, val_loader=None, cfg: TrainConfig
     from .generation import make_generator
     sample_gen = make_generator(cfg.seed, device)
 
-    start = time.perf_counter()
-    train_time = 0.0  # seconds spent in optimizer steps (tokens/s excludes evaluation)
-    step, epoch, tokens_seen = 0, 0, 0
-    if resume:
-        step, epoch, tokens_seen = int(resume["step"]), int(resume["epoch"]), int(resume["tokens_seen"])
-        train_time = float(resume.get("train_seconds", 0.0))
-    last_loss: float | None = None
-    good_state: dict | None = None
-    good_step = 0
+    def lr_schedule(step: int, seconds: float) -> float:
+        by_time = seconds / cfg.max_seconds if cfg.decay_by_time and cfg.max_seconds else 0.0
+        return lr_at(step, cfg, total_steps, by_time)
 
-    current_lr = lr_at(0, cfg, total_steps)
+    def evaluate() -> dict:
+        train_loss = calc_loss_loader(train_eval_loader, model, device, cfg.eval_batches)
+        val_loss = (calc_loss_loader(val_loader, model, device, cfg.eval_batches)
+                    if val_loader is not None and len(val_loader) else None)
+        sample = (sample_text(model, tokenizer, cfg.sample_prompt, cfg.sample_tokens,
+                              cfg.sample_temperature, sample_gen) if tokenizer is not None else None)
+        return dict(train_loss=train_loss, val_loss=val_loss, sample=sample,
+                    perplexity=perplexity(val_loss if val_loss is not None else train_loss))
 
-    def time_fraction(now: float) -> float:
-        if not (cfg.decay_by_time and cfg.max_seconds):
-            return 0.0
-        return (now - start) / cfg.max_seconds
-
-    def event(**kw) -> TrainEvent:
-        elapsed = time.perf_counter() - start
-        eta = None if kw.get("done") else eta_seconds(step, total_steps, elapsed, elapsed, cfg.max_seconds)
-        return TrainEvent(step=step, epoch=epoch, tokens_seen=tokens_seen,
-                          lr=current_lr, batch_loss=last_loss,
-                          elapsed_s=elapsed, tokens_per_s=tokens_seen / train_time if train_time > 0 else 0.0,
-                          eta_s=eta, total_steps=total_steps, **kw)
-
-    def evaluate(**kw) -> TrainEvent:
-        nonlocal good_state, good_step
-        was_training = model.training
-        model.eval()
-        if not is_main:  # other ranks skip evaluations (no collectives happen in them)
-            return event(**kw)
-        with torch.no_grad():
-            train_loss = calc_loss_loader(train_eval_loader, model, device, cfg.eval_batches)
-            val_loss = (calc_loss_loader(val_loader, model, device, cfg.eval_batches)
-                        if val_loader is not None and len(val_loader) else None)
-            sample = (sample_text(model, tokenizer, cfg.sample_prompt, cfg.sample_tokens,
-                                  cfg.sample_temperature, sample_gen) if tokenizer is not None else None)
-        model.train(was_training)
-        ref = val_loss if val_loss is not None else train_loss
-        if cfg.restore_on_divergence and math.isfinite(train_loss) and (val_loss is None or math.isfinite(val_loss)):
-            good_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            good_step = step
-        return event(is_eval=True, train_loss=train_loss, val_loss=val_loss,
-                     perplexity=perplexity(ref), sample=sample, **kw)
-
-    def diverged(what: str) -> TrainEvent:
-        optimizer.zero_grad(set_to_none=True)
-        note = ""
-        if good_state is not None:
-            model.load_state_dict(good_state)
-            note = f" The model was rolled back to step {good_step}, its last evaluation."
-        model.eval()
-        return event(done=True, stopped=True, status="diverged",
-                     reason=f"{what} at step {step + 1}: training diverged (try a lower learning rate "
-                            f"or gradient clipping).{note}")
-
-    current_lr = lr_at(step, cfg, total_steps)
-    if not resume:
-        yield evaluate()  # the untrained model: loss ≈ ln(vocab)
-    model.train()
-    status, reason = "running", ""
-    while status == "running" and step < total_steps:
-        epoch += 1
-        for inputs, targets in train_loader:
-            interrupted = run_interruption(stop, start, cfg.max_seconds, step)
-            if dist is not None and dist.any(interrupted is not None) and interrupted is None:
-                interrupted = ("stopped", f"another process stopped after {step} steps")
-            if interrupted:
-                status, reason = interrupted
-                break
-            t0 = time.perf_counter()
-            current_lr = lr_at(step, cfg, total_steps, time_fraction(t0))
-            for group in optimizer.param_groups:
-                group["lr"] = current_lr
-            loss_value, grad_norm = train_step(step_model, optimizer, inputs, targets, device, cfg.grad_clip,
-                                               reduce=None if dist is None else dist.mean)
-            if not math.isfinite(loss_value):
-                yield diverged(f"the loss became {loss_value}")
-                return
-            if not math.isfinite(grad_norm):
-                yield diverged(f"the gradient became {grad_norm}")
-                return
-            train_time += time.perf_counter() - t0
-            step += 1
-            tokens_seen += inputs.numel() * world  # every rank's share of the global batch
-            last_loss = loss_value
-            if step >= total_steps:
-                break
-            yield evaluate() if step % cfg.eval_interval == 0 else event()
-    model.eval()
-    if status == "running":
-        status, reason = "finished", f"finished {step} steps"
-    final = evaluate(done=True, stopped=status != "finished", status=status, reason=reason)
-    yield final
+    task = TrainingTask(batch_loss=lambda m, batch: calc_loss_batch(batch[0], batch[1], m, device),
+                        evaluate=evaluate,
+                        batch_tokens=lambda batch: batch[0].numel() * world)  # every rank's share of the batch
+    yield from run_training(model, optimizer, train_loader, task, total_steps=total_steps,
+                            eval_interval=cfg.eval_interval, lr_schedule=lr_schedule, grad_clip=cfg.grad_clip,
+                            max_seconds=cfg.max_seconds, stop=stop, device=device, dist=dist,
+                            step_model=step_model, resume=resume, keep_good_state=cfg.restore_on_divergence)
 
 
 def evaluate_model(model, train_loader, val_loader, device, eval_iter) -> tuple[float, float]:

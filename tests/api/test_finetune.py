@@ -176,7 +176,7 @@ def test_parameter_counts_preview():
 
 
 def test_a_diverged_run_keeps_the_earlier_result_and_adapter(tmp_path, monkeypatch):
-    from llm_core.finetune import FinetuneEvent
+    from llm_core.training import TrainEvent
     from tabs.session_store import SESSIONS
     from llm_core.registry import default_model_name
     args = _args(_easy_csv(tmp_path), steps=2)
@@ -187,13 +187,38 @@ def test_a_diverged_run_keeps_the_earlier_result_and_adapter(tmp_path, monkeypat
     assert kept is not None
 
     def diverging(*a, **kw):
-        yield FinetuneEvent(step=1, epoch=1, tokens_seen=8, lr=1e-3, batch_loss=float("nan"), elapsed_s=0.1,
-                            tokens_per_s=80.0, eta_s=None, total_steps=2, done=True, stopped=True,
-                            status="diverged", reason="the loss became nan at step 1: training diverged.")
+        yield TrainEvent(step=1, epoch=1, tokens_seen=8, lr=1e-3, batch_loss=float("nan"), elapsed_s=0.1,
+                         tokens_per_s=80.0, eta_s=None, total_steps=2, done=True, stopped=True,
+                         status="diverged", reason="the loss became nan at step 1: training diverged.")
     monkeypatch.setattr(F, "finetune", diverging)
     last = list(F.run_finetune(*args, default_model_name(), None))[-1]
     assert "diverged" in last[0]
     assert SESSIONS.result("api") is kept and adapter.read_bytes() == saved
+
+
+def test_a_diverged_run_rolled_back_keeps_its_rolled_back_result(tmp_path, monkeypatch):
+    """A run that diverged after a good evaluation leaves that evaluation's model: stored as the
+    session's result (downloadable), with the reason shown."""
+    import dataclasses
+
+    from llm_core.training import TrainEvent
+    from tabs.session_store import SESSIONS
+    from llm_core.registry import default_model_name
+    args = _args(_easy_csv(tmp_path), steps=2)
+    args[2] = _easy_csv(tmp_path)
+    good = list(F.run_finetune(*args, default_model_name(), None))[-1]
+    rolled_back = dataclasses.replace(SESSIONS.result("api"), status="diverged")
+    reason = "the loss became nan at step 2: training diverged. The model was rolled back to step 1."
+
+    def diverging(*a, **kw):
+        yield TrainEvent(step=1, epoch=1, tokens_seen=8, lr=1e-3, batch_loss=0.5, elapsed_s=0.1,
+                         tokens_per_s=80.0, eta_s=None, total_steps=2, done=True, stopped=True,
+                         status="diverged", rolled_back_to=1, reason=reason, result=rolled_back)
+    monkeypatch.setattr(F, "finetune", diverging)
+    last = list(F.run_finetune(*args, default_model_name(), None))[-1]
+    assert "diverged" in last[0] and "rolled back to step 1" in last[0]
+    assert SESSIONS.result("api") is rolled_back
+    assert last[7] and Path(last[7]).is_file() and last[7] != good[7]  # this run's download
 
 
 def test_the_curves_without_runs_are_a_note():

@@ -182,3 +182,87 @@ def test_a_killed_run_resumed_gives_the_same_next_losses(corpus, tmp_path):
     assert sorted(resumed) == list(range(saved + 1, steps + 1))
     for s in resumed:
         assert abs(resumed[s] - full[s]) <= 1e-6, (s, resumed[s], full[s])
+
+
+# ---------------------------------------------------------------- the fine-tuning CLIs under torchrun
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """A small saved GPT with a byte-level tokenizer, loadable by folder name."""
+    from llm_core.checkpoint import save_checkpoint
+    from llm_core.model import build_untrained
+    from llm_core.tokenizers import GPT2_PATTERN, bpe_from_merges
+
+    tok = bpe_from_merges("bytes", {bytes([i]): i for i in range(256)}, GPT2_PATTERN, with_endoftext=True)
+    cfg = GPTConfig(vocab_size=tok.n_vocab, context_length=256, emb_dim=32, n_heads=2, n_layers=2, drop_rate=0.0)
+    return save_checkpoint(tmp_path_factory.mktemp("base") / "tiny", build_untrained(cfg, seed=3), tok, {"name": "tiny"})
+
+
+def finetune_data(task: str, folder: Path) -> Path:
+    """Examples of uneven lengths, so the ranks' shares of a batch hold unequal numbers of tokens."""
+    rnd = random.Random(1)
+    words = "red green blue pink cat dog cow owl".split()
+    if task == "classification":
+        path = folder / "colours.csv"
+        rows = ["text,label"]
+        for i in range(60):
+            rows.append(" ".join(rnd.choice(words[:4] if i % 2 else words[4:]) for _ in range(rnd.randint(1, 6)))
+                        + ("," + ("colour" if i % 2 else "animal")))
+        path.write_text("\n".join(rows) + "\n")
+    else:
+        path = folder / "colours.json"
+        entries = [{"instruction": "Repeat the words.", "input": " ".join(rnd.choice(words) for _ in range(n)),
+                    "output": ""} for n in (rnd.randint(1, 8) for _ in range(60))]
+        for e in entries:
+            e["output"] = e["input"]
+        path.write_text(json.dumps(entries))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, method", [("classification", "lora"), ("instruction", "full")])
+def test_two_gloo_processes_fine_tune_like_one(tiny_base, tmp_path, task, method):
+    """--batch-size 5 on two ranks: shares of 3 and 2 rows with unequal token counts, which the
+    loss weighting turns back into the one-process mean."""
+    args = ["--model", str(tiny_base), "--task", task, "--data", str(finetune_data(task, tmp_path)),
+            "--method", method, "--rank", "4", "--alpha", "8", "--steps", "5", "--batch-size", "5", "--lr", "3e-3",
+            "--eval-interval", "5", "--eval-batches", "1", "--n-score", "0", "--threads", "1"]
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    subprocess.run([sys.executable, "-m", "llm_core.finetune", *args, "--log-json", str(one)],
+                   cwd=ROOT, env=env(), check=True, capture_output=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(free_port()), "-m", "llm_core.finetune", *args,
+                          "--log-json", str(two), "--out", str(tmp_path / "tuned")],
+                         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[:3000]
+    assert "× 2 processes (gloo)" in run.stdout and "finished: finished 5 steps" in run.stdout
+    assert (tmp_path / "tuned").is_dir()  # rank 0 saved the result
+    a, b = step_losses(one), step_losses(two)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5]
+    for s in a:
+        assert abs(a[s] - b[s]) <= 1e-5, (s, a[s], b[s])
+    assert len(set(a.values())) == 5  # the loss moved: the model really trained
+
+
+@pytest.mark.slow
+def test_instruct_tune_under_torchrun_gives_the_curve_of_one_process(tiny_base, tmp_path):
+    from llm_core.checkpoint import load_checkpoint
+
+    args = ["--model", str(tiny_base), "--steps", "4", "--eval-interval", "2", "--eval-batches", "2",
+            "--batch-size", "6", "--n-computed", "2", "--n-doc", "1", "--answer-tokens", "4", "--threads", "1"]
+    subprocess.run([sys.executable, "-m", "llm_core.instruct_tune", *args, "--out", str(tmp_path / "one")],
+                   cwd=ROOT, env=env(), check=True, capture_output=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(free_port()), "-m", "llm_core.instruct_tune", *args,
+                          "--out", str(tmp_path / "two")], cwd=ROOT, env=env(), capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[:3000]
+    assert "× 2 processes (gloo)" in run.stdout
+    one, two = (load_checkpoint(tmp_path / d)[2] for d in ("one", "two"))
+    assert one["steps"] == two["steps"] == 4
+    assert [c["step"] for c in one["curve"]] == [c["step"] for c in two["curve"]] == [0, 2, 4]
+    for a, b in zip(one["curve"], two["curve"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+    assert one["curve"][-1]["train_loss"] < one["curve"][0]["train_loss"]  # it trained
+    assert two["after"]["val_loss"] == pytest.approx(one["after"]["val_loss"], abs=1e-5)

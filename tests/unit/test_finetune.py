@@ -171,6 +171,73 @@ def test_nan_loss_stops_without_a_result():
     assert events[-1].status == "diverged" and events[-1].result is None and "Nothing was saved" in events[-1].reason
 
 
+def test_injected_inf_after_an_evaluation_rolls_back_and_the_result_is_that_model(monkeypatch):
+    """The fine-tuning run is the shared loop: a weight broken after step 2's evaluation stops the
+    run at step 3, which says what broke; the tuned copy goes back to step 2 and is the result."""
+    import llm_core.finetune as ft
+
+    tuned, snapshot, seen = {}, {}, []
+
+    def keep_copy(*a, **kw):
+        tuned["model"] = real_prepare(*a, **kw)
+        return tuned["model"]
+
+    def sabotage():  # runs between steps: remember step 2's weights, then break one
+        model = tuned["model"]
+        if seen and seen[-1].step == 2 and not snapshot:
+            snapshot.update({k: v.clone() for k, v in model.state_dict().items()})
+            with torch.no_grad():
+                model.out_head.weight[0, 0] = float("inf")
+        return False
+
+    real_prepare = ft.prepare_model
+    monkeypatch.setattr(ft, "prepare_model", keep_copy)
+    s = FinetuneSettings(method="full", max_steps=20, eval_interval=2, lr=1e-3)
+    for ev in finetune(_base(), TOK, _colours_vs_animals(), s, stop=sabotage):
+        seen.append(ev)
+    last = seen[-1]
+    assert last.status == "diverged" and last.step == 2 and last.rolled_back_to == 2
+    assert "the loss became nan at step 3" in last.reason and "rolled back to step 2" in last.reason
+    res = last.result
+    assert res is not None and res.status == "diverged" and res.model is tuned["model"]
+    assert all(torch.equal(v, snapshot[k]) for k, v in res.model.state_dict().items())  # the inf is gone
+    step2 = next(e for e in seen if e.is_eval and e.step == 2)
+    assert res.val_loss == step2.val_loss and res.info.extra["steps"] == 2
+    assert math.isfinite(res.accuracy["val"])
+
+
+def test_instruction_steps_are_the_books_train_model_simple_steps(capsys):
+    """Full instruction tuning without clipping is chapter 7's training: the validation losses after
+    every step are those of the book's loop (train_model_simple, evaluating every step) on the
+    book's data pipeline (the 85/10/5 split, InstructionDataset, the collate, a shuffled DataLoader
+    with the run's seed), with the same optimizer."""
+    import copy
+
+    from torch.utils.data import DataLoader
+
+    from llm_core.instruct_data import InstructionDataset, instruction_collate, split_instructions
+    from llm_core.training import make_optimizer, train_model_simple
+
+    base, data = _base(context_length=192), _colour_questions(60)
+    s = FinetuneSettings(task="instruction", method="full", epochs=1, max_steps=1000, batch_size=4, lr=1e-3,
+                         weight_decay=0.1, grad_clip=None, eval_interval=1, eval_batches=2, n_samples=0, n_score=0,
+                         max_seconds=None, seed=5)
+    evals = [e for e in finetune(base, TOK, data, s) if e.is_eval]
+
+    train_e, _, val_e = split_instructions(data.entries)
+    collate = instruction_collate(TOK.eot_id, 192, mask_prompt=False)
+    train = DataLoader(InstructionDataset(train_e, TOK), batch_size=4, shuffle=True, collate_fn=collate,
+                       generator=torch.Generator().manual_seed(5))
+    val = DataLoader(InstructionDataset(val_e, TOK), batch_size=4, shuffle=False, collate_fn=collate)
+    model = copy.deepcopy(base)
+    _, book_val, book_tokens = train_model_simple(model, train, val, make_optimizer(model.parameters(), 1e-3, 0.1),
+                                                  "cpu", num_epochs=1, eval_freq=1, eval_iter=2,
+                                                  start_context="What", tokenizer=TOK)
+    assert len(book_val) == len(train) == len(evals) - 1 > 5
+    assert [e.val_loss for e in evals[1:]] == book_val
+    assert [e.tokens_seen for e in evals[1:]] == book_tokens
+
+
 @pytest.mark.parametrize("kw,match", [
     (dict(rank=0), "rank"), (dict(alpha=0), "alpha"), (dict(alpha=float("nan")), "alpha"),
     (dict(targets=()), "at least one"), (dict(method="magic"), "method"), (dict(task="chat"), "task"),

@@ -39,9 +39,9 @@ def tiny_model(vocab: int, seed: int = 123):
     return build_untrained(cfg, seed=seed)
 
 
-def loaders(tok, batch_size=4, length=32):
+def loaders(tok, batch_size=4, length=32, shuffle=True):
     train = create_dataloader_v1(TEXT, batch_size=batch_size, max_length=length, stride=length,
-                                 tokenizer=tok, seed=1)
+                                 tokenizer=tok, seed=1, shuffle=shuffle)
     val = create_dataloader_v1(TEXT[:400], batch_size=batch_size, max_length=length, stride=length,
                                shuffle=False, drop_last=False, tokenizer=tok)
     return train, val
@@ -102,6 +102,10 @@ def test_events_count_steps_and_evaluate_on_schedule(byte_tok):
     assert [e.done for e in events].count(True) == 1 and events[-1].done
     assert all(e.total_steps == 12 for e in events)
     assert all(a.tokens_seen < b.tokens_seen for a, b in zip(events, events[1:]))
+    # the ETA goes at the pace of the steps (training time: tokens / tokens per second), not of the
+    # wall clock, which includes the evaluations
+    for e in events[1:-1]:
+        assert e.eta_s == pytest.approx((e.total_steps - e.step) * (e.tokens_seen / e.tokens_per_s) / e.step)
 
 
 def test_epochs_cap_the_number_of_steps(byte_tok):
@@ -173,6 +177,54 @@ def test_injected_inf_rolls_back_to_the_last_evaluation(byte_tok):
     last = seen[-1]
     assert last.status == "diverged" and "step 4" in last.reason and "rolled back to step 2" in last.reason
     assert all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())
+
+
+def test_an_infinite_gradient_stops_the_run_without_clipping_and_rolls_back(byte_tok):
+    """The gradient is checked on every step, also when it is not clipped."""
+    model = tiny_model(byte_tok.n_vocab)
+    train, val = loaders(byte_tok)
+    cfg = TrainConfig(max_steps=50, lr=1e-3, grad_clip=None, eval_interval=2, eval_batches=1, sample_tokens=1)
+    seen, snapshot = [], {}
+
+    def poison(grad):  # a finite loss whose gradient is infinite, from step 5 on
+        return grad * float("inf") if seen and seen[-1].step >= 4 else grad
+
+    def remember():  # between steps: keep step 4's weights (its evaluation)
+        if seen and seen[-1].step == 4 and not snapshot:
+            snapshot.update({k: v.clone() for k, v in model.state_dict().items()})
+        return False
+
+    model.out_head.weight.register_hook(poison)
+    for ev in train_model(model, train, val, cfg, stop=remember):
+        seen.append(ev)
+    last = seen[-1]
+    assert last.status == "diverged" and last.step == 4
+    assert "the gradient became" in last.reason and "step 5" in last.reason and "rolled back to step 4" in last.reason
+    assert all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())
+
+
+def test_train_model_steps_are_the_books_train_model_simple_steps(byte_tok, capsys):
+    """No clipping, a constant learning rate, no dropout, batches in order: the one loop's
+    evaluations after every step are the losses the book's loop gives evaluating every step."""
+    def run_ours():
+        model = tiny_model(byte_tok.n_vocab)
+        train, val = loaders(byte_tok, shuffle=False)
+        cfg = TrainConfig(max_steps=1000, num_epochs=2, lr=1e-3, weight_decay=0.1, grad_clip=None,
+                          eval_interval=1, eval_batches=2)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+        evals = [e for e in train_model(model, train, val, cfg, optimizer=optimizer) if e.is_eval]
+        return [e.train_loss for e in evals[1:]], [e.val_loss for e in evals[1:]], [e.tokens_seen for e in evals[1:]]
+
+    def run_books():
+        model = tiny_model(byte_tok.n_vocab)
+        train, val = loaders(byte_tok, shuffle=False)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+        return train_model_simple(model, train, val, optimizer, "cpu", num_epochs=2, eval_freq=1, eval_iter=2,
+                                  start_context="The", tokenizer=byte_tok)
+
+    ours, books = run_ours(), run_books()
+    assert len(books[0]) == 2 * len(loaders(byte_tok, shuffle=False)[0]) > 4
+    assert ours == books  # train losses, validation losses and tokens seen, step by step
 
 
 def test_bad_settings_and_empty_data_raise(byte_tok):
