@@ -579,3 +579,21 @@ def test_export_cli_stores_half_precision_weights(tmp_path, capsys):
     with torch.no_grad():
         assert (again.model(ids) - load_model("pydoc-gpt").model(ids)).abs().max().item() < 0.05
     forget(str(tmp_path / "half"))
+
+
+@pytest.mark.slow
+def test_pretrain_save_dtype_fp16_writes_half_weights_that_load_as_fp32(tmp_path):
+    from safetensors import safe_open
+
+    from llm_core.pretrain import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(long_text(), encoding="utf-8")
+    out = tmp_path / "ckpt"
+    main(["--text-file", str(corpus), "--vocab-size", "300", "--layers", "1", "--heads", "2", "--emb-dim", "16",
+          "--context", "16", "--steps", "2", "--batch-size", "2", "--warmup", "1", "--eval-interval", "2",
+          "--eval-batches", "1", "--out", str(out), "--save-dtype", "fp16"])
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+    model, _, _ = load_checkpoint(out)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
