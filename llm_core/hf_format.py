@@ -249,7 +249,17 @@ def read_tokenizer(path: Path, name: str = "bpe") -> BPETokenizer | None:
 
 # ---------------------------------------------------------------- config and weights
 
-def hf_config(cfg: GPTConfig, tok: BPETokenizer, meta: dict | None = None) -> dict:
+STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_TORCH_DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def check_storage_dtype(dtype: str) -> str:
+    if dtype not in STORAGE_DTYPES:
+        raise CheckpointError(f"weights are stored as one of {', '.join(STORAGE_DTYPES)} (got {dtype!r})")
+    return dtype
+
+
+def hf_config(cfg: GPTConfig, tok: BPETokenizer, meta: dict | None = None, dtype: str = "fp32") -> dict:
     """config.json: a GPT2Config for transformers, our block for us."""
     eot = tok.eot_id
     return {
@@ -261,7 +271,7 @@ def hf_config(cfg: GPTConfig, tok: BPETokenizer, meta: dict | None = None) -> di
         "initializer_range": 0.02, "scale_attn_weights": True, "use_cache": True,
         "tie_word_embeddings": bool(cfg.tie_weights),
         "bos_token_id": eot, "eos_token_id": eot,
-        "torch_dtype": "float32",
+        "torch_dtype": _TORCH_DTYPE_NAMES[check_storage_dtype(dtype)],
         SIDE_KEY: {"version": SIDE_VERSION, "model": cfg.to_dict(), "tokenizer": tok.name, "meta": meta or {}},
     }
 
@@ -271,8 +281,9 @@ def generation_config(tok: BPETokenizer) -> dict:
             "temperature": 0.8, "top_k": 40, "max_new_tokens": 64}
 
 
-def hf_state_dict(model) -> dict[str, torch.Tensor]:
-    """GPTModel's weights under OpenAI's names (Conv1D: [in, out]); absent q/k/v biases are zeros."""
+def hf_state_dict(model, dtype: str = "fp32") -> dict[str, torch.Tensor]:
+    """GPTModel's weights under OpenAI's names (Conv1D: [in, out]); absent q/k/v biases are zeros.
+    ``dtype``: fp32, or fp16 / bf16 to store half the bytes (loading always gives fp32 weights)."""
     cfg = model.cfg
     sd = {k.replace(".linear.", "."): v for k, v in model.state_dict().items() if ".lora." not in f".{k}"}
     out = {"transformer.wte.weight": sd["tok_emb.weight"], "transformer.wpe.weight": sd["pos_emb.weight"],
@@ -295,7 +306,8 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
         out[h + "ln_2.weight"], out[h + "ln_2.bias"] = sd[b + "norm2.scale"], sd[b + "norm2.shift"]
     if not cfg.tie_weights:
         out["lm_head.weight"] = sd["out_head.weight"]
-    return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in out.items()}
+    target = STORAGE_DTYPES[check_storage_dtype(dtype)]
+    return {k: v.detach().to("cpu", torch.float32).to(target).contiguous() for k, v in out.items()}
 
 
 def gpt_config_from_hf(hf: dict) -> GPTConfig:
