@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from llm_core.registry import ModelBundle, ModelLoadError, load_model
+from tabs.session_store import SESSIONS
 
 _log = logging.getLogger("llm_explorer")
 
@@ -24,6 +25,25 @@ MAX_UPLOAD_BYTES = 2_000_000  # uploaded corpora
 # One training run (pre-training or fine-tuning) at a time on this server: a second one
 # would halve the speed of both on 2 vCPUs. Acquire with blocking=False and tell the user.
 TRAINING_SLOT = threading.Lock()
+
+
+def begin_training(session: str, kind: str) -> threading.Event:
+    """Claim the server's training slot for this session's ``kind`` run ("pretrain" or "finetune");
+    returns the run's stop request. Every claim is given back by ``end_training``."""
+    stop = threading.Event()
+    if not SESSIONS.begin(session, kind, stop):
+        raise gr.Error("A training run of yours (pre-training or fine-tuning) is already going: stop it or wait "
+                       "for it to finish.")
+    if not TRAINING_SLOT.acquire(blocking=False):
+        SESSIONS.end(session)
+        raise gr.Error("Another training run is in progress on this server (pre-training or fine-tuning, yours "
+                       "or another visitor's). Wait for it to finish, then start again.")
+    return stop
+
+
+def end_training(session: str) -> None:
+    TRAINING_SLOT.release()
+    SESSIONS.end(session)
 
 
 @dataclass

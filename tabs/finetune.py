@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -27,7 +26,8 @@ from llm_core.export import zip_folder
 from llm_core.lora import ALL_TARGETS, TARGET_LABELS, LoRAError, load_adapter
 from llm_core.peft_format import is_peft_upload, load_peft_adapter
 from tabs import hub_export
-from tabs.common import TRAINING_SLOT, check_float, check_int, check_text, friendly_errors, get_bundle
+from tabs.common import (begin_training, check_float, check_int, check_text, end_training, friendly_errors,
+                         get_bundle)
 from tabs.figures import note_figure
 from tabs.guard import discard
 from tabs.session_store import SESSIONS, session_key
@@ -414,13 +414,7 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
     _check_size(bundle, settings)
     data = _load_data(task, dataset, upload)
     session = session_key(request)
-    stop_flag = threading.Event()
-    if not SESSIONS.begin(session, "finetune", stop_flag):
-        raise gr.Error("A fine-tuning run of yours is already going: stop it or wait for it to finish.")
-    if not TRAINING_SLOT.acquire(blocking=False):
-        SESSIONS.end(session)
-        raise gr.Error("Another training run is in progress on this server (pre-training or fine-tuning, yours "
-                       "or another visitor's). Wait for it to finish, then start again.")
+    stop_flag = begin_training(session, "finetune")
     run_no = len(SESSIONS.runs(session)) + 1
     run = _new_run(f"run {run_no}: {settings.method}"
                    + (f" r{settings.rank}" if settings.method == "lora" else "") + f", lr {settings.lr:g}",
@@ -468,8 +462,7 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
         yield (_status(last, header), curves_figure(runs, log_scale, smoothing), _samples_md(history),
                _result_md(res), conf, norms_figure(res.norms, res.model.cfg.n_layers), _comparison_html(res), str(path))
     finally:
-        TRAINING_SLOT.release()
-        SESSIONS.end(session)
+        end_training(session)
 
 
 def _friendly(events):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import html
 import math
-import threading
 import time
 from functools import lru_cache
 
@@ -25,8 +24,8 @@ from llm_core.registry import ModelBundle, ModelLoadError, builtin_names, forget
 from llm_core.tokenizers import gpt2_tokenizer
 from llm_core.training import TrainConfig, calc_loss_loader, gpt2_init_, perplexity, pick_device, train_model
 from tabs import hub_export
-from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, TRAINING_SLOT, check_float, check_int,
-                         check_text, friendly_errors)
+from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, begin_training, check_float,
+                         check_int, check_text, end_training, friendly_errors)
 from tabs.figures import note_figure
 from tabs.guard import discard, owner_of
 from tabs.session_store import SESSIONS, session_key
@@ -250,13 +249,7 @@ def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
         corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, batch_size)
     model = _build(cfg, seed, training=True)
     session = session_key(request)
-    stop_flag = threading.Event()
-    if not SESSIONS.begin(session, "pretrain", stop_flag):
-        raise gr.Error("A training run of yours is already going: stop it or wait for it to finish.")
-    if not TRAINING_SLOT.acquire(blocking=False):
-        SESSIONS.end(session)
-        raise gr.Error("Another training run is in progress on this server (yours or another visitor's). "
-                       "Wait for it to finish or stop it, then start again.")
+    stop_flag = begin_training(session, "pretrain")
     runs = list(runs or [])[-5:]  # earlier runs stay on the chart for comparison
     run = _new_run(f"run {len(runs) + 1}: {size}, lr {lr:g}")
     runs.append(run)
@@ -292,15 +285,16 @@ def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
                 yield (loss_figure(runs, x_axis, log_scale, smoothing), header + "\n\n" + _status(ev, n_params, cfg),
                        "\n".join(reversed(samples[-30:])), runs)
     finally:
-        TRAINING_SLOT.release()
-        if last is not None and last.step > 0:
-            # Kept on the CPU: saving, scoring and previews run there (GPU memory is freed).
-            SESSIONS.set_trained(session, {"model": model.to("cpu").eval(), "tokenizer": tokenizer,
-                                "meta": {"corpus": corpus_name, "steps": last.step, "tokens_seen": last.tokens_seen,
-                                         "train_loss": last.train_loss, "val_loss": last.val_loss,
-                                         "perplexity": last.perplexity, "config": cfg.to_dict(),
-                                         "lr": lr, "batch_size": int(batch_size), "seed": seed}})
-        SESSIONS.end(session)
+        try:
+            if last is not None and last.step > 0:
+                # Kept on the CPU: saving, scoring and previews run there (GPU memory is freed).
+                SESSIONS.set_trained(session, {"model": model.to("cpu").eval(), "tokenizer": tokenizer,
+                                    "meta": {"corpus": corpus_name, "steps": last.step, "tokens_seen": last.tokens_seen,
+                                             "train_loss": last.train_loss, "val_loss": last.val_loss,
+                                             "perplexity": last.perplexity, "config": cfg.to_dict(),
+                                             "lr": lr, "batch_size": int(batch_size), "seed": seed}})
+        finally:
+            end_training(session)
 
 
 def stop_training(request: gr.Request = None) -> None:
