@@ -27,6 +27,22 @@ MAX_UPLOAD_BYTES = 2_000_000  # uploaded corpora
 TRAINING_SLOT = threading.Lock()
 
 
+def share_link_js(args: str, params: str) -> str:
+    """The js of a "copy link" button: a function of ``args`` (the inputs' values) whose ``params``
+    fill ``p`` (URLSearchParams); it copies this page's address with them and returns it."""
+    return (f"({args}) => {{\n  const p = new URLSearchParams();\n{params}\n"
+            "  const url = window.location.origin + window.location.pathname + '?' + p.toString();\n"
+            "  try { navigator.clipboard.writeText(url); } catch (e) {}\n  return url;\n}")
+
+
+def share_link_row(prefix: str, info: str) -> tuple[gr.Button, gr.Textbox]:
+    """The button that copies a link to this view and the box showing it (``#{prefix}-share``)."""
+    with gr.Row(equal_height=True):
+        button = gr.Button("Copy link to this view", scale=1, elem_id=f"{prefix}-share")
+        link = gr.Textbox(label="Link", scale=4, elem_id=f"{prefix}-share-url", interactive=False, info=info)
+    return button, link
+
+
 def begin_training(session: str, kind: str) -> threading.Event:
     """Claim the server's training slot for this session's ``kind`` run ("pretrain" or "finetune");
     returns the run's stop request. Every claim is given back by ``end_training``."""

@@ -12,7 +12,8 @@ from llm_core.views import tokenize_view as tv
 from llm_core.bpe import BPETrainResult, train_bpe
 from llm_core.tokenizers import (CL100K, ENDOFTEXT, O200K, UNK, SimpleTokenizerV2, SpecialTokenError,
                                  available_tokenizers, get_named_tokenizer, gpt2_tokenizer)
-from tabs.common import CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, check_int, check_text, friendly_errors, get_bundle
+from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, check_int, check_text, friendly_errors,
+                         get_bundle, share_link_js, share_link_row)
 from tabs.figures import note_figure
 from tabs.guard import discard
 
@@ -404,19 +405,12 @@ def prefill_from_url(request: gr.Request):
     return out
 
 
-SHARE_JS = """
-(text, tok, cmp, special, ws) => {
-  const p = new URLSearchParams();
+SHARE_JS = share_link_js("text, tok, cmp, special, ws", """\
   p.set('text', text || '');
   p.set('tokenizer', tok);
   if (cmp && cmp !== 'none') p.set('compare', cmp);
   if (special !== 'allow') p.set('special', special);
-  if (ws !== 'typed') p.set('ws', ws);
-  const url = window.location.origin + window.location.pathname + '?' + p.toString();
-  try { navigator.clipboard.writeText(url); } catch (e) {}
-  return url;
-}
-"""
+  if (ws !== 'typed') p.set('ws', ws);""")
 
 
 # ---------------------------------------------------------------- BPE merges, step by step
@@ -599,11 +593,8 @@ def build(ctx) -> None:
                     json_b = gr.JSON(None, label="Compare with", elem_id="tok-json-b")
                     ids_b = gr.Textbox("", label="All ids", lines=2, max_lines=6, elem_id="tok-ids-b",
                                        buttons=["copy"], interactive=False)
-        with gr.Row(equal_height=True):
-            share_btn = gr.Button("Copy share link", scale=1, elem_id="tok-share")
-            share_url = gr.Textbox(label="Share link", scale=4, elem_id="tok-share-url", interactive=False,
-                                   info="Text and choices travel in the URL (?text=…&tokenizer=…); "
-                                        "long texts make long links.")
+        share_btn, share_url = share_link_row("tok", "Text and choices travel in the URL (?text=…&tokenizer=…); "
+                                                     "long texts make long links.")
 
         with gr.Accordion("BPE merges, step by step", open=True, elem_id="tok-bpe"):
             gr.Markdown(

@@ -78,6 +78,10 @@ def test_a_link_opens_attention_with_the_prompt_and_selection(browser, app_url):
         expect(page.locator("#att-layer input")).to_have_value("1")
         expect(page.locator("#att-head input")).to_have_value("2")
         expect(page.locator("#att-head-map")).to_contain_text("Layer 1, head 2", timeout=SLOW)
+        page.locator("#att-share").click()  # the view's own link carries the same selection back
+        link = page.locator("#att-share-url textarea, #att-share-url input").first
+        expect(link).to_have_value(re.compile(r"[?&]layer=1&head=2&position=3(&|$)"))
+        assert f"text={quote(text).replace('%20', '+')}" in link.input_value() and "tab=attention" in link.input_value()
     finally:
         context.close()
 
