@@ -28,7 +28,7 @@ from llm_core.peft_format import is_peft_upload, load_peft_adapter
 from tabs import hub_export
 from tabs.common import (begin_training, check_float, check_int, check_text, end_training, friendly_errors,
                          get_bundle)
-from tabs.figures import note_figure
+from tabs.figures import RUN_COLORS, downsample, ema, note_figure
 from tabs.guard import discard
 from tabs.session_store import SESSIONS, session_key
 
@@ -37,7 +37,6 @@ MAX_STEPS = 2000
 MAX_SECONDS = float(os.environ.get("LLM_EXPLORER_FT_MAX_SECONDS", 10 * 60))
 MAX_PARAMS_FULL = 130_000_000   # full / last-block fine-tuning: up to GPT-2 small
 MAX_PARAMS_LORA = 400_000_000   # LoRA keeps the optimizer state small: up to GPT-2 medium
-MAX_POINTS = 400
 STREAM_EVERY_S = 0.3
 MAX_PROMPT_CHARS = 2000
 ADAPTER_DIR = Path(tempfile.gettempdir()) / "llm-explorer-adapters"
@@ -62,7 +61,6 @@ TARGET_CHOICES = [(TARGET_LABELS[t], t) for t in ALL_TARGETS]
 DEFAULT_TARGETS = ["q", "k", "v", "out", "ff_in", "ff_out"]
 TABLE_OPEN = ("<table class='ft-table' style='width:100%;table-layout:fixed;border-collapse:collapse;"
               "overflow-wrap:anywhere;font-size:0.9em'>")
-COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777"]
 
 # ---------------------------------------------------------------- inputs
 
@@ -157,22 +155,6 @@ def _check_memory(bundle, what: str, factor: float = 1.0) -> None:
 
 # ---------------------------------------------------------------- figures
 
-def _ema(values, weight: float):
-    out, acc = [], None
-    for v in values:
-        acc = v if acc is None else weight * acc + (1 - weight) * v
-        out.append(acc)
-    return out
-
-
-def _xy(xs, ys):
-    x, y = np.asarray(xs, dtype=np.float32), np.asarray(ys, dtype=np.float32)
-    if len(x) > MAX_POINTS:
-        idx = np.linspace(0, len(x) - 1, MAX_POINTS).astype(int)
-        x, y = x[idx], y[idx]
-    return x, y
-
-
 FT_PLOT_NOTE = "Press Start fine-tuning: the loss and accuracy curves appear here."
 
 
@@ -186,24 +168,24 @@ def curves_figure(runs: list[dict], log_scale: bool = False, smoothing: float = 
     fig = make_subplots(rows=1, cols=2 if with_acc else 1, subplot_titles=(
         ("Loss (cross-entropy)", "Accuracy") if with_acc else ("Loss (cross-entropy)",)))
     for i, run in enumerate(runs):
-        color = COLORS[i % len(COLORS)]
+        color = RUN_COLORS[i % len(RUN_COLORS)]
         newest = i == len(runs) - 1
         opacity = 1.0 if newest else 0.45
         label = run["label"]
         if newest and run["batch_loss"]:
-            x, y = _xy(run["batch_steps"], _ema(run["batch_loss"], smoothing))
+            x, y = downsample(run["batch_steps"], ema(run["batch_loss"], smoothing))
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{label}: batch loss (smoothed)",
                                      line=dict(color=color, width=1), opacity=0.3), row=1, col=1)
         for key, dash, what in (("train_loss", None, "train"), ("val_loss", "dash", "validation")):
             if run[key]:
-                x, y = _xy(run["eval_steps"], run[key])
+                x, y = downsample(run["eval_steps"], run[key])
                 fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{label}: {what}",
                                          line=dict(color=color, width=2.5 if newest else 1.5, dash=dash),
                                          opacity=opacity), row=1, col=1)
         if with_acc:
             for key, dash, what in (("train_acc", None, "train acc"), ("val_acc", "dash", "val acc")):
                 if run.get(key):
-                    x, y = _xy(run["eval_steps"], run[key])
+                    x, y = downsample(run["eval_steps"], run[key])
                     fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{label}: {what}",
                                              line=dict(color=color, width=2.5 if newest else 1.5, dash=dash),
                                              opacity=opacity, showlegend=newest), row=1, col=2)

@@ -7,7 +7,6 @@ import time
 from functools import lru_cache
 
 import gradio as gr
-import numpy as np
 import plotly.graph_objects as go
 import torch
 
@@ -26,7 +25,7 @@ from llm_core.training import TrainConfig, calc_loss_loader, gpt2_init_, perplex
 from tabs import hub_export
 from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, begin_training, check_float,
                          check_int, check_text, end_training, friendly_errors)
-from tabs.figures import note_figure
+from tabs.figures import RUN_COLORS, downsample, ema, note_figure
 from tabs.guard import discard, owner_of
 from tabs.session_store import SESSIONS, session_key
 
@@ -34,7 +33,6 @@ from tabs.session_store import SESSIONS, session_key
 MAX_STEPS = 3000
 MAX_SECONDS = 15 * 60
 MAX_PARAMS = 130_000_000  # up to GPT-2 small; larger ones do not train on a CPU
-MAX_POINTS = 400          # per curve, so each streamed figure stays small
 STREAM_EVERY_S = 0.3
 
 CORPUS_BUILTIN = "Built-in: Python's own documentation"
@@ -131,25 +129,6 @@ def _prepare(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
 
 # ---------------------------------------------------------------- figures
 
-def _downsample(xs: list, ys: list) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(xs, dtype=np.float32), np.asarray(ys, dtype=np.float32)
-    if len(x) > MAX_POINTS:
-        idx = np.linspace(0, len(x) - 1, MAX_POINTS).astype(int)
-        x, y = x[idx], y[idx]
-    return x, y
-
-
-def _ema(values: list[float], weight: float) -> list[float]:
-    out, acc = [], None
-    for v in values:
-        acc = v if acc is None else weight * acc + (1 - weight) * v
-        out.append(acc)
-    return out
-
-
-COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#4b5563"]
-
-
 def loss_figure(runs: list[dict], x_axis: str = "tokens seen", log_scale: bool = False,
                 smoothing: float = 0.6) -> go.Figure:
     if not runs:
@@ -157,18 +136,18 @@ def loss_figure(runs: list[dict], x_axis: str = "tokens seen", log_scale: bool =
     fig = go.Figure()
     key = "tokens" if x_axis == "tokens seen" else "steps"
     for i, run in enumerate(runs):
-        color = COLORS[i % len(COLORS)]
+        color = RUN_COLORS[i % len(RUN_COLORS)]
         label = run["label"]
         if run["batch_loss"]:
-            x, y = _downsample(run["batch_" + key], _ema(run["batch_loss"], smoothing))
+            x, y = downsample(run["batch_" + key], ema(run["batch_loss"], smoothing))
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{label}: batch loss (smoothed)",
                                      line=dict(color=color, width=1), opacity=0.35))
         if run["eval_train"]:
-            x, y = _downsample(run["eval_" + key], run["eval_train"])
+            x, y = downsample(run["eval_" + key], run["eval_train"])
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{label}: train",
                                      line=dict(color=color, width=2)))
         if run["eval_val"]:
-            x, y = _downsample(run["eval_" + key], run["eval_val"])
+            x, y = downsample(run["eval_" + key], run["eval_val"])
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{label}: validation",
                                      line=dict(color=color, width=2, dash="dash")))
     fig.update_layout(height=420, margin=dict(l=50, r=20, t=40, b=40), legend=dict(orientation="h", y=-0.2),
