@@ -93,3 +93,13 @@ def open_tab(page, elem_id: str):
     """Click a stage's tab button (Gradio gives it the id '<elem_id>-button')."""
     page.locator(f"#{elem_id}-button").click()
     page.wait_for_selector(f"#{elem_id}", state="visible")
+
+
+def start_pretraining(page, steps: int, eval_every: int):
+    """Pretrain tab: a pasted corpus, the GPT-2 tokenizer and ``steps`` steps, then Start."""
+    page.locator("#pt-corpus").get_by_role("radio", name="Paste text").check()
+    page.locator("#pt-pasted textarea").fill("The cat sat on the mat and looked at the hat. " * 150)
+    page.locator("#pt-tokenizer").get_by_role("radio", name="GPT-2 BPE (50,257 tokens)").check()
+    page.locator("#pt-steps input").fill(str(steps))
+    page.locator("#pt-eval input").fill(str(eval_every))
+    page.locator("#pt-start").click()
