@@ -78,15 +78,21 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, app_url):
-    """A fresh page on the app, loaded and ready."""
+def blank_page(browser):
+    """A page in a browser context of its own (a first visit's), not yet on the app: for links."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(30_000)
-    pg.goto(app_url)
-    pg.wait_for_selector("#model-summary", state="visible")
     yield pg
     context.close()
+
+
+@pytest.fixture
+def page(blank_page, app_url):
+    """A fresh page on the app, loaded and ready."""
+    blank_page.goto(app_url)
+    blank_page.wait_for_selector("#model-summary", state="visible")
+    return blank_page
 
 
 def open_tab(page, elem_id: str):
