@@ -113,6 +113,13 @@ def check_int(value, name: str, lo: int, hi: int) -> int:
     return v
 
 
+def check_choice(value, allowed, name: str):
+    """``value`` when it is one of ``allowed`` (a request can carry anything, whatever the picker offers)."""
+    if value not in allowed:
+        raise gr.Error(f"{name} must be one of {', '.join(map(str, allowed))} (got {_shown(value)}).")
+    return value
+
+
 def _shown(value) -> str:
     text = repr(value)
     return html.escape(text if len(text) <= 40 else text[:37] + "...")

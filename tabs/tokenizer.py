@@ -12,8 +12,8 @@ from llm_core.views import tokenize_view as tv
 from llm_core.bpe import BPETrainResult, train_bpe
 from llm_core.tokenizers import (CL100K, ENDOFTEXT, O200K, UNK, SimpleTokenizerV2, SpecialTokenError,
                                  available_tokenizers, get_named_tokenizer, gpt2_tokenizer)
-from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, check_int, check_text, friendly_errors,
-                         get_bundle, share_link_js, share_link_row)
+from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, check_choice, check_int, check_text,
+                         friendly_errors, get_bundle, share_link_js, share_link_row)
 from tabs.figures import note_figure
 from tabs.guard import discard
 
@@ -323,12 +323,6 @@ def as_json(tz: tv.Tokenization) -> dict:
 
 # ---------------------------------------------------------------- the main event
 
-def _check_choice(value, allowed, name):
-    if value not in allowed:
-        raise gr.Error(f"{name} must be one of {', '.join(map(str, allowed))} (got {value!r}).")
-    return value
-
-
 def _clean_text(text) -> str:
     text = check_text(text)
     try:
@@ -357,10 +351,10 @@ def tokenize_event(text, tok_a, tok_b, special, ws, vocab_source, vocab_text,
     Returns JSON A, HTML A, JSON B, HTML B, all ids of A, all ids of B (B empty without a
     second tokenizer). The JSON holds the ids, counts and the tokens (id, string, byte span)."""
     text = _clean_text(text)
-    _check_choice(tok_a, list(BASE_CHOICES), "Tokenizer")
-    _check_choice(tok_b or NONE, [NONE, *BASE_CHOICES], "Compare with")
-    _check_choice(special, tv.SPECIAL_MODES, "Special-token literals")
-    _check_choice(ws, [v for _, v in WS_CHOICES], "Whitespace display")
+    check_choice(tok_a, list(BASE_CHOICES), "Tokenizer")
+    check_choice(tok_b or NONE, [NONE, *BASE_CHOICES], "Compare with")
+    check_choice(special, tv.SPECIAL_MODES, "Special-token literals")
+    check_choice(ws, [v for _, v in WS_CHOICES], "Whitespace display")
     common = (special, ws, model_name, vocab_source, vocab_text, bpe_state)
     json_a, html_a, ids_a = tokenize_one(tok_a, text, *common)
     if not tok_b or tok_b == NONE:
