@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from llm_core import corpus
 from llm_core.registry import ModelBundle, ModelLoadError, load_model
+from tabs.guard import discard
 from tabs.session_store import SESSIONS
 
 _log = logging.getLogger("llm_explorer")
@@ -99,6 +101,26 @@ def check_text(text: str | None, what: str = "text", max_chars: int = MAX_TEXT_C
         raise gr.Error(f"The {what} has {len(text):,} characters; the limit is {max_chars:,}. "
                        "Use a shorter piece.")
     return text
+
+
+def upload_path(upload) -> str | None:
+    """The server path of a gr.File value (a path string, a FileData, or its dict form)."""
+    if upload is None or isinstance(upload, str):
+        return upload or None
+    return getattr(upload, "path", None) or (upload.get("path") if isinstance(upload, dict) else None)
+
+
+def read_text_upload(upload) -> str:
+    """The text of an uploaded .txt file (``corpus.load_text_upload``: size-limited, UTF-8, not binary,
+    not empty). A refused file is deleted from the upload folder at once."""
+    path = upload_path(upload)
+    if not path:
+        raise gr.Error("No file uploaded yet: choose a UTF-8 .txt file (or switch the source).")
+    try:
+        return corpus.load_text_upload(path, max_bytes=MAX_UPLOAD_BYTES)
+    except corpus.CorpusError as exc:
+        discard(path)
+        raise gr.Error(f"Cannot use this file: {exc}.", title="Upload refused") from None
 
 
 def check_int(value, name: str, lo: int, hi: int) -> int:

@@ -24,9 +24,9 @@ from llm_core.tokenizers import gpt2_tokenizer
 from llm_core.training import TrainConfig, calc_loss_loader, gpt2_init_, perplexity, pick_device, train_model
 from tabs import hub_export
 from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, begin_training, check_float,
-                         check_int, check_text, end_training, friendly_errors)
+                         check_int, check_text, end_training, friendly_errors, read_text_upload)
 from tabs.figures import RUN_COLORS, downsample, ema, note_figure
-from tabs.guard import discard, owner_of
+from tabs.guard import owner_of
 from tabs.session_store import SESSIONS, session_key
 
 # Server-side caps: a demo machine has 2 vCPUs shared by every visitor.
@@ -64,14 +64,7 @@ def _corpus_text(corpus: str, upload, pasted: str) -> tuple[str, str]:
             raise gr.Error(book.reason + " Choose the built-in corpus instead.")
         return book.text, "the-verdict"
     if corpus == CORPUS_UPLOAD:
-        if not upload:
-            raise gr.Error("Choose a .txt file to upload first.")
-        try:
-            text = corpus_mod.load_text_upload(upload, max_bytes=MAX_UPLOAD_BYTES)
-        except corpus_mod.CorpusError as exc:
-            discard(upload)
-            raise gr.Error(str(exc)) from None
-        return check_text(text, "uploaded file", max_chars=MAX_UPLOAD_BYTES), "upload"
+        return check_text(read_text_upload(upload), "uploaded file", max_chars=MAX_UPLOAD_BYTES), "upload"
     return check_text(pasted, "pasted text", max_chars=MAX_TEXT_CHARS), "pasted"
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -12,10 +11,9 @@ from llm_core.views import tokenize_view as tv
 from llm_core.bpe import BPETrainResult, train_bpe
 from llm_core.tokenizers import (CL100K, ENDOFTEXT, O200K, UNK, SimpleTokenizerV2, SpecialTokenError,
                                  available_tokenizers, get_named_tokenizer, gpt2_tokenizer)
-from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, check_choice, check_int, check_text,
-                         friendly_errors, get_bundle, share_link_js, share_link_row)
+from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, check_choice, check_int, check_text, friendly_errors,
+                         get_bundle, read_text_upload, share_link_js, share_link_row)
 from tabs.figures import note_figure
-from tabs.guard import discard
 
 BOOK_SENTENCE = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of the palace."
 # Our own little paragraph for the word-level tokenizer's vocabulary: it lacks "Hello" and
@@ -409,29 +407,8 @@ SHARE_JS = share_link_js("text, tok, cmp, special, ws", """\
 
 # ---------------------------------------------------------------- BPE merges, step by step
 
-def _read_upload(path) -> str:
-    if not path:
-        raise gr.Error("No file uploaded: upload a .txt file, or train on the text above.")
-    try:
-        return _read_text_file(Path(path))
-    except gr.Error:
-        discard(path)  # a refused upload does not stay in the upload folder
-        raise
-
-
-def _read_text_file(p: Path) -> str:
-    size = p.stat().st_size
-    if size > MAX_UPLOAD_BYTES:
-        raise gr.Error(f"The file has {size:,} bytes; the limit is {MAX_UPLOAD_BYTES:,}. Upload a smaller piece.")
-    data = p.read_bytes()
-    if b"\x00" in data:
-        raise gr.Error("The file contains NUL bytes: it looks binary, not text. Upload a plain .txt file.")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise gr.Error(f"The file is not valid UTF-8 (byte 0x{data[exc.start]:02X} at offset {exc.start:,}). "
-                       "Save it as UTF-8 text and upload it again.") from None
-    return check_text(text, what="uploaded file")
+def _read_upload(upload) -> str:
+    return check_text(read_text_upload(upload), what="uploaded file")
 
 
 def _pretty(raw: bytes) -> str:
