@@ -51,7 +51,7 @@ def test_a_choice_outside_the_pickers_values_is_refused_and_shown_escaped():
     assert "&lt;b&gt;" in str(info.value) and "<b>" not in str(info.value)
 
 
-def test_an_uploaded_text_is_read_and_a_refused_one_refused_in_one_line(tmp_path):
+def test_an_uploaded_text_is_read_and_a_bad_one_refused_in_one_line(tmp_path):
     """(Deleting a refused upload, only inside Gradio's upload folder: test_hostile's test_10.)"""
     good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
     good.write_text("Every effort moves you.", encoding="utf-8")
