@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tests.local_server import free_port, wait_for_app  # noqa: E402
 
 # Tests never touch the user's real cache or the network.
 os.environ.setdefault("LLM_EXPLORER_HOME", tempfile.mkdtemp(prefix="llm-explorer-test-"))
@@ -29,31 +28,17 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-dev-shm-usage"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def app_url():
     """The whole app on the embedded default model, served on a free local port."""
     import app
 
     demo = app.build_demo()
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
                 quiet=True, **app.launch_kwargs())
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "gradio_api/info", timeout=5).read()
-            break
-        except Exception:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.3)
+    wait_for_app(url, 60)
     yield url
     demo.close()
 

@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from llm_core.data import GPTDatasetV1
 from llm_core.distributed import EpochBatches, load_resume_state, save_resume_state
 from llm_core.model import GPTModel
 from llm_core.training import make_optimizer, train_step
+from tests.local_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,12 +128,6 @@ def step_losses(log: Path) -> dict[int, float]:
         if ev["step"] > 0 and ev["batch_loss"] is not None:
             out[ev["step"]] = ev["batch_loss"]
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
