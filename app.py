@@ -8,7 +8,6 @@ This file only assembles the app: each stage of the book is one module in tabs/.
 from __future__ import annotations
 
 import argparse
-import html
 import os
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from llm_core.registry import DEFAULT_BUILTIN, ModelLoadError, default_model_cho
 from tabs import architecture, attention, chat, embeddings, finetune, generate, guard, pretrain, sampler, tokenizer
 from tabs.common import AppContext
 from tabs.guard import owner_of, typed_model_name
+from tabs.markup import html_text, md_text
 
 # One module per stage of the book, in the book's order. Each has build(ctx).
 STAGES: list = [tokenizer, sampler, embeddings, attention, architecture, pretrain, generate, finetune, chat]
@@ -48,8 +48,8 @@ def _header(default_model: str, reason: str) -> AppContext:
             )
             load_btn = gr.Button("Load model", variant="primary", scale=0, min_width=140, elem_id="model-load")
             # the device on one short line beside the button (the full summary is its tooltip)
-            gr.HTML(f'<span title="{html.escape(device_summary())}"><b>On:</b> '
-                    f'{html.escape(device_summary().split(" · fp32")[0])}</span>',
+            gr.HTML(f'<span title="{html_text(device_summary())}"><b>On:</b> '
+                    f'{html_text(device_summary().split(" · fp32")[0])}</span>',
                     elem_id="device-summary", min_width=120)
         summary = gr.Markdown(_summary(default_model, reason), elem_id="model-summary")
     model_name = gr.State(default_model)
@@ -76,9 +76,9 @@ def _header(default_model: str, reason: str) -> AppContext:
 def _summary(name: str, reason: str = "") -> str:
     why = f" — *{reason}*" if reason else ""
     try:
-        return f"**Active:** {html.escape(load_model(name).summary())}{why}"
+        return f"**Active:** {md_text(load_model(name).summary())}{why}"
     except ModelLoadError as exc:
-        return f"**Could not load {html.escape(name)}:** {html.escape(str(exc))}"
+        return f"**Could not load {md_text(name)}:** {md_text(str(exc))}"
 
 
 def _own_choices(request: gr.Request):

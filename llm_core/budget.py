@@ -110,8 +110,8 @@ def check_structure(cfg: GPTConfig) -> None:
 
 
 def param_count(cfg: GPTConfig) -> int:
-    from .views.architecture_view import count_parameters
-    return count_parameters(cfg).total
+    from .views.architecture_view import config_parameter_breakdown
+    return config_parameter_breakdown(cfg).total
 
 
 def human_bytes(n: float) -> str:

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from .budget import check_size, config_from_dict, reserve
 from .config import GPTConfig
+from .files import atomic_dir, swap_dir
 from .hf_format import (
     SIDE_KEY, CheckpointError, check_shapes, convert_hf_gpt2_state, expected_shapes, generation_config,
     gpt_config_from_hf, hf_config, hf_state_dict, model_card, qkv_bias_unused, read_tokenizer, write_tokenizer,
@@ -100,26 +101,13 @@ def save_checkpoint(path: str | os.PathLike, model: GPTModel, tokenizer: BPEToke
                     meta: dict | None = None) -> Path:
     """Write model + tokenizer to ``path`` (Hugging Face's GPT-2 layout) atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it owner-only; a served app may run as another user
-    try:
+    with atomic_dir(path) as tmp:
         write_model_dir(tmp, model, tokenizer, meta, name=(meta or {}).get("name") or path.name)
         for keep in KEPT_FILES:  # written beside the weights by the training CLI
             if (path / keep).is_file():
                 shutil.copy2(path / keep, tmp / keep)
         for f in tmp.iterdir():
             f.chmod(0o644)
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{os.getpid()}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -413,10 +401,7 @@ def convert_old_checkpoint(path: str | os.PathLike, probe_text: str = "The list 
         for keep in KEPT_FILES:
             if (path / keep).is_file():
                 shutil.copy2(path / keep, new / keep)
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
-        os.replace(path, old)
-        os.replace(new, path)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_dir(new, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path

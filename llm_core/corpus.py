@@ -12,16 +12,16 @@ import hashlib
 import os
 import sys
 import sysconfig
-import tempfile
 import threading
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .files import write_atomic
 from .paths import explorer_home
+from .tokenizers import ENDOFTEXT
 
-ENDOFTEXT = "<|endoftext|>"
 DOC_SEPARATOR = "\n" + ENDOFTEXT + "\n"
 # Bump when the extraction changes, so stale caches are not reused.
 EXTRACTOR_VERSION = 1
@@ -47,7 +47,7 @@ class CorpusError(ValueError):
 
 # ---------------------------------------------------------------- extraction
 
-def _stdlib_dir() -> Path:
+def stdlib_dir() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
@@ -55,7 +55,7 @@ def _is_public(name: str) -> bool:
     return not name.startswith("_")
 
 
-def _module_files(root: Path) -> list[tuple[str, Path]]:
+def public_module_files(root: Path) -> list[tuple[str, Path]]:
     """(dotted name, source file) for every public, non-test stdlib module, sorted."""
     out = []
     for path in root.rglob("*.py"):
@@ -125,7 +125,7 @@ def topic_documents() -> list[str]:
 
 def stdlib_documents(root: Path | None = None) -> list[str]:
     docs = []
-    for name, path in _module_files(root or _stdlib_dir()):
+    for name, path in public_module_files(root or stdlib_dir()):
         try:
             source = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
@@ -149,18 +149,6 @@ def _cache_file() -> Path:
     return CACHE_DIR / f"pydoc-{impl}-v{EXTRACTOR_VERSION}.txt"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def pydoc_corpus(use_cache: bool = True) -> str:
     """The built-in corpus, built once per Python version and cached on disk."""
     cache = _cache_file()
@@ -172,7 +160,7 @@ def pydoc_corpus(use_cache: bool = True) -> str:
     text = build_pydoc_corpus()
     if use_cache:
         try:
-            _write_atomic(cache, text.encode("utf-8"))
+            write_atomic(cache, text.encode("utf-8"))
         except OSError:
             pass  # a read-only home still gets the corpus, just rebuilt next time
     return text
@@ -300,7 +288,7 @@ def the_verdict(timeout: float = 8.0, url: str = VERDICT_URL) -> BookText:
         return BookText(None, f"The Verdict is unavailable: the download has {len(text):,} characters, "
                               f"not the book's {VERDICT_CHARS:,}.")
     try:
-        _write_atomic(cache, data)
+        write_atomic(cache, data)
     except OSError:
         pass
     return BookText(text)

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .files import atomic_dir
 
 RESUME_DIR = "resume"
 
@@ -182,33 +183,25 @@ def save_resume_state(out_dir: str | os.PathLike, model, optimizer, info: dict, 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{RESUME_DIR}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    model_sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    # Tied weights share storage: safetensors refuses shared tensors, so store a clone.
-    seen = {}
-    for k, v in model_sd.items():
-        ptr = v.data_ptr()
-        if ptr in seen:
-            model_sd[k] = v.clone()
-        seen[ptr] = k
-    save_file(model_sd, str(tmp / "model.safetensors"))
-    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            rng[f"cuda{i}"] = state
-    save_file({**opt_tensors, **{f"rng.{k}": v for k, v in rng.items()}}, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({**info, "optimizer": opt_meta, "data": batches.state_dict()},
-                                               indent=1))
-    final = out / RESUME_DIR
-    old = out / f".{RESUME_DIR}.old-{os.getpid()}"
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+    with atomic_dir(out / RESUME_DIR) as tmp:
+        model_sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        # Tied weights share storage: safetensors refuses shared tensors, so store a clone.
+        seen = {}
+        for k, v in model_sd.items():
+            ptr = v.data_ptr()
+            if ptr in seen:
+                model_sd[k] = v.clone()
+            seen[ptr] = k
+        save_file(model_sd, str(tmp / "model.safetensors"))
+        opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            for i, state in enumerate(torch.cuda.get_rng_state_all()):
+                rng[f"cuda{i}"] = state
+        save_file({**opt_tensors, **{f"rng.{k}": v for k, v in rng.items()}}, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({**info, "optimizer": opt_meta, "data": batches.state_dict()},
+                                                   indent=1))
+    return out / RESUME_DIR
 
 
 def load_resume_state(run_dir: str | os.PathLike, model, optimizer, batches: EpochBatches) -> dict:

@@ -29,8 +29,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .corpus import (CACHE_DIR, DOC_SEPARATOR, ENDOFTEXT, _module_files, _stdlib_dir, _write_atomic,
-                     module_document, topic_documents)
+from .corpus import CACHE_DIR, DOC_SEPARATOR, module_document, public_module_files, stdlib_dir, topic_documents
+from .files import write_atomic
+from .tokenizers import ENDOFTEXT
 
 # Licences whose text may be trained on and shipped as weights without conditions beyond notice.
 PERMISSIVE = ("mit", "bsd", "apache", "isc", "psf", "python software foundation", "zlib", "0bsd",
@@ -313,7 +314,7 @@ def build_doc_corpus(python_docs: Path | None = None, dists=None, include_pydoc:
             cleaned = filt.clean(t)
             if cleaned:
                 docs.append(Document("pydoc", cleaned.split("\n", 1)[0], "PSF-2.0", cleaned))
-        for module, path in _module_files(_stdlib_dir()):
+        for module, path in public_module_files(stdlib_dir()):
             try:
                 raw = module_document(module, path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError):
@@ -389,8 +390,8 @@ def doc_corpus_texts(use_cache: bool = True) -> tuple[str, str]:
     train, val = corpus.text("train"), corpus.text("val")
     if use_cache:
         try:
-            _write_atomic(train_file, train.encode("utf-8"))
-            _write_atomic(val_file, val.encode("utf-8"))
+            write_atomic(train_file, train.encode("utf-8"))
+            write_atomic(val_file, val.encode("utf-8"))
         except OSError:
             pass
     return train, val

@@ -14,13 +14,13 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
 from .checkpoint import HubUnavailable, hub_reachable, save_checkpoint
+from .files import atomic_dir
 from .hf_format import CheckpointError
 
 # Files the app shows beside a built-in checkpoint that an export carries along.
@@ -80,7 +80,7 @@ def export_classifier(model, tokenizer, out_dir: str | os.PathLike, labels: list
 
     from .checkpoint import write_model_dir
     from .hf_format import hf_state_dict
-    from .peft_format import _fold_bias_into_ln_f
+    from .peft_format import fold_head_bias_into_ln_f
 
     model = _merged_copy(model)  # never moved: it may be a shared model on a GPU
     head = model.out_head
@@ -88,9 +88,7 @@ def export_classifier(model, tokenizer, out_dir: str | os.PathLike, labels: list
     labels = [str(x) for x in labels] or [f"LABEL_{i}" for i in range(n)]
     if len(labels) != n:
         raise CheckpointError(f"{len(labels)} label names for a head with {n} classes")
-    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)  # the new folder is renamed into place
-    out = Path(tempfile.mkdtemp(prefix=".classifier-", dir=Path(out_dir).parent))
-    try:
+    with atomic_dir(out_dir) as out:
         lm = copy.deepcopy(model)  # write_model_dir needs a language-model head: lend it the embedding
         lm.out_head = torch.nn.Linear(model.cfg.emb_dim, model.cfg.vocab_size, bias=False)
         lm.out_head.weight = lm.tok_emb.weight
@@ -99,7 +97,7 @@ def export_classifier(model, tokenizer, out_dir: str | os.PathLike, labels: list
         state = hf_state_dict(lm)
         state.pop("lm_head.weight", None)
         state["score.weight"] = head.weight.detach().float().cpu().contiguous()
-        state["transformer.ln_f.weight"], state["transformer.ln_f.bias"] = _fold_bias_into_ln_f(model)
+        state["transformer.ln_f.weight"], state["transformer.ln_f.bias"] = fold_head_bias_into_ln_f(model)
         save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
         config = json.loads((out / "config.json").read_text())
         config.update(architectures=["GPT2ForSequenceClassification"], num_labels=n, tie_word_embeddings=True,
@@ -110,14 +108,7 @@ def export_classifier(model, tokenizer, out_dir: str | os.PathLike, labels: list
         (out / "README.md").write_text(card.replace("pipeline_tag: text-generation", "pipeline_tag: text-classification")
                                        .replace("AutoModelForCausalLM", "AutoModelForSequenceClassification"),
                                        encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
-    target = Path(out_dir)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(out, target)
-    return target
+    return Path(out_dir)
 
 
 def export_finetuned(model, tokenizer, info, out_dir: str | os.PathLike) -> Path:

@@ -53,8 +53,9 @@ from .lora import (
     AdapterInfo, LoRAError, ParameterCounts, apply_lora, check_rank_alpha, count_parameters,
     expand_targets, freeze, model_fingerprint, save_adapter, update_norms,
 )
+from .model import eval_mode
 from .training import (
-    StopCheck, TrainEvent, TrainingTask, _should_stop, calc_loss_batch, calc_loss_loader, make_optimizer, pick_device,
+    StopCheck, TrainEvent, TrainingTask, should_stop, calc_loss_batch, calc_loss_loader, make_optimizer, pick_device,
     run_training,
 )
 
@@ -301,10 +302,8 @@ def calc_classification_batch(model, inputs, last, labels, device) -> tuple[torc
 def predict_proba(model: nn.Module, tokenizer, text: str, label_names: list[str], max_length: int) -> dict[str, float]:
     """Class probabilities for one text (softmax of the last-token logits)."""
     ids = torch.tensor([encode_for_classification(tokenizer, text, max_length)], device=model.tok_emb.weight.device)
-    was = model.training
-    model.eval()
-    probs = torch.softmax(model(ids)[0, -1].float(), dim=-1)
-    model.train(was)
+    with eval_mode(model):
+        probs = torch.softmax(model(ids)[0, -1].float(), dim=-1)
     return {name: float(p) for name, p in zip(label_names, probs)}
 
 
@@ -360,7 +359,7 @@ def score_responses(model, tokenizer, entries: list[dict], max_new_tokens: int,
     """Answers to ``entries`` and their scores: exact-match rate, mean similarity, overall (0-100)."""
     answers, exact, similar = [], [], []
     for e in entries:
-        if _should_stop(stop):
+        if should_stop(stop):
             break
         ans = respond(model, tokenizer, e, max_new_tokens)
         answers.append(ans)

@@ -30,7 +30,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from .model import KVCache
+from .model import KVCache, eval_mode
 
 LN2 = math.log(2.0)
 
@@ -216,26 +216,11 @@ def next_token_logits(model, ids: Sequence[int]) -> torch.Tensor:
     idx = torch.tensor([list(ids)[-model.cfg.context_length:]], dtype=torch.long, device=model.device)
     if idx.shape[1] == 0:
         raise ValueError("need at least one token")
-    with _EvalMode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         return model(idx, last_only=True)[0, -1].float()
 
 
 # ---------------------------------------------------------------- the decoding loop
-
-class _EvalMode:
-    """Switch a model to eval for the duration (dropout off), restoring train mode afterwards."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.model, self.was_training = model, model.training
-
-    def __enter__(self):
-        if self.was_training:
-            self.model.eval()
-
-    def __exit__(self, *exc):
-        if self.was_training:
-            self.model.train()
-
 
 _layout_lock = threading.Lock()
 
@@ -336,7 +321,7 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, context_size: int | 
     window = model.cfg.context_length if context_size is None else min(int(context_size), model.cfg.context_length)
     out = idx
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
-    with _EvalMode(model):
+    with eval_mode(model):
         steps = _decode_steps(model, idx, settings.max_new_tokens, settings.use_cache, window)
         logits, _, _ = next(steps)
         while True:
@@ -427,7 +412,7 @@ def stream_generate(model, ids, settings: SamplingSettings, generator: torch.Gen
         return
     n_cand = min(int(settings.n_candidates), model_vocab)
     start = time.perf_counter()
-    with _EvalMode(model):
+    with eval_mode(model):
         steps = _decode_steps(model, idx, settings.max_new_tokens, settings.use_cache,
                               model.cfg.context_length, vocab_size)
         logits, from_cache, positions = next(steps)
@@ -475,7 +460,7 @@ class Prompt:
     from_endoftext: bool = False   # the prompt was empty: generation starts at <|endoftext|>
 
 
-def encode_prompt(tokenizer, text: str, context_length: int) -> Prompt:
+def encode_prompt_keep_last(tokenizer, text: str, context_length: int) -> Prompt:
     """Encode a prompt for generation: an empty prompt starts from ``<|endoftext|>`` (when the
     tokenizer has it); a prompt longer than the context keeps only its last tokens."""
     ids = tokenizer.encode(text) if text else []

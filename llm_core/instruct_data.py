@@ -33,7 +33,8 @@ from functools import lru_cache
 import torch
 from torch.utils.data import Dataset
 
-from .corpus import CACHE_DIR, CorpusError, _module_files, _stdlib_dir, _write_atomic, load_text_upload
+from .corpus import CACHE_DIR, CorpusError, load_text_upload, public_module_files, stdlib_dir
+from .files import write_atomic
 
 # ---------------------------------------------------------------- the book's prompt (7.2)
 
@@ -224,7 +225,7 @@ def _params(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
 def _extract_stdlib() -> dict:
     """Public top-level functions and classes of the standard library with their docstrings."""
     functions, classes = [], []
-    for module, path in _module_files(_stdlib_dir()):
+    for module, path in public_module_files(stdlib_dir()):
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
@@ -261,7 +262,7 @@ def stdlib_docs() -> dict:
                 pass
         data = _extract_stdlib()
         try:
-            _write_atomic(cache, json.dumps(data).encode("utf-8"))
+            write_atomic(cache, json.dumps(data).encode("utf-8"))
         except OSError:
             pass
         return data
@@ -394,7 +395,7 @@ def _computed_tasks(rng: random.Random, words: list[str], per_kind: int) -> list
     return out
 
 
-def _doc_tasks(docs: dict) -> list[dict]:
+def doc_tasks(docs: dict) -> list[dict]:
     """Questions answered from the documentation (answers are the docs' own words or names)."""
     out = []
     name_count: dict[str, int] = {}
@@ -483,19 +484,19 @@ def builtin_instructions(seed: int = 123, computed_per_kind: int = 100) -> Instr
     """Documentation questions plus computed tasks, shuffled (a fixed order for a fixed seed)."""
     docs = stdlib_docs()
     rng = random.Random(seed)
-    doc_tasks = _doc_tasks(docs)
+    from_docs = doc_tasks(docs)
     computed = _computed_tasks(rng, _word_pool(docs), computed_per_kind)
     assistant = _assistant_tasks()
-    entries = doc_tasks + computed + assistant
+    entries = from_docs + computed + assistant
     rng.shuffle(entries)
     return InstructionData(
         name="Python docs + computed tasks",
         entries=entries,
-        description=(f"{len(entries):,} instructions: {len(doc_tasks):,} questions answered from this Python's "
+        description=(f"{len(entries):,} instructions: {len(from_docs):,} questions answered from this Python's "
                      f"documentation (docstrings, pydoc topics) and {len(computed):,} string/list/number tasks "
                      f"whose answers the program computes, and {len(assistant):,} greetings and questions about "
                      "the model itself, answered truthfully."),
-        extra={"kinds": {"documentation": len(doc_tasks), "computed": len(computed), "assistant": len(assistant)}},
+        extra={"kinds": {"documentation": len(from_docs), "computed": len(computed), "assistant": len(assistant)}},
     )
 
 
@@ -556,8 +557,8 @@ def _cached_download(filename: str, url: str, what: str, timeout: float) -> tupl
 
 def _store(filename: str, data: bytes) -> None:
     try:
-        _write_atomic(CACHE_DIR / filename, data)
-        _write_atomic(CACHE_DIR / (filename + ".sha256"), hashlib.sha256(data).hexdigest().encode())
+        write_atomic(CACHE_DIR / filename, data)
+        write_atomic(CACHE_DIR / (filename + ".sha256"), hashlib.sha256(data).hexdigest().encode())
     except OSError:
         pass
 

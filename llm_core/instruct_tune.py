@@ -27,16 +27,16 @@ from .checkpoint import save_checkpoint
 from .distributed import DistContext
 from .finetune import MAX_SECONDS, FinetuneSettings, finetune, pad_id_of, score_responses
 from .instruct_data import (
-    InstructionDataset, _doc_tasks, builtin_instructions, instruction_collate, split_instructions, stdlib_docs,
+    InstructionDataset, doc_tasks, builtin_instructions, instruction_collate, split_instructions, stdlib_docs,
 )
-from .lora import _set, lora_layers, merge_lora
+from .lora import unwrap_lora
 from .registry import load_model
 from .training import calc_loss_loader, pick_device
 
 
 def held_out_sets(data, n_computed: int, n_doc: int) -> dict[str, list[dict]]:
     """The test split's computed tasks, exact-answer doc questions and free-text doc questions."""
-    doc_keys = {(e["instruction"], e["input"]) for e in _doc_tasks(stdlib_docs())}
+    doc_keys = {(e["instruction"], e["input"]) for e in doc_tasks(stdlib_docs())}
     _, test, val = split_instructions(data.entries)
     computed = [e for e in test if (e["instruction"], e["input"]) not in doc_keys and e.get("kind") != "assistant"]
     doc = [e for e in test if (e["instruction"], e["input"]) in doc_keys]
@@ -135,9 +135,7 @@ def _run(args, argv, dist: DistContext) -> None:
         res = last.result
         model = res.model
         if args.method == "lora":  # a plain GPTModel checkpoint: fold the updates in, back to nn.Linear
-            merge_lora(model)
-            for path, layer in lora_layers(model).items():
-                _set(model, path, layer.linear)
+            unwrap_lora(model)
         after, after_answers = measure(model, bundle.tokenizer, sets, args.answer_tokens, args.batch_size)
         print("after: ", json.dumps(after), flush=True)
         examples = []

@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,8 @@ import torch
 import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from .files import atomic_file
 
 ADAPTER_FORMAT = "llm-explorer-lora"
 ADAPTER_VERSION = "1"
@@ -245,6 +246,15 @@ def unmerge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
+def unwrap_lora(model: nn.Module) -> nn.Module:
+    """Fold every update into its Linear and put that plain ``nn.Linear`` back in the wrapper's
+    place: the model is a plain one again (for a checkpoint without LoRA modules)."""
+    merge_lora(model)
+    for path, layer in lora_layers(model).items():
+        _set(model, path, layer.linear)
+    return model
+
+
 @dataclass(frozen=True)
 class ParameterCounts:
     total: int        # every parameter, LoRA matrices included
@@ -385,15 +395,9 @@ def save_adapter(path: str | os.PathLike, model: nn.Module, info: AdapterInfo,
     state = tensors if tensors is not None else adapter_state(model)
     if not state:
         raise LoRAError("the model has no trainable tensors to save")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, tmp,
+    with atomic_file(path) as tmp:
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(tmp),
                   metadata=info.to_metadata())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

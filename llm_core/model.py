@@ -37,7 +37,8 @@ and no trace the fast path is exactly what it was.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from contextlib import contextmanager
+from typing import Callable, Iterator, Mapping
 
 import torch
 import torch.nn as nn
@@ -323,3 +324,16 @@ def build_untrained(cfg: GPTConfig, seed: int = 123) -> GPTModel:
         torch.manual_seed(seed)
         model = GPTModel(cfg)
     return model.eval()
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Dropout off for the block: a model in training mode is switched to eval and back after."""
+    was_training = model.training
+    if was_training:
+        model.eval()
+    try:
+        yield model
+    finally:
+        if was_training:
+            model.train()

@@ -65,7 +65,7 @@ def hub_name(base_model: str) -> str:
 
 # ---------------------------------------------------------------- ours → peft
 
-def _fold_bias_into_ln_f(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_head_bias_into_ln_f(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """The final LayerNorm's shift with the head's bias folded in (see the module docstring)."""
     head = model.out_head
     w = head.weight.detach().double()
@@ -116,7 +116,7 @@ def peft_tensors(model: nn.Module, info: AdapterInfo) -> tuple[dict[str, torch.T
     if info.head_classes is not None:
         head = model.out_head.linear if isinstance(model.out_head, LinearWithLoRA) else model.out_head
         out[PREFIX + "score.weight"] = head.weight.detach().float().cpu().contiguous()
-        out[PREFIX + "transformer.ln_f.weight"], out[PREFIX + "transformer.ln_f.bias"] = _fold_bias_into_ln_f(model)
+        out[PREFIX + "transformer.ln_f.weight"], out[PREFIX + "transformer.ln_f.bias"] = fold_head_bias_into_ln_f(model)
         modules_to_save = ["score", "ln_f"]
     return {k: v.contiguous() for k, v in out.items()}, rank_pattern, alpha_pattern, modules_to_save
 

@@ -31,6 +31,7 @@ from .checkpoint import save_checkpoint
 from .config import PRESETS, GPTConfig
 from .data import GPTDatasetV1, create_dataloader_v1
 from .distributed import DistContext, EpochBatches, load_resume_state, save_resume_state
+from .files import write_atomic
 from .model import GPTModel
 from .training import (
     TrainConfig, calc_loss_loader, gpt2_init_, make_optimizer, pick_device, sample_text, train_model,
@@ -72,7 +73,7 @@ def bpe_tokenizer_for(text: str, vocab_size: int, name: str, log=print):
         result = train_bpe(text, vocab_size=vocab_size)
         log(f"BPE: {result.num_merges} merges in {result.seconds:.0f} s ({result.stopped_because})")
         try:
-            corpus_mod._write_atomic(cache, json.dumps(result.to_dict()).encode())
+            write_atomic(cache, json.dumps(result.to_dict()).encode())
         except OSError:
             pass
     info = {"kind": "bpe", "vocab_size": result.n_vocab, "merges": result.num_merges,
@@ -105,7 +106,8 @@ def fmt_duration(seconds: float | None) -> str:
 
 def format_event(ev) -> str:
     val = f"{ev.val_loss:.3f}" if ev.val_loss is not None else "-"
-    sample = (ev.sample or "").replace("\n", "⏎")
+    # A log line: only the newline gets its mark (as in token_text), so the sample stays on one line with its spaces.
+    sample = (ev.sample or "").replace("\n", "↵")
     return (f"step {ev.step:>6}/{ev.total_steps} | ep {ev.epoch} | tok {ev.tokens_seen:>11,} | "
             f"train {ev.train_loss:.3f} | val {val} | ppl {ev.perplexity:,.1f} | lr {ev.lr:.2e} | "
             f"{ev.tokens_per_s:,.0f} tok/s | {fmt_duration(ev.elapsed_s)} eta {fmt_duration(ev.eta_s)} | {sample}")

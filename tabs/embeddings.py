@@ -2,7 +2,6 @@
 token + position = input, as views of the active model's own weights."""
 from __future__ import annotations
 
-import html
 
 import gradio as gr
 import numpy as np
@@ -11,12 +10,13 @@ from plotly.subplots import make_subplots
 import torch
 
 from llm_core import budget
-from llm_core.views import embedding_view as ev
+from llm_core.views import embedding_view as emb_view
 from llm_core.model import build_untrained
 from llm_core.registry import model_choices
 from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle
 from tabs.figures import note_figure
 from tabs.guard import owner_of, typed_model_name
+from tabs.markup import md_code, md_text, plot_text
 
 # Defaults are picked from these to suit the model's vocabulary (GPT-2's, or a small one of Python docs).
 WORD_CANDIDATES = ("king, queen, man, woman, Paris, London, dog, cat, one, two, three, four, red, blue, def, "
@@ -48,65 +48,46 @@ an untrained model's map is a round cloud."""
 _twins: dict = {}  # one untrained twin per config, shared by all sessions
 
 
-def _esc(text: str) -> str:
-    """For plotly text and HTML attributes: quotes as numeric entities, which plotly decodes
-    (it shows a named ``&quot;`` literally)."""
-    return html.escape(str(text), quote=False).replace('"', "&#34;").replace("'", "&#39;")
-
-
-# Characters that HTML or Markdown would interpret, written as numeric entities instead.
-_MD_SPECIAL = {ord(c): f"&#{ord(c)};" for c in "&<>\\`*_[]{}#|~!"}
-
-
-def _md(text: str) -> str:
-    """User or token text inside Markdown: shown literally, never as HTML or formatting."""
-    return str(text).translate(_MD_SPECIAL)
-
-
-def _code(text: str) -> str:
-    return f"<code>{_md(text)}</code>"
-
-
 def _cap_points(n_points) -> int:
     n = check_int(n_points, "Points to plot", 2, REQUEST_CEILING)
-    if n > ev.MAX_POINTS:
-        gr.Warning(f"{n:,} points requested: showing {ev.MAX_POINTS:,}, the most a browser plots smoothly.")
-    return min(n, ev.MAX_POINTS)
+    if n > emb_view.MAX_POINTS:
+        gr.Warning(f"{n:,} points requested: showing {emb_view.MAX_POINTS:,}, the most a browser plots smoothly.")
+    return min(n, emb_view.MAX_POINTS)
 
 
-def _resolve(tok, word: str, n_vocab: int, what: str) -> ev.TokenMatch:
+def _resolve(tok, word: str, n_vocab: int, what: str) -> emb_view.TokenMatch:
     check_text(word, what=what, max_chars=MAX_WORD_CHARS)
     try:
-        return ev.resolve_token(tok, word, n_vocab)
-    except ev.TokenNotFound as exc:
+        return emb_view.resolve_token(tok, word, n_vocab)
+    except emb_view.TokenNotFound as exc:
         raise gr.Error(f"{what.capitalize()}: {exc}", title="Not a single token") from None
 
 
-def _resolve_list(tok, words_text: str, n_vocab: int) -> tuple[list[ev.TokenMatch], str]:
+def _resolve_list(tok, words_text: str, n_vocab: int) -> tuple[list[emb_view.TokenMatch], str]:
     words_text = check_text(words_text, what="token list", max_chars=MAX_LIST_CHARS, allow_empty=True)
-    words = ev.parse_token_list(words_text)
-    found, missing = ev.resolve_tokens(tok, words, n_vocab)
+    words = emb_view.parse_token_list(words_text)
+    found, missing = emb_view.resolve_tokens(tok, words, n_vocab)
     lines = []
     if found:
-        lines.append("Labelled: " + ", ".join(f"{_code(m.label)} (#{m.id})" for m in found))
+        lines.append("Labelled: " + ", ".join(f"{md_code(m.label)} (#{m.id})" for m in found))
     if missing:
-        split = "; ".join(f"{_md(exc.query.strip())} → " + " + ".join(_code(label) for _, label in exc.pieces)
-                          if exc.pieces else f"{_md(exc.query.strip())} ({_md(exc)})" for exc in missing)
+        split = "; ".join(f"{md_text(exc.query.strip())} → " + " + ".join(md_code(label) for _, label in exc.pieces)
+                          if exc.pieces else f"{md_text(exc.query.strip())} ({md_text(exc)})" for exc in missing)
         lines.append(f"⚠️ Not single tokens of this vocabulary (byte-pair encoding splits words it has not "
                      f"merged into pieces), so not plotted: {split}. Use one of the pieces, or #id.")
-    if len([w for w in words_text.split(",") if w.strip()]) > ev.MAX_CHOSEN:
-        lines.append(f"Only the first {ev.MAX_CHOSEN} words are used.")
+    if len([w for w in words_text.split(",") if w.strip()]) > emb_view.MAX_CHOSEN:
+        lines.append(f"Only the first {emb_view.MAX_CHOSEN} words are used.")
     return found, "\n\n".join(lines)
 
 
 # ---------------------------------------------------------------- the projector
 
-def projector_figure(proj: ev.Projection, title: str) -> go.Figure:
+def projector_figure(proj: emb_view.Projection, title: str) -> go.Figure:
     dims = proj.coords.shape[1]
     chosen = np.zeros(len(proj.ids), dtype=bool)
     chosen[proj.chosen] = True
-    hover = np.array([f"{_esc(lbl)}  (#{i})" for lbl, i in zip(proj.labels, proj.ids.tolist())], dtype=object)
-    labels = np.array([_esc(lbl) for lbl in proj.labels], dtype=object)
+    hover = np.array([f"{plot_text(lbl)}  (#{i})" for lbl, i in zip(proj.labels, proj.ids.tolist())], dtype=object)
+    labels = np.array([plot_text(lbl) for lbl in proj.labels], dtype=object)
     bg, fg = ~chosen, chosen
     axes = [f"PC{i + 1} ({100 * proj.explained[i]:.1f} % of variance)" for i in range(dims)]
     fig = go.Figure()
@@ -141,26 +122,26 @@ def project(words_text, dims, n_points, model_name=None):
     if dims not in (2, 3, "2", "3"):
         raise gr.Error("Choose 2-D or 3-D.")
     n = _cap_points(n_points)
-    n_vocab = ev.usable_vocab(bundle.model, bundle.tokenizer)
+    n_vocab = emb_view.usable_vocab(bundle.model, bundle.tokenizer)
     found, note = _resolve_list(bundle.tokenizer, words_text, n_vocab)
     with torch.inference_mode():
-        proj = ev.project_token_embeddings(bundle.model, bundle.tokenizer, [m.id for m in found],
+        proj = emb_view.project_token_embeddings(bundle.model, bundle.tokenizer, [m.id for m in found],
                                            dims=int(dims), n_points=n)
     shown = f"{len(proj.ids):,} of {proj.vocab_points:,} tokens"
     total = float(proj.explained.sum()) * 100
-    summary = (f"**{_md(bundle.name)}**: {shown} on the first {int(dims)} principal components of the "
+    summary = (f"**{md_text(bundle.name)}**: {shown} on the first {int(dims)} principal components of the "
                f"{proj.vocab_points:,} × {bundle.model.tok_emb.weight.shape[1]} token table, which together "
                f"hold {total:.1f} % of its variance (the rest is in the other dimensions: points close here "
                f"may be far apart there — the neighbour search below uses every dimension).")
     if proj.notice:
-        summary += f"\n\n{_md(proj.notice)}"
+        summary += f"\n\n{md_text(proj.notice)}"
     title = f"Token embeddings of {bundle.name} (PCA, {int(dims)}-D)"
     return projector_figure(proj, title), summary + ("\n\n" + note if note else "")
 
 
 # ---------------------------------------------------------------- neighbours and analogies
 
-def _neighbour_rows(items: list[ev.Neighbour]) -> list[list]:
+def _neighbour_rows(items: list[emb_view.Neighbour]) -> list[list]:
     return [[rank, n.label, n.id, round(n.score, 4)] for rank, n in enumerate(items, 1)]
 
 
@@ -168,12 +149,12 @@ def _neighbour_rows(items: list[ev.Neighbour]) -> list[list]:
 def neighbours(word, k, model_name=None):
     """Cosine nearest neighbours of one token (the token itself comes first)."""
     bundle = get_bundle(model_name)
-    k = check_int(k, "Neighbours", 1, ev.MAX_NEIGHBOURS)
-    n_vocab = ev.usable_vocab(bundle.model, bundle.tokenizer)
+    k = check_int(k, "Neighbours", 1, emb_view.MAX_NEIGHBOURS)
+    n_vocab = emb_view.usable_vocab(bundle.model, bundle.tokenizer)
     match = _resolve(bundle.tokenizer, word, n_vocab, "token")
     with torch.inference_mode():
-        result = ev.nearest_neighbours(bundle.model, bundle.tokenizer, match.id, k + 1)
-    note = (f"{_code(match.label)} is token #{match.id}. Rank 1 is the token itself (cosine 1); the rest "
+        result = emb_view.nearest_neighbours(bundle.model, bundle.tokenizer, match.id, k + 1)
+    note = (f"{md_code(match.label)} is token #{match.id}. Rank 1 is the token itself (cosine 1); the rest "
             f"are the rows of the table pointing most nearly the same way, over all "
             f"{bundle.model.tok_emb.weight.shape[1]} dimensions.")
     return _neighbour_rows(result), note
@@ -183,15 +164,15 @@ def neighbours(word, k, model_name=None):
 def analogy(a, b, c, k, model_name=None):
     """a - b + c over unit vectors, nearest tokens by cosine, the three inputs excluded."""
     bundle = get_bundle(model_name)
-    k = check_int(k, "Results", 1, ev.MAX_NEIGHBOURS)
-    n_vocab = ev.usable_vocab(bundle.model, bundle.tokenizer)
+    k = check_int(k, "Results", 1, emb_view.MAX_NEIGHBOURS)
+    n_vocab = emb_view.usable_vocab(bundle.model, bundle.tokenizer)
     for word, what in ((a, "first word (a)"), (b, "word to subtract (b)"), (c, "word to add (c)")):
         _resolve(bundle.tokenizer, word, n_vocab, what)   # a clear message naming the bad word
     with torch.inference_mode():
-        res = ev.analogy(bundle.model, bundle.tokenizer, a, b, c, k)
-    inputs = ", ".join(f"{_code(m.label)} {res.input_scores[m.id]:.3f}" for m in (res.a, res.b, res.c))
-    note = (f"{_code(res.a.label)} − {_code(res.b.label)} + {_code(res.c.label)} ≈ "
-            f"{_code(res.results[0].label)} (cosine {res.results[0].score:.3f}). The inputs are left out of the "
+        res = emb_view.analogy(bundle.model, bundle.tokenizer, a, b, c, k)
+    inputs = ", ".join(f"{md_code(m.label)} {res.input_scores[m.id]:.3f}" for m in (res.a, res.b, res.c))
+    note = (f"{md_code(res.a.label)} − {md_code(res.b.label)} + {md_code(res.c.label)} ≈ "
+            f"{md_code(res.results[0].label)} (cosine {res.results[0].score:.3f}). The inputs are left out of the "
             f"answers; their own cosines with the target would be: {inputs}.\n\n"
             f"Be warned: analogies need embeddings trained on a lot of varied text. A small model trained on "
             f"a few megabytes — let alone an untrained one — mostly returns unrelated tokens; that says what "
@@ -208,12 +189,12 @@ def positions(max_positions, model_name=None):
     bundle = get_bundle(model_name)
     context = bundle.config.context_length
     p = check_int(max_positions, "Positions", 2, REQUEST_CEILING)
-    if p > min(context, ev.MAX_POSITIONS):
-        gr.Warning(f"Showing {min(context, ev.MAX_POSITIONS)} positions: the model has {context:,}, and the "
-                   f"heatmap stays at most {ev.MAX_POSITIONS} × {ev.MAX_POSITIONS} to remain readable.")
+    if p > min(context, emb_view.MAX_POSITIONS):
+        gr.Warning(f"Showing {min(context, emb_view.MAX_POSITIONS)} positions: the model has {context:,}, and the "
+                   f"heatmap stays at most {emb_view.MAX_POSITIONS} × {emb_view.MAX_POSITIONS} to remain readable.")
     with torch.inference_mode():
-        sim = ev.positional_similarity(bundle.model, p)
-        coords, explained = ev.positional_components(bundle.model, 3)
+        sim = emb_view.positional_similarity(bundle.model, p)
+        coords, explained = emb_view.positional_components(bundle.model, 3)
     n = sim.shape[0]
     heat = go.Figure(go.Heatmap(z=sim, x=np.arange(n), y=np.arange(n), zmin=-1, zmax=1, colorscale="RdBu",
                                 reversescale=True, colorbar=dict(title="cosine"),
@@ -229,7 +210,7 @@ def positions(max_positions, model_name=None):
     pcs.update_layout(title="The position table's first principal components, position by position", height=520,
                       xaxis_title="position", yaxis_title="component value", margin=dict(l=10, r=10, t=50, b=10),
                       legend=dict(orientation="h", y=-0.15))
-    note = (f"{_md(bundle.name)} has {context:,} learned position vectors of {bundle.config.emb_dim} numbers. "
+    note = (f"{md_text(bundle.name)} has {context:,} learned position vectors of {bundle.config.emb_dim} numbers. "
             "Trained GPTs learn smooth waves along position (neighbouring positions get similar vectors, a bright "
             "band along the diagonal); random ones show only the diagonal.")
     return heat, pcs, note
@@ -241,7 +222,7 @@ def _shape(t) -> str:
     return "[" + ", ".join(str(x) for x in t) + "]"
 
 
-def decomposition_markdown(out: ev.InputEmbedding, batch: int, length: int) -> str:
+def decomposition_markdown(out: emb_view.InputEmbedding, batch: int, length: int) -> str:
     s = out.shapes
     b, t, d = s["input embeddings"]
     rows = [
@@ -267,10 +248,10 @@ def decomposition_markdown(out: ev.InputEmbedding, batch: int, length: int) -> s
     return "\n\n".join([book, table, *notes])
 
 
-def decomposition_figure(out: ev.InputEmbedding) -> go.Figure:
+def decomposition_figure(out: emb_view.InputEmbedding) -> go.Figure:
     d = out.tok_emb.shape[-1]
     cols = min(d, HEATMAP_DIMS)
-    labels = [f"{i}: {_esc(t)}" for i, t in enumerate(out.tokens[0])]
+    labels = [f"{i}: {plot_text(t)}" for i, t in enumerate(out.tokens[0])]
     parts = [("token embedding", out.tok_emb[0, :, :cols]), ("+ position embedding", out.pos_emb[:, :cols]),
              ("= input embedding", out.embed[0, :, :cols])]
     lim = float(max(np.abs(p).max() for _, p in parts)) or 1.0
@@ -295,10 +276,10 @@ def input_embeddings(sentence, batch, length, model_name=None):
     """tok_emb(ids) + pos_emb(positions) for a batch of windows cut from a sentence, with shapes."""
     bundle = get_bundle(model_name)
     sentence = check_text(sentence, what="sentence", max_chars=MAX_SENTENCE_CHARS)
-    batch = check_int(batch, "Batch size", 1, ev.MAX_BATCH)
+    batch = check_int(batch, "Batch size", 1, emb_view.MAX_BATCH)
     length = check_int(length, "Tokens per window", 1, bundle.config.context_length)
     with torch.inference_mode():
-        out = ev.input_embedding(bundle.model, bundle.tokenizer, sentence, batch, length)
+        out = emb_view.input_embedding(bundle.model, bundle.tokenizer, sentence, batch, length)
     rows = [[t, tok, int(i), *[round(float(v), 3) for v in (out.tok_emb[0, t, 0], out.pos_emb[t, 0],
                                                               out.embed[0, t, 0])]]
             for t, (tok, i) in enumerate(zip(out.tokens[0], out.ids[0].tolist()))]
@@ -320,7 +301,7 @@ def _untrained_twin(bundle):
     return _twins[key]
 
 
-def comparison_figure(cmp: ev.Comparison, before_name: str, after_name: str) -> go.Figure:
+def comparison_figure(cmp: emb_view.Comparison, before_name: str, after_name: str) -> go.Figure:
     fig = go.Figure()
     xs, ys = [], []
     for (x0, y0), (x1, y1) in zip(cmp.before_xy, cmp.after_xy):
@@ -328,15 +309,15 @@ def comparison_figure(cmp: ev.Comparison, before_name: str, after_name: str) -> 
         ys += [float(y0), float(y1), None]
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#94a3b8", width=1.5), name="moved",
                              hoverinfo="skip"))
-    labels = [_esc(m.label) for m in cmp.moves]
-    fig.add_trace(go.Scatter(x=cmp.before_xy[:, 0], y=cmp.before_xy[:, 1], mode="markers", name=_esc(before_name),
+    labels = [plot_text(m.label) for m in cmp.moves]
+    fig.add_trace(go.Scatter(x=cmp.before_xy[:, 0], y=cmp.before_xy[:, 1], mode="markers", name=plot_text(before_name),
                              marker=dict(size=8, color="#94a3b8", symbol="circle-open"), hovertext=labels,
                              hoverinfo="text"))
     fig.add_trace(go.Scatter(x=cmp.after_xy[:, 0], y=cmp.after_xy[:, 1], mode="markers+text",
-                             name=_esc(after_name), text=labels, textposition="top center", hovertext=labels,
+                             name=plot_text(after_name), text=labels, textposition="top center", hovertext=labels,
                              hoverinfo="text", marker=dict(size=10, color="#2563eb")))
     fig.update_layout(title="Chosen tokens: before (open circles) → after (labelled)", height=560,
-                      xaxis_title=f"PC1 of {_esc(after_name)} ({100 * cmp.explained[0]:.1f} %)",
+                      xaxis_title=f"PC1 of {plot_text(after_name)} ({100 * cmp.explained[0]:.1f} %)",
                       yaxis_title=f"PC2 ({100 * cmp.explained[1]:.1f} %)", margin=dict(l=10, r=10, t=50, b=10),
                       legend=dict(orientation="h", y=-0.15))
     return fig
@@ -361,12 +342,12 @@ def compare(before_name, after_name, words_text, k, model_name=None, request: gr
                            "'the same architecture before training'.")
         before = get_bundle(before_name)
         before_model, before_tok, before_label = before.model, before.tokenizer, before.name
-        if not ev.same_tokenizer(before_tok, after.tokenizer):
+        if not emb_view.same_tokenizer(before_tok, after.tokenizer):
             raise gr.Error(f"{before.name} uses the tokenizer '{before_tok.name}' ({before_tok.n_vocab:,} tokens) "
                            f"and {after.name} uses '{after.tokenizer.name}' ({after.tokenizer.n_vocab:,}): the same id "
                            "means different text, so there is nothing to compare. Pick a model with the same "
                            "tokenizer, or 'the active model before training'.", title="Different tokenizers")
-    n_vocab = ev.usable_vocab(after.model, after.tokenizer)
+    n_vocab = emb_view.usable_vocab(after.model, after.tokenizer)
     found, note = _resolve_list(after.tokenizer, words_text, n_vocab)
     if not found:
         raise gr.Error("None of the tokens to compare is a single token of this vocabulary: type a few "
@@ -374,11 +355,11 @@ def compare(before_name, after_name, words_text, k, model_name=None, request: gr
     if before_model is None:
         before_model = _untrained_twin(after)   # built outside inference mode: ordinary tensors
     with torch.inference_mode():
-        cmp = ev.compare_embeddings(before_model, after.model, after.tokenizer, [m.id for m in found], k)
+        cmp = emb_view.compare_embeddings(before_model, after.model, after.tokenizer, [m.id for m in found], k)
     rows = [[m.label, round(m.cosine, 3), f"{m.shared_neighbours}/{k}",
              " ".join(n.label for n in m.neighbours_before), " ".join(n.label for n in m.neighbours_after)]
             for m in cmp.moves]
-    summary = (f"**Before:** {_md(before_label)} · **after:** {_md(after.name)}. The 'before' table is first "
+    summary = (f"**Before:** {md_text(before_label)} · **after:** {md_text(after.name)}. The 'before' table is first "
                "rotated onto the 'after' one (orthogonal Procrustes over up to 20,000 tokens), because two "
                "models may store the same geometry in rotated axes; the movement that remains is real. A cosine "
                "near 1 means the token barely moved; near 0, it was rewritten. Neighbour lists need no alignment.")
@@ -407,8 +388,8 @@ def _model_changed(name, request: gr.Request = None):
     owner = owner_of(request)
     return (gr.update(choices=_compare_choices(name, owner), value=UNTRAINED_TWIN),
             gr.update(choices=_after_choices(owner), value=ACTIVE),
-            None, f"Model changed to {_code(name)}: press *Find neighbours*.",
-            None, f"Model changed to {_code(name)}: press *Solve the analogy*.")
+            None, f"Model changed to {md_code(name)}: press *Find neighbours*.",
+            None, f"Model changed to {md_code(name)}: press *Solve the analogy*.")
 
 
 def _defaults(model_name) -> dict:
@@ -417,7 +398,7 @@ def _defaults(model_name) -> dict:
         bundle = get_bundle(model_name)
     except gr.Error:
         return {"words": WORD_CANDIDATES, "query": QUERY_CANDIDATES[0], "analogy": ANALOGY_CANDIDATES[0]}
-    tok, n_vocab = bundle.tokenizer, ev.usable_vocab(bundle.model, bundle.tokenizer)
+    tok, n_vocab = bundle.tokenizer, emb_view.usable_vocab(bundle.model, bundle.tokenizer)
 
     def ok(word):
         # A whole word as it appears inside a sentence (' cat' as one token): a word that only
@@ -473,7 +454,7 @@ def build(ctx) -> None:
                                      "rows vary most.")
                 n_points = gr.Number(DEFAULT_POINTS, precision=0, label="Points to plot", elem_id="emb-points",
                                      info=f"A random sample of the vocabulary plus your tokens; at most "
-                                          f"{ev.MAX_POINTS:,}.")
+                                          f"{emb_view.MAX_POINTS:,}.")
                 project_btn = gr.Button("Project the token table", variant="primary", elem_id="emb-project")
             with gr.Column(scale=3):
                 scatter = gr.Plot(p0[0], label="Token embeddings (PCA)", elem_id="emb-scatter")
@@ -486,7 +467,7 @@ def build(ctx) -> None:
                     query = gr.Textbox(defaults["query"], label="Token", elem_id="emb-query", max_length=MAX_WORD_CHARS,
                                        info="A word or piece of a word (or #id).")
                     k_nn = gr.Number(10, precision=0, label="Neighbours", elem_id="emb-k",
-                                     info=f"How many, 1–{ev.MAX_NEIGHBOURS}.")
+                                     info=f"How many, 1–{emb_view.MAX_NEIGHBOURS}.")
                 nn_btn = gr.Button("Find neighbours", elem_id="emb-nn-btn")
                 nn_table = gr.Dataframe(nn0[0], headers=["rank", "token", "id", "cosine"], interactive=False,
                                         elem_id="emb-nn-table", max_height=380)
@@ -503,7 +484,7 @@ def build(ctx) -> None:
                                       max_length=MAX_WORD_CHARS,
                                       info="…and add this.")
                     k_an = gr.Number(10, precision=0, label="Results", elem_id="emb-an-k",
-                                     info=f"1–{ev.MAX_NEIGHBOURS}.")
+                                     info=f"1–{emb_view.MAX_NEIGHBOURS}.")
                 an_btn = gr.Button("Solve the analogy", elem_id="emb-an-btn")
                 an_table = gr.Dataframe(an0[0], headers=["rank", "token", "id", "cosine"], interactive=False,
                                         elem_id="emb-an-table", max_height=380)
@@ -512,7 +493,7 @@ def build(ctx) -> None:
         gr.Markdown("### Positional embeddings")
         with gr.Row():
             max_pos = gr.Number(128, precision=0, label="Positions in the heatmap", elem_id="emb-positions",
-                                info=f"The first N positions (at most {ev.MAX_POSITIONS} and the model's context).")
+                                info=f"The first N positions (at most {emb_view.MAX_POSITIONS} and the model's context).")
             pos_btn = gr.Button("Show positions", elem_id="emb-pos-btn")
         with gr.Row():
             pos_heat = gr.Plot(pos0[0], label="Position similarity", elem_id="emb-pos-heat")
@@ -525,7 +506,7 @@ def build(ctx) -> None:
                                   max_length=MAX_SENTENCE_CHARS, scale=3,
                                   info="Cut into windows the way the data loader does (stride = window length).")
             in_batch = gr.Number(8, precision=0, label="Batch size", elem_id="emb-batch",
-                                 info=f"Windows in the batch (1–{ev.MAX_BATCH}); the book uses 8.")
+                                 info=f"Windows in the batch (1–{emb_view.MAX_BATCH}); the book uses 8.")
             in_len = gr.Number(4, precision=0, label="Tokens per window", elem_id="emb-length",
                                info="T, at most the model's context length; the book uses 4.")
         in_btn = gr.Button("Embed the text", elem_id="emb-in-btn")

@@ -6,11 +6,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-
-def plot_text(text) -> str:
-    """Text for plotly (titles, hover, cell labels): it renders a little HTML, so <, > and & are
-    escaped; quotes are not, since plotly would show ``&quot;`` literally."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+from tabs.markup import plot_text
 
 
 def token_ticks(labels: list[str], max_labels: int = 40, index: bool = False) -> tuple[list[int], list[str]]:

@@ -2,7 +2,6 @@
 for classification (7.1) or for following instructions (7.2), with live curves."""
 from __future__ import annotations
 
-import html
 import math
 import os
 import re
@@ -31,6 +30,7 @@ from tabs.common import (begin_training, check_float, check_int, check_text, end
 from tabs.figures import RUN_COLORS, downsample, ema, note_figure
 from tabs.guard import discard
 from tabs.session_store import SESSIONS, session_key
+from tabs.markup import html_text, md_text
 
 # Server-side caps (2 vCPUs shared by every visitor).
 MAX_STEPS = 2000
@@ -59,8 +59,7 @@ M_FULL = "Full fine-tune"
 METHODS = {M_LORA: "lora", M_LAST: "last-block", M_FULL: "full"}
 TARGET_CHOICES = [(TARGET_LABELS[t], t) for t in ALL_TARGETS]
 DEFAULT_TARGETS = ["q", "k", "v", "out", "ff_in", "ff_out"]
-TABLE_OPEN = ("<table class='ft-table' style='width:100%;table-layout:fixed;border-collapse:collapse;"
-              "overflow-wrap:anywhere;font-size:0.9em'>")
+TABLE_OPEN = "<table class='ft-table'>"
 
 # ---------------------------------------------------------------- inputs
 
@@ -244,7 +243,7 @@ def _status(ev, header: str) -> str:
              f"loss: last batch {_fmt(ev.batch_loss)} · train {_fmt(ev.train_loss)} · validation {_fmt(ev.val_loss)}{acc}",
              f"{ev.tokens_per_s:,.0f} tokens/s · elapsed {_fmt_s(ev.elapsed_s)} · ETA {_fmt_s(ev.eta_s)}"]
     if ev.reason:
-        lines.append(html.escape(ev.reason))
+        lines.append(md_text(ev.reason))
     return "\n\n".join(lines)
 
 
@@ -253,8 +252,8 @@ def _samples_md(history: list[dict]) -> str:
     for h in reversed(history[-3:]):
         if not h.get("samples"):
             continue
-        rows = "".join(f"<tr><td>{html.escape(s['instruction'])}{'<br><i>' + html.escape(s['input']) + '</i>' if s['input'] else ''}"
-                       f"</td><td>{html.escape(s['expected'])}</td><td>{html.escape(s['response']) or '<i>(nothing)</i>'}</td></tr>"
+        rows = "".join(f"<tr><td>{html_text(s['instruction'])}{'<br><i>' + html_text(s['input']) + '</i>' if s['input'] else ''}"
+                       f"</td><td>{html_text(s['expected'])}</td><td>{html_text(s['response']) or '<i>(nothing)</i>'}</td></tr>"
                        for s in h["samples"])
         out.append(f"<b>step {h['step']}</b>{TABLE_OPEN}<tr><th>held-out instruction</th>"
                    f"<th>expected</th><th>model's answer</th></tr>{rows}</table>")
@@ -271,7 +270,7 @@ def _score_line(name: str, s: dict | None) -> str:
 
 def _result_md(res) -> str:
     c = res.counts
-    lines = [f"**Method:** {res.method} · {c.summary()} · adapter for **{html.escape(res.info.base_model)}** "
+    lines = [f"**Method:** {res.method} · {c.summary()} · adapter for **{html_text(res.info.base_model)}** "
              f"(fingerprint `{res.info.base_fingerprint}`)"]
     if res.task == "classification":
         acc = " · ".join(f"{k} {100 * v:.1f} %" for k, v in res.accuracy.items())
@@ -287,15 +286,15 @@ def _result_md(res) -> str:
 def _comparison_html(res) -> str:
     if res.task == "classification":
         rows = "".join(
-            f"<tr><td>{html.escape(e['text'][:200])}</td><td>{html.escape(e['label'])}</td><td>"
-            + ", ".join(f"{html.escape(k)} {100 * v:.0f} %" for k, v in e["probs"].items()) + "</td></tr>"
+            f"<tr><td>{html_text(e['text'][:200])}</td><td>{html_text(e['label'])}</td><td>"
+            + ", ".join(f"{html_text(k)} {100 * v:.0f} %" for k, v in e["probs"].items()) + "</td></tr>"
             for e in res.examples)
         return (f"{TABLE_OPEN}<tr><th>validation text</th><th>true label</th><th>tuned model's "
                 f"probabilities</th></tr>{rows}</table>")
     rows = "".join(
-        f"<tr><td>{html.escape(e['instruction'])}{'<br><i>' + html.escape(e['input']) + '</i>' if e['input'] else ''}</td>"
-        f"<td>{html.escape(e['expected'])}</td><td>{html.escape(e['before']) or '<i>(nothing)</i>'}</td>"
-        f"<td>{html.escape(e['after']) or '<i>(nothing)</i>'}</td></tr>" for e in res.comparisons[:12])
+        f"<tr><td>{html_text(e['instruction'])}{'<br><i>' + html_text(e['input']) + '</i>' if e['input'] else ''}</td>"
+        f"<td>{html_text(e['expected'])}</td><td>{html_text(e['before']) or '<i>(nothing)</i>'}</td>"
+        f"<td>{html_text(e['after']) or '<i>(nothing)</i>'}</td></tr>" for e in res.comparisons[:12])
     return (f"{TABLE_OPEN}<tr><th>held-out instruction</th><th>expected</th><th>base model</th>"
             f"<th>tuned model</th></tr>{rows}</table>")
 
@@ -344,13 +343,13 @@ def parameter_counts(task, method, rank, alpha, targets, model_name, scaling=Non
     try:
         s = _settings(task, method, rank, alpha, targets, 1, 1, 1, 1e-3, 1, 123, 128, False, scaling)
     except gr.Error as exc:
-        return f"*{html.escape(str(exc))}*"
+        return f"*{md_text(str(exc))}*"
     bundle = get_bundle(model_name)
     n_classes = 2 if s.task == "classification" else None
     try:
         counts = planned_counts(bundle.config, s, n_classes)
     except (LoRAError, FinetuneError) as exc:
-        return f"*{html.escape(str(exc))}*"
+        return f"*{md_text(str(exc))}*"
     book = book_lora_counts(16)
     head = " (with a 2-class head)" if n_classes else ""
     scale = ""
@@ -372,15 +371,15 @@ def preview_data(task, dataset, upload):
     """Size, classes and a few examples of the chosen data set."""
     data = _load_data(task, dataset, upload)
     if isinstance(data, idata.ClassificationData):
-        counts = ", ".join(f"{html.escape(k)}: {v:,}" for k, v in data.class_counts().items())
-        rows = "\n".join(f"| {html.escape(t[:160]).replace('|', '&#124;')} | {html.escape(data.label_names[y])} |"
+        counts = ", ".join(f"{md_text(k)}: {v:,}" for k, v in data.class_counts().items())
+        rows = "\n".join(f"| {md_text(t[:160])} | {md_text(data.label_names[y])} |"
                          for t, y in list(zip(data.texts, data.labels))[:6])
-        return (f"**{html.escape(data.name)}** — {len(data):,} examples ({counts}). {html.escape(data.description)}"
+        return (f"**{md_text(data.name)}** — {len(data):,} examples ({counts}). {md_text(data.description)}"
                 f"\n\n| text | label |\n|---|---|\n{rows}")
     rows = "\n".join(
-        f"| {html.escape(e['instruction'][:100])} | {html.escape(e.get('input', '')[:60])} | {html.escape(e['output'][:100])} |"
+        f"| {md_text(e['instruction'][:100])} | {md_text(e.get('input', '')[:60])} | {md_text(e['output'][:100])} |"
         .replace("\n", " ") for e in data.entries[:6])
-    return (f"**{html.escape(data.name)}** — {len(data):,} entries. {html.escape(data.description)}\n\n"
+    return (f"**{md_text(data.name)}** — {len(data):,} entries. {md_text(data.description)}\n\n"
             f"| instruction | input | output |\n|---|---|---|\n{rows}")
 
 
@@ -403,7 +402,7 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
                    settings.task)
     SESSIONS.add_run(session, run)  # filled in place, so a redraw during the run shows it too
     runs = SESSIONS.runs(session)
-    header = (f"Fine-tuning **{html.escape(bundle.name)}** on **{html.escape(data.name)}** ({len(data):,} examples); "
+    header = (f"Fine-tuning **{md_text(bundle.name)}** on **{md_text(data.name)}** ({len(data):,} examples); "
               f"server caps: {MAX_STEPS:,} steps, {MAX_SECONDS / 60:.0f} minutes.")
     history: list[dict] = []
     none = (gr.update(),) * 5
@@ -522,8 +521,8 @@ def load_adapter_file(upload, model_name, request: gr.Request = None):
                          label_names=list(info.extra.get("labels", [])),
                          max_length=int(info.extra.get("max_length", bundle.config.context_length)))
     SESSIONS.set_result(session_key(request), res)
-    return (f"Loaded a **{html.escape(info.method)}** adapter ({html.escape(task)}) trained on "
-            f"**{html.escape(info.base_model)}**; try it below.")
+    return (f"Loaded a **{md_text(info.method)}** adapter ({md_text(task)}) trained on "
+            f"**{md_text(info.base_model)}**; try it below.")
 
 
 def _counts_once(shown, task, method, rank, alpha, targets, model_name, scaling=None):

@@ -6,7 +6,6 @@ This module validates input, keeps the last run per session, and draws.
 """
 from __future__ import annotations
 
-import html
 import math
 import time
 from dataclasses import replace
@@ -17,13 +16,15 @@ import plotly.graph_objects as go
 import torch
 
 from llm_core.generation import (
-    BOOK_TOY_LOGITS, BOOK_TOY_VOCAB, SamplingSettings, Step, encode_prompt, make_generator, measure_speed,
+    BOOK_TOY_LOGITS, BOOK_TOY_VOCAB, SamplingSettings, Step, encode_prompt_keep_last, make_generator, measure_speed,
     next_token_logits, prepare_for_decoding, softmax_with_temperature, stream_generate, summarize_steps,
     token_pieces,
 )
 from llm_core.quantize import PRECISIONS
+from llm_core.views.token_text import show_text, token_label
 from tabs.common import CPU_HEAVY, check_choice, check_float, check_int, check_text, friendly_errors, get_bundle
-from tabs.figures import note_figure, plot_text
+from tabs.figures import note_figure
+from tabs.markup import html_text, md_code, md_text, plot_text
 
 # ---------------------------------------------------------------- limits and choices
 
@@ -40,7 +41,7 @@ SPEED_TIME_LIMIT_S = 30.0     # per side (cache on / off)
 MAX_TEMPERATURES_PLOTTED = 6
 RUNNING = "generating…"
 
-PRESETS = {
+SAMPLING_PRESETS = {
     "Greedy (argmax)": (0.0, 0, 1.0),
     "Plain sampling (T 1)": (1.0, 0, 1.0),
     "Cold sampling (T 0.5)": (0.5, 0, 1.0),
@@ -48,7 +49,7 @@ PRESETS = {
     "Top-p 0.9 (nucleus)": (1.0, 0, 0.9),
     "Top-k 50 + top-p 0.95, T 0.8": (0.8, 50, 0.95),
 }
-DEFAULT_PRESET = "Top-k 50 + top-p 0.95, T 0.8"
+DEFAULT_SAMPLING_PRESET = "Top-k 50 + top-p 0.95, T 0.8"
 
 EXAMPLES = [
     # prompt, temperature, top-k, top-p, max new tokens, seed
@@ -70,25 +71,6 @@ A GPT only ever predicts **one next token**: a probability for every token in th
 likely) and **top-p** (keep the smallest set whose probability reaches p). Here they run in
 that order. Click any generated token to see what the model was choosing from at that step.
 """
-
-STYLE = """<style>
-.gen-out{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:14px;line-height:1.9;
- white-space:pre-wrap;word-break:break-word;border:1px solid var(--border-color-primary,#ddd);border-radius:6px;
- padding:8px 10px;min-height:3em;max-height:420px;overflow:auto}
-.gen-prompt{opacity:.6}
-.gen-tok{border-radius:3px;padding:1px 0;cursor:pointer}
-.gen-tok:hover{outline:1px solid #555}
-.gen-sel{outline:2px solid #1f4fd1;outline-offset:1px}
-.gen-forced{text-decoration:underline dashed #7a2bd1 2px}
-.gen-special{background:rgba(150,60,200,.18);border-radius:3px;padding:0 2px;font-size:12px}
-.gen-dropped{opacity:.6;font-style:italic;font-size:12px}
-.gen-p1{background:rgba(220,50,50,.38)}.gen-p2{background:rgba(240,130,40,.38)}
-.gen-p3{background:rgba(230,190,40,.38)}.gen-p4{background:rgba(120,190,60,.33)}.gen-p5{background:rgba(46,160,67,.33)}
-.gen-legend{font-size:12px;opacity:.85;margin-top:4px;display:flex;gap:10px;flex-wrap:wrap}
-.gen-legend span{padding:0 4px;border-radius:3px}
-.gen-empty{opacity:.6}
-.gen-mark{opacity:.45;font-size:11px}
-</style>"""
 
 PROB_BINS = ((0.8, "gen-p5", "≥ 80 %"), (0.5, "gen-p4", "50–80 %"), (0.2, "gen-p3", "20–50 %"),
              (0.05, "gen-p2", "5–20 %"), (0.0, "gen-p1", "< 5 %"))
@@ -160,7 +142,7 @@ def read_prompt(prompt, bundle) -> tuple[list[int], str, int, bool, list[str]]:
     """(model ids, prompt text, tokens dropped, started from <|endoftext|>, notices)."""
     text = check_text(prompt, "prompt", max_chars=MAX_PROMPT_CHARS, allow_empty=True)
     try:
-        enc = encode_prompt(bundle.tokenizer, text, bundle.config.context_length)
+        enc = encode_prompt_keep_last(bundle.tokenizer, text, bundle.config.context_length)
     except ValueError as exc:
         raise gr.Error(f"The {exc}. Type a prompt first.") from None
     notices = []
@@ -261,39 +243,29 @@ def _pct(p: float) -> str:
     return f"{100 * p:.1f} %" if p >= 0.001 else f"{100 * p:.2g} %"
 
 
-def visible(tok: str) -> str:
-    """A token string with its whitespace made visible (for chart labels)."""
-    return tok.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍") or "∅"
-
-
-def code(token: str) -> str:
-    """A token as a Markdown code span (whitespace visible; code spans show HTML as text)."""
-    return "`" + visible(token).replace("`", "ˋ").replace("|", "\\|") + "`"
-
-
 def shown_piece(piece: str) -> str:
     """Escaped token text that stays visible and clickable: newlines get a ↵ mark, and a token
     holding only part of a character (completed by the next token) a small placeholder."""
     if not piece:
         return '<span class="gen-mark" title="part of a character that the next token completes">◦</span>'
-    return html.escape(piece).replace("\n", '<span class="gen-mark">↵</span>\n')
+    return html_text(piece).replace("\n", '<span class="gen-mark">↵</span>\n')
 
 
 def render_html(run, tokenizer, selected: int | None = None) -> str:
     if run is None:
-        return STYLE + '<div class="gen-out gen-empty">The generated text appears here, each token coloured ' \
+        return '<div class="gen-out gen-empty">The generated text appears here, each token coloured ' \
                        'by how likely the model thought it was.</div>'
     prompt_ids = run["prompt_ids"]
     gen = generated_ids(run)
     pieces = token_pieces(tokenizer, prompt_ids + gen)
-    parts = [STYLE, '<div class="gen-out">']
+    parts = ['<div class="gen-out">']
     if run["dropped"]:
         parts.append(f'<span class="gen-dropped">[… {run["dropped"]:,} earlier tokens the model cannot see] </span>')
     if run["from_eot"]:
         parts.append('<span class="gen-special" title="generation started from the end-of-text token">'
                      '&lt;|endoftext|&gt;</span>')
     else:
-        parts.append(f'<span class="gen-prompt">{html.escape("".join(pieces[:len(prompt_ids)]))}</span>')
+        parts.append(f'<span class="gen-prompt">{html_text("".join(pieces[:len(prompt_ids)]))}</span>')
     for i, (rec, piece) in enumerate(zip(run["steps"], pieces[len(prompt_ids):])):
         cls = ["gen-tok", _bin(rec["p"])]
         if i == selected:
@@ -302,7 +274,7 @@ def render_html(run, tokenizer, selected: int | None = None) -> str:
             cls.append("gen-forced")
         title = (f'step {i + 1} · id {rec["token_id"]} · model {_pct(rec["p"])} · sampled from '
                  f'{_pct(rec["p_sampled"])} · entropy {rec["entropy_bits"]:.2f} bits')
-        parts.append(f'<span class="{" ".join(cls)}" data-step="{i}" title="{html.escape(title)}">'
+        parts.append(f'<span class="{" ".join(cls)}" data-step="{i}" title="{html_text(title)}">'
                      f'{shown_piece(piece)}</span>')
     if run["steps"] and run["steps"][-1]["is_eos"]:
         i = len(run["steps"]) - 1
@@ -332,8 +304,8 @@ def render_stats(run) -> str:
     ]
     if run["branch"]:
         b = run["branch"]
-        lines.append(f'Branched at step {b["at"] + 1}: {code(b["new"])} instead of {code(b["old"])}.')
-    lines += [f"⚠ {html.escape(n)}" for n in run["notices"]]
+        lines.append(f'Branched at step {b["at"] + 1}: {md_code(show_text(b["new"]))} instead of {md_code(show_text(b["old"]))}.')
+    lines += [f"⚠ {md_text(n)}" for n in run["notices"]]
     return "\n\n".join(lines)
 
 
@@ -357,7 +329,7 @@ def step_figure(run, i: int | None) -> go.Figure:
         cands.append({"token_id": rec["token_id"], "token": rec["token"], "p": rec["p"], "p_sampled": rec["p_sampled"]})
     labels, seen = [], set()
     for rank, c in enumerate(cands):
-        label = visible(c["token"])
+        label = show_text(c["token"])  # a run keeps token strings (its API record), not the tokenizer
         while label in seen:  # two ids that display alike still get their own bar
             label += "\u200b"
         seen.add(label)
@@ -372,7 +344,7 @@ def step_figure(run, i: int | None) -> go.Figure:
                 customdata=ids, hovertemplate="%{y} (id %{customdata}): %{x:.2%}<extra>sampled from</extra>")
     how = "forced by your branch" if rec["forced"] else ("stop token" if rec["is_eos"] else "picked")
     fig.update_layout(
-        title=dict(text=f"Step {i + 1}: {plot_text(visible(rec['token']))} {how} · model {_pct(rec['p'])} → "
+        title=dict(text=f"Step {i + 1}: {plot_text(show_text(rec['token']))} {how} · model {_pct(rec['p'])} → "
                         f"{_pct(rec['p_sampled'])} · {rec['kept']:,} tokens left after filtering", font_size=14),
         yaxis=dict(autorange="reversed", type="category"))
     return fig
@@ -388,7 +360,7 @@ def entropy_figure(run, selected: int | None) -> go.Figure:
     x = np.arange(1, len(run["steps"]) + 1, dtype=np.float32)
     h = np.array([r["entropy_bits"] for r in run["steps"]], dtype=np.float32)
     h_after = np.array([r["entropy_sampled_bits"] for r in run["steps"]], dtype=np.float32)
-    toks = [visible(r["token"]) for r in run["steps"]]
+    toks = [show_text(r["token"]) for r in run["steps"]]
     fig.add_scatter(x=x, y=h, mode="lines+markers", name="model", line_color="#7a869a", marker_size=4,
                     text=toks, hovertemplate="step %{x}: %{text}<br>%{y:.2f} bits<extra>model</extra>")
     fig.add_scatter(x=x, y=h_after, mode="lines", name="sampled from", line=dict(color="#1f4fd1", dash="dot"),
@@ -403,7 +375,7 @@ def step_detail(run, i: int | None) -> str:
         return ""
     r = run["steps"][i]
     where = "the KV cache (one new position)" if r["from_cache"] else f'a full pass over {r["positions"]} positions'
-    return (f'**Step {i + 1}** picked {code(r["token"])} (id {r["token_id"]}): '
+    return (f'**Step {i + 1}** picked {md_code(show_text(r["token"]))} (id {r["token_id"]}): '
             f'{_pct(r["p"])} in the model\'s distribution, {_pct(r["p_sampled"])} in the one sampled from; '
             f'{r["kept"]:,} tokens could have been picked · entropy {r["entropy_bits"]:.2f} → '
             f'{r["entropy_sampled_bits"]:.2f} bits · logits from {where}.')
@@ -413,7 +385,7 @@ def branch_choices(run, i: int | None):
     if run is None or not run["steps"] or i is None:
         return gr.update(choices=[], value=None)
     rec = run["steps"][i]
-    choices = [(f'{visible(c["token"])}  ({_pct(c["p"])})', c["token_id"]) for c in rec["candidates"]
+    choices = [(f'{show_text(c["token"])}  ({_pct(c["p"])})', c["token_id"]) for c in rec["candidates"]
                if c["token_id"] != rec["token_id"]]
     return gr.update(choices=choices, value=choices[0][1] if choices else None)
 
@@ -572,9 +544,9 @@ def inspect_in_architecture(run, step):
 
 
 def apply_preset(name):
-    if name not in PRESETS:
+    if name not in SAMPLING_PRESETS:
         return gr.skip(), gr.skip(), gr.skip()
-    return PRESETS[name]
+    return SAMPLING_PRESETS[name]
 
 
 @friendly_errors
@@ -590,7 +562,7 @@ def temperature_plot(source, temperatures, run, step):
         vocab = min(bundle.config.vocab_size, bundle.tokenizer.n_vocab)
         logits = next_token_logits(bundle.model, ids)[:vocab]
         top = torch.topk(logits, N_CANDIDATES).indices
-        labels = [visible(bundle.tokenizer.token_str(int(t))) for t in top]
+        labels = [token_label(bundle.tokenizer, int(t)) for t in top]
         where = f"step {i + 1} of your run ({run['model']}), top {N_CANDIDATES} of {vocab:,} tokens"
     else:
         logits = torch.tensor(BOOK_TOY_LOGITS)
@@ -605,7 +577,7 @@ def temperature_plot(source, temperatures, run, step):
         probs = softmax_with_temperature(logits, t)[top]
         fig.add_bar(x=x, y=probs.numpy().astype(np.float32), name=f"T = {t:g}", customdata=shown,
                     hovertemplate="%{customdata}: %{y:.2%}<extra>T = " + f"{t:g}</extra>")
-        rows.append(f"| {t:g} | {code(labels[int(probs.argmax())])} {_pct(float(probs.max()))} | "
+        rows.append(f"| {t:g} | {md_code(labels[int(probs.argmax())])} {_pct(float(probs.max()))} | "
                     f"{_pct(float(probs.sum()))} |")
     fig.update_layout(height=360, barmode="group", margin=dict(l=10, r=10, t=40, b=40),
                       yaxis=dict(title="probability", tickformat=".0%"),
@@ -676,7 +648,7 @@ def compare_table(runs) -> str:
     sums = [summarize_steps([as_step(x) for x in r["steps"]]) for r in runs]
     lines = ["| | A | B |", "|---|---|---|"]
     for name, fn in rows:
-        lines.append(f"| {name} | " + " | ".join(html.escape(str(fn(r, s))) for r, s in zip(runs, sums)) + " |")
+        lines.append(f"| {name} | " + " | ".join(md_text(str(fn(r, s))) for r, s in zip(runs, sums)) + " |")
     return (f"Same prompt, same seed ({runs[0]['seed']}).\n\n" + "\n".join(lines)
             + "\n\nLow surprisal and few distinct tokens mean safe, repetitive text; high surprisal means "
               "more unusual picks.")
@@ -748,9 +720,9 @@ def build(ctx) -> None:
                     gen_btn = gr.Button("Generate", variant="primary", elem_id="gen-run")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="gen-stop")
             with gr.Column(scale=2):
-                preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Strategy preset", elem_id="gen-preset",
+                preset = gr.Radio(list(SAMPLING_PRESETS), value=DEFAULT_SAMPLING_PRESET, label="Strategy preset", elem_id="gen-preset",
                                   info="Sets the three knobs below; change them freely to combine strategies.")
-                t0, k0, p0 = PRESETS[DEFAULT_PRESET]
+                t0, k0, p0 = SAMPLING_PRESETS[DEFAULT_SAMPLING_PRESET]
                 temperature = gr.Slider(0.0, 3.0, value=t0, step=0.05, label="Temperature", elem_id="gen-temperature",
                                         info="Logits ÷ T before softmax. 0 = greedy (argmax); <1 sharper, >1 flatter.")
                 top_k = gr.Slider(0, 200, value=k0, step=1, label="Top-k", elem_id="gen-top-k",

@@ -7,7 +7,6 @@ session's previous one.
 """
 from __future__ import annotations
 
-import html
 import ipaddress
 import os
 import re
@@ -23,6 +22,7 @@ import gradio as gr
 from llm_core.export import HubPushError, push_to_hub, zip_folder
 from tabs.common import CPU_HEAVY, friendly_errors
 from tabs.session_store import session_key
+from tabs.markup import html_text, md_text
 
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "llm-explorer-exports"
 # (folder name, writer(out_dir) -> written folder); raises gr.Error when the session has nothing.
@@ -62,7 +62,7 @@ def export_zip(find: Finder, tab: str, request: gr.Request | None) -> tuple[str,
     folder = export_folder(find, tab, request)
     archive = zip_folder(folder, folder.parent / f"{folder.name}.zip")
     files = ", ".join(sorted(f.name for f in folder.iterdir()))
-    return str(archive), f"Exported **{html.escape(folder.name)}** ({html.escape(files)})."
+    return str(archive), f"Exported **{md_text(folder.name)}** ({md_text(files)})."
 
 
 def _local_visitor(request: gr.Request | None) -> bool:
@@ -92,8 +92,8 @@ def push(find: Finder, tab: str, repo_id: str, token: str, private: bool, reques
         url = push_to_hub(folder, repo_id, token=token, private=bool(private))
     except HubPushError as exc:
         gr.Warning(exc.reason)  # the reason alone: the message's folder is a server path
-        return f"Not pushed: {html.escape(exc.reason)}. The export is kept: use **Export** to download it."
-    return f"Pushed to [{html.escape(repo_id)}]({html.escape(url)})."
+        return f"Not pushed: {md_text(exc.reason)}. The export is kept: use **Export** to download it."
+    return f"Pushed to [{md_text(repo_id)}]({html_text(url)})."
 
 
 def build(find: Finder, tab: str, prefix: str, what: str) -> None:

@@ -1,7 +1,6 @@
 """Stage 6: pre-train a GPT from scratch with live loss curves; load GPT-2's weights."""
 from __future__ import annotations
 
-import html
 import math
 import time
 from functools import lru_cache
@@ -13,7 +12,7 @@ import torch
 from llm_core import budget
 from llm_core import corpus as corpus_mod
 from llm_core import runs as saved_runs
-from llm_core.views.architecture_view import count_parameters
+from llm_core.views.architecture_view import config_parameter_breakdown
 from llm_core.config import PRESET_LABELS, PRESETS, GPTConfig
 from llm_core.data import create_dataloader_v1
 from llm_core.export import export_hf
@@ -28,6 +27,7 @@ from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, begin_trai
 from tabs.figures import RUN_COLORS, downsample, ema, note_figure
 from tabs.guard import owner_of
 from tabs.session_store import SESSIONS, session_key
+from tabs.markup import md_code, md_text
 
 # Server-side caps: a demo machine has 2 vCPUs shared by every visitor.
 MAX_STEPS = 3000
@@ -98,7 +98,7 @@ def _prepare(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
     tokenizer = _tokenizer(tok_choice)
     text, corpus_name = _corpus_text(corpus, upload, pasted)
     cfg = _model_config(size, layers, heads, dims, context, tokenizer.n_vocab)
-    n_params = count_parameters(cfg).total
+    n_params = config_parameter_breakdown(cfg).total
     if n_params > MAX_PARAMS:
         raise gr.Error(f"That model has {n_params / 1e6:.0f}M parameters; this server trains at most "
                        f"{MAX_PARAMS / 1e6:.0f}M. Choose a smaller size.")
@@ -170,7 +170,7 @@ def _status(ev, n_params: int, cfg: GPTConfig) -> str:
         f"lr {ev.lr:.2e} · {n_params / 1e6:.2f}M parameters",
     ]
     if ev.reason:
-        lines.append(html.escape(ev.reason))
+        lines.append(md_text(ev.reason))
     return "\n\n".join(lines)
 
 
@@ -203,7 +203,7 @@ def preview_untrained(corpus, upload, pasted, tok_choice, size, layers, heads, d
     return (f"**Untrained model** ({model.num_parameters() / 1e6:.2f}M parameters): initial loss "
             f"**{loss:.3f}** vs ln(vocab) = ln({cfg.vocab_size:,}) = **{math.log(cfg.vocab_size):.3f}**; "
             f"perplexity {perplexity(loss):,.0f} — about as unsure as picking uniformly from the vocabulary.\n\n"
-            f"Greedy continuation: `{html.escape(text)}`")
+            f"Greedy continuation: {md_code(text)}")
 
 
 @friendly_errors
@@ -296,7 +296,7 @@ def save_trained(name, overwrite, request: gr.Request = None):
     forget(model_name)
     run = model_name.rsplit("/", 1)[-1]
     gr.Info(f"Saved as {run}. Pick it in 'Active model' at the top to use it in every tab.")
-    return (f"Saved **{html.escape(run)}** ({entry['meta']['steps']} steps, validation loss "
+    return (f"Saved **{md_text(run)}** ({entry['meta']['steps']} steps, validation loss "
             f"{entry['meta']['val_loss'] if entry['meta']['val_loss'] is not None else '-'}). "
             "Only this browser session can load it.")
 
@@ -348,7 +348,7 @@ def compare_with_gpt2(gpt2_size, corpus, upload, pasted, active_name, request: g
             bundle = load_model(name, progress=lambda f, msg: progress(f, desc=msg))
         except ModelLoadError as exc:
             gr.Warning(str(exc))
-            rows.append(f"| {html.escape(label)} | unavailable: {html.escape(str(exc))} | | | |")
+            rows.append(f"| {md_text(label)} | unavailable: {md_text(str(exc))} | | | |")
             continue
         rows.append(_row(label, *_loss_on(bundle.model, bundle.tokenizer, val_text, 256)))
     if entry is not None:
@@ -364,7 +364,7 @@ def compare_with_gpt2(gpt2_size, corpus, upload, pasted, active_name, request: g
 
 def _row(label, loss, n_tok, n_chars) -> str:
     per_char = loss * n_tok / max(n_chars, 1)
-    return f"| {html.escape(label)} | {loss:.3f} | {perplexity(loss):,.1f} | {n_tok:,} | {per_char:.3f} |"
+    return f"| {md_text(label)} | {loss:.3f} | {perplexity(loss):,.1f} | {n_tok:,} | {per_char:.3f} |"
 
 
 # ---------------------------------------------------------------- the tab

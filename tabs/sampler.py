@@ -5,12 +5,12 @@ reads ``dataset.starts``, ``dataset[i]`` and the loader's batches and draws them
 """
 from __future__ import annotations
 
-import html
 import gradio as gr
 from llm_core import corpus
-from llm_core.views.sampling_view import Sampling, compute, decode_visible, token_label
+from llm_core.views.sampling_view import Sampling, compute
 from llm_core.tokenizers import GPT2, gpt2_tokenizer
 from tabs.common import check_int, check_text, friendly_errors, get_bundle, read_text_upload, upload_path
+from tabs.markup import html_text, md_text
 
 # ---------------------------------------------------------------- choices and limits
 
@@ -71,36 +71,8 @@ LEGEND = """\
 <span><b class="smp-tok smp-tgonly">tok</b>only ever a target</span>
 <span><b class="smp-tok smp-skip">tok</b>never seen (skipped)</span>
 <span><b class="smp-tok smp-special">tok</b>special token</span>
-<span>␣ space · ↵ newline · ⇥ tab · \\xNN a byte that is part of a character</span>
+<span>␣ space · ↵ newline · ⇥ tab · &lt;0xE6&gt; a byte that is part of a character</span>
 </div>"""
-
-STYLE = """<style>
-.smp-wrap{overflow:auto;max-height:560px;border:1px solid var(--border-color-primary,#ddd);border-radius:6px;padding:6px}
-.smp-grid{display:grid;grid-auto-rows:minmax(19px,auto);column-gap:2px;row-gap:3px;width:max-content}
-.smp-pos{font-size:10px;opacity:.55;text-align:center;font-family:ui-monospace,monospace}
-.smp-tok{font-family:ui-monospace,monospace;font-size:13px;white-space:pre;padding:1px 3px;border-radius:3px;
- background:rgba(127,127,127,.12);text-align:center;font-weight:normal}
-.smp-cov{font-size:10px;text-align:center;opacity:.7;font-family:ui-monospace,monospace}
-.smp-ov{background:rgba(70,110,240,.28)}
-.smp-tgonly{background:rgba(240,170,40,.35)}
-.smp-skip{background:repeating-linear-gradient(45deg,rgba(220,50,50,.35) 0 4px,transparent 4px 8px);text-decoration:line-through}
-.smp-special{outline:2px solid rgba(150,60,200,.8)}
-.smp-in,.smp-tg{border-radius:3px;min-height:0}
-.smp-in{align-self:start;height:12px;opacity:.85;position:relative;overflow:visible}
-.smp-tg{align-self:end;height:4px;border:1px dashed currentColor;opacity:.8}
-.smp-lbl{position:absolute;left:3px;top:-1px;font-size:10px;line-height:12px;color:#fff;text-shadow:0 0 2px #000;white-space:nowrap}
-.smp-sel{outline:2px solid #222;outline-offset:1px}
-.smp-legend{display:flex;flex-wrap:wrap;gap:14px;font-size:12px;margin:6px 0}
-.smp-legend span{display:inline-flex;align-items:center;gap:4px}
-.smp-key{display:inline-block;width:22px;height:9px;border-radius:2px}
-.smp-key.smp-in{background:hsl(210,70%,50%);height:10px}
-.smp-key.smp-tg{border:1px dashed currentColor;height:4px}
-.smp-note{font-size:12px;opacity:.8;margin:4px 0}
-.smp-pairs{border-collapse:collapse;font-family:ui-monospace,monospace;font-size:13px}
-.smp-pairs td,.smp-pairs th{padding:2px 8px;border-bottom:1px solid rgba(127,127,127,.2);white-space:pre;text-align:left}
-.smp-arrow{opacity:.6}
-</style>"""
-
 
 class _Unavailable(Exception):
     pass
@@ -136,10 +108,10 @@ def read_corpus(source: str, text: str | None, upload, sample: str | None) -> tu
     if source == SRC_TEXT:
         return check_text(text, "text"), "your text"
     if source == SRC_SAMPLE:
-        return builtin_sample(sample or ""), f"built-in sample “{html.escape(sample or '')}”"
+        return builtin_sample(sample or ""), f"built-in sample “{md_text(sample or '')}”"
     if source == SRC_UPLOAD:
         loaded = read_text_upload(upload)
-        name = html.escape(str(upload_path(upload)).replace("\\", "/").rsplit("/", 1)[-1])
+        name = md_text(str(upload_path(upload)).replace("\\", "/").rsplit("/", 1)[-1])
         return loaded, f"uploaded file {name}"
     raise gr.Error(f"Unknown source {source!r}: choose one of {', '.join(SOURCES)}.")
 
@@ -176,7 +148,7 @@ def _stride_effect(max_length: int, stride: int) -> str:
 def summary_markdown(s: Sampling) -> str:
     n, L, S = s.n_tokens, s.max_length, s.stride
     lines = [f"**{s.text_chars:,} characters** from {s.origin} → **{n:,} tokens** "
-             f"({html.escape(s.tokenizer.name)} tokenizer).", ""]
+             f"({md_text(s.tokenizer.name)} tokenizer).", ""]
     if n - L > 0:
         formula = (f"len(range(0, N − max_length, stride)) = ⌈(N − max_length) / stride⌉ = "
                    f"⌈({n:,} − {L:,}) / {S:,}⌉ = ⌈{n - L:,} / {S:,}⌉")
@@ -240,11 +212,11 @@ def stream_html(s: Sampling) -> str:
     n, L = s.n_tokens, s.max_length
     shown = min(n, MAX_STREAM_TOKENS)
     if shown == 0:
-        return STYLE + '<div class="smp-note">The text has no tokens.</div>'
+        return '<div class="smp-note">The text has no tokens.</div>'
     as_input, as_target = s.as_input, s.as_target
     tok = s.tokenizer
     ids = s.token_ids[:shown].tolist()
-    parts = [STYLE, LEGEND, '<div class="smp-wrap"><div class="smp-grid" id="smp-grid">']
+    parts = [LEGEND, '<div class="smp-wrap"><div class="smp-grid" id="smp-grid">']
     for col, tid in enumerate(ids, start=1):
         classes = ["smp-tok"]
         if as_input[col - 1] == 0 and as_target[col - 1] == 0:
@@ -259,10 +231,10 @@ def stream_html(s: Sampling) -> str:
                 classes.append("smp-ov")
         if tid == tok.eot_id:
             classes.append("smp-special")
-        title = html.escape(f"position {col - 1}, id {tid}: {why}", quote=True)
+        title = html_text(f"position {col - 1}, id {tid}: {why}", quote=True)
         parts.append(f'<div class="smp-pos" style="grid-column:{col};grid-row:1">{col - 1}</div>')
         parts.append(f'<b class="{" ".join(classes)}" style="grid-column:{col};grid-row:2" title="{title}">'
-                     f'{html.escape(token_label(tok, tid))}</b>')
+                     f'{html_text(s.label(tid))}</b>')
         parts.append(f'<div class="smp-cov" style="grid-column:{col};grid-row:3" '
                      f'title="in this many input windows">{as_input[col - 1] or "·"}</div>')
     lanes = pack_lanes([st for st in s.starts[:MAX_DRAWN_WINDOWS] if st < shown], L + 1)
@@ -272,7 +244,7 @@ def stream_html(s: Sampling) -> str:
         end_in, end_tg = min(start + L, shown), min(start + 1 + L, shown)  # exclusive token ends
         hue = _hue(i)
         sel = " smp-sel" if i == s.window else ""
-        title = html.escape(f"window {i}: input tokens {start}–{start + L - 1}, target {start + 1}–{start + L}",
+        title = html_text(f"window {i}: input tokens {start}–{start + L - 1}, target {start + 1}–{start + L}",
                             quote=True)
         # Grid lines are 1-based: token t sits between lines t+1 and t+2.
         parts.append(f'<div class="smp-in{sel}" data-window="{i}" style="grid-column:{start + 1}/{end_in + 1};'
@@ -294,12 +266,11 @@ def stream_html(s: Sampling) -> str:
 
 
 def windows_table(s: Sampling) -> list[list]:
-    tok = s.tokenizer
     rows = []
     for i in range(min(s.num_windows, MAX_TABLE_ROWS)):
         x, y = s.dataset[i]
-        rows.append([i, s.starts[i], _ids(x), _ids(y), decode_visible(tok, x.tolist()),
-                     decode_visible(tok, y.tolist())])
+        rows.append([i, s.starts[i], _ids(x), _ids(y), s.text_of(x.tolist()),
+                     s.text_of(y.tolist())])
     return rows
 
 
@@ -307,7 +278,6 @@ def pairs_html(s: Sampling) -> str:
     """The book's "context ----> desired" listing for one window."""
     if s.window is None:
         return '<div class="smp-note">No windows, so no next-token pairs: lower max_length or add text.</div>'
-    tok = s.tokenizer
     x, y = s.dataset[s.window]
     x, y = x.tolist(), y.tolist()
     start = s.starts[s.window]
@@ -318,15 +288,15 @@ def pairs_html(s: Sampling) -> str:
     for k in range(1, min(s.max_length, MAX_PAIRS) + 1):
         ctx, desired = x[:k], y[k - 1]
         ctx_ids = str(ctx) if k <= 8 else f"[… {k - 6} more, {', '.join(map(str, ctx[-6:]))}]"
-        ctx_text = ("…" if k > 24 else "") + decode_visible(tok, ctx if k <= 24 else ctx[-24:])
-        rows.append(f"<tr><td>{html.escape(ctx_ids)}</td><td class='smp-arrow'>----&gt;</td><td>{desired}</td>"
-                    f"<td>{html.escape(ctx_text)}</td><td class='smp-arrow'>----&gt;</td>"
-                    f"<td>{html.escape(token_label(tok, desired))}</td></tr>")
+        ctx_text = ("…" if k > 24 else "") + s.text_of(ctx if k <= 24 else ctx[-24:])
+        rows.append(f"<tr><td>{html_text(ctx_ids)}</td><td class='smp-arrow'>----&gt;</td><td>{desired}</td>"
+                    f"<td>{html_text(ctx_text)}</td><td class='smp-arrow'>----&gt;</td>"
+                    f"<td>{html_text(s.label(desired))}</td></tr>")
     rows.append("</table>")
     more = ""
     if s.max_length > MAX_PAIRS:
         more = f'<div class="smp-note">Showing {MAX_PAIRS} of the {s.max_length} pairs.</div>'
-    return STYLE + head + '<div style="overflow-x:auto">' + "".join(rows) + "</div>" + more
+    return head + '<div class="smp-scroll">' + "".join(rows) + "</div>" + more
 
 
 def batch_code(s: Sampling) -> str:

@@ -1,19 +1,20 @@
 """Stage 1 · Tokenizer explorer: text → tokens → ids, side by side, and BPE merge by merge."""
 from __future__ import annotations
 
-import html
 
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from llm_core.views import tokenize_view as tv
+from llm_core.views import tokenize_view as tok_view
 from llm_core.bpe import BPETrainResult, train_bpe
 from llm_core.tokenizers import (CL100K, ENDOFTEXT, O200K, UNK, SimpleTokenizerV2, SpecialTokenError,
                                  available_tokenizers, get_named_tokenizer, gpt2_tokenizer)
+from llm_core.views.token_text import hex_bytes, readable, readable_parts, show_text
 from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, check_choice, check_int, check_text, friendly_errors,
                          get_bundle, read_text_upload, share_link_js, share_link_row)
 from tabs.figures import note_figure
+from tabs.markup import html_text
 
 BOOK_SENTENCE = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of the palace."
 # Our own little paragraph for the word-level tokenizer's vocabulary: it lacks "Hello" and
@@ -50,7 +51,7 @@ SPECIAL_CHOICES = [
     ("plain text: spelled with ordinary tokens", "plain"),
     ("refuse: report an error (tiktoken's default)", "refuse"),
 ]
-WS_CHOICES = [("as typed", "typed"), ("markers · ↵ →", "markers"), ("GPT-2 vocab form (Ġ Ċ)", "gpt2")]
+WS_CHOICES = [("as typed", "typed"), ("markers ␣ ↵ ⇥", "markers"), ("GPT-2 vocab form (Ġ Ċ)", "gpt2")]
 VOCAB_SOURCES = [("this text (everything is known)", "input"), ("the vocabulary text below", "other")]
 
 DISPLAY_TOKENS = 2_000     # tokens drawn as coloured spans (counts and ids always cover all)
@@ -74,35 +75,6 @@ const light = (e, on) => {
 };
 element.addEventListener('mouseover', e => light(e, true));
 element.addEventListener('mouseout', e => light(e, false));
-"""
-
-VIEW_CSS = """
-.tkv { font-size: 0.95rem; }
-.tkv-head { display: flex; flex-wrap: wrap; gap: 0.3rem 1rem; align-items: baseline; margin-bottom: 0.4rem; }
-.tkv-name { font-weight: 600; }
-.tkv-ok { color: #15803d; } .tkv-bad { color: #b91c1c; }
-.tkv-notes { margin: 0.2rem 0 0.5rem; padding-left: 1.2rem; font-size: 0.85rem; opacity: 0.85; }
-.tkv-text { white-space: pre-wrap; word-break: break-word; line-height: 2.1; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-  padding: 0.5rem; border: 1px solid rgba(128,128,128,0.3); border-radius: 6px; max-height: 28rem; overflow: auto; }
-.tkv-t { border-radius: 3px; padding: 1px 0; margin-right: 1px; cursor: default; }
-.tkv-gap { opacity: 0.45; }
-.tkv-b { font-size: 0.72em; opacity: 0.8; }
-.tkv-g { display: inline-block; border-bottom: 2px solid rgba(120,120,120,0.8); line-height: 1.6; margin-right: 2px; }
-.tkv-gc { font-size: 0.8em; padding: 0 2px; opacity: 0.9; }
-.tkv-special { outline: 2px solid #6d28d9; font-weight: 600; }
-.tkv-unk { outline: 2px dashed #b91c1c; }
-.tkv-new { outline: 2px solid #0369a1; }
-.tkv-hl { outline: 3px solid #f59e0b !important; filter: brightness(0.9); }
-.tkv-same { box-shadow: 0 0 0 1px #f59e0b; }
-.tkv-info { min-height: 1.4em; margin: 0.3rem 0; font-size: 0.85rem; font-family: ui-monospace, monospace; opacity: 0.85; }
-.tkv-ids { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 0.85rem; line-height: 1.9;
-  max-height: 12rem; overflow: auto; }
-.tkv-id { border-radius: 3px; padding: 0 3px; cursor: default; }
-.tkv-legend { font-size: 0.8rem; opacity: 0.8; margin-top: 0.3rem; }
-.c0 { background: rgba(250, 204, 21, 0.35); } .c1 { background: rgba(74, 222, 128, 0.35); }
-.c2 { background: rgba(96, 165, 250, 0.35); } .c3 { background: rgba(244, 114, 182, 0.35); }
-.c4 { background: rgba(251, 146, 60, 0.35); } .c5 { background: rgba(167, 139, 250, 0.35); }
-.c6 { background: rgba(45, 212, 191, 0.35); } .c7 { background: rgba(248, 113, 113, 0.3); }
 """
 
 GPT2_LEGEND = ("GPT-2 vocab form: byte-level BPE works on bytes, and GPT-2's vocabulary file writes "
@@ -174,26 +146,27 @@ def resolve_tokenizer(key: str, text: str, model_name: str | None, vocab_source:
 
 # ---------------------------------------------------------------- drawing tokens
 
-def _esc(s: str) -> str:
-    return html.escape(s, quote=True)
+def _ws_text(text: str, ws: str) -> str:
+    """Text in the token view: whitespace marked (``markers``) with the line breaks kept, or as typed."""
+    return show_text(text, "marked" if ws == "markers" else "typed", line_breaks=True)
 
 
-def _token_inner(tok: tv.TokenPiece, ws: str) -> str:
+def _token_inner(tok: tok_view.TokenPiece, ws: str) -> str:
     """The visible text of one token (escaped), partial-character bytes as <0xE6>."""
     if tok.unknown:
-        return _esc(UNK) + f'<span class="tkv-b"> {_esc(tv.display_text(tok.raw.decode("utf-8"), "typed"))}</span>'
+        return html_text(UNK) + f'<span class="tkv-b"> {html_text(show_text(tok.raw.decode("utf-8"), "typed"))}</span>'
     if ws == "gpt2":
-        return _esc(tv.gpt2_form(tok.raw))
+        return html_text(tok.gpt2_form)
     out = []
-    for kind, value in tv.readable_parts(tok.raw):
+    for kind, value in readable_parts(tok.raw):
         if kind == "text":
-            out.append(_esc(tv.display_text(value, ws)))
+            out.append(html_text(_ws_text(value, ws)))
         else:
-            out.append(f'<span class="tkv-b">{_esc(tv.hex_bytes(value))}</span>')
+            out.append(f'<span class="tkv-b">{html_text(hex_bytes(value))}</span>')
     return "".join(out)
 
 
-def _token_span(tok: tv.TokenPiece, ws: str, extra_class: str = "") -> str:
+def _token_span(tok: tok_view.TokenPiece, ws: str, extra_class: str = "") -> str:
     classes = [f"tkv-t c{tok.index % N_COLOURS}"]
     if tok.special:
         classes.append("tkv-special")
@@ -201,12 +174,12 @@ def _token_span(tok: tv.TokenPiece, ws: str, extra_class: str = "") -> str:
         classes.append("tkv-unk")
     if extra_class:
         classes.append(extra_class)
-    info = tv.describe(tok)
+    info = tok.describe()
     return (f'<span class="{" ".join(classes)}" data-i="{tok.index}" data-id="{tok.id}" '
-            f'title="{_esc(info)}">{_token_inner(tok, ws)}</span>')
+            f'title="{html_text(info)}">{_token_inner(tok, ws)}</span>')
 
 
-def render_tokens(tz: tv.Tokenization, ws: str, limit: int = DISPLAY_TOKENS, highlight: bytes | None = None) -> str:
+def render_tokens(tz: tok_view.Tokenization, ws: str, limit: int = DISPLAY_TOKENS, highlight: bytes | None = None) -> str:
     """Coloured spans for the first ``limit`` tokens, with the text between word-level
     tokens greyed out and partial-character tokens bracketed with the character they form."""
     parts = []
@@ -219,56 +192,31 @@ def render_tokens(tz: tv.Tokenization, ws: str, limit: int = DISPLAY_TOKENS, hig
         first = group[0]
         if first.char_start > char_pos:   # text no token covers (the simple tokenizer drops spaces)
             gap = text[char_pos:first.char_start]
-            parts.append(f'<span class="tkv-gap" title="not part of any token">{_esc(tv.display_text(gap, ws if ws != "gpt2" else "markers"))}</span>')
+            parts.append(f'<span class="tkv-gap" title="not part of any token">{html_text(_ws_text(gap, ws if ws != "gpt2" else "markers"))}</span>')
         spans = "".join(_token_span(t, ws, "tkv-new" if highlight is not None and t.raw == highlight else "")
                         for t in group)
         shown += len(group)
         if len(group) > 1:
             chars = text[first.char_start:group[-1].char_end]
             title = f"{len(group)} tokens together make {chars!r}"
-            parts.append(f'<span class="tkv-g" title="{_esc(title)}">{spans}'
-                         f'<span class="tkv-gc">={_esc(tv.display_text(chars, "markers"))}</span></span>')
+            parts.append(f'<span class="tkv-g" title="{html_text(title)}">{spans}'
+                         f'<span class="tkv-gc">={html_text(_ws_text(chars, "markers"))}</span></span>')
         else:
             parts.append(spans)
         char_pos = group[-1].char_end
     if shown >= len(tz.tokens) and char_pos < len(text):
-        parts.append(f'<span class="tkv-gap">{_esc(tv.display_text(text[char_pos:], ws if ws != "gpt2" else "markers"))}</span>')
+        parts.append(f'<span class="tkv-gap">{html_text(_ws_text(text[char_pos:], ws if ws != "gpt2" else "markers"))}</span>')
     return "".join(parts)
 
 
-def render_ids(tz: tv.Tokenization, limit: int = DISPLAY_TOKENS) -> str:
+def render_ids(tz: tok_view.Tokenization, limit: int = DISPLAY_TOKENS) -> str:
     chips = [f'<span class="tkv-id c{t.index % N_COLOURS}" data-i="{t.index}" data-id="{t.id}" '
-             f'title="{_esc(tv.describe(t))}">{t.id}</span>' for t in tz.tokens[:limit]]
+             f'title="{html_text(t.describe())}">{t.id}</span>' for t in tz.tokens[:limit]]
     more = f" … and {len(tz.ids) - limit:,} more (all ids are in the data below)" if len(tz.ids) > limit else ""
-    return "[" + ", ".join(chips) + "]" + _esc(more)
+    return "[" + ", ".join(chips) + "]" + html_text(more)
 
 
-def _notes(tz: tv.Tokenization, tokenizer) -> list[str]:
-    c = tz.counts()
-    notes = list(tz.notes)
-    literals = [s for s in tv.special_literals(tokenizer) if s in tz.text and s != UNK]
-    if literals and tz.special_mode == "allow":
-        ids = sorted({t.id for t in tz.tokens if t.special})
-        notes.append(f"{', '.join(literals)} typed in the text became the special token (id {', '.join(map(str, ids))}): "
-                     "allowed, as when a data loader joins documents.")
-    elif literals and tz.special_mode == "plain":
-        how = ("an unknown word, <|unk|>" if isinstance(tokenizer, SimpleTokenizerV2)
-               else "ordinary text, several tokens; no special id was used")
-        notes.append(f"{', '.join(literals)} was encoded as {how}. Choose 'special token' to get the single id.")
-    if c["partial_tokens"]:
-        notes.append(f"{c['partial_tokens']} tokens hold only part of a character's UTF-8 bytes (shown as "
-                     "<0xE6>…); the underlined groups show the character they make together.")
-    if c["unknown_tokens"]:
-        words = sorted({t.raw.decode("utf-8") for t in tz.tokens if t.unknown})
-        shown = ", ".join(words[:12]) + (" …" if len(words) > 12 else "")
-        notes.append(f"{c['unknown_tokens']} words are not in the vocabulary and became {UNK} "
-                     f"(id {tokenizer.str_to_int[UNK]}): {shown}. Byte-level BPE never needs {UNK}.")
-    if isinstance(tokenizer, SimpleTokenizerV2):
-        notes.append("Word-level: whitespace (greyed) belongs to no token, so decoding cannot restore it exactly.")
-    return notes
-
-
-def render_view(tz: tv.Tokenization, tokenizer, ws: str, other_count: int | None = None) -> str:
+def render_view(tz: tok_view.Tokenization, tokenizer, ws: str, other_count: int | None = None) -> str:
     word_level = isinstance(tokenizer, SimpleTokenizerV2)
     if ws == "gpt2" and word_level:
         ws = "markers"  # words are not byte sequences: GPT-2's byte alphabet does not apply
@@ -281,31 +229,31 @@ def render_view(tz: tv.Tokenization, tokenizer, ws: str, other_count: int | None
     if tz.round_trip_ok:
         rt = '<span class="tkv-ok tkv-rt">decode(encode(text)) == text ✓</span>'
     else:
-        at = tv.first_difference(tz.text, tz.decoded)
+        at = tz.first_mismatch
         snippet = tz.decoded[max(0, at - 20):at + 60]
-        rt = (f'<span class="tkv-bad tkv-rt" title="{_esc(tz.decoded[:2000])}">round trip differs at character '
-              f'{at:,}: decoded “…{_esc(tv.display_text(snippet, "markers"))}…” ✗</span>')
-    head = (f'<div class="tkv-head"><span class="tkv-name">{_esc(tz.tokenizer)}</span>'
-            f'<span class="tkv-count"><b>{c["tokens"]:,}</b> tokens{_esc(diff)}</span>'
+        rt = (f'<span class="tkv-bad tkv-rt" title="{html_text(tz.decoded[:2000])}">round trip differs at character '
+              f'{at:,}: decoded “…{html_text(_ws_text(snippet, "markers"))}…” ✗</span>')
+    head = (f'<div class="tkv-head"><span class="tkv-name">{html_text(tz.tokenizer)}</span>'
+            f'<span class="tkv-count"><b>{c["tokens"]:,}</b> tokens{html_text(diff)}</span>'
             f'<span>{c["characters"]:,} characters · {c["bytes"]:,} bytes · {cpt} characters/token · '
             f'{c["distinct_tokens"]:,} distinct</span>{rt}</div>')
-    notes = _notes(tz, tokenizer)
-    notes_html = ("<ul class='tkv-notes'>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>") if notes else ""
+    notes = tz.notes
+    notes_html = ("<ul class='tkv-notes'>" + "".join(f"<li>{html_text(n)}</li>" for n in notes) + "</ul>") if notes else ""
     cut = (f'<div class="tkv-legend">Showing the first {DISPLAY_TOKENS:,} of {c["tokens"]:,} tokens; '
            "the counts cover the whole text.</div>") if c["tokens"] > DISPLAY_TOKENS else ""
-    legend = f'<div class="tkv-legend">{_esc(GPT2_LEGEND)}</div>' if ws == "gpt2" else ""
+    legend = f'<div class="tkv-legend">{html_text(GPT2_LEGEND)}</div>' if ws == "gpt2" else ""
     if word_level and ws == "markers":
-        legend = '<div class="tkv-legend">Markers: · space, ↵ newline, → tab (greyed: dropped by the tokenizer).</div>'
+        legend = '<div class="tkv-legend">Markers: ␣ space, ↵ newline, ⇥ tab (greyed: dropped by the tokenizer).</div>'
     elif ws == "markers":
-        legend = '<div class="tkv-legend">Markers: · space, ↵ newline, → tab. Word tokens usually carry the space before them.</div>'
+        legend = '<div class="tkv-legend">Markers: ␣ space, ↵ newline, ⇥ tab. Word tokens usually carry the space before them.</div>'
     idle = "Hover a token or an id to see its partner, its bytes and its id."
-    return (f'<div class="tkv" data-ws="{_esc(ws)}">{head}{notes_html}'
+    return (f'<div class="tkv" data-ws="{html_text(ws)}">{head}{notes_html}'
             f'<div class="tkv-text">{render_tokens(tz, ws)}</div>{cut}{legend}'
-            f'<div class="tkv-info" data-idle="{_esc(idle)}">{_esc(idle)}</div>'
+            f'<div class="tkv-info" data-idle="{html_text(idle)}">{html_text(idle)}</div>'
             f'<div class="tkv-ids">{render_ids(tz)}</div></div>')
 
 
-def as_json(tz: tv.Tokenization) -> dict:
+def as_json(tz: tok_view.Tokenization) -> dict:
     return {
         "tokenizer": tz.tokenizer,
         "special": tz.special_mode,
@@ -314,7 +262,7 @@ def as_json(tz: tv.Tokenization) -> dict:
         "decoded": tz.decoded if len(tz.decoded) <= 5_000 else tz.decoded[:5_000] + "…",
         "ids": tz.ids[:JSON_IDS],
         "ids_truncated": len(tz.ids) > JSON_IDS,
-        "tokens": tv.as_records(tz, JSON_TOKENS),
+        "tokens": tz.records(JSON_TOKENS),
         "tokens_truncated": len(tz.tokens) > JSON_TOKENS,
     }
 
@@ -324,7 +272,7 @@ def as_json(tz: tv.Tokenization) -> dict:
 def _clean_text(text) -> str:
     text = check_text(text)
     try:
-        tv.check_unicode(text)
+        tok_view.check_unicode(text)
     except ValueError as exc:
         raise gr.Error(f"The text cannot be tokenized: {exc}. Paste it again from its source.") from None
     return text
@@ -334,7 +282,7 @@ def tokenize_one(key: str, text: str, special: str, ws: str, model_name, vocab_s
                  bpe_state, other_count: int | None = None) -> tuple[dict, str, str]:
     tokenizer, name = resolve_tokenizer(key, text, model_name, vocab_source, vocab_text, bpe_state)
     try:
-        tz = tv.tokenize(tokenizer, text, special=special, name=name)
+        tz = tok_view.tokenize(tokenizer, text, special=special, name=name)
     except SpecialTokenError as exc:
         raise gr.Error(f"{name}: {exc}. The 'special token literals' setting is 'refuse'; choose "
                        "'special token' to encode it as one id, or 'plain text' to spell it out.") from None
@@ -351,7 +299,7 @@ def tokenize_event(text, tok_a, tok_b, special, ws, vocab_source, vocab_text,
     text = _clean_text(text)
     check_choice(tok_a, list(BASE_CHOICES), "Tokenizer")
     check_choice(tok_b or NONE, [NONE, *BASE_CHOICES], "Compare with")
-    check_choice(special, tv.SPECIAL_MODES, "Special-token literals")
+    check_choice(special, tok_view.SPECIAL_MODES, "Special-token literals")
     check_choice(ws, [v for _, v in WS_CHOICES], "Whitespace display")
     common = (special, ws, model_name, vocab_source, vocab_text, bpe_state)
     json_a, html_a, ids_a = tokenize_one(tok_a, text, *common)
@@ -386,7 +334,7 @@ def prefill_from_url(request: gr.Request):
         elif text.strip():
             out[0] = text
     for slot, name, allowed in ((1, "tokenizer", list(BASE_CHOICES)), (2, "compare", [NONE, *BASE_CHOICES]),
-                                (3, "special", list(tv.SPECIAL_MODES)), (4, "ws", [v for _, v in WS_CHOICES])):
+                                (3, "special", list(tok_view.SPECIAL_MODES)), (4, "ws", [v for _, v in WS_CHOICES])):
         value = params.get(name)
         if value is None:
             continue
@@ -412,7 +360,7 @@ def _read_upload(upload) -> str:
 
 
 def _pretty(raw: bytes) -> str:
-    return tv.display_text(tv.readable(raw), "markers")
+    return show_text(readable(raw))
 
 
 def merge_table(result: BPETrainResult) -> list[list]:
@@ -473,8 +421,8 @@ def replay_view(state: dict | None, step, text) -> str:
     sample = text[:REPLAY_CHARS]
     raws = result.segment(sample, k)
     ids = result.segment_ids(sample, k)
-    tz = tv.Tokenization(text=sample, tokenizer=f"after {k:,} merges", ids=ids,
-                         tokens=tv.byte_level_pieces(sample, ids, raw_tokens=raws,
+    tz = tok_view.Tokenization(text=sample, tokenizer=f"after {k:,} merges", ids=ids,
+                         tokens=tok_view.byte_level_pieces(sample, ids, raw_tokens=raws,
                                                      special_ids={256 + k}),
                          decoded=b"".join(raws).decode("utf-8", errors="replace"))
     before = len(sample.encode("utf-8"))
@@ -487,12 +435,12 @@ def replay_view(state: dict | None, step, text) -> str:
                      f"“{_pretty(m.new)}”, seen {m.count:,} times in the training text. Its uses are outlined in blue.")
         highlight = m.new
     cut = f" (the first {REPLAY_CHARS:,} characters)" if len(text) > REPLAY_CHARS else ""
-    head = (f'<div class="tkv-head"><span class="tkv-name">{_esc(step_line)}</span>'
-            f'<span class="tkv-count"><b>{len(ids):,}</b> tokens{_esc(cut)}, from {before:,} bytes '
+    head = (f'<div class="tkv-head"><span class="tkv-name">{html_text(step_line)}</span>'
+            f'<span class="tkv-count"><b>{len(ids):,}</b> tokens{html_text(cut)}, from {before:,} bytes '
             f'({before / max(len(ids), 1):.2f} bytes/token)</span></div>')
     idle = "Hover a token to see its id and bytes."
     return (f'<div class="tkv">{head}<div class="tkv-text">{render_tokens(tz, "markers", highlight=highlight)}</div>'
-            f'<div class="tkv-info" data-idle="{_esc(idle)}">{_esc(idle)}</div></div>')
+            f'<div class="tkv-info" data-idle="{html_text(idle)}">{html_text(idle)}</div></div>')
 
 
 @friendly_errors
@@ -540,9 +488,9 @@ def build(ctx) -> None:
         init_json, init_html, init_ids = _initial_view()
         with gr.Row(equal_height=False):
             with gr.Column():
-                view_a = gr.HTML(init_html, elem_id="tok-view-a", js_on_load=HOVER_JS, css_template=VIEW_CSS)
+                view_a = gr.HTML(init_html, elem_id="tok-view-a", js_on_load=HOVER_JS)
             with gr.Column(visible=False) as col_b:
-                view_b = gr.HTML("", elem_id="tok-view-b", js_on_load=HOVER_JS, css_template=VIEW_CSS)
+                view_b = gr.HTML("", elem_id="tok-view-b", js_on_load=HOVER_JS)
         note = availability_note()
         gr.Markdown(note, visible=bool(note), elem_id="tok-availability")
         gr.Examples(EXAMPLES, inputs=[text, tok_a, tok_b], label="Examples (text, tokenizer, compare with)",
@@ -585,7 +533,7 @@ def build(ctx) -> None:
             replay = gr.Slider(0, 1, value=0, step=1, label="Replay: merges applied", elem_id="bpe-replay",
                                interactive=False,
                                info="0 = raw bytes. Slide right to apply merges in the order they were learned.")
-            replay_html = gr.HTML("", elem_id="bpe-view", js_on_load=HOVER_JS, css_template=VIEW_CSS)
+            replay_html = gr.HTML("", elem_id="bpe-view", js_on_load=HOVER_JS)
             with gr.Row():
                 table = gr.Dataframe(headers=["id", "left", "right", "new token", "count"],
                                      datatype=["number", "str", "str", "str", "number"], label="Merge table",

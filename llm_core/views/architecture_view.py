@@ -1,7 +1,7 @@
 """The architecture view (chapter 4): what a GPTModel is made of and what flows through it.
 
-Parameter counts come from the model's own modules (``parameter_counts(model)``);
-``count_parameters(cfg)`` gives the same numbers from a config alone, for sizes
+Parameter counts come from the model's own modules (``parameter_breakdown(model)``);
+``config_parameter_breakdown(cfg)`` gives the same numbers from a config alone, for sizes
 too big to build (tests check the two agree). The residual stream, the logit
 lens and the LayerNorm demonstration read one traced forward pass.
 """
@@ -14,7 +14,8 @@ import torch
 
 from ..config import GPTConfig
 from ..model import GELU, GPTModel, LayerNorm, Trace
-from .embedding_view import token_label
+from ..trace_cache import TRACES
+from .token_text import token_label
 
 MiB = 1024 * 1024
 BYTES_PER_PARAM = {"fp32": 4, "bf16": 2}
@@ -28,7 +29,7 @@ def _numel(module_or_params) -> int:
 # ---------------------------------------------------------------- parameter counts
 
 @dataclass(frozen=True)
-class ParameterCounts:
+class ParameterBreakdown:
     """Parameters per component; block rows are the sum over all blocks."""
 
     token_embedding: int
@@ -88,11 +89,11 @@ class ParameterCounts:
         ]
 
 
-def parameter_counts(model: GPTModel) -> ParameterCounts:
+def parameter_breakdown(model: GPTModel) -> ParameterBreakdown:
     """Count from the modules themselves (works on a meta-device model too)."""
     head_params = list(model.out_head.parameters())
     tied = model.out_head.weight is model.tok_emb.weight
-    return ParameterCounts(
+    return ParameterBreakdown(
         token_embedding=model.tok_emb.weight.numel(),
         position_embedding=model.pos_emb.weight.numel(),
         attention=sum(_numel(b.att) for b in model.trf_blocks),
@@ -107,14 +108,14 @@ def parameter_counts(model: GPTModel) -> ParameterCounts:
     )
 
 
-def count_parameters(cfg: GPTConfig) -> ParameterCounts:
+def config_parameter_breakdown(cfg: GPTConfig) -> ParameterBreakdown:
     """The same counts from the config alone (GPT-2 XL without 6 GB of weights)."""
     d, v, n = cfg.emb_dim, cfg.vocab_size, cfg.n_layers
     linear = lambda fan_in, fan_out, bias=True: fan_in * fan_out + (fan_out if bias else 0)  # noqa: E731
     attention = 3 * linear(d, d, cfg.qkv_bias) + linear(d, d)
     feed_forward = linear(d, 4 * d) + linear(4 * d, d)
     layer_norm = 2 * d
-    return ParameterCounts(
+    return ParameterBreakdown(
         token_embedding=v * d,
         position_embedding=cfg.context_length * d,
         attention=n * attention,
@@ -146,7 +147,7 @@ class DiagramNode:
     shortcut: str = ""    # "start" where a shortcut branches off, "add" where it joins
 
 
-def architecture_diagram(cfg: GPTConfig, counts: ParameterCounts) -> list[DiagramNode]:
+def architecture_diagram(cfg: GPTConfig, counts: ParameterBreakdown) -> list[DiagramNode]:
     """The GPT data flow from ids to logits, annotated with shapes and parameters."""
     d, h, v = cfg.emb_dim, cfg.n_heads, cfg.vocab_size
     act = f"[B, T, {d}]"
@@ -176,6 +177,27 @@ def architecture_diagram(cfg: GPTConfig, counts: ParameterCounts) -> list[Diagra
 
 
 # ---------------------------------------------------------------- activations
+
+@dataclass(frozen=True)
+class Overview:
+    """What the tab draws about a model's make-up: its config, counts and block diagram."""
+
+    cfg: GPTConfig
+    counts: ParameterBreakdown
+    diagram: list[DiagramNode]
+
+
+def model_overview(model: GPTModel) -> Overview:
+    """Counted from the model's own modules."""
+    counts = parameter_breakdown(model)
+    return Overview(model.cfg, counts, architecture_diagram(model.cfg, counts))
+
+
+def config_overview(cfg: GPTConfig) -> Overview:
+    """Counted from a config alone (no weights are built)."""
+    counts = config_parameter_breakdown(cfg)
+    return Overview(cfg, counts, architecture_diagram(cfg, counts))
+
 
 def activation_curves(lo: float = -3.0, hi: float = 3.0, n: int = 241) -> dict[str, np.ndarray]:
     """x, GELU(x) (the model's own module) and ReLU(x), for a plot."""
@@ -277,3 +299,39 @@ def layernorm_demo(model: GPTModel, trace: Trace, layer: int = 0, position: int 
     return LayerNormDemo(f"{where}, position {position % t}", x.cpu().numpy(), normalised.cpu().numpy(),
                          after.cpu().numpy(),
                          {"before": stats(x), "normalised": stats(normalised), "after scale & shift": stats(after)})
+
+
+@dataclass
+class PromptView:
+    """What the tab draws for one prompt through the model: the residual stream's size per stage,
+    the logit lens, one LayerNorm at work, and the model's prediction at the chosen position."""
+
+    ids: list[int]
+    labels: list[str]          # one per token
+    position: int              # 0..T-1
+    trace: Trace
+    stages: list[str]
+    norms: np.ndarray          # [stages, T]
+    lens: LogitLens            # cut to the top-k asked for
+    layernorm: LayerNormDemo
+    predicted: int             # the model's top next token at ``position``
+    predicted_label: str
+
+
+def prompt_view(model: GPTModel, tokenizer, ids: list[int], top_k: int, layer: int, position: int,
+                which: str, cache_name: str | None = None, max_top_k: int | None = None) -> PromptView:
+    """One traced pass of ``ids`` (kept in the trace cache under ``cache_name``) read for the tab;
+    the logit lens is decoded for ``max_top_k`` guesses once and cut to ``top_k``."""
+    def cached(kind: str, compute):
+        return compute() if cache_name is None else TRACES.get_or_compute(cache_name, model, ids, kind, compute)
+
+    trace = cached("trace", lambda: model.run_with_trace(torch.tensor([ids], device=model.device)))
+    # Decoding every stage is the costly part (stages × positions × vocabulary): kept with the trace.
+    full_lens = cached("lens", lambda: logit_lens(model, tokenizer, trace, max_top_k or top_k))
+    stages, norms = residual_norms(trace)
+    p = position % len(ids)
+    predicted = int(trace["logits"][0, p].argmax())
+    return PromptView(ids=list(ids), labels=[token_label(tokenizer, i) for i in ids], position=p, trace=trace,
+                      stages=stages, norms=norms, lens=full_lens.top(top_k),
+                      layernorm=layernorm_demo(model, trace, layer, position, which),
+                      predicted=predicted, predicted_label=token_label(tokenizer, predicted))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .embedding_view import token_label
+from .token_text import token_label
 from ..model import GPTModel, Trace
 from ..trace_cache import TRACES
 
@@ -52,7 +52,7 @@ class PromptTokens:
                 f"(the {self.limit_reason} is {self.limit:,}).")
 
 
-def encode_prompt(tokenizer, text: str, context_length: int, cap: int = MAX_TOKENS) -> PromptTokens:
+def encode_prompt_keep_first(tokenizer, text: str, context_length: int, cap: int = MAX_TOKENS) -> PromptTokens:
     """Token ids of a prompt, cut to the display cap or the model's context, whichever is smaller."""
     if not (text or "").strip():
         raise PromptError("The prompt is empty: type a sentence to see where each token looks.")
@@ -113,7 +113,7 @@ def trace_prompt(model: GPTModel, tokenizer, text: str, cap: int = MAX_TOKENS,
                  cache_name: str | None = None) -> AttentionTrace:
     """Encode ``text`` (capped) and run one traced forward pass; with ``cache_name`` (the
     model's name) a prompt traced recently on the same model is served from ``TRACES``."""
-    tokens = encode_prompt(tokenizer, text, model.cfg.context_length, cap)
+    tokens = encode_prompt_keep_first(tokenizer, text, model.cfg.context_length, cap)
 
     def run() -> AttentionTrace:
         ids = torch.tensor([tokens.ids], dtype=torch.long, device=model.device)
@@ -202,6 +202,43 @@ def focus_window(weights_row: torch.Tensor, focus: int, max_keys: int) -> tuple[
     fit, and the weight carried by the earlier keys left out."""
     start = max(0, focus + 1 - max_keys)
     return start, float(weights_row[:start].sum())
+
+
+@dataclass
+class AttentionView:
+    """Everything the Attention tab draws for one prompt, layer, head and focus token."""
+
+    tokens: PromptTokens
+    layer: int
+    head: int
+    focus: int                     # the query position of the head view (0..T-1)
+    head_map: np.ndarray           # [T, T] the chosen head's weights
+    mean_map: np.ndarray           # [T, T] the layer's heads averaged
+    layer_weights: np.ndarray      # [heads, T, T] every head of the layer
+    layer_maps: np.ndarray         # [heads, S, S] the same, average-pooled to fit a grid
+    layer_stride: int              # tokens per pooled cell side (1: not pooled)
+    focus_start: int               # the first key the head view lists
+    focus_hidden: float            # the weight on the earlier keys it leaves out
+    statistics: dict[str, np.ndarray]   # [layers, heads] per statistic
+    statistic: str                 # the one the summary grid shows
+    strongest: list[tuple[int, int, float]]  # its three most notable heads (lowest for entropy)
+    steps: AttentionSteps | None = None      # the maths of the chosen head
+
+
+def attention_view(att: AttentionTrace, layer: int, head: int, focus: int, statistic: str,
+                   max_cells: int, max_keys: int, steps: AttentionSteps | None = None) -> AttentionView:
+    """Read one traced prompt for the tab's views (see ``AttentionView``)."""
+    layer_weights = att.weights[layer]
+    maps, stride = pooled(layer_weights, max_cells)
+    start, hidden = focus_window(layer_weights[head, focus], focus, max_keys)
+    stats = att.statistics()
+    return AttentionView(
+        tokens=att.tokens, layer=layer, head=head, focus=focus,
+        head_map=layer_weights[head].numpy(), mean_map=layer_weights.mean(0).numpy(),
+        layer_weights=layer_weights.numpy(), layer_maps=maps.numpy(), layer_stride=stride,
+        focus_start=start, focus_hidden=hidden,
+        statistics={k: v.numpy() for k, v in stats.items()}, statistic=statistic,
+        strongest=strongest_heads(stats[statistic], k=3, largest=statistic != "entropy"), steps=steps)
 
 
 # ---------------------------------------------------------------- the maths, step by step

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..model import GPTModel
+from .token_text import token_label
 
 MAX_POINTS = 20_000       # plotly stays responsive (3-D scatters especially) below this
 MAX_CHOSEN = 40           # labelled tokens per plot
@@ -40,18 +41,6 @@ class TokenNotFound(ValueError):
 def usable_vocab(model: GPTModel, tokenizer) -> int:
     """Rows of the table that the tokenizer can name (a model may pad its vocabulary)."""
     return min(int(model.tok_emb.weight.shape[0]), int(tokenizer.n_vocab))
-
-
-def token_label(tokenizer, token_id: int) -> str:
-    """A token as a person should see it: a leading space as '␣', newlines and tabs visible."""
-    try:
-        text = tokenizer.token_str(int(token_id))
-    except Exception:  # ids the tokenizer cannot decode (padding rows)
-        return f"#{int(token_id)}"
-    text = text.replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
-    if text.startswith(" "):
-        text = "␣" + text[1:]
-    return text or f"#{int(token_id)}"
 
 
 def _encode(tokenizer, text: str) -> list[int]:

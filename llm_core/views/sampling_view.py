@@ -6,37 +6,13 @@ the tab draws (windows, the shown batch and its window indices, coverage, warnin
 from __future__ import annotations
 
 import itertools
-import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..data import create_dataloader_v1
-
-
-def token_label(tokenizer, token_id: int) -> str:
-    """A token as a person can read it: whitespace and control characters made visible,
-    bytes that are only part of a character shown as \\xNN (never as replacement characters)."""
-    raw = tokenizer.token_bytes(token_id)
-    try:
-        s = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return "".join(f"\\x{b:02x}" for b in raw)
-    return _visible_controls(s.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥"))
-
-
-def _visible_controls(s: str) -> str:
-    return "".join(f"\\u{ord(ch):04x}" if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs") else ch
-                   for ch in s)
-
-
-def decode_visible(tokenizer, ids) -> str:
-    """Ids back to text with newlines as ↵, control characters as \\uNNNN and bytes that do not
-    (yet) form a character as \\xNN, so a window cut inside an emoji shows its bytes."""
-    raw = b"".join(tokenizer.token_bytes(int(i)) for i in ids)
-    text = raw.decode("utf-8", errors="backslashreplace")
-    return _visible_controls(text.replace("\r\n", "\n").replace("\n", "↵").replace("\t", "⇥"))
+from .token_text import ids_text, token_label
 
 
 @dataclass
@@ -70,6 +46,14 @@ class Sampling:
     @property
     def n_tokens(self) -> int:
         return len(self.token_ids)
+
+    def label(self, token_id: int) -> str:
+        """One token as the tab shows it (``token_text.token_label``)."""
+        return token_label(self.tokenizer, token_id)
+
+    def text_of(self, ids) -> str:
+        """Several tokens' text joined, whitespace marked (``token_text.ids_text``)."""
+        return ids_text(self.tokenizer, ids)
 
     @property
     def num_windows(self) -> int:

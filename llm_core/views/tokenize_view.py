@@ -7,14 +7,14 @@ BPE replay in ``llm_core.bpe``); this module lines them up with the text.
 """
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Literal, NamedTuple
 
 import numpy as np
 
-from ..tokenizers import (ENDOFTEXT, SIMPLE_SPLIT, UNK, BPETokenizer, SimpleTokenizerV1, SpecialTokenError,
-                          gpt2_byte_chars)
+from ..tokenizers import (ENDOFTEXT, SIMPLE_SPLIT, UNK, BPETokenizer, SimpleTokenizerV1, SimpleTokenizerV2,
+                          SpecialTokenError, gpt2_byte_chars)
+from .token_text import readable, readable_parts
 
 SpecialMode = Literal["allow", "plain", "refuse"]
 SPECIAL_MODES = ("allow", "plain", "refuse")
@@ -40,6 +40,17 @@ class TokenPiece(NamedTuple):
         """The token as a string; bytes that are not whole characters appear as <0xE6>."""
         return readable(self.raw)
 
+    @property
+    def gpt2_form(self) -> str:
+        return gpt2_form(self.raw)
+
+    def describe(self) -> str:
+        """A one-line tooltip: id, bytes, and what the token is."""
+        kind = ("special token" if self.special else "unknown word → <|unk|>" if self.unknown
+                else "part of a character" if self.partial else "token")
+        return (f"#{self.index} · id {self.id} · {kind} · bytes {self.byte_start}–{self.byte_end} "
+                f"({self.raw.hex(' ')}) · GPT-2 vocab form {self.gpt2_form!r}")
+
     def to_dict(self) -> dict:
         return {"index": self.index, "id": self.id, "token": UNK if self.unknown else self.label,
                 "bytes": [self.byte_start, self.byte_end], "chars": [self.char_start, self.char_end],
@@ -64,6 +75,14 @@ class Tokenization:
     @property
     def round_trip_ok(self) -> bool:
         return self.decoded == self.text
+
+    @property
+    def first_mismatch(self) -> int | None:
+        """Where ``decoded`` first differs from ``text`` (None when the round trip is exact)."""
+        return first_difference(self.text, self.decoded)
+
+    def records(self, limit: int | None = None) -> list[dict]:
+        return [t.to_dict() for t in (self.tokens if limit is None else self.tokens[:limit])]
 
     def groups(self, limit: int | None = None) -> Iterator[list[TokenPiece]]:
         """Tokens bundled by ``group``, in order (stopping once ``limit`` tokens are out)."""
@@ -103,39 +122,6 @@ class Tokenization:
 
 
 # ---------------------------------------------------------------- bytes and characters
-
-def readable_parts(raw: bytes) -> list[tuple[str, str | bytes]]:
-    """Split ``raw`` into ("text", str) runs of whole UTF-8 characters and ("bytes", bytes)
-    runs that are not (a character cut by a token boundary, or invalid UTF-8)."""
-    parts: list[tuple[str, str | bytes]] = []
-    i = 0
-    while i < len(raw):
-        try:
-            parts.append(("text", raw[i:].decode("utf-8")))
-            break
-        except UnicodeDecodeError as exc:
-            if exc.start:
-                parts.append(("text", raw[i:i + exc.start].decode("utf-8")))
-            parts.append(("bytes", raw[i + exc.start:i + exc.end]))
-            i += exc.end
-    # Merge neighbouring byte runs (several broken sequences in a row read as one run).
-    merged: list[tuple[str, str | bytes]] = []
-    for kind, value in parts:
-        if merged and kind == "bytes" and merged[-1][0] == "bytes":
-            merged[-1] = ("bytes", merged[-1][1] + value)
-        elif value:
-            merged.append((kind, value))
-    return merged
-
-
-def hex_bytes(raw: bytes) -> str:
-    return "".join(f"<0x{b:02X}>" for b in raw)
-
-
-def readable(raw: bytes) -> str:
-    """Token bytes as a string, never with U+FFFD: partial characters become <0xE6>."""
-    return "".join(v if k == "text" else hex_bytes(v) for k, v in readable_parts(raw))
-
 
 def is_partial(raw: bytes) -> bool:
     return any(kind == "bytes" for kind, _ in readable_parts(raw))
@@ -270,8 +256,36 @@ def tokenize(tokenizer, text: str, special: SpecialMode = "allow", name: str | N
         tokens = word_level_pieces(text, words, ids, special_words=literals if special == "allow" else ())
     else:
         raise TypeError(f"cannot show tokens of a {type(tokenizer).__name__}")
-    return Tokenization(text=text, tokenizer=name, ids=list(ids), tokens=tokens,
-                        decoded=tokenizer.decode(ids) if ids else "", special_mode=special, notes=notes)
+    tz = Tokenization(text=text, tokenizer=name, ids=list(ids), tokens=tokens,
+                      decoded=tokenizer.decode(ids) if ids else "", special_mode=special, notes=notes)
+    tz.notes += _reading_notes(tz, tokenizer, literals)
+    return tz
+
+
+def _reading_notes(tz: Tokenization, tokenizer, literals: list[str]) -> list[str]:
+    """What a reader should know about this tokenization (shown above the tokens)."""
+    c = tz.counts()
+    notes = []
+    literals = [s for s in literals if s != UNK]
+    word_level = isinstance(tokenizer, SimpleTokenizerV2)
+    if literals and tz.special_mode == "allow":
+        ids = sorted({t.id for t in tz.tokens if t.special})
+        notes.append(f"{', '.join(literals)} typed in the text became the special token (id {', '.join(map(str, ids))}): "
+                     "allowed, as when a data loader joins documents.")
+    elif literals and tz.special_mode == "plain":
+        how = "an unknown word, <|unk|>" if word_level else "ordinary text, several tokens; no special id was used"
+        notes.append(f"{', '.join(literals)} was encoded as {how}. Choose 'special token' to get the single id.")
+    if c["partial_tokens"]:
+        notes.append(f"{c['partial_tokens']} tokens hold only part of a character's UTF-8 bytes (shown as "
+                     "<0xE6>…); the underlined groups show the character they make together.")
+    if c["unknown_tokens"]:
+        words = sorted({t.raw.decode("utf-8") for t in tz.tokens if t.unknown})
+        shown = ", ".join(words[:12]) + (" …" if len(words) > 12 else "")
+        notes.append(f"{c['unknown_tokens']} words are not in the vocabulary and became {UNK} "
+                     f"(id {tokenizer.str_to_int[UNK]}): {shown}. Byte-level BPE never needs {UNK}.")
+    if word_level:
+        notes.append("Word-level: whitespace (greyed) belongs to no token, so decoding cannot restore it exactly.")
+    return notes
 
 
 def first_difference(a: str, b: str) -> int | None:
@@ -284,53 +298,15 @@ def first_difference(a: str, b: str) -> int | None:
     return min(len(a), len(b))
 
 
-# ---------------------------------------------------------------- showing whitespace
-
-WhitespaceMode = Literal["typed", "markers", "gpt2"]
-WHITESPACE_MARKERS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
-
-
-def invisible(ch: str) -> bool:
-    """Characters that would be invisible or would rearrange the page if shown raw:
-    control characters, zero-width joiners, bidirectional overrides, line separators."""
-    return unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs") and ch not in "\n\t"
-
-
-def display_text(s: str, mode: WhitespaceMode = "typed") -> str:
-    """How a token's text is shown: ``typed`` keeps spaces and newlines, ``markers`` uses
-    · ↵ → for space, newline and tab; invisible characters always show as ⟨U+200D⟩."""
-    out = []
-    for ch in s:
-        if mode == "markers" and ch in WHITESPACE_MARKERS:
-            out.append(WHITESPACE_MARKERS[ch] + ("\n" if ch == "\n" else ""))
-        elif ch == "\r" or invisible(ch):
-            out.append(f"⟨U+{ord(ch):04X}⟩")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
 def gpt2_form(raw: bytes) -> str:
     """A token written as GPT-2's vocab.json does (byte by byte through ``gpt2_byte_chars``)."""
     table = gpt2_byte_chars()
     return "".join(table[b] for b in raw)
 
 
-def describe(tok: TokenPiece) -> str:
-    """A one-line tooltip: id, bytes, and what the token is."""
-    kind = ("special token" if tok.special else "unknown word → <|unk|>" if tok.unknown
-            else "part of a character" if tok.partial else "token")
-    return (f"#{tok.index} · id {tok.id} · {kind} · bytes {tok.byte_start}–{tok.byte_end} "
-            f"({tok.raw.hex(' ')}) · GPT-2 vocab form {gpt2_form(tok.raw)!r}")
-
-
-def as_records(tz: Tokenization, limit: int | None = None) -> list[dict]:
-    return [t.to_dict() for t in (tz.tokens if limit is None else tz.tokens[:limit])]
-
-
 __all__ = [
     "TokenPiece", "Tokenization", "tokenize", "byte_level_pieces", "word_level_pieces",
-    "readable", "readable_parts", "hex_bytes", "is_partial", "check_unicode", "first_difference",
-    "display_text", "gpt2_form", "gpt2_byte_chars", "invisible", "describe", "as_records",
+    "is_partial", "check_unicode", "first_difference",
+    "gpt2_form", "gpt2_byte_chars",
     "special_literals", "SPECIAL_MODES",
 ]

@@ -71,7 +71,7 @@ def test_empty_prompt_starts_from_endoftext(client):
     out = stream(client, ["", 1.0, 0, 1.0, 5, 3, False, True])[-1]
     assert out[3]["prompt_tokens"] == 1 and len(out[3]["steps"]) == 5
     assert "&lt;|endoftext|&gt;" in out[0]
-    assert "generating from &lt;|endoftext|&gt;" in out[2]  # escaped in the Markdown
+    assert "<|" not in out[2] and "generating from <|endoftext|>" in html.unescape(out[2])  # escaped in the Markdown
 
 
 def test_long_prompt_is_truncated_from_the_left_with_a_notice(client, model_name):
@@ -260,3 +260,18 @@ def test_inspect_a_step_gives_the_context_the_model_saw():
     assert G.inspect_in_architecture(run, 1)[0].selected == "architecture"
     with pytest.raises(gr.Error, match="Generate some text first"):
         G.inspect_step(None, 1, "attention")
+
+
+def test_streamed_updates_carry_markup_only_and_the_page_css_has_its_classes(client):
+    """The styles are loaded once with the page (assets/style.css), not re-sent with every token."""
+    import re
+    from pathlib import Path
+
+    import app
+
+    html_out = stream(client, SAMPLED)[-1][0]
+    assert "<style" not in html_out
+    css = Path(app.ASSETS, "style.css").read_text()
+    used = set(re.findall(r'class="([^"]+)"', html_out))
+    classes = {c for group in used for c in group.split()}
+    assert classes and all(f".{c}" in css for c in classes), classes - {c for c in classes if f".{c}" in css}

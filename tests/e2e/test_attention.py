@@ -3,7 +3,7 @@ bad input is explained, the book's toy example is there."""
 from playwright.sync_api import expect
 
 from llm_core import default_model_name, load_model
-from llm_core.views.embedding_view import token_label
+from llm_core.views.token_text import token_label
 from tabs.attention import default_prompt
 from tests.conftest import open_tab
 

@@ -52,7 +52,7 @@ def test_link_prefills_the_tab_and_share_link_round_trips(blank_page, app_url):
     expect(page.locator("#tok-view-a .tkv-name")).to_contain_text("SimpleTokenizerV2")
     expect(page.locator("#tok-view-a .tkv-unk").first).to_contain_text("<|unk|>")
     expect(page.locator("#tok-view-b .tkv-name")).to_contain_text("GPT-2")
-    expect(page.locator("#tok-view-b .tkv-text")).to_contain_text("·do")  # markers show the space
+    expect(page.locator("#tok-view-b .tkv-text")).to_contain_text("␣do")  # markers show the space
     page.locator("#tok-share").click()
     link = page.locator("#tok-share-url textarea, #tok-share-url input").first
     expect(link).to_have_value(re.compile(r"[?&]tokenizer=simple(&|$)"))

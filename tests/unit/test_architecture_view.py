@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from llm_core import PRESETS, GPTConfig, build_untrained, gpt2_tokenizer
-from llm_core.views import architecture_view as av
+from llm_core.views import architecture_view as arch_view
 
 SMALL = GPTConfig(vocab_size=101, context_length=16, emb_dim=32, n_heads=4, n_layers=3, drop_rate=0.0)
 
@@ -17,8 +17,8 @@ BOOK = {  # untied, tied, fp32 MB of the untied model
 
 
 def test_gpt2_small_counts_from_the_model_equal_the_book():
-    model = av.build_on_meta(PRESETS["gpt2-small"])   # the real modules, no memory
-    counts = av.parameter_counts(model)
+    model = arch_view.build_on_meta(PRESETS["gpt2-small"])   # the real modules, no memory
+    counts = arch_view.parameter_breakdown(model)
     assert counts.untied_total == 163_009_536 == model.num_parameters()
     assert counts.tied_total == 124_412_160
     assert round(counts.megabytes(counts.untied_total, "fp32"), 2) == 621.83
@@ -30,15 +30,15 @@ def test_gpt2_small_counts_from_the_model_equal_the_book():
 
 
 def test_tied_model_counts_the_head_once():
-    model = av.build_on_meta(PRESETS["gpt2-small"].with_(tie_weights=True))
-    counts = av.parameter_counts(model)
+    model = arch_view.build_on_meta(PRESETS["gpt2-small"].with_(tie_weights=True))
+    counts = arch_view.parameter_breakdown(model)
     assert counts.tied and counts.total == 124_412_160 == model.num_parameters()
     assert counts.untied_total == 163_009_536
 
 
 @pytest.mark.parametrize("name", list(BOOK))
 def test_formula_counts_equal_the_book(name):
-    counts = av.count_parameters(PRESETS[name])
+    counts = arch_view.config_parameter_breakdown(PRESETS[name])
     untied, tied, mb = BOOK[name]
     assert (counts.untied_total, counts.tied_total) == (untied, tied)
     assert round(counts.megabytes(untied), 2) == mb
@@ -49,21 +49,21 @@ def test_formula_counts_equal_the_book(name):
 def test_formula_counts_equal_module_counts(changes):
     cfg = SMALL.with_(**changes)
     real = build_untrained(cfg)
-    assert av.count_parameters(cfg) == av.parameter_counts(real) == av.parameter_counts(av.build_on_meta(cfg))
-    assert av.count_parameters(cfg).total == real.num_parameters()
+    assert arch_view.config_parameter_breakdown(cfg) == arch_view.parameter_breakdown(real) == arch_view.parameter_breakdown(arch_view.build_on_meta(cfg))
+    assert arch_view.config_parameter_breakdown(cfg).total == real.num_parameters()
 
 
 def test_a_classifier_head_cannot_be_tied():
     model = build_untrained(SMALL)
     model.out_head = torch.nn.Linear(SMALL.emb_dim, 2)
-    counts = av.parameter_counts(model)
+    counts = arch_view.parameter_breakdown(model)
     assert counts.output_head == SMALL.emb_dim * 2 + 2 and not counts.tieable
     assert counts.tied_total is None and counts.total == model.num_parameters()
 
 
 def test_diagram_follows_the_book_order_with_counts():
-    counts = av.count_parameters(PRESETS["gpt2-small"])
-    nodes = av.architecture_diagram(PRESETS["gpt2-small"], counts)
+    counts = arch_view.config_parameter_breakdown(PRESETS["gpt2-small"])
+    nodes = arch_view.architecture_diagram(PRESETS["gpt2-small"], counts)
     keys = [n.key for n in nodes]
     assert keys == ["ids", "tok_emb", "pos_emb", "drop_emb", "norm1", "att", "add1", "norm2", "ff", "add2",
                     "final_norm", "out_head"]
@@ -78,7 +78,7 @@ def test_diagram_follows_the_book_order_with_counts():
 
 
 def test_activation_curves_show_gelu_below_zero():
-    c = av.activation_curves()
+    c = arch_view.activation_curves()
     neg = c["x"] < -0.5
     assert np.all(c["ReLU"][neg] == 0) and np.all(c["GELU"][neg] < 0)
     assert np.allclose(c["GELU"][c["x"] > 2.5], c["x"][c["x"] > 2.5], atol=0.02)
@@ -94,13 +94,13 @@ def traced():
 class _IdTokenizer:
     n_vocab = SMALL.vocab_size
 
-    def token_str(self, i):
-        return f"t{i}"
+    def token_bytes(self, i):
+        return f"t{i}".encode()
 
 
 def test_residual_norms_per_stage(traced):
     model, ids, trace = traced
-    names, norms = av.residual_norms(trace)
+    names, norms = arch_view.residual_norms(trace)
     assert names == ["embeddings", "after layer 0", "after layer 1", "after layer 2"]
     assert norms.shape == (4, ids.shape[1])
     assert norms[2, 4] == pytest.approx(trace["blocks.1.resid_post"][0, 4].norm().item(), rel=1e-5)
@@ -108,7 +108,7 @@ def test_residual_norms_per_stage(traced):
 
 def test_logit_lens_last_stage_is_the_models_own_prediction(traced):
     model, ids, trace = traced
-    lens = av.logit_lens(model, _IdTokenizer(), trace, k=3)
+    lens = arch_view.logit_lens(model, _IdTokenizer(), trace, k=3)
     assert lens.top_ids.shape == lens.top_probs.shape == (SMALL.n_layers + 1, ids.shape[1], 3)
     with torch.no_grad():
         logits = model(ids)[0]
@@ -122,11 +122,11 @@ def test_logit_lens_last_stage_is_the_models_own_prediction(traced):
 
 
 def test_logit_lens_decodes_words():
-    from llm_core.views.embedding_view import token_label
+    from llm_core.views.token_text import token_label
     tok = gpt2_tokenizer()
     m = build_untrained(GPTConfig(context_length=16, emb_dim=32, n_heads=2, n_layers=2))
     ids = torch.tensor([tok.encode("Every effort moves you")])
-    lens = av.logit_lens(m, tok, m.run_with_trace(ids), k=2)
+    lens = arch_view.logit_lens(m, tok, m.run_with_trace(ids), k=2)
     assert len(lens.stages) == 3 and len(lens.top_labels[1]) == 4
     assert lens.top_labels[1][2] == [token_label(tok, int(i)) for i in lens.top_ids[1, 2]]
 
@@ -136,16 +136,37 @@ def test_layernorm_demo_on_real_activations(traced):
     with torch.no_grad():   # give the trained-looking norm a scale and shift of its own
         model.trf_blocks[1].norm2.scale.fill_(2.0)
         model.trf_blocks[1].norm2.shift.fill_(0.5)
-    demo = av.layernorm_demo(model, trace, layer=1, position=2, which="norm2")
+    demo = arch_view.layernorm_demo(model, trace, layer=1, position=2, which="norm2")
     assert np.allclose(demo.before, trace["blocks.1.resid_mid"][0, 2].numpy())
     mean, var = demo.stats["normalised"]
     assert abs(mean) < 1e-5 and var == pytest.approx(1.0, abs=1e-3)
     assert demo.stats["after scale & shift"][0] == pytest.approx(0.5, abs=1e-4)
     assert demo.stats["after scale & shift"][1] == pytest.approx(4.0, abs=1e-2)
     assert np.allclose(demo.after, 2.0 * demo.normalised + 0.5, atol=1e-5)
-    first = av.layernorm_demo(model, trace, 0, -1, "norm1")
+    first = arch_view.layernorm_demo(model, trace, 0, -1, "norm1")
     assert np.allclose(first.after, trace["blocks.0.ln1"][0, -1].numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="layer"):
-        av.layernorm_demo(model, trace, 9, 0, "norm1")
+        arch_view.layernorm_demo(model, trace, 9, 0, "norm1")
     with pytest.raises(ValueError, match="position"):
-        av.layernorm_demo(model, trace, 0, 99, "norm1")
+        arch_view.layernorm_demo(model, trace, 0, 99, "norm1")
+
+
+def test_overviews_from_the_model_and_from_its_config_agree():
+    cfg = SMALL
+    from_model = arch_view.model_overview(build_untrained(cfg))
+    from_config = arch_view.config_overview(cfg)
+    assert from_model.counts == from_config.counts and from_model.diagram == from_config.diagram
+    assert from_model.diagram == arch_view.architecture_diagram(cfg, from_config.counts)
+
+
+def test_prompt_view_holds_what_the_tab_draws():
+    model = build_untrained(SMALL, seed=5)
+    tok = _IdTokenizer()
+    ids = [3, 17, 42, 8, 99, 5, 61]
+    trace = model.run_with_trace(torch.tensor([ids]))
+    view = arch_view.prompt_view(model, tok, ids, top_k=2, layer=1, position=-1, which="norm1")
+    assert view.position == len(ids) - 1 and view.labels == [f"t{i}" for i in ids]
+    names, norms = arch_view.residual_norms(trace)
+    assert view.stages == names and np.allclose(view.norms, norms, atol=1e-5)
+    assert view.lens.top_ids.shape[-1] == 2
+    assert view.predicted == int(trace["logits"][0, -1].argmax()) and view.predicted_label == f"t{view.predicted}"

@@ -1,12 +1,13 @@
 """Attention views: the traced weights, per-head statistics, the step-by-step maths, the toy example."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from llm_core import GPTConfig, build_untrained, gpt2_tokenizer
 from llm_core.views.attention_view import (
-    MATH_MAX_TOKENS, PromptError, attention_stack, attention_steps, encode_prompt, focus_window,
+    MATH_MAX_TOKENS, PromptError, attention_stack, attention_steps, attention_view, encode_prompt_keep_first, focus_window,
     head_statistics, pooled, strongest_heads, toy_self_attention, trace_prompt,
 )
 
@@ -52,23 +53,23 @@ def test_attention_stack_needs_weights():
 
 def test_prompt_is_capped_with_a_notice(tok):
     long = " one two three" * 40   # 120 tokens
-    capped = encode_prompt(tok, long, context_length=1024, cap=50)
+    capped = encode_prompt_keep_first(tok, long, context_length=1024, cap=50)
     assert len(capped.ids) == 50 and capped.total == 120 and capped.truncated
     assert "display cap" in capped.notice() and "120" in capped.notice()
-    by_context = encode_prompt(tok, long, context_length=32, cap=256)
+    by_context = encode_prompt_keep_first(tok, long, context_length=32, cap=256)
     assert len(by_context.ids) == 32 and "context length" in by_context.notice()
-    short = encode_prompt(tok, "Hello world", context_length=32)
+    short = encode_prompt_keep_first(tok, "Hello world", context_length=32)
     assert not short.truncated and short.notice() == "" and short.labels == ["Hello", "␣world"]
 
 
 @pytest.mark.parametrize("text", ["", "   \n\t "])
 def test_empty_prompt_is_refused(tok, text):
     with pytest.raises(PromptError, match="empty"):
-        encode_prompt(tok, text, context_length=32)
+        encode_prompt_keep_first(tok, text, context_length=32)
 
 
 def test_special_token_literal_is_one_token(tok):
-    p = encode_prompt(tok, "Hi<|endoftext|>there", context_length=32)
+    p = encode_prompt_keep_first(tok, "Hi<|endoftext|>there", context_length=32)
     assert tok.eot_id in p.ids and "<|endoftext|>" in p.labels
 
 
@@ -180,3 +181,16 @@ def test_toy_example_refuses_unknown_queries():
         toy_self_attention("voyage")
     with pytest.raises(IndexError):
         toy_self_attention(6)
+
+
+def test_attention_view_holds_what_the_tab_draws(att):
+    t = len(att.tokens.ids)
+    view = attention_view(att, layer=1, head=0, focus=t - 1, statistic="entropy", max_cells=4, max_keys=2)
+    assert np.array_equal(view.head_map, att.weights[1, 0].numpy())
+    assert np.allclose(view.mean_map, att.weights[1].mean(0).numpy())
+    assert view.layer_stride > 1 and view.layer_maps.shape[0] == att.n_heads  # pooled: 4 cells for the whole grid
+    assert view.focus_start == t - 2
+    assert view.focus_hidden == pytest.approx(float(att.weights[1, 0, t - 1, : t - 2].sum()))
+    entropy = att.statistics()["entropy"]
+    lay, head, value = view.strongest[0]
+    assert value == pytest.approx(float(entropy.min())) and float(entropy[lay, head]) == pytest.approx(value)

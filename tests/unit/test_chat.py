@@ -149,13 +149,13 @@ def test_refused_messages_are_left_out_of_later_prompts():
 
 
 def test_instruct_tune_scores_computed_tasks_apart_from_doc_questions():
-    from llm_core.instruct_data import _doc_tasks, builtin_instructions, split_instructions, stdlib_docs
+    from llm_core.instruct_data import doc_tasks, builtin_instructions, split_instructions, stdlib_docs
     from llm_core.instruct_tune import held_out_sets
 
     data = builtin_instructions()
     sets = held_out_sets(data, n_computed=40, n_doc=10)
     _, test, val = split_instructions(data.entries)
-    doc_keys = {(e["instruction"], e["input"]) for e in _doc_tasks(stdlib_docs())}
+    doc_keys = {(e["instruction"], e["input"]) for e in doc_tasks(stdlib_docs())}
     assert sets["val"] == val and len(sets["computed"]) == 40
     assert all(e in test and (e["instruction"], e["input"]) not in doc_keys for e in sets["computed"])
     assert all(e["check"] == "exact" for e in sets["computed"] + sets["doc_exact"])

@@ -4,7 +4,8 @@ import textwrap
 import pytest
 
 from llm_core import corpus
-from llm_core.corpus import CorpusError, ENDOFTEXT
+from llm_core.corpus import CorpusError
+from llm_core.tokenizers import ENDOFTEXT
 
 SOURCE = textwrap.dedent('''
     """Tools for brewing tea.
@@ -64,7 +65,7 @@ def test_stdlib_walk_skips_tests_private_and_gui_modules(tmp_path):
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    names = [name for name, _ in corpus._module_files(tmp_path)]
+    names = [name for name, _ in corpus.public_module_files(tmp_path)]
     assert names == ["alpha", "pkg", "pkg.beta"]
     docs = corpus.stdlib_documents(tmp_path)
     assert docs == corpus.stdlib_documents(tmp_path)

@@ -41,11 +41,6 @@ def test_unknown_word_explains_the_bpe_pieces(tok):
             ev.resolve_token(tok, bad, tok.n_vocab)
 
 
-def test_token_labels_make_whitespace_visible(tok):
-    assert ev.token_label(tok, tok.encode(" the")[0]) == "␣the"
-    assert ev.token_label(tok, tok.encode("\n")[0]) == "↵"
-
-
 def test_pca_recovers_the_dominant_direction():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(500, 6, generator=gen) * torch.tensor([10.0, 3.0, 1.0, 0.5, 0.1, 0.1])

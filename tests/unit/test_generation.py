@@ -6,7 +6,7 @@ import torch
 
 from llm_core import GPTConfig, build_untrained, gpt2_tokenizer
 from llm_core.generation import (
-    IncrementalDecoder, SamplingSettings, Temperature, TopK, TopP, encode_prompt, entropy_bits,
+    IncrementalDecoder, SamplingSettings, Temperature, TopK, TopP, encode_prompt_keep_last, entropy_bits,
     generate, generate_text_simple, logits_pipeline, make_generator, measure_speed, next_token_probs,
     sample_next_token, softmax_with_temperature, stream_generate, token_pieces,
 )
@@ -288,18 +288,18 @@ def test_measure_speed_counts_tokens(model):
 
 # ---------------------------------------------------------------- text helpers
 
-def test_encode_prompt_empty_and_too_long():
+def test_encode_prompt_keep_last_empty_and_too_long():
     tok = gpt2_tokenizer()
-    empty = encode_prompt(tok, "", 16)
+    empty = encode_prompt_keep_last(tok, "", 16)
     assert empty.ids == [tok.eot_id] and empty.from_endoftext
-    long = encode_prompt(tok, "word " * 40, 16)
+    long = encode_prompt_keep_last(tok, "word " * 40, 16)
     assert len(long.ids) == 16 and long.dropped == len(tok.encode("word " * 40)) - 16
     assert long.ids == tok.encode("word " * 40)[-16:]
-    literal = encode_prompt(tok, "<|endoftext|>Hi", 16)
+    literal = encode_prompt_keep_last(tok, "<|endoftext|>Hi", 16)
     assert literal.ids[0] == tok.eot_id
 
 
-def test_encode_prompt_without_endoftext_token():
+def test_encode_prompt_keep_last_without_endoftext_token():
     class NoEot:
         eot_id = None
 
@@ -307,7 +307,7 @@ def test_encode_prompt_without_endoftext_token():
             return [ord(c) for c in text]
 
     with pytest.raises(ValueError, match="empty"):
-        encode_prompt(NoEot(), "", 8)
+        encode_prompt_keep_last(NoEot(), "", 8)
 
 
 def test_incremental_decoder_holds_split_characters():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from llm_core import GPT_CONFIG_124M, GPTConfig, GPTModel, build_untrained, gpt2_tokenizer
-from llm_core.model import GELU, LayerNorm, gelu_formula
+from llm_core.model import GELU, LayerNorm, eval_mode, gelu_formula
 
 SMALL = GPTConfig(vocab_size=97, context_length=24, emb_dim=32, n_heads=4, n_layers=3, drop_rate=0.0)
 
@@ -109,3 +109,21 @@ def test_untrained_loss_is_near_uniform():
     with torch.no_grad():
         loss = torch.nn.functional.cross_entropy(m(ids)[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
     assert abs(loss.item() - math.log(5000)) < 0.5
+
+
+def test_eval_mode_turns_dropout_off_for_the_block_and_restores_the_mode():
+    model = GPTModel(GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.5))
+    x = torch.tensor([[1, 2, 3, 4]])
+    model.train()
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+        assert torch.equal(model(x), model(x))  # no dropout: the same logits twice
+    assert all(m.training for m in model.modules())
+    with pytest.raises(RuntimeError):
+        with eval_mode(model):
+            raise RuntimeError("fails inside")
+    assert model.training
+    model.eval()
+    with eval_mode(model):
+        pass
+    assert not model.training

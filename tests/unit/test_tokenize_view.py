@@ -65,12 +65,7 @@ def test_partial_utf8_tokens_are_bytes_and_grouped_into_characters(text):
     assert "".join(b"".join(t.raw for t in g).decode() for g in tz.groups()) == text
 
 
-def test_readable_bytes():
-    assert tv.readable(b"\xe4\xbd") == "<0xE4><0xBD>"
-    assert tv.readable(" café".encode()) == " café"
-    assert tv.readable(b" \xf0\x9f") == " <0xF0><0x9F>"
-    assert tv.readable(b"a\xffb") == "a<0xFF>b"
-    assert tv.readable_parts(b"\xa0x") == [("bytes", b"\xa0"), ("text", "x")]
+def test_partial_characters():
     assert not tv.is_partial("é".encode()) and tv.is_partial("é".encode()[:1])
 
 
@@ -84,14 +79,6 @@ def test_gpt2_vocab_form_matches_gpt2s_own_vocabulary_file():
     table = tv.gpt2_byte_chars()
     assert len(set(table.values())) == 256
     assert table[0x20] == "Ġ" and table[0x0A] == "Ċ" and table[ord("a")] == "a"
-
-
-def test_display_text_markers_and_invisible_characters():
-    assert tv.display_text("a b\tc\n", "markers") == "a·b→c↵\n"
-    assert tv.display_text("a b\n", "typed") == "a b\n"
-    # Zero-width joiner, right-to-left override and NUL never reach the page raw.
-    shown = tv.display_text("x\u200dy\u202ez\x00", "typed")
-    assert shown == "x⟨U+200D⟩y⟨U+202E⟩z⟨U+0000⟩"
 
 
 def test_unpaired_surrogate_is_refused():
@@ -142,3 +129,17 @@ def test_first_difference():
     assert tv.first_difference("abc", "abc") is None
     assert tv.first_difference("abc", "abd") == 2
     assert tv.first_difference("ab", "abc") == 2
+
+
+def test_the_tokenization_carries_its_notes_mismatch_and_records():
+    tok = gpt2_tokenizer()
+    tz = tv.tokenize(tok, "a " + ENDOFTEXT + " a🙂", special="allow")
+    assert any("became the special token" in n for n in tz.notes)
+    assert any("part of a character" in n for n in tz.notes)
+    assert tz.first_mismatch is None and tz.records(2) == [t.to_dict() for t in tz.tokens[:2]]
+    first = tz.tokens[0]
+    assert f"id {first.id}" in first.describe() and first.gpt2_form == "a"
+    simple = SimpleTokenizerV2.from_text("hello world")
+    word = tv.tokenize(simple, "hello  there")
+    assert word.first_mismatch is not None and any("Word-level" in n for n in word.notes)
+    assert any("not in the vocabulary" in n for n in word.notes)
