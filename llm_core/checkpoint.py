@@ -77,8 +77,9 @@ def tokenizer_from_json(d: dict) -> BPETokenizer:
 # ---------------------------------------------------------------- writing
 
 def write_model_dir(out: Path, model: GPTModel, tokenizer: BPETokenizer | None, meta: dict | None,
-                    name: str | None = None) -> list[str]:
-    """Every file of the Hugging Face layout into the existing directory ``out``; returns their names."""
+                    name: str | None = None, dtype: str = "fp32") -> list[str]:
+    """Every file of the Hugging Face layout into the existing directory ``out``; returns their names.
+    ``dtype`` is how the weights are stored (fp32, fp16, bf16); they always load as fp32."""
     meta = dict(meta or {})
     files: list[str] = []
     if tokenizer is None and model.cfg.vocab_size < GPT2_VOCAB:
@@ -89,8 +90,8 @@ def write_model_dir(out: Path, model: GPTModel, tokenizer: BPETokenizer | None, 
             raise CheckpointError(f"the tokenizer has {tokenizer.n_vocab:,} tokens but the model only "
                                   f"{model.cfg.vocab_size:,} embeddings")
         files = write_tokenizer(out, tokenizer, model.cfg.context_length)
-    save_file(hf_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(hf_config(model.cfg, tokenizer, meta), indent=2))
+    save_file(hf_state_dict(model, dtype), str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(hf_config(model.cfg, tokenizer, meta, dtype), indent=2))
     (out / "generation_config.json").write_text(json.dumps(generation_config(tokenizer), indent=2))
     card = model_card(name or meta.get("name") or out.name.lstrip("."), model.cfg, tokenizer, meta)
     (out / "README.md").write_text(card, encoding="utf-8")
@@ -98,11 +99,12 @@ def write_model_dir(out: Path, model: GPTModel, tokenizer: BPETokenizer | None, 
 
 
 def save_checkpoint(path: str | os.PathLike, model: GPTModel, tokenizer: BPETokenizer | None = None,
-                    meta: dict | None = None) -> Path:
-    """Write model + tokenizer to ``path`` (Hugging Face's GPT-2 layout) atomically."""
+                    meta: dict | None = None, dtype: str = "fp32") -> Path:
+    """Write model + tokenizer to ``path`` (Hugging Face's GPT-2 layout) atomically; ``dtype``
+    fp16 / bf16 stores the weights in half the bytes (they load as fp32 all the same)."""
     path = Path(path)
     with atomic_dir(path) as tmp:
-        write_model_dir(tmp, model, tokenizer, meta, name=(meta or {}).get("name") or path.name)
+        write_model_dir(tmp, model, tokenizer, meta, name=(meta or {}).get("name") or path.name, dtype=dtype)
         for keep in KEPT_FILES:  # written beside the weights by the training CLI
             if (path / keep).is_file():
                 shutil.copy2(path / keep, tmp / keep)

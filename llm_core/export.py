@@ -2,6 +2,7 @@
 
     python -m llm_core.export pydoc-gpt out/pydoc-gpt
     python -m llm_core.export saved:my-run out/my-run --push-to-hub USER/my-run   # token: HF_TOKEN
+    python -m llm_core.export /path/to/run out/run-fp16 --dtype fp16   # half the bytes on disk
 
 ``AutoModelForCausalLM.from_pretrained(out_dir)`` and ``AutoTokenizer.from_pretrained(out_dir)``
 open the result unchanged (see ``hf_format`` for the files). A LoRA-wrapped model is exported
@@ -52,7 +53,8 @@ def _merged_copy(model):
     return merge_lora(copy.deepcopy(model))
 
 
-def export_hf(bundle, out_dir: str | os.PathLike, source_dir: str | os.PathLike | None = None) -> Path:
+def export_hf(bundle, out_dir: str | os.PathLike, source_dir: str | os.PathLike | None = None,
+              dtype: str = "fp32") -> Path:
     """Write ``bundle`` (a ``ModelBundle``) to ``out_dir`` in Hugging Face's GPT-2 layout.
 
     An existing ``out_dir`` is replaced atomically; ``source_dir`` (the checkpoint it was loaded
@@ -63,7 +65,7 @@ def export_hf(bundle, out_dir: str | os.PathLike, source_dir: str | os.PathLike 
                               "it with llm_core.peft_format.export_classifier")
     meta = {k: v for k, v in (bundle.meta or {}).items() if k != "source"}
     meta.setdefault("name", Path(str(bundle.name)).name.removeprefix("saved:") or "model")
-    out = save_checkpoint(out_dir, model, bundle.tokenizer, meta)
+    out = save_checkpoint(out_dir, model, bundle.tokenizer, meta, dtype=dtype)
     if source_dir is not None:
         for name in CARRIED:
             if (Path(source_dir) / name).is_file() and not (out / name).exists():
@@ -201,6 +203,8 @@ def main(argv=None) -> int:
     p.add_argument("--push-to-hub", metavar="REPO", help="also upload it to this Hub repo (USER/NAME)")
     p.add_argument("--private", action="store_true", help="create the Hub repo as private")
     p.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the saved login)")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
+                   help="store the weights in this precision (fp16/bf16: half the bytes; they load as fp32)")
     args = p.parse_args(argv)
     try:
         bundle = load_model(args.model)
@@ -215,7 +219,7 @@ def main(argv=None) -> int:
     elif Path(args.model).is_dir():
         source = Path(args.model)
     try:
-        out = export_hf(bundle, args.out_dir, source_dir=source)
+        out = export_hf(bundle, args.out_dir, source_dir=source, dtype=args.dtype)
     except (CheckpointError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

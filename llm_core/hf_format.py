@@ -249,7 +249,17 @@ def read_tokenizer(path: Path, name: str = "bpe") -> BPETokenizer | None:
 
 # ---------------------------------------------------------------- config and weights
 
-def hf_config(cfg: GPTConfig, tok: BPETokenizer, meta: dict | None = None) -> dict:
+STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_TORCH_DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def check_storage_dtype(dtype: str) -> str:
+    if dtype not in STORAGE_DTYPES:
+        raise CheckpointError(f"weights are stored as one of {', '.join(STORAGE_DTYPES)} (got {dtype!r})")
+    return dtype
+
+
+def hf_config(cfg: GPTConfig, tok: BPETokenizer, meta: dict | None = None, dtype: str = "fp32") -> dict:
     """config.json: a GPT2Config for transformers, our block for us."""
     eot = tok.eot_id
     return {
@@ -261,7 +271,7 @@ def hf_config(cfg: GPTConfig, tok: BPETokenizer, meta: dict | None = None) -> di
         "initializer_range": 0.02, "scale_attn_weights": True, "use_cache": True,
         "tie_word_embeddings": bool(cfg.tie_weights),
         "bos_token_id": eot, "eos_token_id": eot,
-        "torch_dtype": "float32",
+        "torch_dtype": _TORCH_DTYPE_NAMES[check_storage_dtype(dtype)],
         SIDE_KEY: {"version": SIDE_VERSION, "model": cfg.to_dict(), "tokenizer": tok.name, "meta": meta or {}},
     }
 
@@ -283,8 +293,9 @@ BLOCK_NAMES = (("att.out_proj.weight", "attn.c_proj.weight", True), ("att.out_pr
 QKV_LINEARS = ("W_query", "W_key", "W_value")
 
 
-def hf_state_dict(model) -> dict[str, torch.Tensor]:
-    """GPTModel's weights under OpenAI's names (Conv1D: [in, out]); absent q/k/v biases are zeros."""
+def hf_state_dict(model, dtype: str = "fp32") -> dict[str, torch.Tensor]:
+    """GPTModel's weights under OpenAI's names (Conv1D: [in, out]); absent q/k/v biases are zeros.
+    ``dtype``: fp32, or fp16 / bf16 to store half the bytes (loading always gives fp32 weights)."""
     cfg = model.cfg
     sd = {k.replace(".linear.", "."): v for k, v in model.state_dict().items() if ".lora." not in f".{k}"}
     out = {"transformer." + theirs: sd[ours] for ours, theirs in TOP_NAMES}
@@ -300,7 +311,8 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
             out[h + theirs] = sd[b + ours].T if transposed else sd[b + ours]
     if not cfg.tie_weights:
         out["lm_head.weight"] = sd["out_head.weight"]
-    return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in out.items()}
+    target = STORAGE_DTYPES[check_storage_dtype(dtype)]
+    return {k: v.detach().to("cpu", torch.float32).to(target).contiguous() for k, v in out.items()}
 
 
 def gpt_config_from_hf(hf: dict) -> GPTConfig:

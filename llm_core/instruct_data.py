@@ -3,8 +3,9 @@
 - ``format_input`` / ``format_response``: the book's instruction template, exactly.
 - ``custom_collate_fn``: the book's padding and target masking (+ optional prompt masking).
 - Built-in sets generated from this Python installation (no network, nothing copied):
-  ``builtin_instructions()`` (questions answered from the documentation, plus string/list/
-  number tasks whose answers the program computes) and ``builtin_classification()``
+  ``builtin_instructions()`` (questions answered from the documentation, string/list/number
+  tasks whose answers the program computes, and greetings, how-tos and conversations answered
+  in words written here) and ``builtin_classification()``
   (is a docstring a function's or a class's? The label is read from the source with ``ast``).
 - The book's sets when online: the SMS Spam Collection and instruction-data.json,
   downloaded with a short timeout, checked, cached; offline they are "unavailable" with
@@ -191,7 +192,7 @@ def split_classification(data: ClassificationData, seed: int = 123,
 
 # ---------------------------------------------------------------- the standard library, read with ast
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: built-in functions, classes and methods of the common built-in types
 _SENTENCE_END = re.compile(r"(?<=[a-z0-9)\]`'\"])\.(\s|$)")
 
 
@@ -241,9 +242,53 @@ def _extract_stdlib() -> dict:
                 functions.append({"module": module, "name": node.name, "params": _params(node), "doc": doc})
             elif isinstance(node, ast.ClassDef):
                 classes.append({"module": module, "name": node.name, "doc": doc})
+    builtin_functions, builtin_classes, methods = _extract_builtins()
     from pydoc_data.topics import topics
     topic_list = [{"name": k, "doc": topics[k]} for k in sorted(topics) if topics[k].strip()]
-    return {"functions": functions, "classes": classes, "topics": topic_list}
+    return {"functions": builtin_functions + functions, "classes": builtin_classes + classes,
+            "methods": methods, "topics": topic_list}
+
+
+METHOD_TYPES = (str, list, dict, set, tuple, bytes, int, float)  # the types a beginner asks about
+
+
+def _builtin_params(obj) -> list[str] | None:
+    """Parameter names from a C function's text signature (None where it has none)."""
+    import inspect
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+    names = []
+    for prm in sig.parameters.values():
+        if prm.name.startswith("_") or prm.name in ("self", "cls"):
+            continue
+        prefix = {prm.VAR_POSITIONAL: "*", prm.VAR_KEYWORD: "**"}.get(prm.kind, "")
+        names.append(prefix + prm.name)
+    return names
+
+
+def _extract_builtins() -> tuple[list[dict], list[dict], list[dict]]:
+    """The built-in functions (len, sorted, ...), classes and the methods of METHOD_TYPES with the
+    docstrings this Python was built with: they live in C, so no .py file holds them."""
+    import builtins
+    import inspect
+    functions, classes, methods = [], [], []
+    for name in sorted(vars(builtins)):
+        obj = getattr(builtins, name)
+        doc = inspect.getdoc(obj)
+        if name.startswith("_") or not doc or "<|endoftext|>" in doc:
+            continue
+        if inspect.isbuiltin(obj):
+            functions.append({"module": "builtins", "name": name, "params": _builtin_params(obj), "doc": doc})
+        elif isinstance(obj, type):
+            classes.append({"module": "builtins", "name": name, "doc": doc})
+    for cls in METHOD_TYPES:
+        for name, member in sorted(vars(cls).items()):
+            doc = inspect.getdoc(member) if callable(member) or isinstance(member, classmethod) else None
+            if not name.startswith("_") and doc:
+                methods.append({"type": cls.__name__, "name": name, "doc": doc})
+    return functions, classes, methods
 
 
 _extract_lock = threading.Lock()
@@ -286,6 +331,8 @@ def builtin_classification(seed: int = 123) -> ClassificationData:
     by_text: dict[str, set[int]] = {}
     for label, items in ((0, docs["functions"]), (1, docs["classes"])):
         for item in items:
+            if item["module"] == "builtins":  # labels here are read from .py sources with ast
+                continue
             text = _classification_text(item["doc"])
             if len(text) >= 12:
                 by_text.setdefault(text, set()).add(label)
@@ -407,9 +454,13 @@ def doc_tasks(docs: dict) -> list[dict]:
         if sentence:
             out.append({"instruction": f"What does the Python function {qual}() do?", "input": "",
                         "output": sentence, "check": "similar"})
-        out.append({"instruction": f"List the parameters of {qual}().", "input": "",
-                    "output": ", ".join(f["params"]) if f["params"] else "It takes no parameters.",
-                    "check": "exact"})
+        if sentence and f["module"] == "builtins":  # asked without a module name: "What does len() do?"
+            for question in (f"What does {f['name']}() do?", f"What does the {f['name']}() function do?"):
+                out.append({"instruction": question, "input": "", "output": sentence, "check": "similar"})
+        if f["params"] is not None:  # None: a built-in without a text signature
+            out.append({"instruction": f"List the parameters of {qual}().", "input": "",
+                        "output": ", ".join(f["params"]) if f["params"] else "It takes no parameters.",
+                        "check": "exact"})
         if name_count[f["name"]] == 1:
             out.append({"instruction": "Which standard-library module defines this function?",
                         "input": f"{f['name']}()", "output": f["module"], "check": "exact"})
@@ -418,6 +469,11 @@ def doc_tasks(docs: dict) -> list[dict]:
         if sentence:
             out.append({"instruction": f"What is the Python class {c['module']}.{c['name']}?", "input": "",
                         "output": sentence, "check": "similar"})
+    for m in docs.get("methods", []):
+        sentence = first_sentence(m["doc"])
+        if sentence:
+            for question in (f"What does the {m['type']}.{m['name']}() method do?", f"What does {m['type']}.{m['name']}() do?"):
+                out.append({"instruction": question, "input": "", "output": sentence, "check": "similar"})
     for t in docs["topics"]:
         body = t["doc"].split("\n", 2)[-1] if "\n***" in t["doc"][:200] or "\n===" in t["doc"][:200] else t["doc"]
         sentence = first_sentence(body, max_chars=200)
@@ -431,15 +487,13 @@ def doc_tasks(docs: dict) -> list[dict]:
 _ASSISTANT_ANSWERS = {
     "greeting": ("Hello! I am a small language model trained on Python's documentation. Ask me what a "
                  "Python function, class or module does."),
-    "identity": ("I am pydoc-gpt-instruct, a small GPT that LLM Explorer trained from scratch on the "
-                 "documentation of Python and its packages, then tuned to follow instructions. I am a "
-                 "program, not a person, and I know far less than a large model."),
+    "identity": ("I am pydoc-gpt-instruct, a small language model trained on Python's documentation and "
+                 "tuned to follow instructions. I am a program, not a person."),
     "abilities": ("I can answer short questions about Python: what a function or class does, which "
                   "parameters it takes and which module defines it. I often get details wrong, so check "
                   "the documentation."),
-    "training": ("I was pre-trained on text extracted from the documentation installed with Python and its "
-                 "packages, then fine-tuned on questions and answers generated from that documentation, all "
-                 "with LLM Explorer's own code."),
+    "training": ("I was pre-trained on the documentation installed with Python and its packages, then "
+                 "tuned on questions made from it, all with LLM Explorer's own code."),
     "thanks": "You are welcome! Ask me about another Python function or module.",
     "goodbye": "Goodbye! Happy coding.",
     "off_topic": ("I only know Python's documentation, so I cannot answer that reliably. Ask me about a "
@@ -466,6 +520,151 @@ _ASSISTANT_QUESTIONS = {
 }
 
 
+# Short Python how-tos a beginner asks, answered here in a sentence or two (facts of the language),
+# each with its phrasings and the follow-ups that only make sense after it.
+_HOWTOS = [
+    (["How do I sort a list in Python", "How can I sort a list", "How do I sort a list of numbers"],
+     "Use sorted(items) to get a new sorted list, or items.sort() to sort the list in place.",
+     [(["And in reverse order", "What about descending order", "How do I sort it backwards"],
+       "Pass reverse=True: sorted(items, reverse=True) or items.sort(reverse=True)."),
+      (["And by length", "How do I sort words by their length"],
+       "Pass a key function: sorted(words, key=len) sorts the words by their length.")]),
+    (["How do I reverse a list", "How can I reverse a list in Python"],
+     "Call items.reverse() to reverse the list in place, or use items[::-1] for a reversed copy.", []),
+    (["How do I get the length of a list", "How do I count the items in a list",
+      "How do I find the length of a string"],
+     "Call len(): len(items) is the number of items in a list, len(text) the number of characters in a string.",
+     [(["And for a dictionary", "What about a dictionary"], "len(d) is the number of keys in the dictionary d.")]),
+    (["How do I read a file in Python", "How can I read a text file", "How do I open a file"],
+     "Open it in a with statement: with open('data.txt', encoding='utf-8') as f: text = f.read().",
+     [(["And line by line", "How do I read it one line at a time"],
+       "Loop over the open file: for line in f: gives one line at a time, newline included.")]),
+    (["How do I write to a file", "How can I save text to a file"],
+     "Open it for writing: with open('out.txt', 'w', encoding='utf-8') as f: f.write(text).",
+     [(["And append instead of overwriting", "How do I add to the end of the file"],
+       "Open it with mode 'a' instead of 'w': open('out.txt', 'a', encoding='utf-8').")]),
+    (["How do I convert a string to an integer", "How do I turn text into a number"],
+     "Call int(): int('42') returns 42. It raises ValueError when the text is not a whole number.",
+     [(["And to a float", "What about a decimal number"], "Call float(): float('3.5') returns 3.5.")]),
+    (["How do I convert a number to a string", "How do I turn a number into text"],
+     "Call str(): str(42) returns '42'. An f-string works too: f'{x}'.", []),
+    (["How do I split a string", "How can I split a string into words"],
+     "Call text.split() to split at whitespace, or text.split(',') to split at commas; it returns a list.",
+     [(["And join them back together", "How do I undo that"],
+       "Call join on the separator: ' '.join(words) puts a space between the strings.")]),
+    (["How do I join a list of strings", "How do I concatenate strings in a list"],
+     "Call join on the separator: ', '.join(words) puts ', ' between the strings of the list.", []),
+    (["How do I make a string upper case", "How do I convert text to upper case"],
+     "Call text.upper(); it returns an upper-case copy of the string.",
+     [(["And lower case", "What about lower case"], "Call text.lower(); it returns a lower-case copy.")]),
+    (["How do I remove spaces from the ends of a string", "How do I strip whitespace"],
+     "Call text.strip(); lstrip() and rstrip() remove whitespace from one end only.", []),
+    (["How do I replace text in a string", "How can I replace a word in a string"],
+     "Call text.replace('old', 'new'); it returns a copy with every 'old' replaced by 'new'.", []),
+    (["How do I check if a string contains a word", "How do I find a substring"],
+     "Use the in operator: 'py' in 'python' is True. text.find('py') gives its position, or -1.", []),
+    (["How do I add an item to a list", "How do I append to a list"],
+     "Call items.append(x) to add x at the end, or items.insert(i, x) to put it at position i.",
+     [(["And at the front", "How do I add it at the beginning"], "Call items.insert(0, x) to put x at the front.")]),
+    (["How do I remove an item from a list", "How do I delete from a list"],
+     "Call items.remove(x) to remove the first x, or items.pop(i) to remove and return the item at position i.",
+     []),
+    (["How do I remove duplicates from a list", "How can I get the unique items of a list"],
+     "list(dict.fromkeys(items)) removes duplicates and keeps the order; set(items) drops the order.", []),
+    (["How do I copy a list", "How can I make a copy of a list"],
+     "items.copy() or items[:] makes a shallow copy; copy.deepcopy(items) copies nested lists too.", []),
+    (["How do I loop over a list with the index", "How do I get the index in a for loop"],
+     "Use enumerate(): for i, item in enumerate(items): gives each position and its item.", []),
+    (["How do I loop over a dictionary", "How do I iterate over keys and values"],
+     "Loop over d.items(): for key, value in d.items(): gives each key with its value.", []),
+    (["How do I check if a key is in a dictionary", "How do I test for a dictionary key"],
+     "Use the in operator: key in d is True when the dictionary has that key.",
+     [(["And get a default when it is missing", "What if the key is missing"],
+       "Call d.get(key, default): it returns default instead of raising KeyError.")]),
+    (["How do I make a dictionary from two lists", "How do I pair two lists"],
+     "Zip them: dict(zip(keys, values)) pairs each key with the value at the same position.", []),
+    (["How do I add up the numbers in a list", "How do I sum a list"],
+     "Call sum(numbers); max(numbers) and min(numbers) give the largest and the smallest.", []),
+    (["How do I count how often an item appears", "How do I count occurrences in a list"],
+     "Call items.count(x) for one item, or collections.Counter(items) to count every item at once.", []),
+    (["How do I write a function", "How do I define a function in Python"],
+     "Use def: def add(a, b): followed by the indented body, for example return a + b.", []),
+    (["How do I handle an exception", "How do I catch an error"],
+     "Put the code in a try block and handle the error in except, naming it: except ValueError:.", []),
+    (["How do I write a list comprehension", "What is a list comprehension"],
+     "[x * x for x in numbers] builds a new list of squares; add if x > 0 at the end to filter.", []),
+    (["How do I check the type of a variable", "How do I test if something is an integer"],
+     "isinstance(x, int) is True when x is an int; type(x) returns its type.", []),
+    (["How do I print without a newline", "How do I stop print from adding a newline"],
+     "Pass end='': print('text', end='') ends the output with nothing instead of a newline.", []),
+    (["How do I format a number with two decimals", "How do I round a number for printing"],
+     "Use an f-string: f'{x:.2f}' formats x with two digits after the decimal point.", []),
+    (["How do I parse JSON", "How do I read JSON in Python"],
+     "Import json: json.loads(text) turns a JSON string into Python objects, json.dumps(obj) goes back.", []),
+    (["How do I get a random number", "How do I pick a random number"],
+     "Import random: random.randint(1, 6) returns a whole number from 1 to 6, random.random() a float below 1.",
+     []),
+    (["How do I get the current date and time", "How do I get today's date"],
+     "Import datetime: datetime.datetime.now() is the current local date and time.", []),
+    (["How do I check if a file exists", "How can I test whether a file exists"],
+     "Use pathlib: pathlib.Path('data.txt').exists() is True when the file or folder exists.", []),
+    (["How do I leave a loop early", "How do I stop a for loop"],
+     "Use break to leave the loop at once, or continue to skip to the next round.", []),
+    (["How do I install a package", "How do I install a library"],
+     "Run pip from a terminal: python -m pip install package-name.", []),
+    (["How do I measure how long code takes", "How do I time my code"],
+     "Call time.perf_counter() before and after it: the difference is the time in seconds.", []),
+    (["How do I read command-line arguments", "How do I get the arguments of my script"],
+     "sys.argv is the list of arguments; the argparse module turns them into options.", []),
+]
+CONVERSATION_ENTRIES = 400  # multi-turn prompts: earlier turns, then the message to answer
+CONVERSATION_MAX_CHARS = 640  # so a conversation and its answer fit a 256-token context
+
+
+def chat_instruction(turns: list[tuple[str, str]], message: str) -> str:
+    """An instruction whose ``format_input`` prompt is exactly the Chat tab's prompt for ``message``
+    after the (question, answer) ``turns``: the earlier turns sit inside the instruction."""
+    text = ""
+    for question, answer in turns:
+        text += f"{question}{RESPONSE_HEADER}{answer}\n\n### Instruction:\n"
+    return text + message
+
+
+def _phrasings(q: str, end: str) -> list[str]:
+    return list(dict.fromkeys((q + end, q, q.lower() + end)))
+
+
+def _howto_tasks() -> list[dict]:
+    """Each how-to phrasing alone, and each follow-up after each phrasing of its question."""
+    out = []
+    for questions, answer, follow_ups in _HOWTOS:
+        for q in questions:
+            out += [{"instruction": v, "input": "", "output": answer, "check": "exact", "kind": "assistant"}
+                    for v in _phrasings(q, "?")]
+            for follow_questions, follow_answer in follow_ups:
+                for f in follow_questions:
+                    out.append({"instruction": chat_instruction([(q + "?", answer)], f + "?"), "input": "",
+                                "output": follow_answer, "check": "exact", "kind": "assistant"})
+    return out
+
+
+def _conversation_tasks(rng: random.Random, singles: list[dict], n: int) -> list[dict]:
+    """The last message of a conversation answered after one or two unrelated earlier turns, so a
+    model learns to answer the newest instruction, not the first one it sees."""
+    out: dict[str, dict] = {}
+    for _ in range(n * 4):
+        if len(out) >= n:
+            break
+        picked = rng.sample(singles, rng.choice((2, 3)))
+        *earlier, last = picked
+        instruction = chat_instruction([(e["instruction"], e["output"]) for e in earlier], last["instruction"])
+        if len(instruction) + len(last["output"]) > CONVERSATION_MAX_CHARS:
+            continue
+        out.setdefault(instruction, {"instruction": instruction, "input": "", "output": last["output"],
+                                     "check": "exact", "kind": "assistant"})
+    return list(out.values())
+
+
 def _assistant_tasks() -> list[dict]:
     """Greetings, "who are you", "what can you do" and off-topic questions, each phrasing written
     with and without a question mark / exclamation mark and in lower case."""
@@ -486,7 +685,9 @@ def builtin_instructions(seed: int = 123, computed_per_kind: int = 100) -> Instr
     rng = random.Random(seed)
     from_docs = doc_tasks(docs)
     computed = _computed_tasks(rng, _word_pool(docs), computed_per_kind)
-    assistant = _assistant_tasks()
+    singles = _assistant_tasks() + _howto_tasks()
+    assistant = singles + _conversation_tasks(rng, [e for e in singles if RESPONSE_HEADER not in e["instruction"]],
+                                              CONVERSATION_ENTRIES)
     entries = from_docs + computed + assistant
     rng.shuffle(entries)
     return InstructionData(
@@ -494,8 +695,9 @@ def builtin_instructions(seed: int = 123, computed_per_kind: int = 100) -> Instr
         entries=entries,
         description=(f"{len(entries):,} instructions: {len(from_docs):,} questions answered from this Python's "
                      f"documentation (docstrings, pydoc topics) and {len(computed):,} string/list/number tasks "
-                     f"whose answers the program computes, and {len(assistant):,} greetings and questions about "
-                     "the model itself, answered truthfully."),
+                     f"whose answers the program computes, and {len(assistant):,} written here: greetings, questions "
+                     "about the model itself (answered truthfully), short Python how-tos with follow-ups, and "
+                     "multi-turn conversations ending in one of them."),
         extra={"kinds": {"documentation": len(from_docs), "computed": len(computed), "assistant": len(assistant)}},
     )
 

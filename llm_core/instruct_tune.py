@@ -71,6 +71,8 @@ def main(argv=None) -> None:
     p.add_argument("--model", default="pydoc-gpt", help="base model name")
     p.add_argument("--out", required=True, help="checkpoint directory to write (Hugging Face's GPT-2 layout)")
     p.add_argument("--push-to-hub", metavar="REPO", help="then upload it to this Hub repo")
+    p.add_argument("--save-dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
+                   help="store the weights in this precision (fp16/bf16: half the bytes; they load as fp32)")
     p.add_argument("--name", default=None, help="name recorded in the meta (default: the out dir's name)")
     p.add_argument("--method", choices=("full", "lora"), default="full")
     p.add_argument("--rank", type=int, default=16)
@@ -164,7 +166,7 @@ def _run(args, argv, dist: DistContext) -> None:
             "examples": examples,
             "curve": [{k: h[k] for k in ("step", "train_loss", "val_loss")} for h in res.history],
         }
-        save_checkpoint(args.out, model.to("cpu").eval(), bundle.tokenizer, meta)
+        save_checkpoint(args.out, model.to("cpu").eval(), bundle.tokenizer, meta, dtype=args.save_dtype)
         print(json.dumps({k: meta[k] for k in ("status", "steps", "train_seconds", "seconds", "before", "after")},
                          indent=2))
         print(f"written to {args.out}")

@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", help="checkpoint directory (written atomically, Hugging Face's GPT-2 layout)")
     g.add_argument("--push-to-hub", metavar="REPO", help="upload the --out checkpoint to this Hub repo at the end")
     g.add_argument("--name", help="model name recorded in the checkpoint (default: the --out folder's name)")
+    g.add_argument("--save-dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
+                   help="store the saved model's weights in this precision (fp16/bf16: half the bytes; "
+                        "they load as fp32; the --resume state stays fp32)")
     g.add_argument("--save-every", type=int, default=500,
                    help="save the best model so far at most every N steps (with --out)")
     g.add_argument("--log-json", help="also append every evaluation as a JSON line to this file")
@@ -389,7 +392,7 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
             best = {"val_loss": val, "event": ev}
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             if args.out and ev.step > 0 and (ev.done or ev.step - last_saved_step >= args.save_every):
-                save_checkpoint(args.out, model, tokenizer, meta(ev, final=False))
+                save_checkpoint(args.out, model, tokenizer, meta(ev, final=False), dtype=args.save_dtype)
                 last_saved_step = ev.step
                 print(f"saved {args.out} (step {ev.step}, val {val:.3f})", flush=True)
     if log_file:
@@ -408,7 +411,7 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
         info.update(status=final_ev.status, reason=final_ev.reason, total_steps_run=final_ev.step,
                     total_seconds=round(final_ev.elapsed_s, 1), best_step=ev.step,
                     samples=generate_samples(model.to("cpu"), tokenizer, seed=args.seed))
-        save_checkpoint(args.out, model, tokenizer, info)
+        save_checkpoint(args.out, model, tokenizer, info, dtype=args.save_dtype)
         print(f"saved {args.out}: step {ev.step}, train {ev.train_loss:.3f}, val {ev.val_loss:.3f} "
               f"(whole validation split {full_val:.3f}), perplexity {ev.perplexity:.1f}", flush=True)
         (Path(args.out) / "TRAINING.md").write_text(training_report(info), encoding="utf-8")

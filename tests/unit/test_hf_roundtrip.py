@@ -540,3 +540,60 @@ def test_hub_id_loads_from_a_fake_hf_home_in_a_fresh_process(tmp_path):
                          cwd=str(Path(__file__).resolve().parents[2]))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["hub", "5", "home-bpe", str(tok.n_vocab)]
+
+
+@pytest.mark.parametrize("dtype,torch_dtype,tag", [("fp16", torch.float16, "F16"), ("bf16", torch.bfloat16, "BF16")])
+def test_half_precision_storage_loads_as_fp32_and_opens_in_transformers(tmp_path, dtype, torch_dtype, tag):
+    from safetensors import safe_open
+
+    text = long_text()
+    tok = train_bpe(text, vocab_size=400).to_tokenizer("half")
+    cfg = GPTConfig(vocab_size=tok.n_vocab, context_length=32, emb_dim=32, n_heads=2, n_layers=2,
+                    qkv_bias=True, tie_weights=True, drop_rate=0.0)
+    model = build_untrained(cfg, seed=5).eval()
+    full, half = save_checkpoint(tmp_path / "fp32", model, tok), save_checkpoint(tmp_path / dtype, model, tok, dtype=dtype)
+    with safe_open(str(half / "model.safetensors"), framework="pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {tag}
+    ratio = (half / "model.safetensors").stat().st_size / (full / "model.safetensors").stat().st_size
+    assert 0.45 < ratio < 0.55
+    assert json.loads((half / "config.json").read_text())["torch_dtype"] == {"fp16": "float16", "bf16": "bfloat16"}[dtype]
+    again = load_model(str(half))
+    for (name, p), q in zip(model.named_parameters(), again.model.parameters()):
+        assert q.dtype == torch.float32, name
+        assert torch.equal(q, p.detach().to(torch_dtype).float()), name  # the stored rounding, nothing else
+    ids = torch.tensor([tok.encode(text)[:cfg.context_length]])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(half, dtype=torch.float32).eval()
+    assert next(hf.parameters()).dtype == torch.float32
+    assert _logits_close(again.model, hf, ids)
+    forget(str(half))
+
+
+def test_export_cli_stores_half_precision_weights(tmp_path, capsys):
+    from llm_core import export
+
+    assert export.main(["pydoc-gpt", str(tmp_path / "half"), "--dtype", "fp16"]) == 0
+    size = (tmp_path / "half" / "model.safetensors").stat().st_size
+    assert size < 0.55 * (Path("assets/models/pydoc-gpt") / "model.safetensors").stat().st_size
+    again = load_model(str(tmp_path / "half"))
+    ids = torch.tensor([again.tokenizer.encode("The list of the")])
+    with torch.no_grad():
+        assert (again.model(ids) - load_model("pydoc-gpt").model(ids)).abs().max().item() < 0.05
+    forget(str(tmp_path / "half"))
+
+
+@pytest.mark.slow
+def test_pretrain_save_dtype_fp16_writes_half_weights_that_load_as_fp32(tmp_path):
+    from safetensors import safe_open
+
+    from llm_core.pretrain import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(long_text(), encoding="utf-8")
+    out = tmp_path / "ckpt"
+    main(["--text-file", str(corpus), "--vocab-size", "300", "--layers", "1", "--heads", "2", "--emb-dim", "16",
+          "--context", "16", "--steps", "2", "--batch-size", "2", "--warmup", "1", "--eval-interval", "2",
+          "--eval-batches", "1", "--out", str(out), "--save-dtype", "fp16"])
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+    model, _, _ = load_checkpoint(out)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

@@ -229,3 +229,56 @@ def test_assistant_entries_are_not_scored_as_computed_tasks():
     sets = held_out_sets(d.builtin_instructions(), n_computed=10_000, n_doc=10)
     assert sets["assistant"] and all(e.get("kind") == "assistant" for e in sets["assistant"])
     assert not any(e.get("kind") == "assistant" for e in sets["computed"])
+
+
+def test_chat_instruction_gives_the_chat_tabs_prompt():
+    from llm_core.chat import chat_prompt_text
+
+    turns = [("Hello!", "Hello! I am a model."), ("How do I sort a list?", "Use sorted(items).")]
+    entry = {"instruction": d.chat_instruction(turns, "And in reverse order?"), "input": ""}
+    assert d.format_input(entry) + d.RESPONSE_HEADER == chat_prompt_text(turns, "And in reverse order?")
+    assert d.chat_instruction([], "Hi") == "Hi"
+
+
+def test_builtins_and_methods_are_asked_as_a_beginner_asks():
+    entries = {e["instruction"]: e for e in d.builtin_instructions().entries}
+    assert entries["What does len() do?"]["output"] == "Return the number of items in a container."
+    assert entries["What does the sorted() function do?"]["output"].startswith("Return a new list")
+    assert entries["What does the list.sort() method do?"]["output"].startswith("Sort the list")
+    assert entries["What does str.split() do?"]["output"].startswith("Return a list of the substrings")
+    assert entries["List the parameters of builtins.sorted()."]["output"] == "iterable, key, reverse"
+    assert not any(i.startswith("List the parameters of builtins.max(") for i in entries)  # no text signature
+
+
+def test_howtos_and_follow_ups_need_the_earlier_turn():
+    entries = {e["instruction"]: e for e in d.builtin_instructions().entries}
+    sort = entries["How do I sort a list in Python?"]
+    assert "sorted(items)" in sort["output"] and sort["kind"] == "assistant"
+    follow = entries[d.chat_instruction([("How do I sort a list in Python?", sort["output"])], "And in reverse order?")]
+    assert "reverse=True" in follow["output"]
+    assert "And in reverse order?" not in entries  # a follow-up alone means nothing: never asked alone
+
+
+def test_conversations_end_in_a_written_answer_and_fit_the_context():
+    data = d.builtin_instructions()
+    assistant = [e for e in data.entries if e.get("kind") == "assistant"]
+    singles = {e["instruction"]: e["output"] for e in assistant if d.RESPONSE_HEADER not in e["instruction"]}
+    convs = [e for e in assistant if d.RESPONSE_HEADER in e["instruction"]]
+    assert len(convs) >= d.CONVERSATION_ENTRIES
+    for e in convs:
+        *earlier, last = e["instruction"].split("\n\n### Instruction:\n")
+        assert len(e["instruction"]) + len(e["output"]) <= d.CONVERSATION_MAX_CHARS
+        for turn in earlier:
+            question, answer = turn.split(d.RESPONSE_HEADER)
+            assert singles[question] == answer
+        if last in singles:  # a conversation ending in a question asked alone too gets the same answer
+            assert singles[last] == e["output"]
+
+
+def test_written_answers_fit_the_chat_tabs_default_answer_length():
+    from llm_core.registry import load_model
+
+    tok = load_model("pydoc-gpt").tokenizer
+    outputs = {e["output"] for e in d.builtin_instructions().entries if e.get("kind") == "assistant"}
+    longest = max(outputs, key=lambda o: len(tok.encode_ordinary(o)))
+    assert len(tok.encode_ordinary(longest)) <= 48, longest
