@@ -95,7 +95,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -103,66 +102,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from llm_core import GPT_CONFIG_124M, load_model  # noqa: E402
+from llm_core import load_model  # noqa: E402
 from llm_core.generation import generate, prepare_for_decoding  # noqa: E402
 from llm_core.quantize import int8_linear_bytes, quantize_int8, streamed_bytes_per_token  # noqa: E402
 
-
-def hf_config(cfg):
-    from transformers import GPT2Config
-
-    return GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
-                      n_layer=cfg.n_layers, n_head=cfg.n_heads, resid_pdrop=0.0, embd_pdrop=0.0,
-                      attn_pdrop=0.0, tie_word_embeddings=cfg.tie_weights)
-
-
-def gpt2_pair(seed: int):
-    """(transformers model, our model) with the same random GPT-2-small weights."""
-    from transformers import GPT2LMHeadModel
-
-    torch.manual_seed(seed)
-    theirs = GPT2LMHeadModel(hf_config(GPT_CONFIG_124M.with_(tie_weights=True))).eval()  # as GPT-2
-    with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
-        theirs.save_pretrained(tmp, safe_serialization=True)
-        ours = load_model(tmp).model.eval()
-    return theirs, ours
-
-
-def to_transformers(ours):
-    """A GPT2LMHeadModel holding our model's weights (Conv1D layout is [in, out])."""
-    from transformers import GPT2LMHeadModel
-
-    cfg = ours.cfg
-    theirs = GPT2LMHeadModel(hf_config(cfg)).eval()
-    sd = {"transformer.wte.weight": ours.tok_emb.weight, "transformer.wpe.weight": ours.pos_emb.weight,
-          "transformer.ln_f.weight": ours.final_norm.scale, "transformer.ln_f.bias": ours.final_norm.shift,
-          "lm_head.weight": ours.out_head.weight}
-    for i, blk in enumerate(ours.trf_blocks):
-        h, att = f"transformer.h.{i}.", blk.att
-        sd[h + "attn.c_attn.weight"] = torch.cat([att.W_query.weight.T, att.W_key.weight.T, att.W_value.weight.T], 1)
-        biases = [lin.bias if lin.bias is not None else torch.zeros(cfg.emb_dim)
-                  for lin in (att.W_query, att.W_key, att.W_value)]
-        sd[h + "attn.c_attn.bias"] = torch.cat(biases)
-        sd[h + "attn.c_proj.weight"], sd[h + "attn.c_proj.bias"] = att.out_proj.weight.T, att.out_proj.bias
-        sd[h + "mlp.c_fc.weight"], sd[h + "mlp.c_fc.bias"] = blk.ff.layers[0].weight.T, blk.ff.layers[0].bias
-        sd[h + "mlp.c_proj.weight"], sd[h + "mlp.c_proj.bias"] = blk.ff.layers[2].weight.T, blk.ff.layers[2].bias
-        sd[h + "ln_1.weight"], sd[h + "ln_1.bias"] = blk.norm1.scale, blk.norm1.shift
-        sd[h + "ln_2.weight"], sd[h + "ln_2.bias"] = blk.norm2.scale, blk.norm2.shift
-    theirs.load_state_dict({k: v.detach().clone().contiguous() for k, v in sd.items()}, strict=False)
-    return theirs
+from _shared import median_seconds, random_gpt2_pair, transformers_twin  # noqa: E402
 
 
 def read_bandwidth(mb: int = 512, repeats: int = 7) -> float:
     """The machine's memory read bandwidth in bytes/s: ``sum`` over a buffer far larger than
     the caches (median of ``repeats``)."""
     buf = torch.ones(mb * 2**20 // 4)
-    buf.sum()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        buf.sum()
-        times.append(time.perf_counter() - t)
-    return buf.numel() * 4 / statistics.median(times)
+    return buf.numel() * 4 / median_seconds(buf.sum, repeats)
 
 
 def hf_int8(theirs):
@@ -300,13 +251,14 @@ def main(argv=None) -> None:
           f"{torch.get_num_threads()} threads, CPU")
     bandwidth = read_bandwidth()
     print(f"memory read bandwidth (sum over 512 MB): {bandwidth / 1e9:.1f} GB/s")
-    theirs, ours = gpt2_pair(args.seed)
+    theirs, ours = random_gpt2_pair(args.seed)
+    theirs, ours = theirs.eval(), ours.eval()
     compare("GPT-2 small shape, random weights", theirs, ours, args.prompt, args.new, args.repeats, args.seed,
             precisions, bandwidth)
     del theirs, ours
     if not args.skip_default:
         bundle = load_model()
-        compare(f"shipped default model {bundle.name!r}", to_transformers(bundle.model), bundle.model,
+        compare(f"shipped default model {bundle.name!r}", transformers_twin(bundle.model).eval(), bundle.model,
                 args.prompt, args.new, args.repeats, args.seed, precisions, bandwidth)
     print(f"\nmemory read bandwidth at the end: {read_bandwidth() / 1e9:.1f} GB/s")
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,23 +34,17 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from llm_core import GPT_CONFIG_124M, load_model  # noqa: E402
+from llm_core import GPT_CONFIG_124M  # noqa: E402
 from llm_core.lora import apply_lora, count_parameters  # noqa: E402
+
+from _shared import random_gpt2_pair  # noqa: E402
 
 
 def gpt2_pair(seed: int, device: str):
     """(transformers + peft model, our LoRA model) from the same random GPT-2-small weights."""
     from peft import LoraConfig, get_peft_model
-    from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = GPT_CONFIG_124M
-    torch.manual_seed(seed)
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
-                                    n_layer=cfg.n_layers, n_head=cfg.n_heads, resid_pdrop=0.0, embd_pdrop=0.0,
-                                    attn_pdrop=0.0, tie_word_embeddings=True))
-    with tempfile.TemporaryDirectory(prefix="bench-lora-") as tmp:
-        hf.save_pretrained(tmp, safe_serialization=True)
-        ours = load_model(tmp).model
+    hf, ours = random_gpt2_pair(seed)
     ours = ours.to(device).train()
     apply_lora(ours, 16, 16, ("attention", "feed-forward"), generator=torch.Generator().manual_seed(seed))
     theirs = get_peft_model(hf, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, bias="none",

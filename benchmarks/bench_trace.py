@@ -56,21 +56,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from llm_core import GPT_CONFIG_124M, load_model  # noqa: E402
 
+from _shared import random_gpt2_pair  # noqa: E402
+
 
 def build_pair(seed: int, device: torch.device, model_dir: str):
     """(transformers model, our model) with the same random GPT-2-small weights, saved in model_dir."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    cfg = GPT_CONFIG_124M
-    hf_cfg = GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
-                        n_layer=cfg.n_layers, n_head=cfg.n_heads, resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0, attn_implementation="eager")
-    torch.manual_seed(seed)
-    theirs = GPT2LMHeadModel(hf_cfg).eval()
+    theirs, ours = random_gpt2_pair(seed, model_dir, device, attn_implementation="eager")
     assert theirs.config._attn_implementation == "eager"
-    theirs.save_pretrained(model_dir, safe_serialization=True)
-    ours = load_model(model_dir, device=device).model.eval()
-    return theirs.to(device), ours
+    return theirs.eval().to(device), ours.eval()
 
 
 def timed(fn, device: torch.device, clock) -> float:

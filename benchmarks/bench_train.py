@@ -78,6 +78,8 @@ from llm_core.config import GPT_CONFIG_124M, GPTConfig  # noqa: E402
 from llm_core.model import GPTModel  # noqa: E402
 from llm_core.training import gpt2_init_, make_optimizer, train_step  # noqa: E402
 
+from _shared import median_seconds, transformers_twin  # noqa: E402
+
 DEPS = ROOT / ".cache" / "bench-deps"
 
 SHAPES = {
@@ -121,13 +123,7 @@ def _import_book():
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     """Measured fp32 matmul FLOP/s (median of ``repeats``)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(times)
+    return 2 * n ** 3 / median_seconds(lambda: a @ b, repeats)
 
 
 def flops_per_token(cfg: GPTConfig) -> float:
@@ -135,30 +131,6 @@ def flops_per_token(cfg: GPTConfig) -> float:
     d, L = cfg.emb_dim, cfg.n_layers
     matmul_params = L * (4 * d * d + 8 * d * d) + d * cfg.vocab_size
     return 6 * matmul_params + 12 * L * cfg.context_length * d
-
-
-def hf_model(cfg: GPTConfig, ours: GPTModel):
-    """A GPT2LMHeadModel with our weights (Conv1D stores [in, out]; zero q/k/v biases when ours has none)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    hcfg = GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
-                      n_layer=cfg.n_layers, n_head=cfg.n_heads, resid_pdrop=cfg.drop_rate,
-                      embd_pdrop=cfg.drop_rate, attn_pdrop=cfg.drop_rate, tie_word_embeddings=False)
-    theirs = GPT2LMHeadModel(hcfg)
-    sd = {"transformer.wte.weight": ours.tok_emb.weight, "transformer.wpe.weight": ours.pos_emb.weight,
-          "transformer.ln_f.weight": ours.final_norm.scale, "transformer.ln_f.bias": ours.final_norm.shift,
-          "lm_head.weight": ours.out_head.weight}
-    for i, blk in enumerate(ours.trf_blocks):
-        h, att = f"transformer.h.{i}.", blk.att
-        sd[h + "attn.c_attn.weight"] = torch.cat([att.W_query.weight.T, att.W_key.weight.T, att.W_value.weight.T], 1)
-        sd[h + "attn.c_attn.bias"] = torch.zeros(3 * cfg.emb_dim)
-        sd[h + "attn.c_proj.weight"], sd[h + "attn.c_proj.bias"] = att.out_proj.weight.T, att.out_proj.bias
-        sd[h + "mlp.c_fc.weight"], sd[h + "mlp.c_fc.bias"] = blk.ff.layers[0].weight.T, blk.ff.layers[0].bias
-        sd[h + "mlp.c_proj.weight"], sd[h + "mlp.c_proj.bias"] = blk.ff.layers[2].weight.T, blk.ff.layers[2].bias
-        sd[h + "ln_1.weight"], sd[h + "ln_1.bias"] = blk.norm1.scale, blk.norm1.shift
-        sd[h + "ln_2.weight"], sd[h + "ln_2.bias"] = blk.norm2.scale, blk.norm2.shift
-    theirs.load_state_dict({k: v.detach().clone().contiguous() for k, v in sd.items()}, strict=False)
-    return theirs.train()
 
 
 def run_shape(key: str, steps: int, peak: float, ch04, ch05, seed: int, compile_too: bool = False) -> dict:
@@ -204,7 +176,7 @@ def run_shape(key: str, steps: int, peak: float, ch04, ch05, seed: int, compile_
 
     # transformers GPT2LMHeadModel, same weights
     torch.manual_seed(seed)
-    theirs = hf_model(cfg, init)
+    theirs = transformers_twin(init, cfg.drop_rate).train()
     hf_opt = torch.optim.AdamW(theirs.parameters(), lr=4e-4, weight_decay=0.1)
 
     def hf_step():

@@ -84,6 +84,14 @@ def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
     return f"{node.name}({', '.join(args)})"
 
 
+def _function_section(node: ast.AST, prefix: str) -> str | None:
+    """A public function's or method's signature and docstring (None for anything else)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _is_public(node.name):
+        doc = ast.get_docstring(node)
+        return f"{prefix}{_signature(node)}\n\n{doc}" if doc else None
+    return None
+
+
 def module_document(name: str, source: str) -> str | None:
     """One document: the module's docstring, then its public classes and functions."""
     try:
@@ -95,19 +103,14 @@ def module_document(name: str, source: str) -> str | None:
     if doc:
         sections.append(f"Module {name}\n\n{doc}")
     for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _is_public(node.name):
-            d = ast.get_docstring(node)
-            if d:
-                sections.append(f"{name}.{_signature(node)}\n\n{d}")
-        elif isinstance(node, ast.ClassDef) and _is_public(node.name):
+        if isinstance(node, ast.ClassDef) and _is_public(node.name):
             d = ast.get_docstring(node)
             if d:
                 sections.append(f"class {name}.{node.name}\n\n{d}")
-            for item in node.body:
-                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and _is_public(item.name):
-                    md = ast.get_docstring(item)
-                    if md:
-                        sections.append(f"{name}.{node.name}.{_signature(item)}\n\n{md}")
+            methods = (_function_section(item, f"{name}.{node.name}.") for item in node.body)
+            sections += [m for m in methods if m]
+        elif section := _function_section(node, f"{name}."):
+            sections.append(section)
     if not sections:
         return None
     return "\n\n".join(sections)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import sys
 import zipfile
@@ -28,7 +29,20 @@ CARRIED = ("TRAINING.md",)
 
 
 class HubPushError(RuntimeError):
-    """A push that did not happen; the message is one line saying why (the local export is kept)."""
+    """A push that did not happen. ``reason`` is one line saying why, without server paths; the message
+    adds where the local files stay."""
+
+    def __init__(self, reason: str, folder: str | os.PathLike | None = None):
+        self.reason = reason
+        super().__init__(reason if folder is None else f"{reason}; the export is kept in {folder}")
+
+
+# The Hub's repo ids: USER/NAME of letters, digits, ".", "_" and "-", 96 characters at most.
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def valid_repo_id(repo_id: str) -> bool:
+    return len(repo_id) <= 96 and REPO_ID.fullmatch(repo_id) is not None
 
 
 def _merged_copy(model):
@@ -137,31 +151,43 @@ def resolve_token(token: str | None) -> str | None:
 
 
 def push_to_hub(folder: str | os.PathLike, repo_id: str, token: str | None = None, private: bool = False,
-                commit_message: str = "Upload from LLM Explorer") -> str:
+                commit_message: str = "Upload from LLM Explorer", repo_type: str = "model",
+                space_sdk: str | None = None, ignore_patterns: list[str] | None = None) -> str:
     """Create ``repo_id`` (if needed) and upload ``folder`` with huggingface_hub; returns the repo URL.
 
-    Raises ``HubPushError`` with one line (offline, no token, refused) and leaves ``folder`` alone."""
+    A model by default; ``repo_type="space"`` with ``space_sdk`` makes a Space. ``ignore_patterns`` are
+    huggingface_hub's own (fnmatch) patterns of files not to send. Raises ``HubPushError`` with one line
+    (offline, no token, refused) and leaves ``folder`` alone."""
     from huggingface_hub import create_repo, upload_folder
 
     repo_id = (repo_id or "").strip()
-    parts = repo_id.split("/")
-    if len(parts) != 2 or not all(parts) or any(c.isspace() for c in repo_id) or len(repo_id) > 96:
+    if not valid_repo_id(repo_id):
         raise HubPushError(f"repo id {repo_id!r} is not of the form USER/NAME")
     token = resolve_token(token)
     if not token:
         raise HubPushError("no Hugging Face token: paste one (write access) or set HF_TOKEN")
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if offline or not hub_reachable():
-        raise HubPushError(f"the Hugging Face Hub cannot be reached (offline?); nothing was pushed, the "
-                           f"export is kept in {folder}")
+        raise HubPushError("the Hugging Face Hub cannot be reached (offline?); nothing was pushed", folder)
     try:
-        url = create_repo(repo_id, token=token, private=private, repo_type="model", exist_ok=True)
-        upload_folder(repo_id=repo_id, folder_path=str(folder), token=token, repo_type="model",
-                      commit_message=commit_message)
+        url = create_repo(repo_id, token=token, private=private, repo_type=repo_type, space_sdk=space_sdk,
+                          exist_ok=True)
+        upload_folder(repo_id=repo_id, folder_path=str(folder), token=token, repo_type=repo_type,
+                      commit_message=commit_message, ignore_patterns=ignore_patterns)
     except Exception as exc:  # network, auth and permission errors come in many types
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise HubPushError(f"pushing to {repo_id} failed ({reason}); the export is kept in {folder}") from None
+        raise HubPushError(f"pushing to {repo_id} failed ({reason})", folder) from None
     return str(url)
+
+
+def push_from_cli(folder: str | os.PathLike, repo_id: str, **kw) -> bool:
+    """``push_to_hub`` for a command line: prints where it went, or why not in one line on stderr."""
+    try:
+        print(f"pushed to {push_to_hub(folder, repo_id, **kw)}", flush=True)
+    except HubPushError as exc:
+        print(f"push: {exc}", file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 def main(argv=None) -> int:
@@ -198,13 +224,8 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {out}: " + ", ".join(sorted(f.name for f in out.iterdir())))
-    if args.push_to_hub:
-        try:
-            url = push_to_hub(out, args.push_to_hub, token=args.token, private=args.private)
-        except HubPushError as exc:
-            print(f"push: {exc}", file=sys.stderr)
-            return 1
-        print(f"pushed to {url}")
+    if args.push_to_hub and not push_from_cli(out, args.push_to_hub, token=args.token, private=args.private):
+        return 1
     return 0
 
 

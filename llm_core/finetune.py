@@ -731,12 +731,10 @@ def _run_cli(args, argv, dist) -> int:
                 out = res.save_hf(args.out)
                 print(f"written to {out} (" + ", ".join(sorted(f.name for f in out.iterdir())) + ")")
                 if args.push_to_hub:
-                    from .export import HubPushError, push_to_hub
+                    from .export import push_from_cli
 
-                    try:
-                        print(f"pushed to {push_to_hub(out, args.push_to_hub)}")
-                    except HubPushError as exc:
-                        raise SystemExit(f"push: {exc}") from None
+                    if not push_from_cli(out, args.push_to_hub):
+                        return 1
     finally:
         dist.barrier()
     return 0

@@ -281,29 +281,34 @@ def generation_config(tok: BPETokenizer) -> dict:
             "temperature": 0.8, "top_k": 40, "max_new_tokens": 64}
 
 
+# GPTModel's tensor names beside GPT-2's: the model's own, then each block's (trf_blocks.i. / h.i.) with
+# whether GPT-2 stores it transposed (its Conv1D weights are [in, out]). q/k/v, fused in c_attn, come apart.
+TOP_NAMES = (("tok_emb.weight", "wte.weight"), ("pos_emb.weight", "wpe.weight"),
+             ("final_norm.scale", "ln_f.weight"), ("final_norm.shift", "ln_f.bias"))
+BLOCK_NAMES = (("att.out_proj.weight", "attn.c_proj.weight", True), ("att.out_proj.bias", "attn.c_proj.bias", False),
+               ("ff.layers.0.weight", "mlp.c_fc.weight", True), ("ff.layers.0.bias", "mlp.c_fc.bias", False),
+               ("ff.layers.2.weight", "mlp.c_proj.weight", True), ("ff.layers.2.bias", "mlp.c_proj.bias", False),
+               ("norm1.scale", "ln_1.weight", False), ("norm1.shift", "ln_1.bias", False),
+               ("norm2.scale", "ln_2.weight", False), ("norm2.shift", "ln_2.bias", False))
+QKV_LINEARS = ("W_query", "W_key", "W_value")
+
+
 def hf_state_dict(model, dtype: str = "fp32") -> dict[str, torch.Tensor]:
     """GPTModel's weights under OpenAI's names (Conv1D: [in, out]); absent q/k/v biases are zeros.
     ``dtype``: fp32, or fp16 / bf16 to store half the bytes (loading always gives fp32 weights)."""
     cfg = model.cfg
     sd = {k.replace(".linear.", "."): v for k, v in model.state_dict().items() if ".lora." not in f".{k}"}
-    out = {"transformer.wte.weight": sd["tok_emb.weight"], "transformer.wpe.weight": sd["pos_emb.weight"],
-           "transformer.ln_f.weight": sd["final_norm.scale"], "transformer.ln_f.bias": sd["final_norm.shift"]}
+    out = {"transformer." + theirs: sd[ours] for ours, theirs in TOP_NAMES}
     for i in range(cfg.n_layers):
         b, h = f"trf_blocks.{i}.", f"transformer.h.{i}."
-        ws = [sd[b + f"att.{n}.weight"] for n in ("W_query", "W_key", "W_value")]
-        biases = [sd.get(b + f"att.{n}.bias") for n in ("W_query", "W_key", "W_value")]
+        ws = [sd[b + f"att.{n}.weight"] for n in QKV_LINEARS]
+        biases = [sd.get(b + f"att.{n}.bias") for n in QKV_LINEARS]
         biases = [x if x is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
                   for x, w in zip(biases, ws)]
         out[h + "attn.c_attn.weight"] = torch.cat(ws, dim=0).T
         out[h + "attn.c_attn.bias"] = torch.cat(biases)
-        out[h + "attn.c_proj.weight"] = sd[b + "att.out_proj.weight"].T
-        out[h + "attn.c_proj.bias"] = sd[b + "att.out_proj.bias"]
-        out[h + "mlp.c_fc.weight"] = sd[b + "ff.layers.0.weight"].T
-        out[h + "mlp.c_fc.bias"] = sd[b + "ff.layers.0.bias"]
-        out[h + "mlp.c_proj.weight"] = sd[b + "ff.layers.2.weight"].T
-        out[h + "mlp.c_proj.bias"] = sd[b + "ff.layers.2.bias"]
-        out[h + "ln_1.weight"], out[h + "ln_1.bias"] = sd[b + "norm1.scale"], sd[b + "norm1.shift"]
-        out[h + "ln_2.weight"], out[h + "ln_2.bias"] = sd[b + "norm2.scale"], sd[b + "norm2.shift"]
+        for ours, theirs, transposed in BLOCK_NAMES:
+            out[h + theirs] = sd[b + ours].T if transposed else sd[b + ours]
     if not cfg.tie_weights:
         out["lm_head.weight"] = sd["out_head.weight"]
     target = STORAGE_DTYPES[check_storage_dtype(dtype)]
@@ -391,24 +396,17 @@ def convert_hf_gpt2_state(sd: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[s
     """Map OpenAI's tensor names onto GPTModel's (Conv1D weights are [in, out]: transpose)."""
     lm_head = sd.get("lm_head.weight")
     sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
-    out = {"tok_emb.weight": sd["wte.weight"], "pos_emb.weight": sd["wpe.weight"],
-           "final_norm.scale": sd["ln_f.weight"], "final_norm.shift": sd["ln_f.bias"]}
+    out = {ours: sd[theirs] for ours, theirs in TOP_NAMES}
     for i in range(cfg.n_layers):
         h, b = f"h.{i}.", f"trf_blocks.{i}."
-        qw, kw, vw = sd[h + "attn.c_attn.weight"].chunk(3, dim=-1)
-        qb, kb, vb = sd[h + "attn.c_attn.bias"].chunk(3, dim=-1)
-        for name, w, bias in (("W_query", qw, qb), ("W_key", kw, kb), ("W_value", vw, vb)):
+        ws = sd[h + "attn.c_attn.weight"].chunk(3, dim=-1)
+        biases = sd[h + "attn.c_attn.bias"].chunk(3, dim=-1)
+        for name, w, bias in zip(QKV_LINEARS, ws, biases):
             out[b + f"att.{name}.weight"] = w.T
             if cfg.qkv_bias:
                 out[b + f"att.{name}.bias"] = bias
-        out[b + "att.out_proj.weight"] = sd[h + "attn.c_proj.weight"].T
-        out[b + "att.out_proj.bias"] = sd[h + "attn.c_proj.bias"]
-        out[b + "ff.layers.0.weight"] = sd[h + "mlp.c_fc.weight"].T
-        out[b + "ff.layers.0.bias"] = sd[h + "mlp.c_fc.bias"]
-        out[b + "ff.layers.2.weight"] = sd[h + "mlp.c_proj.weight"].T
-        out[b + "ff.layers.2.bias"] = sd[h + "mlp.c_proj.bias"]
-        out[b + "norm1.scale"], out[b + "norm1.shift"] = sd[h + "ln_1.weight"], sd[h + "ln_1.bias"]
-        out[b + "norm2.scale"], out[b + "norm2.shift"] = sd[h + "ln_2.weight"], sd[h + "ln_2.bias"]
+        for ours, theirs, transposed in BLOCK_NAMES:
+            out[b + ours] = sd[h + theirs].T if transposed else sd[h + theirs]
     out["out_head.weight"] = out["tok_emb.weight"] if cfg.tie_weights else lm_head
     return {k: v.float().contiguous() for k, v in out.items()}
 

@@ -171,12 +171,10 @@ def _run(args, argv, dist: DistContext) -> None:
                          indent=2))
         print(f"written to {args.out}")
         if args.push_to_hub:
-            from .export import HubPushError, push_to_hub
+            from .export import push_from_cli
 
-            try:
-                print(f"pushed to {push_to_hub(args.out, args.push_to_hub)}")
-            except HubPushError as exc:
-                raise SystemExit(f"push: {exc}") from None
+            if not push_from_cli(args.out, args.push_to_hub):
+                raise SystemExit(1)
     finally:
         dist.barrier()
 

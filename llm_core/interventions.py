@@ -142,6 +142,15 @@ def ablate_heads(bundle, ids, heads, mode: str = "zero") -> torch.Tensor:
         return model.run_with_hooks(ids, ablation_hooks(model, ids, heads, mode))
 
 
+def _clean_and_corrupt(model: GPTModel, clean_ids, corrupt_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two prompts of a patching experiment as [1, T] tensors; they must be equally long."""
+    clean, corrupt = _ids(model, clean_ids), _ids(model, corrupt_ids)
+    if clean.shape != corrupt.shape:
+        raise InterventionError(f"the clean prompt has {clean.shape[1]} tokens and the corrupted one "
+                                f"{corrupt.shape[1]}: patching needs the same number of positions")
+    return clean, corrupt
+
+
 def _position_axis(hook: str) -> int:
     """Where the positions are in a named activation: [B, H, T, …] in attention, else [B, T, d]."""
     return 2 if hook.split(".")[-1] in ("q", "k", "v", "scores", "weights", "head_out") else 1
@@ -151,10 +160,7 @@ def patch_activation(bundle, clean_ids, corrupt_ids, hook: str, position: int | 
     """Logits [1, T, V] of the corrupted prompt with the activation at ``hook`` (all
     positions, or only ``position``) replaced by its value in the clean run."""
     model = _model(bundle)
-    clean, corrupt = _ids(model, clean_ids), _ids(model, corrupt_ids)
-    if clean.shape != corrupt.shape:
-        raise InterventionError(f"the clean prompt has {clean.shape[1]} tokens and the corrupted one "
-                                f"{corrupt.shape[1]}: patching needs the same number of positions")
+    clean, corrupt = _clean_and_corrupt(model, clean_ids, corrupt_ids)
     reader, seen = _capture([hook])
     with torch.no_grad():
         model.run_with_hooks(clean, reader)
@@ -260,10 +266,7 @@ def patching_map(bundle, clean_ids, corrupt_ids, clean_token: int, corrupt_token
     if site not in PATCH_SITES:
         raise InterventionError(f"site must be one of {', '.join(PATCH_SITES)} (got {site!r})")
     model = _model(bundle)
-    clean, corrupt = _ids(model, clean_ids), _ids(model, corrupt_ids)
-    if clean.shape != corrupt.shape:
-        raise InterventionError(f"the clean prompt has {clean.shape[1]} tokens and the corrupted one "
-                                f"{corrupt.shape[1]}: patching needs prompts of the same length")
+    clean, corrupt = _clean_and_corrupt(model, clean_ids, corrupt_ids)
     a, b = _check_token(model, clean_token), _check_token(model, corrupt_token)
     if a == b:
         raise InterventionError("the clean and corrupted answers are the same token: choose two different "

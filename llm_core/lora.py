@@ -414,20 +414,25 @@ def read_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Adap
     return tensors, info
 
 
+def check_adapter_base(base_model: nn.Module, info: AdapterInfo) -> None:
+    """Refuse an adapter trained on another base model (its fingerprint differs; a classifier's
+    new head is left out of the comparison)."""
+    found = model_fingerprint(base_model, skip=("out_head",) if info.head_classes is not None else ())
+    if found != info.base_fingerprint:
+        raise LoRAError(f"this adapter was trained on {info.base_model!r} (fingerprint "
+                        f"{info.base_fingerprint}); the current model's fingerprint is {found}. "
+                        "Load the adapter's base model first.")
+
+
 def apply_adapter(base_model: nn.Module, tensors: dict[str, torch.Tensor], info: AdapterInfo,
                   check_identity: bool = True) -> nn.Module:
     """A new model: a copy of ``base_model`` with the adapter applied (the base is left alone).
 
-    Refuses an adapter trained on another base model (its fingerprint differs)."""
+    Refuses an adapter trained on another base model (``check_adapter_base``)."""
     import copy
 
     if check_identity:
-        skip = ("out_head",) if info.head_classes is not None else ()
-        found = model_fingerprint(base_model, skip=skip)
-        if found != info.base_fingerprint:
-            raise LoRAError(f"this adapter was trained on {info.base_model!r} (fingerprint "
-                            f"{info.base_fingerprint}); the current model's fingerprint is {found}. "
-                            "Load the adapter's base model first.")
+        check_adapter_base(base_model, info)
     model = copy.deepcopy(base_model)
     if info.head_classes is not None:
         model.out_head = nn.Linear(model.cfg.emb_dim, info.head_classes,

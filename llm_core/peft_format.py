@@ -43,7 +43,8 @@ from safetensors.torch import save_file
 
 from .hf_format import hub_repo_id
 from .lora import (
-    ADAPTER_FORMAT, BLOCK_TARGETS, HEAD_TARGET, AdapterInfo, LinearWithLoRA, LoRAError, apply_adapter, lora_layers,
+    ADAPTER_FORMAT, BLOCK_TARGETS, HEAD_TARGET, AdapterInfo, LinearWithLoRA, LoRAError, apply_adapter,
+    check_adapter_base, lora_layers,
 )
 
 CONFIG_FILE = "adapter_config.json"
@@ -388,13 +389,7 @@ def load_peft_adapter(path, base_model: nn.Module, base_name: str = "", check_id
         if info.method != "lora":
             raise LoRAError("not a LoRA adapter")
         if check_identity:  # before any tensor is used: an adapter for another base says so clearly
-            from .lora import model_fingerprint
-
-            found = model_fingerprint(base_model, skip=("out_head",) if info.head_classes is not None else ())
-            if found != info.base_fingerprint:
-                raise LoRAError(f"this adapter was trained on {info.base_model!r} (fingerprint "
-                                f"{info.base_fingerprint}); the current model's fingerprint is {found}. "
-                                "Load the adapter's base model first.")
+            check_adapter_base(base_model, info)
         ours = _ours_from_peft_names(tensors, info, base_model.cfg)
         return apply_adapter(base_model, ours, info, check_identity=False), info
     ours, info = from_peft(config, tensors, base_model.cfg, base_name)

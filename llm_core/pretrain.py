@@ -433,12 +433,9 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
             print(json.dumps(s), flush=True)
     dist.barrier()  # every rank waits for rank 0's saving: one that leaves early can abort the teardown
     if dist.is_main and args.push_to_hub and args.out and Path(args.out).is_dir():
-        from .export import HubPushError, push_to_hub
+        from .export import push_from_cli
 
-        try:
-            print(f"pushed to {push_to_hub(args.out, args.push_to_hub)}", flush=True)
-        except HubPushError as exc:
-            print(f"push: {exc}", file=sys.stderr, flush=True)
+        if not push_from_cli(args.out, args.push_to_hub):
             return 1
     return 0 if final_ev.status != "diverged" else 1
 

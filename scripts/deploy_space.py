@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from llm_core.export import HubPushError, push_to_hub, valid_repo_id  # noqa: E402
+
 # Patterns as huggingface_hub reads them (fnmatch; "*" crosses "/"; a trailing "/" means "all under").
 IGNORE_PATTERNS = [
     ".git/", ".venv/", "venv/", ".env", "*.env", "*.pem", "*.key",
@@ -25,7 +28,6 @@ IGNORE_PATTERNS = [
     ".ruff_cache/", ".mypy_cache/", ".cache/", "build/", "dist/", "*.egg-info/*", "node_modules/",
     ".DS_Store", "*.log", ".ci/", ".github/", "tests/", "benchmarks/", "scripts/",
 ]
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 GIT_PUSH_LIMIT = 10 * 2**20  # bytes a plain git push to a Space accepts per file
 
 
@@ -65,13 +67,8 @@ def describe(files: list[tuple[str, int]]) -> str:
 
 def upload(repo_id: str, root: Path, token: str | None) -> str:
     """Create the Space if needed and upload the tree; returns the Space's address."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True)
-    api.upload_folder(folder_path=str(root), repo_id=repo_id, repo_type="space",
-                      ignore_patterns=list(IGNORE_PATTERNS), commit_message="Deploy LLM Explorer")
-    return f"https://huggingface.co/spaces/{repo_id}"
+    return push_to_hub(root, repo_id, token=token, repo_type="space", space_sdk="gradio",
+                       ignore_patterns=list(IGNORE_PATTERNS), commit_message="Deploy LLM Explorer")
 
 
 def main(argv=None) -> int:
@@ -81,7 +78,7 @@ def main(argv=None) -> int:
     parser.add_argument("--token", default=None, help="a Hugging Face write token (default: HF_TOKEN or your login)")
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)  # tests send a tree of their own
     args = parser.parse_args(argv)
-    if not REPO_ID.match(args.repo):
+    if not valid_repo_id(args.repo):
         print(f"--repo must look like USER/SPACE (got {args.repo!r})", file=sys.stderr)
         return 2
     files = files_to_send(args.root)
@@ -90,10 +87,9 @@ def main(argv=None) -> int:
     if args.dry_run:
         return 0
     try:
-        url = upload(args.repo, args.root, args.token or os.environ.get("HF_TOKEN"))
-    except Exception as exc:  # offline, bad token, no rights: one line, not a traceback
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"Upload failed ({type(exc).__name__}): {reason}", file=sys.stderr)
+        url = upload(args.repo, args.root, args.token)
+    except HubPushError as exc:  # offline, no token, no rights: one line, not a traceback
+        print(f"Upload failed: {exc.reason}", file=sys.stderr)
         return 1
     print(f"Done: {url}")
     return 0

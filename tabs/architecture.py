@@ -15,7 +15,8 @@ from llm_core import interventions as iv
 from llm_core.config import PRESET_LABELS, PRESETS
 from llm_core.views.token_text import token_label
 from llm_core.examples import pick_example
-from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle, link_int, link_params
+from tabs.common import (CPU_HEAVY, check_choice, check_int, check_text, friendly_errors, get_bundle, link_int,
+                         link_params)
 from tabs.figures import note_figure
 from tabs.lazy import on_first_open
 from tabs.markup import html_text, md_text, plot_text
@@ -254,8 +255,7 @@ def architecture(prompt, top_k, layer, which, position, model_name=None):
     prompt = check_text(prompt, what="prompt", max_chars=MAX_PROMPT_CHARS)
     k = check_int(top_k, "Top-k guesses", 1, MAX_TOP_K)
     n_layers = bundle.config.n_layers
-    if which not in {v for _, v in NORM_CHOICES}:
-        raise gr.Error(f"Which LayerNorm must be one of {', '.join(v for _, v in NORM_CHOICES)}.")
+    check_choice(which, [v for _, v in NORM_CHOICES], "Which LayerNorm")
     layer = check_int(layer, "Layer", 0, n_layers - 1) if which != "final" else n_layers - 1
     ids = bundle.tokenizer.encode(prompt)
     if not ids:

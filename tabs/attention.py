@@ -17,7 +17,8 @@ from llm_core.views import attention_view as attn_view
 from llm_core import interventions as iv
 from llm_core.views.token_text import token_label
 from llm_core.examples import pick_example
-from tabs.common import CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle, link_int, link_params
+from tabs.common import (CPU_HEAVY, check_int, check_text, friendly_errors, get_bundle, link_int, link_params,
+                         share_link_js, share_link_row)
 from tabs.figures import note_figure, token_ticks
 from tabs.lazy import on_first_open
 from tabs.markup import html_text, md_code, md_text, plot_text
@@ -622,17 +623,10 @@ def prefill_from_url(model_name, request: gr.Request):
             link_int(params, "position", -attn_view.MAX_TOKENS, attn_view.MAX_TOKENS - 1), True)
 
 
-SHARE_JS = """
-(text, layer, head, focus) => {
-  const p = new URLSearchParams();
+SHARE_JS = share_link_js("text, layer, head, focus", """\
   p.set('tab', 'attention');
   p.set('text', text || '');
-  p.set('layer', layer); p.set('head', head); p.set('position', focus);
-  const url = window.location.origin + window.location.pathname + '?' + p.toString();
-  try { navigator.clipboard.writeText(url); } catch (e) {}
-  return url;
-}
-"""
+  p.set('layer', layer); p.set('head', head); p.set('position', focus);""")
 
 
 def attention_if_linked(linked, *args):
@@ -773,11 +767,8 @@ def build(ctx) -> None:
             with gr.Column(scale=1):
                 summary_plot = gr.Plot(init[5], label="Every head at a glance", elem_id="att-summary")
                 summary_text = gr.Markdown(init[6], elem_id="att-summary-text")
-        with gr.Row(equal_height=True):
-            share_btn = gr.Button("Copy link to this view", scale=1, elem_id="att-share")
-            share_url = gr.Textbox(label="Link", scale=4, elem_id="att-share-url", interactive=False,
-                                   info="The prompt, layer, head and token travel in the URL "
-                                        "(?tab=attention&text=…&layer=…&head=…&position=…).")
+        share_btn, share_url = share_link_row("att", "The prompt, layer, head and token travel in the URL "
+                                                     "(?tab=attention&text=…&layer=…&head=…&position=…).")
 
         with gr.Accordion("Knock out heads: what changes when heads are gone", open=True, elem_id="att-ko-box"):
             gr.Markdown("Click heads on the grid (or type them as layer.head) and knock them out: their output, "

@@ -12,7 +12,7 @@ from llm_core.chat import (
 from llm_core.generation import SamplingSettings, make_generator, prepare_for_decoding
 from llm_core.quantize import PRECISIONS
 from llm_core.registry import GPT2_DEFAULT, INSTRUCT_GPT2, builtin_names, default_chat_model, default_model_name
-from tabs.common import check_float, check_int, check_text, get_bundle
+from tabs.common import check_choice, check_float, check_int, check_text, get_bundle
 from tabs.session_store import SESSIONS, session_key
 from tabs.markup import html_text, md_text
 
@@ -95,8 +95,7 @@ def resolve_models(choice: str, active_name: str, request: gr.Request | None, pr
     """(label, model, tokenizer) of the chosen model, and a function giving the model to compare
     it with (loaded only when compare mode asks for it). Your own fine-tuned model always
     decodes in fp32 (it is yours alone: no shared int8 copy is kept for it)."""
-    if precision not in PRECISIONS:
-        raise gr.Error(f"Precision must be one of {', '.join(PRECISIONS)} (got {precision!r}).")
+    check_choice(precision, PRECISIONS, "Precision")
 
     def shared(name):
         return _shared(name, precision)

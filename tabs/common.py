@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from llm_core import corpus
 from llm_core.registry import ModelBundle, ModelLoadError, load_model
+from tabs.guard import discard
 from tabs.markup import html_text
+from tabs.session_store import SESSIONS
 
 _log = logging.getLogger("llm_explorer")
 
@@ -24,6 +27,41 @@ MAX_UPLOAD_BYTES = 2_000_000  # uploaded corpora
 # One training run (pre-training or fine-tuning) at a time on this server: a second one
 # would halve the speed of both on 2 vCPUs. Acquire with blocking=False and tell the user.
 TRAINING_SLOT = threading.Lock()
+
+
+def share_link_js(args: str, params: str) -> str:
+    """The js of a "copy link" button: a function of ``args`` (the inputs' values) whose ``params``
+    fill ``p`` (URLSearchParams); it copies this page's address with them and returns it."""
+    return (f"({args}) => {{\n  const p = new URLSearchParams();\n{params}\n"
+            "  const url = window.location.origin + window.location.pathname + '?' + p.toString();\n"
+            "  try { navigator.clipboard.writeText(url); } catch (e) {}\n  return url;\n}")
+
+
+def share_link_row(prefix: str, info: str) -> tuple[gr.Button, gr.Textbox]:
+    """The button that copies a link to this view and the box showing it (``#{prefix}-share``)."""
+    with gr.Row(equal_height=True):
+        button = gr.Button("Copy link to this view", scale=1, elem_id=f"{prefix}-share")
+        link = gr.Textbox(label="Link", scale=4, elem_id=f"{prefix}-share-url", interactive=False, info=info)
+    return button, link
+
+
+def begin_training(session: str, kind: str) -> threading.Event:
+    """Claim the server's training slot for this session's ``kind`` run ("pretrain" or "finetune");
+    returns the run's stop request. Every claim is given back by ``end_training``."""
+    stop = threading.Event()
+    if not SESSIONS.begin(session, kind, stop):
+        raise gr.Error("A training run of yours (pre-training or fine-tuning) is already going: stop it or wait "
+                       "for it to finish.")
+    if not TRAINING_SLOT.acquire(blocking=False):
+        SESSIONS.end(session)
+        raise gr.Error("Another training run is in progress on this server (pre-training or fine-tuning, yours "
+                       "or another visitor's). Wait for it to finish, then start again.")
+    return stop
+
+
+def end_training(session: str) -> None:
+    TRAINING_SLOT.release()
+    SESSIONS.end(session)
 
 
 @dataclass
@@ -65,6 +103,26 @@ def check_text(text: str | None, what: str = "text", max_chars: int = MAX_TEXT_C
     return text
 
 
+def upload_path(upload) -> str | None:
+    """The server path of a gr.File value (a path string, a FileData, or its dict form)."""
+    if upload is None or isinstance(upload, str):
+        return upload or None
+    return getattr(upload, "path", None) or (upload.get("path") if isinstance(upload, dict) else None)
+
+
+def read_text_upload(upload) -> str:
+    """The text of an uploaded .txt file (``corpus.load_text_upload``: size-limited, UTF-8, not binary,
+    not empty). A refused file is deleted from the upload folder at once."""
+    path = upload_path(upload)
+    if not path:
+        raise gr.Error("No file uploaded yet: choose a UTF-8 .txt file (or switch the source).")
+    try:
+        return corpus.load_text_upload(path, max_bytes=MAX_UPLOAD_BYTES)
+    except corpus.CorpusError as exc:
+        discard(path)
+        raise gr.Error(f"Cannot use this file: {exc}.", title="Upload refused") from None
+
+
 def check_int(value, name: str, lo: int, hi: int) -> int:
     try:
         if isinstance(value, float) and not value.is_integer():
@@ -75,6 +133,13 @@ def check_int(value, name: str, lo: int, hi: int) -> int:
     if not lo <= v <= hi:
         raise gr.Error(f"{name} must be between {lo:,} and {hi:,} (got {v:,}).")
     return v
+
+
+def check_choice(value, allowed, name: str):
+    """``value`` when it is one of ``allowed`` (a request can carry anything, whatever the picker offers)."""
+    if value not in allowed:
+        raise gr.Error(f"{name} must be one of {', '.join(map(str, allowed))} (got {_shown(value)}).")
+    return value
 
 
 def _shown(value) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import plotly.graph_objects as go
 
 from tabs.markup import plot_text
@@ -30,3 +31,27 @@ def note_figure(text: str, height: int = 140) -> go.Figure:
                       xaxis=dict(visible=False), yaxis=dict(visible=False),
                       paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)")
     return fig
+
+
+# ---------------------------------------------------------------- training curves (Pretrain, Fine-tune)
+
+MAX_CURVE_POINTS = 400  # per curve, so each streamed figure stays small
+RUN_COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#4b5563"]  # a run each
+
+
+def ema(values: list[float], weight: float) -> list[float]:
+    """Exponential moving average (``weight`` of the past kept at each point; 0 = no smoothing)."""
+    out, acc = [], None
+    for v in values:
+        acc = v if acc is None else weight * acc + (1 - weight) * v
+        out.append(acc)
+    return out
+
+
+def downsample(xs: list, ys: list) -> tuple[np.ndarray, np.ndarray]:
+    """The curve as arrays, thinned evenly to ``MAX_CURVE_POINTS``."""
+    x, y = np.asarray(xs, dtype=np.float32), np.asarray(ys, dtype=np.float32)
+    if len(x) > MAX_CURVE_POINTS:
+        idx = np.linspace(0, len(x) - 1, MAX_CURVE_POINTS).astype(int)
+        x, y = x[idx], y[idx]
+    return x, y

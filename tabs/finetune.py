@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,8 +25,9 @@ from llm_core.export import zip_folder
 from llm_core.lora import ALL_TARGETS, TARGET_LABELS, LoRAError, load_adapter
 from llm_core.peft_format import is_peft_upload, load_peft_adapter
 from tabs import hub_export
-from tabs.common import TRAINING_SLOT, check_float, check_int, check_text, friendly_errors, get_bundle
-from tabs.figures import note_figure
+from tabs.common import (begin_training, check_float, check_int, check_text, end_training, friendly_errors,
+                         get_bundle)
+from tabs.figures import RUN_COLORS, downsample, ema, note_figure
 from tabs.guard import discard
 from tabs.session_store import SESSIONS, session_key
 from tabs.markup import html_text, md_text
@@ -37,7 +37,6 @@ MAX_STEPS = 2000
 MAX_SECONDS = float(os.environ.get("LLM_EXPLORER_FT_MAX_SECONDS", 10 * 60))
 MAX_PARAMS_FULL = 130_000_000   # full / last-block fine-tuning: up to GPT-2 small
 MAX_PARAMS_LORA = 400_000_000   # LoRA keeps the optimizer state small: up to GPT-2 medium
-MAX_POINTS = 400
 STREAM_EVERY_S = 0.3
 MAX_PROMPT_CHARS = 2000
 ADAPTER_DIR = Path(tempfile.gettempdir()) / "llm-explorer-adapters"
@@ -61,7 +60,6 @@ METHODS = {M_LORA: "lora", M_LAST: "last-block", M_FULL: "full"}
 TARGET_CHOICES = [(TARGET_LABELS[t], t) for t in ALL_TARGETS]
 DEFAULT_TARGETS = ["q", "k", "v", "out", "ff_in", "ff_out"]
 TABLE_OPEN = "<table class='ft-table'>"
-COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777"]
 
 # ---------------------------------------------------------------- inputs
 
@@ -156,22 +154,6 @@ def _check_memory(bundle, what: str, factor: float = 1.0) -> None:
 
 # ---------------------------------------------------------------- figures
 
-def _ema(values, weight: float):
-    out, acc = [], None
-    for v in values:
-        acc = v if acc is None else weight * acc + (1 - weight) * v
-        out.append(acc)
-    return out
-
-
-def _xy(xs, ys):
-    x, y = np.asarray(xs, dtype=np.float32), np.asarray(ys, dtype=np.float32)
-    if len(x) > MAX_POINTS:
-        idx = np.linspace(0, len(x) - 1, MAX_POINTS).astype(int)
-        x, y = x[idx], y[idx]
-    return x, y
-
-
 FT_PLOT_NOTE = "Press Start fine-tuning: the loss and accuracy curves appear here."
 
 
@@ -185,24 +167,24 @@ def curves_figure(runs: list[dict], log_scale: bool = False, smoothing: float = 
     fig = make_subplots(rows=1, cols=2 if with_acc else 1, subplot_titles=(
         ("Loss (cross-entropy)", "Accuracy") if with_acc else ("Loss (cross-entropy)",)))
     for i, run in enumerate(runs):
-        color = COLORS[i % len(COLORS)]
+        color = RUN_COLORS[i % len(RUN_COLORS)]
         newest = i == len(runs) - 1
         opacity = 1.0 if newest else 0.45
         label = run["label"]
         if newest and run["batch_loss"]:
-            x, y = _xy(run["batch_steps"], _ema(run["batch_loss"], smoothing))
+            x, y = downsample(run["batch_steps"], ema(run["batch_loss"], smoothing))
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{label}: batch loss (smoothed)",
                                      line=dict(color=color, width=1), opacity=0.3), row=1, col=1)
         for key, dash, what in (("train_loss", None, "train"), ("val_loss", "dash", "validation")):
             if run[key]:
-                x, y = _xy(run["eval_steps"], run[key])
+                x, y = downsample(run["eval_steps"], run[key])
                 fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{label}: {what}",
                                          line=dict(color=color, width=2.5 if newest else 1.5, dash=dash),
                                          opacity=opacity), row=1, col=1)
         if with_acc:
             for key, dash, what in (("train_acc", None, "train acc"), ("val_acc", "dash", "val acc")):
                 if run.get(key):
-                    x, y = _xy(run["eval_steps"], run[key])
+                    x, y = downsample(run["eval_steps"], run[key])
                     fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{label}: {what}",
                                              line=dict(color=color, width=2.5 if newest else 1.5, dash=dash),
                                              opacity=opacity, showlegend=newest), row=1, col=2)
@@ -413,13 +395,7 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
     _check_size(bundle, settings)
     data = _load_data(task, dataset, upload)
     session = session_key(request)
-    stop_flag = threading.Event()
-    if not SESSIONS.begin(session, "finetune", stop_flag):
-        raise gr.Error("A fine-tuning run of yours is already going: stop it or wait for it to finish.")
-    if not TRAINING_SLOT.acquire(blocking=False):
-        SESSIONS.end(session)
-        raise gr.Error("Another training run is in progress on this server (pre-training or fine-tuning, yours "
-                       "or another visitor's). Wait for it to finish, then start again.")
+    stop_flag = begin_training(session, "finetune")
     run_no = len(SESSIONS.runs(session)) + 1
     run = _new_run(f"run {run_no}: {settings.method}"
                    + (f" r{settings.rank}" if settings.method == "lora" else "") + f", lr {settings.lr:g}",
@@ -467,8 +443,7 @@ def run_finetune(task, dataset, upload, method, rank, alpha, targets, epochs, st
         yield (_status(last, header), curves_figure(runs, log_scale, smoothing), _samples_md(history),
                _result_md(res), conf, norms_figure(res.norms, res.model.cfg.n_layers), _comparison_html(res), str(path))
     finally:
-        TRAINING_SLOT.release()
-        SESSIONS.end(session)
+        end_training(session)
 
 
 def _friendly(events):

@@ -22,7 +22,7 @@ from llm_core.generation import (
 )
 from llm_core.quantize import PRECISIONS
 from llm_core.views.token_text import show_text, token_label
-from tabs.common import CPU_HEAVY, check_float, check_int, check_text, friendly_errors, get_bundle
+from tabs.common import CPU_HEAVY, check_choice, check_float, check_int, check_text, friendly_errors, get_bundle
 from tabs.figures import note_figure
 from tabs.markup import html_text, md_code, md_text, plot_text
 
@@ -126,8 +126,7 @@ def decoding_bundle(model_name, precision="fp32"):
     prepare_for_decoding(bundle.model)
     if precision in (None, "", "fp32"):
         return replace(bundle, model=bundle.for_precision("fp32"))  # on the GPU when there is one
-    if precision not in PRECISIONS:
-        raise gr.Error(f"Precision must be one of {', '.join(PRECISIONS)} (got {precision!r}).")
+    check_choice(precision, PRECISIONS, "Precision")
     if bundle.model.device.type != "cpu":
         raise gr.Error(f"int8 decoding is a CPU path; {bundle.name} runs on {bundle.model.device}. Choose fp32.")
     return replace(bundle, model=bundle.for_precision(precision))

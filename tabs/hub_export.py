@@ -91,9 +91,8 @@ def push(find: Finder, tab: str, repo_id: str, token: str, private: bool, reques
     try:
         url = push_to_hub(folder, repo_id, token=token, private=bool(private))
     except HubPushError as exc:
-        gr.Warning(str(exc).split("; the export is kept")[0])
-        return (f"Not pushed: {md_text(str(exc).split('; the export is kept')[0])}. The export is kept: "
-                "use **Export** to download it.")
+        gr.Warning(exc.reason)  # the reason alone: the message's folder is a server path
+        return f"Not pushed: {md_text(exc.reason)}. The export is kept: use **Export** to download it."
     return f"Pushed to [{md_text(repo_id)}]({html_text(url)})."
 
 

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import math
-import threading
 import time
 from functools import lru_cache
 
 import gradio as gr
-import numpy as np
 import plotly.graph_objects as go
 import torch
 
@@ -24,10 +22,10 @@ from llm_core.registry import ModelBundle, ModelLoadError, builtin_names, forget
 from llm_core.tokenizers import gpt2_tokenizer
 from llm_core.training import TrainConfig, calc_loss_loader, gpt2_init_, perplexity, pick_device, train_model
 from tabs import hub_export
-from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, TRAINING_SLOT, check_float, check_int,
-                         check_text, friendly_errors)
-from tabs.figures import note_figure
-from tabs.guard import discard, owner_of
+from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, begin_training, check_float,
+                         check_int, check_text, end_training, friendly_errors, read_text_upload)
+from tabs.figures import RUN_COLORS, downsample, ema, note_figure
+from tabs.guard import owner_of
 from tabs.session_store import SESSIONS, session_key
 from tabs.markup import md_code, md_text
 
@@ -35,7 +33,6 @@ from tabs.markup import md_code, md_text
 MAX_STEPS = 3000
 MAX_SECONDS = 15 * 60
 MAX_PARAMS = 130_000_000  # up to GPT-2 small; larger ones do not train on a CPU
-MAX_POINTS = 400          # per curve, so each streamed figure stays small
 STREAM_EVERY_S = 0.3
 
 CORPUS_BUILTIN = "Built-in: Python's own documentation"
@@ -67,14 +64,7 @@ def _corpus_text(corpus: str, upload, pasted: str) -> tuple[str, str]:
             raise gr.Error(book.reason + " Choose the built-in corpus instead.")
         return book.text, "the-verdict"
     if corpus == CORPUS_UPLOAD:
-        if not upload:
-            raise gr.Error("Choose a .txt file to upload first.")
-        try:
-            text = corpus_mod.load_text_upload(upload, max_bytes=MAX_UPLOAD_BYTES)
-        except corpus_mod.CorpusError as exc:
-            discard(upload)
-            raise gr.Error(str(exc)) from None
-        return check_text(text, "uploaded file", max_chars=MAX_UPLOAD_BYTES), "upload"
+        return check_text(read_text_upload(upload), "uploaded file", max_chars=MAX_UPLOAD_BYTES), "upload"
     return check_text(pasted, "pasted text", max_chars=MAX_TEXT_CHARS), "pasted"
 
 
@@ -132,25 +122,6 @@ def _prepare(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
 
 # ---------------------------------------------------------------- figures
 
-def _downsample(xs: list, ys: list) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(xs, dtype=np.float32), np.asarray(ys, dtype=np.float32)
-    if len(x) > MAX_POINTS:
-        idx = np.linspace(0, len(x) - 1, MAX_POINTS).astype(int)
-        x, y = x[idx], y[idx]
-    return x, y
-
-
-def _ema(values: list[float], weight: float) -> list[float]:
-    out, acc = [], None
-    for v in values:
-        acc = v if acc is None else weight * acc + (1 - weight) * v
-        out.append(acc)
-    return out
-
-
-COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#4b5563"]
-
-
 def loss_figure(runs: list[dict], x_axis: str = "tokens seen", log_scale: bool = False,
                 smoothing: float = 0.6) -> go.Figure:
     if not runs:
@@ -158,18 +129,18 @@ def loss_figure(runs: list[dict], x_axis: str = "tokens seen", log_scale: bool =
     fig = go.Figure()
     key = "tokens" if x_axis == "tokens seen" else "steps"
     for i, run in enumerate(runs):
-        color = COLORS[i % len(COLORS)]
+        color = RUN_COLORS[i % len(RUN_COLORS)]
         label = run["label"]
         if run["batch_loss"]:
-            x, y = _downsample(run["batch_" + key], _ema(run["batch_loss"], smoothing))
+            x, y = downsample(run["batch_" + key], ema(run["batch_loss"], smoothing))
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{label}: batch loss (smoothed)",
                                      line=dict(color=color, width=1), opacity=0.35))
         if run["eval_train"]:
-            x, y = _downsample(run["eval_" + key], run["eval_train"])
+            x, y = downsample(run["eval_" + key], run["eval_train"])
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{label}: train",
                                      line=dict(color=color, width=2)))
         if run["eval_val"]:
-            x, y = _downsample(run["eval_" + key], run["eval_val"])
+            x, y = downsample(run["eval_" + key], run["eval_val"])
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{label}: validation",
                                      line=dict(color=color, width=2, dash="dash")))
     fig.update_layout(height=420, margin=dict(l=50, r=20, t=40, b=40), legend=dict(orientation="h", y=-0.2),
@@ -250,13 +221,7 @@ def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
         corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, batch_size)
     model = _build(cfg, seed, training=True)
     session = session_key(request)
-    stop_flag = threading.Event()
-    if not SESSIONS.begin(session, "pretrain", stop_flag):
-        raise gr.Error("A training run of yours is already going: stop it or wait for it to finish.")
-    if not TRAINING_SLOT.acquire(blocking=False):
-        SESSIONS.end(session)
-        raise gr.Error("Another training run is in progress on this server (yours or another visitor's). "
-                       "Wait for it to finish or stop it, then start again.")
+    stop_flag = begin_training(session, "pretrain")
     runs = list(runs or [])[-5:]  # earlier runs stay on the chart for comparison
     run = _new_run(f"run {len(runs) + 1}: {size}, lr {lr:g}")
     runs.append(run)
@@ -292,15 +257,16 @@ def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
                 yield (loss_figure(runs, x_axis, log_scale, smoothing), header + "\n\n" + _status(ev, n_params, cfg),
                        "\n".join(reversed(samples[-30:])), runs)
     finally:
-        TRAINING_SLOT.release()
-        if last is not None and last.step > 0:
-            # Kept on the CPU: saving, scoring and previews run there (GPU memory is freed).
-            SESSIONS.set_trained(session, {"model": model.to("cpu").eval(), "tokenizer": tokenizer,
-                                "meta": {"corpus": corpus_name, "steps": last.step, "tokens_seen": last.tokens_seen,
-                                         "train_loss": last.train_loss, "val_loss": last.val_loss,
-                                         "perplexity": last.perplexity, "config": cfg.to_dict(),
-                                         "lr": lr, "batch_size": int(batch_size), "seed": seed}})
-        SESSIONS.end(session)
+        try:
+            if last is not None and last.step > 0:
+                # Kept on the CPU: saving, scoring and previews run there (GPU memory is freed).
+                SESSIONS.set_trained(session, {"model": model.to("cpu").eval(), "tokenizer": tokenizer,
+                                    "meta": {"corpus": corpus_name, "steps": last.step, "tokens_seen": last.tokens_seen,
+                                             "train_loss": last.train_loss, "val_loss": last.val_loss,
+                                             "perplexity": last.perplexity, "config": cfg.to_dict(),
+                                             "lr": lr, "batch_size": int(batch_size), "seed": seed}})
+        finally:
+            end_training(session)
 
 
 def stop_training(request: gr.Request = None) -> None:

@@ -9,8 +9,7 @@ import gradio as gr
 from llm_core import corpus
 from llm_core.views.sampling_view import Sampling, compute
 from llm_core.tokenizers import GPT2, gpt2_tokenizer
-from tabs.common import MAX_UPLOAD_BYTES, check_int, check_text, friendly_errors, get_bundle
-from tabs.guard import discard
+from tabs.common import check_int, check_text, friendly_errors, get_bundle, read_text_upload, upload_path
 from tabs.markup import html_text, md_text
 
 # ---------------------------------------------------------------- choices and limits
@@ -111,15 +110,8 @@ def read_corpus(source: str, text: str | None, upload, sample: str | None) -> tu
     if source == SRC_SAMPLE:
         return builtin_sample(sample or ""), f"built-in sample “{md_text(sample or '')}”"
     if source == SRC_UPLOAD:
-        if upload is None:
-            raise gr.Error("No file uploaded yet: choose a UTF-8 .txt file (or switch the source).")
-        path = upload if isinstance(upload, str) else getattr(upload, "path", None) or upload.get("path")
-        try:
-            loaded = corpus.load_text_upload(path, max_bytes=MAX_UPLOAD_BYTES)
-        except corpus.CorpusError as exc:
-            discard(path)
-            raise gr.Error(f"Cannot use this file: {exc}.", title="Upload refused") from None
-        name = md_text(str(path).replace("\\", "/").rsplit("/", 1)[-1])
+        loaded = read_text_upload(upload)
+        name = md_text(str(upload_path(upload)).replace("\\", "/").rsplit("/", 1)[-1])
         return loaded, f"uploaded file {name}"
     raise gr.Error(f"Unknown source {source!r}: choose one of {', '.join(SOURCES)}.")
 

@@ -1,7 +1,6 @@
 """Stage 1 · Tokenizer explorer: text → tokens → ids, side by side, and BPE merge by merge."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -12,9 +11,9 @@ from llm_core.bpe import BPETrainResult, train_bpe
 from llm_core.tokenizers import (CL100K, ENDOFTEXT, O200K, UNK, SimpleTokenizerV2, SpecialTokenError,
                                  available_tokenizers, get_named_tokenizer, gpt2_tokenizer)
 from llm_core.views.token_text import hex_bytes, readable, readable_parts, show_text
-from tabs.common import CPU_HEAVY, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, check_int, check_text, friendly_errors, get_bundle
+from tabs.common import (CPU_HEAVY, MAX_TEXT_CHARS, check_choice, check_int, check_text, friendly_errors,
+                         get_bundle, read_text_upload, share_link_js, share_link_row)
 from tabs.figures import note_figure
-from tabs.guard import discard
 from tabs.markup import html_text
 
 BOOK_SENTENCE = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of the palace."
@@ -270,12 +269,6 @@ def as_json(tz: tok_view.Tokenization) -> dict:
 
 # ---------------------------------------------------------------- the main event
 
-def _check_choice(value, allowed, name):
-    if value not in allowed:
-        raise gr.Error(f"{name} must be one of {', '.join(map(str, allowed))} (got {value!r}).")
-    return value
-
-
 def _clean_text(text) -> str:
     text = check_text(text)
     try:
@@ -304,10 +297,10 @@ def tokenize_event(text, tok_a, tok_b, special, ws, vocab_source, vocab_text,
     Returns JSON A, HTML A, JSON B, HTML B, all ids of A, all ids of B (B empty without a
     second tokenizer). The JSON holds the ids, counts and the tokens (id, string, byte span)."""
     text = _clean_text(text)
-    _check_choice(tok_a, list(BASE_CHOICES), "Tokenizer")
-    _check_choice(tok_b or NONE, [NONE, *BASE_CHOICES], "Compare with")
-    _check_choice(special, tok_view.SPECIAL_MODES, "Special-token literals")
-    _check_choice(ws, [v for _, v in WS_CHOICES], "Whitespace display")
+    check_choice(tok_a, list(BASE_CHOICES), "Tokenizer")
+    check_choice(tok_b or NONE, [NONE, *BASE_CHOICES], "Compare with")
+    check_choice(special, tok_view.SPECIAL_MODES, "Special-token literals")
+    check_choice(ws, [v for _, v in WS_CHOICES], "Whitespace display")
     common = (special, ws, model_name, vocab_source, vocab_text, bpe_state)
     json_a, html_a, ids_a = tokenize_one(tok_a, text, *common)
     if not tok_b or tok_b == NONE:
@@ -352,46 +345,18 @@ def prefill_from_url(request: gr.Request):
     return out
 
 
-SHARE_JS = """
-(text, tok, cmp, special, ws) => {
-  const p = new URLSearchParams();
+SHARE_JS = share_link_js("text, tok, cmp, special, ws", """\
   p.set('text', text || '');
   p.set('tokenizer', tok);
   if (cmp && cmp !== 'none') p.set('compare', cmp);
   if (special !== 'allow') p.set('special', special);
-  if (ws !== 'typed') p.set('ws', ws);
-  const url = window.location.origin + window.location.pathname + '?' + p.toString();
-  try { navigator.clipboard.writeText(url); } catch (e) {}
-  return url;
-}
-"""
+  if (ws !== 'typed') p.set('ws', ws);""")
 
 
 # ---------------------------------------------------------------- BPE merges, step by step
 
-def _read_upload(path) -> str:
-    if not path:
-        raise gr.Error("No file uploaded: upload a .txt file, or train on the text above.")
-    try:
-        return _read_text_file(Path(path))
-    except gr.Error:
-        discard(path)  # a refused upload does not stay in the upload folder
-        raise
-
-
-def _read_text_file(p: Path) -> str:
-    size = p.stat().st_size
-    if size > MAX_UPLOAD_BYTES:
-        raise gr.Error(f"The file has {size:,} bytes; the limit is {MAX_UPLOAD_BYTES:,}. Upload a smaller piece.")
-    data = p.read_bytes()
-    if b"\x00" in data:
-        raise gr.Error("The file contains NUL bytes: it looks binary, not text. Upload a plain .txt file.")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise gr.Error(f"The file is not valid UTF-8 (byte 0x{data[exc.start]:02X} at offset {exc.start:,}). "
-                       "Save it as UTF-8 text and upload it again.") from None
-    return check_text(text, what="uploaded file")
+def _read_upload(upload) -> str:
+    return check_text(read_text_upload(upload), what="uploaded file")
 
 
 def _pretty(raw: bytes) -> str:
@@ -547,11 +512,8 @@ def build(ctx) -> None:
                     json_b = gr.JSON(None, label="Compare with", elem_id="tok-json-b")
                     ids_b = gr.Textbox("", label="All ids", lines=2, max_lines=6, elem_id="tok-ids-b",
                                        buttons=["copy"], interactive=False)
-        with gr.Row(equal_height=True):
-            share_btn = gr.Button("Copy share link", scale=1, elem_id="tok-share")
-            share_url = gr.Textbox(label="Share link", scale=4, elem_id="tok-share-url", interactive=False,
-                                   info="Text and choices travel in the URL (?text=…&tokenizer=…); "
-                                        "long texts make long links.")
+        share_btn, share_url = share_link_row("tok", "Text and choices travel in the URL (?text=…&tokenizer=…); "
+                                                     "long texts make long links.")
 
         with gr.Accordion("BPE merges, step by step", open=True, elem_id="tok-bpe"):
             gr.Markdown(

@@ -10,11 +10,8 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,7 @@ import tabs.attention as A
 import tabs.embeddings as E
 import tabs.finetune as F
 import tabs.sampler as S
+from tests.local_server import free_port, wait_for_app
 
 pytestmark = pytest.mark.slow
 
@@ -37,29 +35,19 @@ UNCLEAR = re.compile(r"Could not (pre|post)process|Traceback|^(TypeError|Attribu
                      r"RuntimeError|IndexError|OSError|RecursionError|UnicodeEncodeError|OverflowError)\b")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(home: Path, log: Path, public: bool = True, extra_env: dict | None = None):
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, LLM_EXPLORER_HOME=str(home), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
                LLM_EXPLORER_PUBLIC="1" if public else "0", PYTHONUNBUFFERED="1", **(extra_env or {}))
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "gradio_api/info", timeout=5).read()
-            return proc, url
-        except Exception:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError("the app did not start:\n" + log.read_text()[-3000:])
-            time.sleep(0.3)
+    try:
+        wait_for_app(url, 120, proc)
+    except Exception:
+        proc.kill()
+        raise RuntimeError("the app did not start:\n" + log.read_text()[-3000:]) from None
+    return proc, url
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from gradio_client.exceptions import AppError
 
 from llm_core.tokenizers import gpt2_tokenizer
 from tabs import sampler as S
+from tabs.common import MAX_UPLOAD_BYTES
 
 TEXT = ("Windows slide over a river of tokens. Each window feeds the model a few tokens, "
         "and the model guesses what comes next, one position at a time. With a small stride "
@@ -170,7 +171,7 @@ def test_uploaded_text_file(client, tmp_path):
     (b"caf\xe9 au lait, latin-1 bytes", "not valid UTF-8"),
     (b"PK\x03\x04\x00\x00binary", "binary"),
     (b"   \n\t  ", "empty"),
-    (b"x" * (S.MAX_UPLOAD_BYTES + 1), "limit"),
+    (b"x" * (MAX_UPLOAD_BYTES + 1), "limit"),
 ])
 def test_bad_uploads_are_refused(client, tmp_path, payload, message):
     path = tmp_path / "bad.txt"

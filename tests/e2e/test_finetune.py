@@ -14,10 +14,8 @@ def test_finetune_live_curve_stop_and_try(page):
     page.wait_for_function(
         "() => /step [1-9]/.test(document.querySelector('#ft-status').innerText)", timeout=90_000)
     page.locator("#ft-stop").click()
-    page.wait_for_function(
-        "() => document.querySelector('#ft-status').innerText.includes('stopped')", timeout=90_000)
-    page.wait_for_function(
-        "() => document.querySelector('#ft-results').innerText.includes('Accuracy')", timeout=90_000)
+    expect(page.locator("#ft-status")).to_contain_text("stopped", timeout=90_000)
+    expect(page.locator("#ft-results")).to_contain_text("Accuracy", timeout=90_000)
     page.wait_for_selector("#ft-norms .js-plotly-plot .heatmaplayer .hm image", timeout=30_000)
     page.locator("#ft-try-cls").click()
     page.wait_for_function(

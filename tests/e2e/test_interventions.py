@@ -67,19 +67,19 @@ def test_from_a_generated_token_to_attention_with_its_position_selected(page):
     expect(page.locator("#arch-prompt textarea")).to_have_value(prompt)
 
 
-def test_a_link_opens_attention_with_the_prompt_and_selection(browser, app_url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    try:
-        text = "The list is a list"
-        page.goto(f"{app_url}?tab=attention&text={quote(text)}&layer=1&head=2&position=3")
-        expect(page.locator("#tab-attention")).to_be_visible(timeout=SLOW)
-        expect(page.locator("#att-prompt textarea")).to_have_value(text, timeout=SLOW)
-        expect(page.locator("#att-layer input")).to_have_value("1")
-        expect(page.locator("#att-head input")).to_have_value("2")
-        expect(page.locator("#att-head-map")).to_contain_text("Layer 1, head 2", timeout=SLOW)
-    finally:
-        context.close()
+def test_a_link_opens_attention_with_the_prompt_and_selection(blank_page, app_url):
+    page = blank_page
+    text = "The list is a list"
+    page.goto(f"{app_url}?tab=attention&text={quote(text)}&layer=1&head=2&position=3")
+    expect(page.locator("#tab-attention")).to_be_visible(timeout=SLOW)
+    expect(page.locator("#att-prompt textarea")).to_have_value(text, timeout=SLOW)
+    expect(page.locator("#att-layer input")).to_have_value("1")
+    expect(page.locator("#att-head input")).to_have_value("2")
+    expect(page.locator("#att-head-map")).to_contain_text("Layer 1, head 2", timeout=SLOW)
+    page.locator("#att-share").click()  # the view's own link carries the same selection back
+    link = page.locator("#att-share-url textarea, #att-share-url input").first
+    expect(link).to_have_value(re.compile(r"[?&]layer=1&head=2&position=3(&|$)"))
+    assert f"text={quote(text).replace('%20', '+')}" in link.input_value() and "tab=attention" in link.input_value()
 
 
 def test_attention_and_architecture_share_the_prompt(page):
@@ -94,15 +94,11 @@ def test_attention_and_architecture_share_the_prompt(page):
     expect(page.locator("#att-prompt textarea")).to_have_value("The list is", timeout=SLOW)
 
 
-def test_a_link_opens_architecture_with_the_prompt_and_position(browser, app_url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    try:
-        text = "The list is a list"
-        page.goto(f"{app_url}?tab=architecture&text={quote(text)}&layer=1&position=2")
-        expect(page.locator("#tab-architecture")).to_be_visible(timeout=SLOW)
-        expect(page.locator("#arch-prompt textarea")).to_have_value(text, timeout=SLOW)
-        expect(page.locator("#arch-position input")).to_have_value("2")
-        expect(page.locator("#arch-lens-note")).to_contain_text("At position 2", timeout=SLOW)
-    finally:
-        context.close()
+def test_a_link_opens_architecture_with_the_prompt_and_position(blank_page, app_url):
+    page = blank_page
+    text = "The list is a list"
+    page.goto(f"{app_url}?tab=architecture&text={quote(text)}&layer=1&position=2")
+    expect(page.locator("#tab-architecture")).to_be_visible(timeout=SLOW)
+    expect(page.locator("#arch-prompt textarea")).to_have_value(text, timeout=SLOW)
+    expect(page.locator("#arch-position input")).to_have_value("2")
+    expect(page.locator("#arch-lens-note")).to_contain_text("At position 2", timeout=SLOW)

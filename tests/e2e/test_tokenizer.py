@@ -42,26 +42,21 @@ def test_typing_shows_coloured_tokens_count_and_markup_as_text(page):
     expect(view.locator(".tkv-info")).to_contain_text("id ")
 
 
-def test_link_prefills_the_tab_and_share_link_round_trips(browser, app_url):
+def test_link_prefills_the_tab_and_share_link_round_trips(blank_page, app_url):
+    page = blank_page
     query = urlencode({"text": "Hello, do you like tea? In the sunlit terraces of the palace.",
                        "tokenizer": "simple", "compare": "gpt2", "ws": "markers"})
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    try:
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        page.goto(app_url + "?" + query)  # straight to the link, as a student following it would
-        open_tab(page, "tab-tokenizer")
-        expect(page.locator("#tok-text textarea")).to_have_value("Hello, do you like tea? In the sunlit terraces of the palace.")
-        expect(page.locator("#tok-view-a .tkv-name")).to_contain_text("SimpleTokenizerV2")
-        expect(page.locator("#tok-view-a .tkv-unk").first).to_contain_text("<|unk|>")
-        expect(page.locator("#tok-view-b .tkv-name")).to_contain_text("GPT-2")
-        expect(page.locator("#tok-view-b .tkv-text")).to_contain_text("␣do")  # markers show the space
-        page.locator("#tok-share").click()
-        link = page.locator("#tok-share-url textarea, #tok-share-url input").first
-        expect(link).to_have_value(re.compile(r"[?&]tokenizer=simple(&|$)"))
-        assert "compare=gpt2" in link.input_value() and "text=Hello" in link.input_value()
-    finally:
-        context.close()
+    page.goto(app_url + "?" + query)  # straight to the link, as a student following it would
+    open_tab(page, "tab-tokenizer")
+    expect(page.locator("#tok-text textarea")).to_have_value("Hello, do you like tea? In the sunlit terraces of the palace.")
+    expect(page.locator("#tok-view-a .tkv-name")).to_contain_text("SimpleTokenizerV2")
+    expect(page.locator("#tok-view-a .tkv-unk").first).to_contain_text("<|unk|>")
+    expect(page.locator("#tok-view-b .tkv-name")).to_contain_text("GPT-2")
+    expect(page.locator("#tok-view-b .tkv-text")).to_contain_text("␣do")  # markers show the space
+    page.locator("#tok-share").click()
+    link = page.locator("#tok-share-url textarea, #tok-share-url input").first
+    expect(link).to_have_value(re.compile(r"[?&]tokenizer=simple(&|$)"))
+    assert "compare=gpt2" in link.input_value() and "text=Hello" in link.input_value()
 
 
 def test_bpe_replay_slider_changes_the_segmentation(page):

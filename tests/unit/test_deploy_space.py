@@ -44,6 +44,11 @@ def test_dry_run_lists_the_app_and_its_size_and_nothing_else(deploy, tree, capsy
     assert "assets/models/m/model.safetensors  (over git's 10 MB" in out
 
 
+def _reachable_hub(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr("llm_core.export.hub_reachable", lambda *a, **k: True)
+
+
 def test_the_upload_sends_what_the_dry_run_lists(deploy, tree, monkeypatch, capsys):
     """The real path hands huggingface_hub the same patterns the dry run filtered with."""
     import huggingface_hub
@@ -51,23 +56,25 @@ def test_the_upload_sends_what_the_dry_run_lists(deploy, tree, monkeypatch, caps
     root, sizes = tree
     calls = {}
 
-    class FakeApi:
-        def __init__(self, token=None):
-            calls["token"] = token
+    def create_repo(repo_id, token, **kw):
+        calls["token"], calls["create"] = token, (repo_id, kw)
+        return f"https://huggingface.co/spaces/{repo_id}"  # what the Hub answers (a RepoUrl)
 
-        def create_repo(self, repo_id, **kw):
-            calls["create"] = (repo_id, kw)
+    def upload_folder(folder_path, repo_id, repo_type, ignore_patterns, **kw):
+        from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+        every = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).glob("**/*") if p.is_file())
+        calls["sent"] = sorted(filter_repo_objects(every, ignore_patterns=ignore_patterns + DEFAULT_IGNORE_PATTERNS))
+        calls["upload"] = (repo_id, repo_type)
 
-        def upload_folder(self, folder_path, repo_id, repo_type, ignore_patterns, commit_message):
-            from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
-            every = sorted(p.relative_to(folder_path).as_posix() for p in Path(folder_path).glob("**/*") if p.is_file())
-            calls["sent"] = sorted(filter_repo_objects(every, ignore_patterns=ignore_patterns + DEFAULT_IGNORE_PATTERNS))
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    _reachable_hub(monkeypatch)
+    monkeypatch.setattr(huggingface_hub, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub, "upload_folder", upload_folder)
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     assert deploy.main(["--repo", "someone/llm-explorer", "--root", str(root)]) == 0
     assert calls["token"] == "hf_test"
-    assert calls["create"] == ("someone/llm-explorer", {"repo_type": "space", "space_sdk": "gradio", "exist_ok": True})
+    assert calls["create"] == ("someone/llm-explorer", {"private": False, "repo_type": "space",
+                                                        "space_sdk": "gradio", "exist_ok": True})
+    assert calls["upload"] == ("someone/llm-explorer", "space")
     assert calls["sent"] == sorted(sizes)
     assert capsys.readouterr().out.splitlines()[-1] == "Done: https://huggingface.co/spaces/someone/llm-explorer"
 
@@ -76,18 +83,19 @@ def test_an_unreachable_hub_or_a_bad_repo_id_is_one_clear_line(deploy, tree, mon
     import huggingface_hub
 
     root, _ = tree
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    assert deploy.main(["--repo", "someone/llm-explorer", "--root", str(root)]) == 1  # HF_HUB_OFFLINE=1
+    assert capsys.readouterr().err == ("Upload failed: the Hugging Face Hub cannot be reached (offline?); "
+                                       "nothing was pushed\n")
 
-    class OfflineApi:
-        def __init__(self, token=None):
-            pass
+    def refused(*a, **kw):
+        raise ConnectionError("Failed to resolve 'huggingface.co'\nlong traceback text")
 
-        def create_repo(self, *a, **kw):
-            raise ConnectionError("Failed to resolve 'huggingface.co'\nlong traceback text")
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    _reachable_hub(monkeypatch)
+    monkeypatch.setattr(huggingface_hub, "create_repo", refused)
     assert deploy.main(["--repo", "someone/llm-explorer", "--root", str(root)]) == 1
     err = capsys.readouterr().err
-    assert err == "Upload failed (ConnectionError): Failed to resolve 'huggingface.co'\n"
+    assert err == "Upload failed: pushing to someone/llm-explorer failed (Failed to resolve 'huggingface.co')\n"
     assert deploy.main(["--repo", "not a repo", "--dry-run", "--root", str(root)]) == 2
     assert "USER/SPACE" in capsys.readouterr().err
 

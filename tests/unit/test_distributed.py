@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from llm_core.data import GPTDatasetV1
 from llm_core.distributed import EpochBatches, load_resume_state, save_resume_state
 from llm_core.model import GPTModel
 from llm_core.training import make_optimizer, train_step
+from tests.local_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -174,28 +174,37 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def run_cli(module: str, *args: str) -> str:
+    """``python -m module args`` in one process; it must succeed. Returns its stdout."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env(), check=True,
+                          capture_output=True, text=True, timeout=300).stdout
+
+
+def run_two_processes(module: str, *args: str) -> str:
+    """The same command as two gloo processes under torchrun; it must succeed and say so. Returns stdout."""
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(free_port()), "-m", module, *args],
+                         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "× 2 processes (gloo)" in run.stdout
+    return run.stdout
+
+
+def assert_same_step_losses(one: Path, two: Path, steps: int) -> None:
+    a, b = step_losses(one), step_losses(two)
+    assert sorted(a) == sorted(b) == list(range(1, steps + 1))
+    for s in a:
+        assert abs(a[s] - b[s]) <= 1e-5, (s, a[s], b[s])
+    assert len(set(a.values())) == steps  # the loss moved: the model really trained
 
 
 @pytest.mark.slow
 def test_two_gloo_processes_give_the_loss_curve_of_one(corpus, tmp_path):
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
     args = cli_args(corpus, 5, "--eval-interval", "5", "--dropout", "0")
-    subprocess.run([sys.executable, "-m", "llm_core.pretrain", *args, "--log-json", str(one)],
-                   cwd=ROOT, env=env(), check=True, capture_output=True, timeout=300)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", str(free_port()), "-m", "llm_core.pretrain", *args,
-                          "--log-json", str(two)], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "× 2 processes (gloo)" in run.stdout
-    a, b = step_losses(one), step_losses(two)
-    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5]
-    for s in a:
-        assert abs(a[s] - b[s]) <= 1e-5, (s, a[s], b[s])
-    assert len(set(a.values())) == 5  # the loss moved: the model really trained
+    run_cli("llm_core.pretrain", *args, "--log-json", str(one))
+    run_two_processes("llm_core.pretrain", *args, "--log-json", str(two))
+    assert_same_step_losses(one, two, 5)
 
 
 @pytest.mark.slow
@@ -203,8 +212,7 @@ def test_a_killed_run_resumed_gives_the_same_next_losses(corpus, tmp_path):
     steps = 40
     args = cli_args(corpus, steps, "--eval-interval", "2", "--dropout", "0.1")
     full_log = tmp_path / "full.jsonl"
-    subprocess.run([sys.executable, "-m", "llm_core.pretrain", *args, "--out", str(tmp_path / "full"),
-                    "--log-json", str(full_log)], cwd=ROOT, env=env(), check=True, capture_output=True, timeout=300)
+    run_cli("llm_core.pretrain", *args, "--out", str(tmp_path / "full"), "--log-json", str(full_log))
     # The same run, killed (SIGKILL: no clean-up) once it is past its step-4 evaluation.
     killed_dir = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "llm_core.pretrain", *args, "--out", str(killed_dir)],
@@ -218,9 +226,7 @@ def test_a_killed_run_resumed_gives_the_same_next_losses(corpus, tmp_path):
     saved = json.loads((killed_dir / "resume" / "state.json").read_text())["step"]
     assert 4 <= saved < steps
     resumed_log = tmp_path / "resumed.jsonl"
-    out = subprocess.run([sys.executable, "-m", "llm_core.pretrain", *args, "--resume", str(killed_dir),
-                          "--log-json", str(resumed_log)], cwd=ROOT, env=env(), check=True, capture_output=True,
-                         text=True, timeout=300).stdout
+    out = run_cli("llm_core.pretrain", *args, "--resume", str(killed_dir), "--log-json", str(resumed_log))
     assert f"resuming {killed_dir} at step {saved}" in out
     full, resumed = step_losses(full_log), step_losses(resumed_log)
     assert sorted(resumed) == list(range(saved + 1, steps + 1))
@@ -317,20 +323,11 @@ def test_two_gloo_processes_fine_tune_like_one(tiny_base, tmp_path, task, method
             "--method", method, "--rank", "4", "--alpha", "8", "--steps", "5", "--batch-size", "5", "--lr", "3e-3",
             "--eval-interval", "5", "--eval-batches", "1", "--n-score", "0", "--threads", "1"]
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
-    subprocess.run([sys.executable, "-m", "llm_core.finetune", *args, "--log-json", str(one)],
-                   cwd=ROOT, env=env(), check=True, capture_output=True, timeout=300)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", str(free_port()), "-m", "llm_core.finetune", *args,
-                          "--log-json", str(two), "--out", str(tmp_path / "tuned")],
-                         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[:3000]
-    assert "× 2 processes (gloo)" in run.stdout and "finished: finished 5 steps" in run.stdout
+    run_cli("llm_core.finetune", *args, "--log-json", str(one))
+    out = run_two_processes("llm_core.finetune", *args, "--log-json", str(two), "--out", str(tmp_path / "tuned"))
+    assert "finished: finished 5 steps" in out
     assert (tmp_path / "tuned").is_dir()  # rank 0 saved the result
-    a, b = step_losses(one), step_losses(two)
-    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5]
-    for s in a:
-        assert abs(a[s] - b[s]) <= 1e-5, (s, a[s], b[s])
-    assert len(set(a.values())) == 5  # the loss moved: the model really trained
+    assert_same_step_losses(one, two, 5)
 
 
 @pytest.mark.slow
@@ -339,14 +336,8 @@ def test_instruct_tune_under_torchrun_gives_the_curve_of_one_process(tiny_base, 
 
     args = ["--model", str(tiny_base), "--steps", "4", "--eval-interval", "2", "--eval-batches", "2",
             "--batch-size", "6", "--n-computed", "2", "--n-doc", "1", "--answer-tokens", "4", "--threads", "1"]
-    subprocess.run([sys.executable, "-m", "llm_core.instruct_tune", *args, "--out", str(tmp_path / "one")],
-                   cwd=ROOT, env=env(), check=True, capture_output=True, timeout=300)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", str(free_port()), "-m", "llm_core.instruct_tune", *args,
-                          "--out", str(tmp_path / "two")], cwd=ROOT, env=env(), capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 0, run.stderr[:3000]
-    assert "× 2 processes (gloo)" in run.stdout
+    run_cli("llm_core.instruct_tune", *args, "--out", str(tmp_path / "one"))
+    run_two_processes("llm_core.instruct_tune", *args, "--out", str(tmp_path / "two"))
     one, two = (load_checkpoint(tmp_path / d)[2] for d in ("one", "two"))
     assert one["steps"] == two["steps"] == 4
     assert [c["step"] for c in one["curve"]] == [c["step"] for c in two["curve"]] == [0, 2, 4]

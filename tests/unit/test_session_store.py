@@ -39,3 +39,25 @@ def test_session_key():
     class Request:
         session_hash = "abc"
     assert session_key(Request()) == "abc" and session_key(None) == "api"
+
+
+def test_begin_training_claims_the_session_and_the_server_slot_and_end_gives_both_back():
+    import gradio as gr
+    import pytest
+
+    from tabs.common import TRAINING_SLOT, begin_training, end_training
+    from tabs.session_store import SESSIONS
+
+    stop = begin_training("visitor-a", "pretrain")
+    try:
+        assert SESSIONS.stop_request("visitor-a", "pretrain") is stop and TRAINING_SLOT.locked()
+        with pytest.raises(gr.Error, match="run of yours"):  # the same visitor, the other tab
+            begin_training("visitor-a", "finetune")
+        with pytest.raises(gr.Error, match="Another training run"):  # another visitor: the slot is taken
+            begin_training("visitor-b", "finetune")
+        assert SESSIONS.stop_request("visitor-b", "finetune") is None  # the refused claim left nothing behind
+    finally:
+        end_training("visitor-a")
+    assert not TRAINING_SLOT.locked() and SESSIONS.stop_request("visitor-a", "pretrain") is None
+    begin_training("visitor-b", "finetune")  # free again for anyone
+    end_training("visitor-b")
