@@ -30,6 +30,7 @@ from .instruct_data import (
     InstructionDataset, doc_tasks, builtin_instructions, instruction_collate, split_instructions, stdlib_docs,
 )
 from .lora import unwrap_lora
+from .pretrain import LICENSE_NOTE
 from .registry import load_model
 from .training import calc_loss_loader, pick_device
 
@@ -162,6 +163,7 @@ def _run(args, argv, dist: DistContext) -> None:
             "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(),
             "data": data.description,
+        "license": LICENSE_NOTE,
             "before": before, "after": after,
             "examples": examples,
             "curve": [{k: h[k] for k in ("step", "train_loss", "val_loss")} for h in res.history],

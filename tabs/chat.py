@@ -30,22 +30,23 @@ def default_choice() -> str:
     """The instruction-tuned GPT-2 where it is cached (a Space preloads it), else the shipped one."""
     return HUB_INSTRUCT if default_chat_model() == INSTRUCT_GPT2 else SHIPPED
 
-# (instruction, input): what the shipped model was measured to answer well, and what it gets wrong.
-# Checked greedily on the shipped model (assets/models/pydoc-gpt-instruct/TRAINING.md): it learned
-# the answer *format* (short, then end-of-text), not the tasks: "yes" and "3" come out for almost
-# any input, so even its right answers are partly luck. Compare mode shows what tuning changed.
+# (instruction, input): what the shipped model answers well and what it gets wrong, checked greedily
+# on it (assets/models/pydoc-gpt-instruct/TRAINING.md). The good ones are mostly written-here answers
+# it learned (identity, scope, a declined off-topic question) plus a docstring it recalls; the
+# computed tasks it cannot do (it says "no" to every palindrome and makes up reversals and sums).
 GOOD_EXAMPLES = [
-    ["Is the word a palindrome? Answer yes or no.", "level"],
-    ["How many letters does the word have?", "low"],
+    ["Hello! Who are you?", ""],
+    ["What can you do?", ""],
+    ["What does str.split() do?", ""],
+    ["What is the capital of France?", ""],
     ["How many items are in the list?", "89, 89, 59, 33, 25, 83, 97, 33"],
 ]
 BAD_EXAMPLES = [
-    ["Is the word a palindrome? Answer yes or no.", "python"],
     ["Reverse the following word.", "python"],
     ["Convert the text to upper case.", "hello world"],
     ["Add the two numbers.", "12, 30"],
-    ["What does the Python function json.dumps() do?", ""],
-    ["What is the capital of France?", ""],
+    ["Is the word a palindrome? Answer yes or no.", "level"],
+    ["What does os.path.join() do?", ""],
 ]
 
 
@@ -218,11 +219,12 @@ def build(ctx) -> None:
         gr.Markdown(
             "Talk to the **instruction-tuned** model (chapter 7.2). Every message is wrapped in the book's "
             "Alpaca template (*Below is an instruction… ### Instruction: … ### Response:*); earlier turns go "
-            "into the same prompt, oldest dropped first when the 128-token context runs out. Put the text to "
-            "work on in **Input** (the template's `### Input:` section). The shipped model is tiny (3.4M "
-            "parameters, tuned for 8 minutes on a CPU): it learned the *shape* of an answer — short, the "
-            "right kind (yes/no, a number, a docstring-like sentence), then stop — but not the tasks "
-            "themselves (3 % exact on held-out computed tasks). Tick *compare* to see the untuned base "
+            "into the same prompt, oldest dropped first when the model's context (256 tokens for the shipped "
+            "one) runs out. Put the text to work on in **Input** (the template's `### Input:` section). The "
+            "shipped model is small (5.85M parameters, pre-trained for 3.5 hours and tuned for 11 minutes on "
+            "a CPU): it says what it is, declines questions outside Python's documentation, recalls some "
+            "docstrings and how-tos (16 % exact on held-out one-answer documentation questions), but "
+            "cannot do the string and number tasks (7 % exact). Tick *compare* to see the untuned base "
             f"ramble on instead. Where `{INSTRUCT_GPT2}` (GPT-2 small tuned on Alpaca-GPT4) is in the local "
             "Hugging Face cache, as on a Space that preloads it, it is the default here and compare mode "
             "sets it beside GPT-2 small.")

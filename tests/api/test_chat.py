@@ -29,7 +29,9 @@ def test_chat_streams_a_growing_answer_and_shows_the_exact_prompt(client):
     final_answer, prompt, usage, comparison = outputs[-1]
     assert prompt == (INTRO + "\n\n### Instruction:\nReverse the following word."
                       "\n\n### Input:\npython\n\n### Response:\n")
-    assert "of 128** context tokens" in usage
+    from llm_core.registry import load_model
+
+    assert f"of {load_model('pydoc-gpt-instruct').config.context_length}** context tokens" in usage
     assert comparison == ""
 
 
