@@ -227,3 +227,11 @@ def test_fused_forward_equals_the_books_sum_with_gradients():
     params = [x, layer.lora.A, layer.lora.B]
     for a, b in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(book, params, g)):
         torch.testing.assert_close(a, b)
+
+
+def test_a_rank_larger_than_the_layer_is_refused_with_its_shape():
+    from llm_core.lora import LoRAError, check_rank_alpha
+
+    check_rank_alpha(16, 32.0, 64, 192)                      # fits
+    with pytest.raises(LoRAError, match=r"larger than the layer \(64→192\)"):
+        check_rank_alpha(65, 32.0, 64, 192)
