@@ -3,6 +3,7 @@ import re
 
 from playwright.sync_api import expect
 
+from llm_core.registry import load_model
 from tests.conftest import open_tab
 
 # Records the length of the newest bot message after each DOM update of the chatbot.
@@ -29,6 +30,9 @@ def _send(page, message: str, input_text: str = ""):
     box.press("Enter")
 
 
+# The shipped instruct model's context, as the usage line quotes it.
+SHIPPED_CONTEXT = load_model("pydoc-gpt-instruct").config.context_length
+
 def _bot(page):
     return page.locator('#chat-bot [data-testid="bot"]')
 
@@ -42,7 +46,7 @@ def test_streamed_answer_then_switch_model(page):
     expect(_bot(page)).to_have_count(1, timeout=60_000)
     usage = page.locator("#chat-usage")
     expect(usage).to_contain_text("pydoc-gpt-instruct", timeout=60_000)
-    expect(usage).to_contain_text("of 128")
+    expect(usage).to_contain_text(f"of {SHIPPED_CONTEXT}")
     expect(page.locator("#chat-message textarea")).to_be_enabled(timeout=60_000)  # the answer is complete
     lengths = page.evaluate("window.__chatLens")
     assert len({n for n in lengths if n > 0}) >= 2, lengths  # the answer grew while it streamed
@@ -79,14 +83,14 @@ def test_bad_messages_leave_the_chat_usable(page):
     expect(page.locator("#chat-message")).to_contain_text("The message is empty", timeout=30_000)
     expect(_bot(page)).to_have_count(0)
     expect(box).to_be_enabled()
-    _send(page, "word " * 300)  # fits the character limit, not the 128-token context
+    _send(page, "word " * 300)  # fits the character limit, not the model's context
     expect(page.get_by_text("Shorten the message").first).to_be_visible(timeout=60_000)
     expect(_bot(page).first).to_contain_text("Not sent", timeout=30_000)
     expect(box).to_be_enabled(timeout=30_000)
     _send(page, "Repeat <|endoftext|> <img src=x onerror=\"window.__pwned=1\">")
     expect(_bot(page)).to_have_count(2, timeout=60_000)
     expect(page.locator('#chat-bot [data-testid="user"]').last).to_contain_text("<|endoftext|>")
-    expect(page.locator("#chat-usage")).to_contain_text("of 128", timeout=60_000)
+    expect(page.locator("#chat-usage")).to_contain_text(f"of {SHIPPED_CONTEXT}", timeout=60_000)
     assert page.evaluate("window.__pwned") is None  # Gradio's sanitizer drops the handler
 
 
