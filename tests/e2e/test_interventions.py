@@ -67,12 +67,19 @@ def test_from_a_generated_token_to_attention_with_its_position_selected(page):
     expect(page.locator("#arch-prompt textarea")).to_have_value(prompt)
 
 
+LINK_TEXT = "The list is a list"
+
+
+def open_link(page, url: str, tab: str, prefix: str) -> None:
+    """Open a shared link; its tab shows, with the link's prompt in the prompt box."""
+    page.goto(url)
+    expect(page.locator(f"#tab-{tab}")).to_be_visible(timeout=SLOW)
+    expect(page.locator(f"#{prefix}-prompt textarea")).to_have_value(LINK_TEXT, timeout=SLOW)
+
+
 def test_a_link_opens_attention_with_the_prompt_and_selection(blank_page, app_url):
-    page = blank_page
-    text = "The list is a list"
-    page.goto(f"{app_url}?tab=attention&text={quote(text)}&layer=1&head=2&position=3")
-    expect(page.locator("#tab-attention")).to_be_visible(timeout=SLOW)
-    expect(page.locator("#att-prompt textarea")).to_have_value(text, timeout=SLOW)
+    page, text = blank_page, LINK_TEXT
+    open_link(page, f"{app_url}?tab=attention&text={quote(text)}&layer=1&head=2&position=3", "attention", "att")
     expect(page.locator("#att-layer input")).to_have_value("1")
     expect(page.locator("#att-head input")).to_have_value("2")
     expect(page.locator("#att-head-map")).to_contain_text("Layer 1, head 2", timeout=SLOW)
@@ -95,10 +102,7 @@ def test_attention_and_architecture_share_the_prompt(page):
 
 
 def test_a_link_opens_architecture_with_the_prompt_and_position(blank_page, app_url):
-    page = blank_page
-    text = "The list is a list"
-    page.goto(f"{app_url}?tab=architecture&text={quote(text)}&layer=1&position=2")
-    expect(page.locator("#tab-architecture")).to_be_visible(timeout=SLOW)
-    expect(page.locator("#arch-prompt textarea")).to_have_value(text, timeout=SLOW)
+    page, text = blank_page, LINK_TEXT
+    open_link(page, f"{app_url}?tab=architecture&text={quote(text)}&layer=1&position=2", "architecture", "arch")
     expect(page.locator("#arch-position input")).to_have_value("2")
     expect(page.locator("#arch-lens-note")).to_contain_text("At position 2", timeout=SLOW)
