@@ -49,14 +49,16 @@ class GPTDatasetV1(Dataset):
 
 def create_dataloader_v1(txt: str, batch_size: int = 4, max_length: int = 256, stride: int = 128,
                          shuffle: bool = True, drop_last: bool = True, num_workers: int = 0,
-                         tokenizer=None, seed: int | None = None, token_ids: list[int] | None = None) -> DataLoader:
+                         tokenizer=None, seed: int | None = None, token_ids: list[int] | None = None,
+                         pin_memory: bool = False) -> DataLoader:
     """The book's loader. ``tokenizer`` defaults to GPT-2's.
 
     With ``seed=None`` (the book's call) a shuffled loader draws from the global random generator,
     so ``torch.manual_seed(123)`` beforehand gives the book's batch order. A ``seed`` fixes the
     order through a private ``torch.Generator`` instead and leaves the global generator alone (the
     app's own runs: users share one process). ``token_ids`` skips encoding when the caller already
-    has the ids of ``txt``."""
+    has the ids of ``txt``. ``pin_memory`` (for batches bound for a CUDA GPU, see
+    ``device.pin_host_memory``) makes each batch in page-locked memory."""
     if tokenizer is None and token_ids is None:
         from .tokenizers import gpt2_tokenizer
         tokenizer = gpt2_tokenizer()
@@ -64,4 +66,4 @@ def create_dataloader_v1(txt: str, batch_size: int = 4, max_length: int = 256, s
     shuffle = shuffle and len(dataset) > 0  # torch refuses to shuffle nothing
     generator = None if seed is None else torch.Generator().manual_seed(int(seed))
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                      num_workers=num_workers, generator=generator)
+                      num_workers=num_workers, generator=generator, pin_memory=pin_memory)

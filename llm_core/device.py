@@ -5,6 +5,9 @@
 - ``autocast_for(device)``: bf16 autocast on a CUDA GPU that supports bf16 (Ampere and
   newer): matmuls in bf16, weights and optimizer state stay fp32. On the CPU it does nothing
   (this project's CPUs have no fast bf16: fp32 is the fast path there).
+- ``pin_host_memory(device)`` / ``to_device(t, device)``: batches bound for a CUDA GPU are
+  made in pinned (page-locked) host memory and copied with ``non_blocking=True``, so the copy
+  runs asynchronously instead of through a staging buffer; on the CPU neither applies.
 - ``device_summary()``: the line the app's header shows.
 
 The CUDA branches were written without a GPU on the machine this project was built on; the
@@ -45,6 +48,18 @@ def autocast_for(device: torch.device | str | None):
     if device is not None and bf16_supported(device):
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def pin_host_memory(device: torch.device | str | None) -> bool:
+    """Whether batches for ``device`` should be built in pinned host memory (CUDA only: pinned
+    pages can be copied to the GPU asynchronously; on the CPU there is no copy to speed up)."""
+    return device is not None and torch.device(device).type == "cuda"
+
+
+def to_device(t: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
+    """``t`` moved to ``device``; to a GPU with ``non_blocking`` (kernels queued after it on the
+    same stream wait for the copy, so this is safe; from pinned memory it also frees the CPU)."""
+    return t.to(device, non_blocking=pin_host_memory(device))
 
 
 def device_summary(device: torch.device | str | None = None) -> str:

@@ -141,10 +141,12 @@ class EpochBatches:
 
     ``len()`` is the number of global batches per epoch (incomplete ones are dropped). Each
     ``iter()`` continues from the saved position to the end of the current epoch, then moves
-    on to the next epoch (what ``for batch in loader`` does once per epoch).
+    on to the next epoch (what ``for batch in loader`` does once per epoch). ``pin_memory``
+    (batches bound for a CUDA GPU) makes each batch in page-locked memory, as a DataLoader would.
     """
 
-    def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool = False):
         if batch_size % world_size:
             raise ValueError(f"the batch size {batch_size} must be divisible by the number of processes "
                              f"{world_size} (each takes an equal share of every batch)")
@@ -152,6 +154,7 @@ class EpochBatches:
         self.batch_size = batch_size
         self.seed = int(seed)
         self.rank, self.world_size = rank, world_size
+        self.pin_memory = bool(pin_memory)
         self.epoch = 0
         self.position = 0  # batches of the current epoch already handed out
 
@@ -169,7 +172,8 @@ class EpochBatches:
             start = self.position * self.batch_size + self.rank * share
             rows = [self.dataset[int(i)] for i in order[start:start + share]]
             self.position += 1
-            yield torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
+            inputs, targets = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
+            yield (inputs.pin_memory(), targets.pin_memory()) if self.pin_memory else (inputs, targets)
         self.epoch += 1
         self.position = 0
 

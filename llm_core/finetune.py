@@ -53,6 +53,7 @@ from .lora import (
     AdapterInfo, LoRAError, ParameterCounts, apply_lora, check_rank_alpha, count_parameters,
     expand_targets, freeze, model_fingerprint, save_adapter, update_norms,
 )
+from .device import pin_host_memory, to_device
 from .model import eval_mode
 from .training import (
     StopCheck, TrainEvent, TrainingTask, should_stop, calc_loss_batch, calc_loss_loader, make_optimizer, pick_device,
@@ -271,8 +272,10 @@ def encode_for_classification(tokenizer, text: str, max_length: int) -> list[int
 
 
 def classification_batches(encoded: list[list[int]], labels: list[int], batch_size: int, pad_id: int,
-                           shuffle: bool, generator: torch.Generator | None = None, drop_last: bool = False):
-    """Batches (inputs [B, T] padded with end-of-text, index of each text's last token [B], labels [B])."""
+                           shuffle: bool, generator: torch.Generator | None = None, drop_last: bool = False,
+                           pin_memory: bool = False):
+    """Batches (inputs [B, T] padded with end-of-text, index of each text's last token [B], labels [B]);
+    in page-locked memory with ``pin_memory`` (batches bound for a CUDA GPU)."""
     order = torch.randperm(len(encoded), generator=generator).tolist() if shuffle else list(range(len(encoded)))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
@@ -282,8 +285,8 @@ def classification_batches(encoded: list[list[int]], labels: list[int], batch_si
         inputs = torch.full((len(idx), longest), pad_id, dtype=torch.long)
         for row, i in enumerate(idx):
             inputs[row, :len(encoded[i])] = torch.tensor(encoded[i])
-        last = torch.tensor([len(encoded[i]) - 1 for i in idx])
-        yield inputs, last, torch.tensor([labels[i] for i in idx])
+        batch = inputs, torch.tensor([len(encoded[i]) - 1 for i in idx]), torch.tensor([labels[i] for i in idx])
+        yield tuple(t.pin_memory() for t in batch) if pin_memory else batch
 
 
 def classification_logits(model: nn.Module, inputs: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
@@ -293,8 +296,8 @@ def classification_logits(model: nn.Module, inputs: torch.Tensor, last: torch.Te
 
 def calc_classification_batch(model, inputs, last, labels, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean cross-entropy, number correct) on the last-token logits."""
-    logits = classification_logits(model, inputs.to(device), last)
-    labels = labels.to(device)
+    logits = classification_logits(model, to_device(inputs, device), last)
+    labels = to_device(labels, device)
     return F.cross_entropy(logits, labels), (logits.argmax(-1) == labels).sum()
 
 
@@ -317,8 +320,8 @@ def evaluate_classifier(model, encoded, labels, num_classes: int, batch_size: in
         return float("nan"), float("nan"), confusion
     total_loss = 0.0
     for inputs, last, y in classification_batches(encoded[:n], labels[:n], batch_size, pad_id, shuffle=False):
-        logits = classification_logits(model, inputs.to(device), last)
-        total_loss += F.cross_entropy(logits, y.to(device), reduction="sum").item()
+        logits = classification_logits(model, to_device(inputs, device), last)
+        total_loss += F.cross_entropy(logits, to_device(y, device), reduction="sum").item()
         for t, p in zip(y.tolist(), logits.argmax(-1).tolist()):
             confusion[t][p] += 1
     correct = sum(confusion[i][i] for i in range(num_classes))
@@ -378,25 +381,26 @@ def score_responses(model, tokenizer, entries: list[dict], max_new_tokens: int,
 
 class ClassificationBatches:
     """The training split as padded batches: a new shuffled order per ``iter()`` (one epoch),
-    drawn from ``generator``."""
+    drawn from ``generator``; page-locked with ``pin_memory`` (batches bound for a CUDA GPU)."""
 
     def __init__(self, encoded: list[list[int]], labels: list[int], batch_size: int, pad_id: int,
-                 generator: torch.Generator):
+                 generator: torch.Generator, pin_memory: bool = False):
         self.encoded, self.labels, self.batch_size, self.pad_id = encoded, labels, batch_size, pad_id
-        self.generator = generator
+        self.generator, self.pin_memory = generator, pin_memory
 
     def __len__(self) -> int:
         return math.ceil(len(self.encoded) / self.batch_size)
 
     def __iter__(self):
-        return classification_batches(self.encoded, self.labels, self.batch_size, self.pad_id, True, self.generator)
+        return classification_batches(self.encoded, self.labels, self.batch_size, self.pad_id, True, self.generator,
+                                      pin_memory=self.pin_memory)
 
 
 class ClassificationTask:
     """Chapter 6's data made ready to train on: the splits encoded (one appended end-of-text each),
     shuffled batches, the loss at the appended token, and the evaluation (loss and accuracy)."""
 
-    def __init__(self, data: ClassificationData, tokenizer, s: FinetuneSettings, max_len: int):
+    def __init__(self, data: ClassificationData, tokenizer, s: FinetuneSettings, max_len: int, device=None):
         self.data, self.tokenizer, self.s, self.max_len = data, tokenizer, s, max_len
         self.pad_id = pad_id_of(tokenizer)
         self.num_classes = len(data.label_names)
@@ -410,7 +414,8 @@ class ClassificationTask:
         if len({*self.lab["train"]}) < 2:
             raise FinetuneError("the training split has only one class; use a data set with every class represented")
         self.batches = ClassificationBatches(self.enc["train"], self.lab["train"], s.batch_size, self.pad_id,
-                                             torch.Generator().manual_seed(int(s.seed)))
+                                             torch.Generator().manual_seed(int(s.seed)),
+                                             pin_memory=pin_host_memory(device))
 
     @staticmethod
     def loss_terms(batch) -> int:
@@ -452,7 +457,7 @@ class InstructionTask:
     collate, next-token loss (padding and optionally the prompt ignored), and the evaluation
     (loss on both splits and a few held-out answers); held-out examples scored before and after."""
 
-    def __init__(self, data: InstructionData, tokenizer, s: FinetuneSettings, max_len: int):
+    def __init__(self, data: InstructionData, tokenizer, s: FinetuneSettings, max_len: int, device=None):
         self.tokenizer, self.s, self.max_len = tokenizer, s, max_len
         self.num_classes = None
         pad_id = pad_id_of(tokenizer)
@@ -469,11 +474,14 @@ class InstructionTask:
             train_ds.encoded = [train_ds.encoded[i] for i in keep]
             train_ds.prompt_lengths = [train_ds.prompt_lengths[i] for i in keep]
         collate = instruction_collate(pad_id, max_len, s.mask_instruction, ignore_index=IGNORE_INDEX)
+        pin = pin_host_memory(device)  # batches bound for a GPU: page-locked, copied asynchronously
         self.batches = DataLoader(train_ds, batch_size=s.batch_size, shuffle=True, collate_fn=collate,
-                                  generator=torch.Generator().manual_seed(int(s.seed)), drop_last=False)
-        self.train_eval_loader = DataLoader(train_ds, batch_size=s.batch_size, shuffle=False, collate_fn=collate)
+                                  generator=torch.Generator().manual_seed(int(s.seed)), drop_last=False,
+                                  pin_memory=pin)
+        self.train_eval_loader = DataLoader(train_ds, batch_size=s.batch_size, shuffle=False, collate_fn=collate,
+                                            pin_memory=pin)
         self.val_loader = DataLoader(InstructionDataset(val_e, tokenizer), batch_size=s.batch_size, shuffle=False,
-                                     collate_fn=collate)
+                                     collate_fn=collate, pin_memory=pin)
         self.sample_entries = val_e[: s.n_samples]
         self.score_entries = (test_e or val_e)[: s.n_score]
         self.base_scores, self.base_answers = None, []
@@ -511,12 +519,13 @@ class InstructionTask:
 
 
 def prepare_task(data: ClassificationData | InstructionData, tokenizer, s: FinetuneSettings,
-                 max_len: int) -> ClassificationTask | InstructionTask:
-    """The run's data made ready for its task (a FinetuneError says what to change when it cannot be)."""
+                 max_len: int, device=None) -> ClassificationTask | InstructionTask:
+    """The run's data made ready for its task (a FinetuneError says what to change when it cannot be);
+    its batches pinned in host memory when ``device`` is a CUDA GPU."""
     classify = s.task == "classification"
     if classify != isinstance(data, ClassificationData):
         raise FinetuneError(f"the {s.task} task needs a {'labelled' if classify else 'instruction'} data set")
-    return (ClassificationTask if classify else InstructionTask)(data, tokenizer, s, max_len)
+    return (ClassificationTask if classify else InstructionTask)(data, tokenizer, s, max_len, device)
 
 
 # ---------------------------------------------------------------- the run
@@ -537,7 +546,7 @@ def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | Instru
         raise FinetuneError("; ".join(problems))
     device = pick_device(device)
     ctx = base_model.cfg.context_length
-    task = prepare_task(data, tokenizer, s, min(int(s.max_length or ctx), ctx))
+    task = prepare_task(data, tokenizer, s, min(int(s.max_length or ctx), ctx), device)
     model = prepare_model(base_model, s, task.num_classes, device)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], lr=s.lr,
                                weight_decay=s.weight_decay)

@@ -25,11 +25,13 @@ import sys
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from . import corpus as corpus_mod
 from .checkpoint import save_checkpoint
 from .config import PRESETS, GPTConfig
 from .data import GPTDatasetV1, create_dataloader_v1
+from .device import pin_host_memory
 from .distributed import DistContext, EpochBatches, load_resume_state, save_resume_state
 from .files import write_atomic
 from .model import GPTModel
@@ -235,6 +237,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def make_loaders(train_ids: list[int], val_ids: list[int], context: int, stride: int, batch_size: int, seed: int,
+                 device, rank: int = 0, world_size: int = 1) -> tuple[EpochBatches, DataLoader, DataLoader]:
+    """(training batches, the training batches evaluations read, validation batches).
+
+    Training batches come in an order fixed by (seed, epoch), this process's share of each; the
+    evaluations read the first training batches in order from their own loader. Batches bound for
+    a CUDA GPU are made in pinned host memory (copied asynchronously); on the CPU nothing changes."""
+    pin = pin_host_memory(device)
+    train_windows = GPTDatasetV1("", None, context, stride, token_ids=train_ids)
+    train_loader = EpochBatches(train_windows, batch_size, seed, rank, world_size, pin_memory=pin)
+    train_eval_loader = create_dataloader_v1("", batch_size=batch_size, max_length=context, stride=stride,
+                                             shuffle=False, drop_last=True, token_ids=train_ids, pin_memory=pin)
+    val_loader = create_dataloader_v1("", batch_size=batch_size, max_length=context, stride=context,
+                                      shuffle=False, drop_last=False, token_ids=val_ids, pin_memory=pin)
+    return train_loader, train_eval_loader, val_loader
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -289,18 +308,13 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
 
     cfg = start_model.cfg if start else model_config(args, tokenizer.n_vocab)
     stride = args.stride or cfg.context_length
-    # Training batches in an order fixed by (seed, epoch), this process's share of each; the
-    # evaluations read the first training batches in order from their own loader.
-    train_windows = GPTDatasetV1(train_text, tokenizer, cfg.context_length, stride, token_ids=train_ids)
+    device = dist.device(pick_device(args.device))
     try:
-        train_loader = EpochBatches(train_windows, args.batch_size, args.seed, dist.rank, dist.world_size)
+        train_loader, train_eval_loader, val_loader = make_loaders(
+            train_ids, val_ids, cfg.context_length, stride, args.batch_size, args.seed, device, dist.rank,
+            dist.world_size)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
-    train_eval_loader = create_dataloader_v1(train_text, batch_size=args.batch_size, max_length=cfg.context_length,
-                                             stride=stride, shuffle=False, drop_last=True, token_ids=train_ids)
-    val_loader = create_dataloader_v1(val_text, batch_size=args.batch_size, max_length=cfg.context_length,
-                                      stride=cfg.context_length, shuffle=False, drop_last=False,
-                                      token_ids=val_ids)
     if len(train_loader) == 0:
         raise SystemExit("the training text is shorter than one batch of windows; use more text, "
                          "a shorter --context or a smaller --batch-size")
@@ -317,7 +331,6 @@ def _run(args, argv: list[str], dist: DistContext) -> int:
         # for all would give every rank's share the same masks. Initialisation above is
         # alike on all ranks (DDP broadcasts rank 0's weights anyway).
         torch.manual_seed(args.seed * 100_003 + dist.rank)
-    device = dist.device(pick_device(args.device))
     model.to(device)
     procs = f" × {dist.world_size} processes ({dist.backend})" if dist.enabled else ""
     log(f"model: {model.num_parameters():,} parameters ({cfg.n_layers} layers, {cfg.n_heads} heads, "

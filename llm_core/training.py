@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .device import autocast_for, pick_device  # noqa: F401  (pick_device: used by the CLIs and tabs)
+from .device import autocast_for, pick_device, to_device  # noqa: F401  (pick_device: used by the CLIs and tabs)
 from .model import GPTModel
 
 StopCheck = Callable[[], bool] | threading.Event | None
@@ -35,7 +35,7 @@ StopCheck = Callable[[], bool] | threading.Event | None
 
 def calc_loss_batch(input_batch: torch.Tensor, target_batch: torch.Tensor, model: GPTModel, device) -> torch.Tensor:
     """Mean cross-entropy of one batch: logits [B, T, V] against targets [B, T]."""
-    input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+    input_batch, target_batch = to_device(input_batch, device), to_device(target_batch, device)
     logits = model(input_batch)
     return F.cross_entropy(logits.flatten(0, 1), target_batch.flatten())
 

@@ -15,6 +15,7 @@ from llm_core import runs as saved_runs
 from llm_core.views.architecture_view import config_parameter_breakdown
 from llm_core.config import PRESET_LABELS, PRESETS, GPTConfig
 from llm_core.data import create_dataloader_v1
+from llm_core.device import pin_host_memory
 from llm_core.export import export_hf
 from llm_core.generation import generate
 from llm_core.model import build_untrained
@@ -94,7 +95,7 @@ def _model_config(size, layers, heads, dims, context, vocab_size) -> GPTConfig:
     return cfg
 
 
-def _prepare(corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, batch_size):
+def _prepare(corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, batch_size, device="cpu"):
     tokenizer = _tokenizer(tok_choice)
     text, corpus_name = _corpus_text(corpus, upload, pasted)
     cfg = _model_config(size, layers, heads, dims, context, tokenizer.n_vocab)
@@ -110,10 +111,10 @@ def _prepare(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
                        f"batch size × context + 1 = {need:,}. Use more text, a shorter context or a smaller batch.")
     train_loader = create_dataloader_v1(train_text, batch_size=batch_size, max_length=cfg.context_length,
                                         stride=cfg.context_length, shuffle=True, drop_last=True,
-                                        token_ids=train_ids, seed=123)
+                                        token_ids=train_ids, seed=123, pin_memory=pin_host_memory(device))
     val_loader = create_dataloader_v1(val_text, batch_size=batch_size, max_length=cfg.context_length,
                                       stride=cfg.context_length, shuffle=False, drop_last=False,
-                                      token_ids=val_ids)
+                                      token_ids=val_ids, pin_memory=pin_host_memory(device))
     if len(val_loader) == 0:
         gr.Warning("The validation part (last 10 %) is shorter than one window: training without validation loss.")
         val_loader = None
@@ -217,8 +218,9 @@ def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
     eval_interval = check_int(eval_interval, "Evaluate every", 1, MAX_STEPS)
     seed = check_int(seed, "Seed", 0, 2**31 - 1)
     smoothing = check_float(smoothing, "Smoothing", 0.0, 0.99)
+    device = pick_device()  # a CUDA GPU when there is one (bf16 autocast where supported), else the CPU
     tokenizer, cfg, train_loader, val_loader, corpus_name, n_train, n_val = _prepare(
-        corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, batch_size)
+        corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, batch_size, device)
     model = _build(cfg, seed, training=True)
     session = session_key(request)
     stop_flag = begin_training(session, "pretrain")
@@ -235,8 +237,7 @@ def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
               f"({tokenizer.name} tokenizer).")
     try:
         last_yield = 0.0
-        # A CUDA GPU when there is one (bf16 autocast where supported), else the CPU.
-        for ev in train_model(model, train_loader, val_loader, tcfg, tokenizer=tokenizer, device=pick_device(),
+        for ev in train_model(model, train_loader, val_loader, tcfg, tokenizer=tokenizer, device=device,
                               stop=stop_flag):
             last = ev
             if ev.batch_loss is not None and ev.step > 0:

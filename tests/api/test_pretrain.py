@@ -45,6 +45,16 @@ def test_untrained_preview_reports_loss_near_ln_vocab():
     assert abs(loss - math.log(50257)) < 0.7
 
 
+def test_the_tab_pins_its_batches_for_a_gpu_only():
+    """Training on a CUDA GPU reads batches from pinned host memory (async copies); the CPU's
+    loaders and the untrained preview (always the CPU) are as before. Built only: no GPU here."""
+    args = (P.CORPUS_PASTE, None, TEXT, P.TOK_GPT2, *SMALL.values(), 4)
+    for device, pinned in (("cuda", True), (torch.device("cpu"), False)):
+        _, _, train_loader, val_loader, *_ = P._prepare(*args, device)
+        assert (train_loader.pin_memory, val_loader.pin_memory) == (pinned, pinned)
+    assert not P._prepare(*args)[2].pin_memory
+
+
 def test_stop_keeps_the_partial_model_and_save_makes_it_loadable(tmp_path):
     gen = P.pretrain(*_args(steps=500), [], None)
     first = [next(gen) for _ in range(3)]

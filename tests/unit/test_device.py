@@ -1,10 +1,14 @@
 """Which device computes (llm_core/device.py), tested without a GPU by monkeypatching torch.cuda."""
 import contextlib
+import math
 
+import pytest
 import torch
 
 from llm_core import device as D
 from llm_core import load_model, registry
+from llm_core.pretrain import make_loaders
+from llm_core.training import calc_loss_batch
 
 
 def test_cpu_without_cuda(monkeypatch):
@@ -50,3 +54,43 @@ def test_decoding_copy_goes_to_the_picked_device(monkeypatch):
     assert bundle.for_precision("fp32") is copy                      # made once
     assert registry._weight_bytes(bundle) == before + sum(p.numel() * 4 for p in copy.parameters())
     bundle.variants.pop("fp32@meta")
+
+
+class Moved:
+    """Stands in for a batch tensor: records how it is moved and hands back a real CPU tensor."""
+
+    def __init__(self, t):
+        self.t, self.calls = t, []
+
+    def to(self, device, **kw):
+        self.calls.append((torch.device(device), kw))
+        return self.t
+
+
+def test_batches_for_a_gpu_are_pinned_and_copied_without_blocking():
+    assert D.pin_host_memory("cuda") and D.pin_host_memory(torch.device("cuda", 1))
+    assert not any(D.pin_host_memory(d) for d in ("cpu", torch.device("cpu"), "meta", None))
+    t = torch.arange(3)
+    assert D.to_device(t, "cpu") is t                      # the CPU path: no copy, as before
+    uniform = lambda ids: torch.zeros(*ids.shape, 4)       # noqa: E731  logits of a 4-token vocabulary
+    for device, blocking in ((torch.device("cuda"), False), (torch.device("cpu"), True)):
+        ids, targets = Moved(torch.tensor([[1, 2]])), Moved(torch.tensor([[2, 3]]))
+        loss = calc_loss_batch(ids, targets, uniform, device)   # the copy every training step makes
+        assert ids.calls == targets.calls == [(device, {"non_blocking": not blocking})]
+        assert loss.item() == pytest.approx(math.log(4))
+
+
+def test_the_pretrain_cli_pins_its_loaders_for_a_gpu_only(monkeypatch):
+    ids = list(range(200))
+    for device, pinned in ((torch.device("cuda"), True), (torch.device("cpu"), False)):
+        train, train_eval, val = make_loaders(ids, ids[:50], context=8, stride=8, batch_size=4, seed=1,
+                                              device=device)
+        assert (train.pin_memory, train_eval.pin_memory, val.pin_memory) == (pinned, pinned, pinned)
+    # the training batches go through Tensor.pin_memory (stood in for: it needs a GPU), unchanged
+    seen = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: seen.append(self) or self.clone())
+    plain = list(make_loaders(ids, ids, 8, 8, 4, 1, "cpu")[0])
+    assert not seen
+    pinned = list(make_loaders(ids, ids, 8, 8, 4, 1, "cuda")[0])
+    assert len(seen) == 2 * len(pinned) and len(pinned) == len(plain) > 0
+    assert all(torch.equal(a, b) for pa, pb in zip(plain, pinned) for a, b in zip(pa, pb))

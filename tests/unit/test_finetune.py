@@ -310,3 +310,21 @@ def test_the_books_appendix_e_count_and_ours_come_from_the_models():
     assert counts["before"] == 124_441_346 and counts["book"] == 2_666_528
     # ours trains the new 768×2 head (+ bias) in full instead of LoRA on it: 16·(768+2) fewer, 1,538 more
     assert counts["ours"] == 2_655_746
+
+
+def test_batches_are_pinned_for_a_gpu_only(monkeypatch):
+    """A run on a CUDA GPU reads its batches from pinned host memory (copied asynchronously);
+    on the CPU the loaders are as before. Built only: iterating pinned loaders needs a GPU."""
+    from llm_core.finetune import prepare_task
+
+    questions, labelled = _colour_questions(), _colours_vs_animals()
+    instruct, classify = FinetuneSettings(task="instruction", batch_size=4), FinetuneSettings(batch_size=4)
+    for device, pinned in ((torch.device("cuda"), True), (torch.device("cpu"), False), (None, False)):
+        task = prepare_task(questions, TOK, instruct, 64, device)
+        assert [loader.pin_memory for loader in (task.batches, task.train_eval_loader, task.val_loader)] == [pinned] * 3
+        assert prepare_task(labelled, TOK, classify, 64, device).batches.pin_memory is pinned
+    seen = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a, **k: seen.append(self) or self.clone())
+    cls = prepare_task(labelled, TOK, classify, 64, torch.device("cuda"))
+    batches = list(cls.batches)
+    assert len(seen) == 3 * len(batches) > 0  # inputs, last positions, labels of every batch
