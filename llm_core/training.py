@@ -248,10 +248,15 @@ def train_step(model, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, ta
 
 
 def _finite_grad_norm(model: GPTModel, clip: float | None) -> float:
+    """The global gradient norm, the gradients clipped to ``clip`` first when it is set: what
+    ``clip_grad_norm_`` does, without its multiply-by-1.0 pass over every gradient when the norm
+    is already under the limit (the coefficient is computed as it computes it, so the result is
+    the same bit for bit)."""
     params = [p for p in model.parameters() if p.grad is not None]
-    if clip is not None:
-        return float(torch.nn.utils.clip_grad_norm_(params, clip))
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if clip is not None and torch.clamp(clip / (norm + 1e-6), max=1.0).item() < 1.0:
+        torch.nn.utils.clip_grads_with_norm_(params, clip, norm)
+    return float(norm)
 
 
 # ---------------------------------------------------------------- the one step loop

@@ -127,3 +127,44 @@ def test_eval_mode_turns_dropout_off_for_the_block_and_restores_the_mode():
     with eval_mode(model):
         pass
     assert not model.training
+
+
+def test_blocked_dropout_attention_is_the_fused_call_with_the_same_random_stream(monkeypatch):
+    """Training with dropout on the CPU: each block of query rows meets only the keys it may see,
+    and the dropout mask is drawn as F.dropout draws it, so outputs, gradients and the random
+    generator's state afterwards are those of scaled_dot_product_attention(dropout_p, is_causal)."""
+    import llm_core.model as M
+
+    t = 2 * M.DROPOUT_CHUNK + 37                                # two full blocks and a partial one
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, t, 8, generator=gen, requires_grad=True) for _ in range(3))
+    mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+    grad_out = torch.randn(2, 3, t, 8, generator=gen)
+
+    def run(fn):
+        torch.manual_seed(11)
+        out = fn()
+        out.backward(grad_out)
+        grads = [x.grad.clone() for x in (q, k, v)]
+        for x in (q, k, v):
+            x.grad = None
+        return out.detach(), grads, torch.get_rng_state()
+
+    ours = run(lambda: M.causal_dropout_attention(q, k, v, 0.3, mask))
+    fused = run(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=0.3, is_causal=True))
+    assert torch.allclose(ours[0], fused[0], atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ours[1], fused[1]))
+    assert torch.equal(ours[2], fused[2])                     # the same random numbers were drawn
+    assert not torch.allclose(run(lambda: M.causal_dropout_attention(q, k, v, 0.5, mask))[0], fused[0])
+
+    # the module takes this path only when training with dropout on a window of two blocks or more
+    calls = []
+    real = M.causal_dropout_attention
+    monkeypatch.setattr(M, "causal_dropout_attention", lambda *a, **kw: calls.append(a[0].shape[2]) or real(*a, **kw))
+    att = M.MultiHeadAttention(8, 8, t, 0.3, 2)
+    x = torch.randn(1, t, 8, generator=gen)
+    att.train()(x), att.train()(x[:, : 2 * M.DROPOUT_CHUNK - 1])
+    with torch.no_grad():
+        att.eval()(x)
+    M.MultiHeadAttention(8, 8, t, 0.0, 2).train()(x)
+    assert calls == [t]

@@ -309,3 +309,23 @@ def test_pretrain_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert meta["command"] in report and f"{meta['parameters']:,}" in report
     assert meta["samples"][0]["greedy"].strip() in report
     assert "| license | the weights: MIT" in report   # the card says the weights' license
+
+
+@pytest.mark.parametrize("scale", [1e-3, 0.2, 50.0])  # norms ~0.004 and ~0.7 (under 1), ~170 (over)
+def test_gradient_norm_and_clipping_are_clip_grad_norm_bit_for_bit(scale):
+    """The step's clipping skips clip_grad_norm_'s multiply by 1.0 when the norm is under the
+    limit; the norm and the gradients it leaves are the same bit for bit either way."""
+    from llm_core.training import _finite_grad_norm
+
+    cfg = GPTConfig(vocab_size=40, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
+    ours, ref = build_untrained(cfg), build_untrained(cfg)
+    gen = torch.Generator().manual_seed(2)
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        a.grad = torch.randn(a.shape, generator=gen) * scale * 0.05
+        b.grad = a.grad.clone()
+    expected = float(torch.nn.utils.clip_grad_norm_(list(ref.parameters()), 1.0))
+    assert _finite_grad_norm(ours, 1.0) == expected
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours.parameters(), ref.parameters()))
+    clipped = math.sqrt(sum(float(a.grad.square().sum()) for a in ours.parameters()))
+    assert clipped == pytest.approx(min(expected, 1.0), rel=1e-5)   # over the limit: clipped to it
+    assert _finite_grad_norm(ours, None) == pytest.approx(clipped, rel=1e-6)  # no clip: the norm only
