@@ -19,42 +19,63 @@ batch from the same initial weights, three ways:
 - **transformers**: ``GPT2LMHeadModel`` (SDPA attention) of the same shape and weights,
   logits → cross-entropy on the same targets → backward → ``torch.optim.AdamW``.
 
-Shapes: the shipped model's (4 layers, 192 dims, context 128, vocabulary 4,096, batch 16);
-a GPT-2 small at context 256 (12 layers, 768 dims, batch 2, the book's chapter-5 setting);
-the book's GPT_CONFIG_124M (context 1024, dropout 0.1, batch 1). Untied heads everywhere (the
-book's GPTModel has no tying). The first step's losses are printed to show every side does
-the same computation. MFU = model FLOPs (6·N per token for the matmul parameters, plus
+Shapes: the shipped model's, read from its ``config.json`` (``assets/models/pydoc-gpt``: now
+6 layers, 4 heads, 256 dims, context 256, vocabulary 4,096, tied head, batch 16 as it was
+trained, dropout 0; the book's GPTModel gets its head tied to the token embedding too, as the
+book's chapter 5 does when it loads GPT-2); a GPT-2 small at context 256 (12 layers, 768 dims,
+batch 2, the book's chapter-5 setting, dropout 0.1); the book's GPT_CONFIG_124M (context 1024,
+dropout 0.1, batch 1); the GPT-2 shapes untied, as the book's GPTModel. The first step's
+losses are printed to show every side does the same computation (with dropout the sides draw
+different masks). MFU = model FLOPs (6·N per token for the matmul parameters, plus
 12·layers·context·dims for attention) / the machine's fp32 matmul peak, measured in the same
 run with a 2048³ ``torch.mm`` (the best rate seen, re-measured between the rounds of steps:
-on a loaded machine a single measurement can be far below what the steps then get). Each side runs one warm-up step, then ``--steps`` timed steps
-interleaved with the other sides' (all models are built first, so changes in the machine's
-load hit every side alike); the median step is used. ``--compile`` adds our step through
-``torch.compile`` (its warm-up step is the compilation, printed separately).
+on a loaded machine a single measurement can be far below what the steps then get). Each side
+runs one warm-up step, then ``--steps`` timed steps interleaved with the other sides' (all
+models are built first, so changes in the machine's load hit every side alike); the median
+step is used. ``--compile`` adds our step through ``torch.compile`` (its warm-up step is the
+compilation, printed separately).
 
-Measured (2026-12-01, the project's 2-core AVX2 EPYC, shared with four other jobs at a load
-of 5-10, so the absolute numbers are low and noisy; read the ratios). Interleaved run,
-``--steps 2``, tokens/s (MFU against the best matmul rate seen):
+Measured (2026-12-02, the project's 2-core AVX2 EPYC, one core taken by a background training
+run and the other shared with a second job, so the absolute numbers are low and noisy; read
+the ratios). ``--threads 1 --steps 3``, all three shapes in one run, tokens/s (MFU against the
+best matmul rate seen):
 
-==========================  ===========  ===========  ============  =========  ============
-shape                       ours         book         transformers  ours/book  ours/transf.
-==========================  ===========  ===========  ============  =========  ============
-shipped (4 × 192, ctx 128)  763 (12 %)   459 (7 %)    785 (13 %)    **1.66x**  **0.97x**
-GPT-2 small, ctx 256        46 (35 %)    22 (17 %)    31 (24 %)     **2.09x**  **1.47x**
-GPT_CONFIG_124M, ctx 1024   33 (56 %)    20 (35 %)    26 (44 %)     **1.61x**  **1.27x**
-==========================  ===========  ===========  ============  =========  ============
+================================  ===========  ===========  ============  =========  ============
+shape                             ours         book         transformers  ours/book  ours/transf.
+================================  ===========  ===========  ============  =========  ============
+shipped (6 × 256, ctx 256, tied)  2,609 (62 %) 1,888 (45 %) 2,341 (55 %)  **1.38x**  **1.11x**
+GPT-2 small, ctx 256              143 (59 %)   99 (41 %)    113 (47 %)    **1.45x**  **1.27x**
+GPT_CONFIG_124M, ctx 1024         129 (60 %)   76 (35 %)    77 (35 %)     **1.71x**  **1.69x**
+================================  ===========  ===========  ============  =========  ============
 
-An earlier interleaved run (``--steps 3 --compile``, shipped and GPT-2-256 only) gave the
-shipped shape 1.13x the book and 1.00x transformers, GPT-2-256 2.28x and 1.08x; so on the
-shipped shape the book target (1.3x) is met in one run and missed in the other, transformers
-is at parity, and on the GPT-2 shapes both targets are met. Where our margin comes from: the
-fused AdamW (one optimizer step over GPT-2 small's 163M parameters took ~2.0 s fused vs
-~7.6 s ``foreach`` here) and SDPA attention; on the shipped 3.4M-parameter model the
-optimizer is negligible and the forward/backward matmuls (the same on every side) dominate.
-``torch.compile`` (inductor) measured 0.96x (shipped, after 6 s of compiling) and 0.88x
+Targets (>= 1.3x the book, >= 1.0x transformers) met on every shape in that run. The other
+runs the same day: the shipped shape 1.58x / 1.23x and 1.71x / 1.22x (shipped shape alone);
+GPT-2-256 1.54x / 1.36x before the change below and 1.26x / 1.25x after it (the book's step
+took 4.1 s in that run against 5.1-5.2 s in the others: on this shape ours is within 1.5x of
+its matmul time, so the ratio to the book moves with how the load hits the book's longer
+step); GPT_CONFIG_124M 1.23x / 1.30x and 1.27x / 1.03x before the change, 1.73x / 1.59x after.
+
+The change: a profile of our step at context 1024 (``torch.profiler``, 1 thread) put 28 % of it
+in ``_scaled_dot_product_attention_math``: with dropout, PyTorch's CPU attention falls back to
+plain maths over the whole [T, T] score matrix, half of it masked (plus a "safe softmax" pass
+of ``isneginf``/``all``/``where``). Training with dropout on the CPU now runs
+``llm_core.model.causal_dropout_attention``: blocks of 128 query rows, each meeting only the
+keys it may see, the dropout mask drawn exactly as ``F.dropout`` draws it (same random stream,
+same first-step loss as before: 10.9704); attention forward + backward 535 -> 288 ms per layer
+at context 1024 (1.86x), 35 -> 25 ms at 256 (1.4x), no gain at 128 (so it starts at 256).
+Clipping also skips ``clip_grad_norm_``'s multiply-by-1.0 pass when the norm is under the
+limit (same result bit for bit). Where the rest goes (GPT-2-256): matmuls 66 % (they run at
+about the measured peak), fused AdamW 6 %, dropout masks 4 %, gradient norm for clipping ~4 %
+(extra work the book's loop does not do), cross-entropy and the dense embedding gradient ~6 %.
+The book's step spends 1.1 s of its ~4.9 s in its ``foreach`` AdamW (ours, fused: 0.2 s).
+
+Earlier (2026-12-01, the previous shipped model, 4 layers × 192 dims, context 128, default
+threads): shipped 1.66x / 0.97x and 1.13x / 1.00x, GPT-2-256 2.09x / 1.47x, 124M 1.61x /
+1.27x. ``torch.compile`` (inductor) measured 0.96x (shipped, after 6 s of compiling) and 0.88x
 (GPT-2-256, after 113 s): no gain on this CPU, so training does not use it by default
 (``python -m llm_core.pretrain --compile`` opts in; not measured on a GPU). Sequential runs
-(one side after another) earlier the same day swung from 0.43x to 3.44x with the load, which
-is why the sides are now interleaved.
+(one side after another) swung from 0.43x to 3.44x with the load, which is why the sides are
+interleaved.
 """
 from __future__ import annotations
 
@@ -74,17 +95,32 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from llm_core.checkpoint import read_config  # noqa: E402
 from llm_core.config import GPT_CONFIG_124M, GPTConfig  # noqa: E402
+from llm_core.hf_format import SIDE_KEY, gpt_config_from_hf  # noqa: E402
 from llm_core.model import GPTModel  # noqa: E402
+from llm_core.registry import BUILTIN_DIR, DEFAULT_BUILTIN  # noqa: E402
 from llm_core.training import gpt2_init_, make_optimizer, train_step  # noqa: E402
 
 from _shared import median_seconds, transformers_twin  # noqa: E402
 
 DEPS = ROOT / ".cache" / "bench-deps"
 
+
+
+def shipped_shape(folder: Path = BUILTIN_DIR / DEFAULT_BUILTIN) -> tuple[GPTConfig, int]:
+    """(config, batch size) of the shipped model, read from its config.json: the shape and the
+    batch it was trained with (16 when the file does not say), dropout off as it was trained."""
+    hf = read_config(folder)
+    block = hf.get(SIDE_KEY) if isinstance(hf.get(SIDE_KEY), dict) else {}
+    side = block.get("model") if isinstance(block.get("model"), dict) else None
+    cfg = GPTConfig.from_dict(side) if side else gpt_config_from_hf(hf)
+    meta = block.get("meta") if isinstance(block.get("meta"), dict) else {}
+    return cfg.with_(drop_rate=0.0), int(meta.get("batch_size") or 16)
+
+
 SHAPES = {
-    "shipped": ("shipped model (pydoc-gpt)", GPTConfig(vocab_size=4096, context_length=128, emb_dim=192,
-                                                       n_heads=4, n_layers=4, drop_rate=0.0), 16),
+    "shipped": (f"shipped model ({DEFAULT_BUILTIN})", *shipped_shape()),
     "gpt2-256": ("GPT-2 small, context 256", GPT_CONFIG_124M.with_(context_length=256), 2),
     "gpt2-124m": ("the book's GPT_CONFIG_124M (context 1024)", GPT_CONFIG_124M, 1),
 }
@@ -161,6 +197,8 @@ def run_shape(key: str, steps: int, peak: float, ch04, ch05, seed: int, compile_
     # the book's train_model_simple step, on the book's GPTModel
     torch.manual_seed(seed)
     book = ch04.GPTModel(cfg.to_dict())
+    if cfg.tie_weights:  # as the book's chapter 5 loads GPT-2: the head reuses the token embedding
+        book.out_head.weight = book.tok_emb.weight
     book.load_state_dict(state, strict=False)  # same names (the book's); its mask buffer stays
     book.train()
     book_opt = torch.optim.AdamW(book.parameters(), lr=0.0004, weight_decay=0.1)
@@ -208,8 +246,10 @@ def run_shape(key: str, steps: int, peak: float, ch04, ch05, seed: int, compile_
     compile_s = warmup["ours + compile"] - results["ours + compile"][1] if compile_too else None
 
     fpt = flops_per_token(cfg)
-    print(f"\n== {label}: {cfg.n_layers} layers, {cfg.emb_dim} dims, context {cfg.context_length}, "
-          f"vocabulary {cfg.vocab_size:,}, batch {batch} ({tokens:,} tokens/step), dropout {cfg.drop_rate}, "
+    head = "tied" if cfg.tie_weights else "untied"
+    print(f"\n== {label}: {cfg.n_layers} layers, {cfg.n_heads} heads, {cfg.emb_dim} dims, context "
+          f"{cfg.context_length}, vocabulary {cfg.vocab_size:,}, {head} head, batch {batch} ({tokens:,} tokens/step), "
+          f"dropout {cfg.drop_rate}, "
           f"median of {steps} steps; MFU against the best fp32 matmul rate seen, {peak / 1e9:.1f} GFLOP/s")
     rates = {}
     for name, (first_loss, sec) in results.items():
