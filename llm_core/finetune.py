@@ -55,8 +55,8 @@ from .lora import (
 )
 from .model import eval_mode
 from .training import (
-    StopCheck, TrainEvent, TrainingTask, should_stop, calc_loss_batch, calc_loss_loader, make_optimizer, pick_device,
-    run_training,
+    StopCheck, TrainEvent, TrainingTask, should_stop, calc_loss_batch, calc_loss_loader, cosine_lr, make_optimizer,
+    pick_device, run_training,
 )
 
 TASKS = ("classification", "instruction")
@@ -87,6 +87,7 @@ class FinetuneSettings:
     max_steps: int = 200            # the run ends at epochs or max_steps, whichever is first
     batch_size: int = 8
     lr: float = 5e-4
+    cosine: bool = False            # decay lr to lr/10 along the run (by steps or by the clock, whichever is further)
     weight_decay: float = 0.1
     eval_interval: int = 10
     eval_batches: int = 4
@@ -557,10 +558,11 @@ def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | Instru
     if is_main:
         task.before_training(model, stop)
     history: list[dict] = []
+    total_steps = min(int(s.max_steps), int(s.epochs) * len(task.batches))
     for ev in run_training(model, optimizer, task.batches,
                            TrainingTask(batch_loss=batch_loss, evaluate=lambda: task.evaluate(model, device)),
-                           total_steps=min(int(s.max_steps), int(s.epochs) * len(task.batches)),
-                           eval_interval=s.eval_interval, lr_schedule=lambda step, seconds: s.lr,
+                           total_steps=total_steps, eval_interval=s.eval_interval,
+                           lr_schedule=lambda step, seconds: finetune_lr(s, step, seconds, total_steps),
                            grad_clip=s.grad_clip, max_seconds=s.max_seconds, stop=stop, device=device,
                            dist=dist, step_model=step_model):
         if ev.is_eval:
@@ -570,6 +572,14 @@ def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | Instru
         elif ev.done and is_main:  # finished, stopped, or rolled back to its last good evaluation
             ev.result = finetune_result(task, model, base_model, s, data, base_name, history, ev, device)
         yield ev
+
+
+def finetune_lr(s: FinetuneSettings, step: int, seconds: float, total_steps: int) -> float:
+    """Constant, or (``s.cosine``) a cosine to lr/10 that ends with the steps or the time limit."""
+    if not s.cosine:
+        return s.lr
+    by_time = seconds / s.max_seconds if s.max_seconds else 0.0
+    return cosine_lr(s.lr, s.lr / 10, max(step / max(total_steps, 1), by_time))
 
 
 def finetune_result(task: ClassificationTask | InstructionTask, model, base_model, s: FinetuneSettings, data,
@@ -647,6 +657,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--cosine", action="store_true", help="decay the lr to lr/10 by the end of the run")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--eval-interval", type=int, default=50)
     p.add_argument("--eval-batches", type=int, default=10)
@@ -685,7 +696,7 @@ def _run_cli(args, argv, dist) -> int:
     settings = FinetuneSettings(task=args.task, method=args.method, rank=args.rank, alpha=args.alpha,
                                 lora_scaling=args.lora_scaling, targets=tuple(args.targets), epochs=args.epochs,
                                 max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                weight_decay=args.weight_decay, eval_interval=args.eval_interval,
+                                cosine=args.cosine, weight_decay=args.weight_decay, eval_interval=args.eval_interval,
                                 eval_batches=args.eval_batches, seed=args.seed,
                                 max_seconds=min(args.max_minutes * 60, MAX_SECONDS), max_length=args.max_length,
                                 mask_instruction=args.mask_instruction, n_score=args.n_score)

@@ -82,6 +82,7 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--cosine", action="store_true", help="decay the lr to lr/10 by the end (steps or time)")
     p.add_argument("--eval-interval", type=int, default=100)
     p.add_argument("--eval-batches", type=int, default=10)
     p.add_argument("--n-computed", type=int, default=150, help="held-out computed tasks scored before vs after")
@@ -110,7 +111,7 @@ def _run(args, argv, dist: DistContext) -> None:
     sets = held_out_sets(data, args.n_computed, args.n_doc)
     settings = FinetuneSettings(task="instruction", method=args.method, rank=args.rank, alpha=args.alpha,
                                 epochs=args.epochs, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                eval_interval=args.eval_interval, eval_batches=args.eval_batches, seed=args.seed,
+                                cosine=args.cosine, eval_interval=args.eval_interval, eval_batches=args.eval_batches, seed=args.seed,
                                 max_seconds=min(args.max_minutes * 60, MAX_SECONDS),
                                 mask_instruction=args.mask_instruction, n_score=0, n_samples=2)
     procs = f" × {dist.world_size} processes ({dist.backend})" if dist.enabled else ""

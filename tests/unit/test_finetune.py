@@ -310,3 +310,17 @@ def test_the_books_appendix_e_count_and_ours_come_from_the_models():
     assert counts["before"] == 124_441_346 and counts["book"] == 2_666_528
     # ours trains the new 768×2 head (+ bias) in full instead of LoRA on it: 16·(768+2) fewer, 1,538 more
     assert counts["ours"] == 2_655_746
+
+
+def test_cosine_lr_decays_to_a_tenth_along_the_steps_and_the_default_stays_constant():
+    data = _colours_vs_animals(80)
+    kw = dict(task="classification", method="full", epochs=1, max_steps=6, lr=1e-3, eval_interval=1,
+              max_seconds=None)
+    flat, _ = _run(_base(), data, **kw)
+    events, last = _run(_base(), data, cosine=True, **kw)
+    # an evaluation after step k reports the lr that step k (0-based k-1) trained with
+    lrs = [ev.lr for ev in events if ev.is_eval and ev.step > 0]
+    assert len(lrs) == 6 and all(b < a for a, b in zip(lrs, lrs[1:])), lrs
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4 + 0.45e-3 * (1 + math.cos(math.pi * 5 / 6)))
+    assert {ev.lr for ev in flat if ev.step > 0} == {1e-3}
+    assert last.result is not None
