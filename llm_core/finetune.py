@@ -33,6 +33,7 @@ import copy
 import difflib
 import functools
 import math
+import random
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -95,6 +96,7 @@ class FinetuneSettings:
     max_seconds: float | None = 300.0
     max_length: int | None = None   # tokens per example (None: the model's context length)
     mask_instruction: bool = False  # instruction tuning: loss on the response only
+    rehearsal: float = 0.0          # instruction tuning: replay data.rehearsal texts, this many per training entry
     grad_clip: float | None = 1.0
     n_samples: int = 3              # held-out answers shown at each evaluation
     n_score: int = 20               # held-out examples scored before vs after
@@ -125,6 +127,8 @@ class FinetuneSettings:
             out.append(f"epochs must be between 1 and 100 (got {self.epochs})")
         if not 1 <= int(self.max_steps) <= MAX_STEPS:
             out.append(f"steps must be between 1 and {MAX_STEPS} (got {self.max_steps})")
+        if not 0 <= self.rehearsal <= 10:
+            out.append(f"rehearsal must be between 0 and 10 texts per training entry (got {self.rehearsal})")
         if not 1 <= int(self.batch_size) <= MAX_BATCH:
             out.append(f"batch size must be between 1 and {MAX_BATCH} (got {self.batch_size})")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= 1):
@@ -448,6 +452,24 @@ class ClassificationTask:
         return {"labels": result.label_names, "max_length": self.max_len, "accuracy": result.accuracy}
 
 
+def rehearsal_pieces(texts, tokenizer, max_tokens: int) -> list[list[int]]:
+    """Each text's token ids, cut after its last whole paragraph that fits ``max_tokens`` (the
+    collate appends end-of-text, which should follow a paragraph, not a broken sentence);
+    texts whose first two paragraphs do not fit are left out."""
+    out = []
+    for text in texts:
+        paragraphs = text.split("\n\n")
+        kept, ids = 0, []
+        for k in range(1, len(paragraphs) + 1):
+            candidate = tokenizer.encode_ordinary("\n\n".join(paragraphs[:k]))
+            if len(candidate) > max_tokens:
+                break
+            kept, ids = k, candidate
+        if kept >= min(2, len(paragraphs)):
+            out.append(ids)
+    return out
+
+
 class InstructionTask:
     """Chapter 7's data made ready to train on: the book's 85/10/5 split, prompt format and
     collate, next-token loss (padding and optionally the prompt ignored), and the evaluation
@@ -469,6 +491,15 @@ class InstructionTask:
                                     "or turn off instruction masking")
             train_ds.encoded = [train_ds.encoded[i] for i in keep]
             train_ds.prompt_lengths = [train_ds.prompt_lengths[i] for i in keep]
+        self.n_instructions = len(train_ds)
+        self.n_rehearsal = 0
+        if s.rehearsal > 0 and data.rehearsal:
+            pieces = rehearsal_pieces(data.rehearsal, tokenizer, max_len - 1)
+            random.Random(int(s.seed)).shuffle(pieces)
+            pieces = pieces[: round(s.rehearsal * len(train_ds))]
+            train_ds.encoded += pieces  # prompt length 0: the loss is on every token, as in pre-training
+            train_ds.prompt_lengths += [0] * len(pieces)
+            self.n_rehearsal = len(pieces)
         collate = instruction_collate(pad_id, max_len, s.mask_instruction, ignore_index=IGNORE_INDEX)
         self.batches = DataLoader(train_ds, batch_size=s.batch_size, shuffle=True, collate_fn=collate,
                                   generator=torch.Generator().manual_seed(int(s.seed)), drop_last=False)
