@@ -94,10 +94,17 @@ def _function_section(node: ast.AST, prefix: str) -> str | None:
 
 def module_document(name: str, source: str) -> str | None:
     """One document: the module's docstring, then its public classes and functions."""
+    sections = module_sections(name, source)
+    return "\n\n".join(sections) if sections else None
+
+
+def module_sections(name: str, source: str) -> list[str]:
+    """The module's docstring, each public class's and each public function's or method's
+    signature with its docstring: one text each, in source order (none for invalid source)."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
-        return None
+        return []
     sections = []
     doc = ast.get_docstring(tree)
     if doc:
@@ -111,9 +118,7 @@ def module_document(name: str, source: str) -> str | None:
             sections += [m for m in methods if m]
         elif section := _function_section(node, f"{name}."):
             sections.append(section)
-    if not sections:
-        return None
-    return "\n\n".join(sections)
+    return sections
 
 
 def topic_documents() -> list[str]:

@@ -68,8 +68,13 @@ class Document:
 
     @property
     def held_out(self) -> bool:
-        digest = hashlib.sha256(f"{self.source}:{self.name}".encode()).digest()
-        return int.from_bytes(digest[:4], "big") % 100 < VALIDATION_PERCENT
+        return is_held_out(self.source, self.name)
+
+
+def is_held_out(source: str, name: str) -> bool:
+    """Whether the document of this source and name belongs to the held-out split (a fixed hash)."""
+    digest = hashlib.sha256(f"{source}:{name}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 100 < VALIDATION_PERCENT
 
 
 @dataclass

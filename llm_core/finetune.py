@@ -33,6 +33,7 @@ import copy
 import difflib
 import functools
 import math
+import random
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -56,8 +57,8 @@ from .lora import (
 from .device import pin_host_memory, to_device
 from .model import eval_mode
 from .training import (
-    StopCheck, TrainEvent, TrainingTask, should_stop, calc_loss_batch, calc_loss_loader, make_optimizer, pick_device,
-    run_training,
+    StopCheck, TrainEvent, TrainingTask, should_stop, calc_loss_batch, calc_loss_loader, cosine_lr, make_optimizer,
+    pick_device, run_training,
 )
 
 TASKS = ("classification", "instruction")
@@ -88,6 +89,7 @@ class FinetuneSettings:
     max_steps: int = 200            # the run ends at epochs or max_steps, whichever is first
     batch_size: int = 8
     lr: float = 5e-4
+    cosine: bool = False            # decay lr to lr/10 along the run (by steps or by the clock, whichever is further)
     weight_decay: float = 0.1
     eval_interval: int = 10
     eval_batches: int = 4
@@ -95,6 +97,7 @@ class FinetuneSettings:
     max_seconds: float | None = 300.0
     max_length: int | None = None   # tokens per example (None: the model's context length)
     mask_instruction: bool = False  # instruction tuning: loss on the response only
+    rehearsal: float = 0.0          # instruction tuning: replay data.rehearsal texts, this many per training entry
     grad_clip: float | None = 1.0
     n_samples: int = 3              # held-out answers shown at each evaluation
     n_score: int = 20               # held-out examples scored before vs after
@@ -125,6 +128,8 @@ class FinetuneSettings:
             out.append(f"epochs must be between 1 and 100 (got {self.epochs})")
         if not 1 <= int(self.max_steps) <= MAX_STEPS:
             out.append(f"steps must be between 1 and {MAX_STEPS} (got {self.max_steps})")
+        if not 0 <= self.rehearsal <= 10:
+            out.append(f"rehearsal must be between 0 and 10 texts per training entry (got {self.rehearsal})")
         if not 1 <= int(self.batch_size) <= MAX_BATCH:
             out.append(f"batch size must be between 1 and {MAX_BATCH} (got {self.batch_size})")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and 0 < self.lr <= 1):
@@ -452,6 +457,24 @@ class ClassificationTask:
         return {"labels": result.label_names, "max_length": self.max_len, "accuracy": result.accuracy}
 
 
+def rehearsal_pieces(texts, tokenizer, max_tokens: int) -> list[list[int]]:
+    """Each text's token ids, cut after its last whole paragraph that fits ``max_tokens`` (the
+    collate appends end-of-text, which should follow a paragraph, not a broken sentence);
+    texts whose first two paragraphs do not fit are left out."""
+    out = []
+    for text in texts:
+        paragraphs = text.split("\n\n")
+        kept, ids = 0, []
+        for k in range(1, len(paragraphs) + 1):
+            candidate = tokenizer.encode_ordinary("\n\n".join(paragraphs[:k]))
+            if len(candidate) > max_tokens:
+                break
+            kept, ids = k, candidate
+        if kept >= min(2, len(paragraphs)):
+            out.append(ids)
+    return out
+
+
 class InstructionTask:
     """Chapter 7's data made ready to train on: the book's 85/10/5 split, prompt format and
     collate, next-token loss (padding and optionally the prompt ignored), and the evaluation
@@ -473,6 +496,15 @@ class InstructionTask:
                                     "or turn off instruction masking")
             train_ds.encoded = [train_ds.encoded[i] for i in keep]
             train_ds.prompt_lengths = [train_ds.prompt_lengths[i] for i in keep]
+        self.n_instructions = len(train_ds)
+        self.n_rehearsal = 0
+        if s.rehearsal > 0 and data.rehearsal:
+            pieces = rehearsal_pieces(data.rehearsal, tokenizer, max_len - 1)
+            random.Random(int(s.seed)).shuffle(pieces)
+            pieces = pieces[: round(s.rehearsal * len(train_ds))]
+            train_ds.encoded += pieces  # prompt length 0: the loss is on every token, as in pre-training
+            train_ds.prompt_lengths += [0] * len(pieces)
+            self.n_rehearsal = len(pieces)
         collate = instruction_collate(pad_id, max_len, s.mask_instruction, ignore_index=IGNORE_INDEX)
         pin = pin_host_memory(device)  # batches bound for a GPU: page-locked, copied asynchronously
         self.batches = DataLoader(train_ds, batch_size=s.batch_size, shuffle=True, collate_fn=collate,
@@ -566,10 +598,11 @@ def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | Instru
     if is_main:
         task.before_training(model, stop)
     history: list[dict] = []
+    total_steps = min(int(s.max_steps), int(s.epochs) * len(task.batches))
     for ev in run_training(model, optimizer, task.batches,
                            TrainingTask(batch_loss=batch_loss, evaluate=lambda: task.evaluate(model, device)),
-                           total_steps=min(int(s.max_steps), int(s.epochs) * len(task.batches)),
-                           eval_interval=s.eval_interval, lr_schedule=lambda step, seconds: s.lr,
+                           total_steps=total_steps, eval_interval=s.eval_interval,
+                           lr_schedule=lambda step, seconds: finetune_lr(s, step, seconds, total_steps),
                            grad_clip=s.grad_clip, max_seconds=s.max_seconds, stop=stop, device=device,
                            dist=dist, step_model=step_model):
         if ev.is_eval:
@@ -579,6 +612,14 @@ def finetune(base_model: nn.Module, tokenizer, data: ClassificationData | Instru
         elif ev.done and is_main:  # finished, stopped, or rolled back to its last good evaluation
             ev.result = finetune_result(task, model, base_model, s, data, base_name, history, ev, device)
         yield ev
+
+
+def finetune_lr(s: FinetuneSettings, step: int, seconds: float, total_steps: int) -> float:
+    """Constant, or (``s.cosine``) a cosine to lr/10 that ends with the steps or the time limit."""
+    if not s.cosine:
+        return s.lr
+    by_time = seconds / s.max_seconds if s.max_seconds else 0.0
+    return cosine_lr(s.lr, s.lr / 10, max(step / max(total_steps, 1), by_time))
 
 
 def finetune_result(task: ClassificationTask | InstructionTask, model, base_model, s: FinetuneSettings, data,
@@ -656,6 +697,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--cosine", action="store_true", help="decay the lr to lr/10 by the end of the run")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--eval-interval", type=int, default=50)
     p.add_argument("--eval-batches", type=int, default=10)
@@ -694,7 +736,7 @@ def _run_cli(args, argv, dist) -> int:
     settings = FinetuneSettings(task=args.task, method=args.method, rank=args.rank, alpha=args.alpha,
                                 lora_scaling=args.lora_scaling, targets=tuple(args.targets), epochs=args.epochs,
                                 max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                weight_decay=args.weight_decay, eval_interval=args.eval_interval,
+                                cosine=args.cosine, weight_decay=args.weight_decay, eval_interval=args.eval_interval,
                                 eval_batches=args.eval_batches, seed=args.seed,
                                 max_seconds=min(args.max_minutes * 60, MAX_SECONDS), max_length=args.max_length,
                                 mask_instruction=args.mask_instruction, n_score=args.n_score)

@@ -34,7 +34,7 @@ from functools import lru_cache
 import torch
 from torch.utils.data import Dataset
 
-from .corpus import CACHE_DIR, CorpusError, load_text_upload, public_module_files, stdlib_dir
+from .corpus import CACHE_DIR, CorpusError, load_text_upload, module_sections, public_module_files, stdlib_dir
 from .files import write_atomic
 
 # ---------------------------------------------------------------- the book's prompt (7.2)
@@ -166,6 +166,7 @@ class InstructionData:
     entries: list[dict]
     description: str = ""
     extra: dict = field(default_factory=dict)
+    rehearsal: tuple[str, ...] = ()  # plain pre-training texts that may be replayed while tuning
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -679,6 +680,25 @@ def _assistant_tasks() -> list[dict]:
 
 
 @lru_cache(maxsize=4)
+@lru_cache(maxsize=1)
+def rehearsal_sections() -> tuple[str, ...]:
+    """Pre-training text to replay while instruction tuning: the standard library's sections as
+    the pre-training corpus holds them (a module's docstring; a class's, function's or method's
+    signature and docstring), from the modules of its training split only. Replaying them keeps
+    tuning from washing out what pre-training stored; no question or answer is among them."""
+    from .doc_corpus import is_held_out
+
+    out = []
+    for module, path in public_module_files(stdlib_dir()):
+        if is_held_out("pydoc", module):
+            continue
+        try:
+            out += module_sections(module, path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            continue
+    return tuple(out)
+
+
 def builtin_instructions(seed: int = 123, computed_per_kind: int = 100) -> InstructionData:
     """Documentation questions plus computed tasks, shuffled (a fixed order for a fixed seed)."""
     docs = stdlib_docs()

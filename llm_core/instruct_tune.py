@@ -27,7 +27,8 @@ from .checkpoint import save_checkpoint
 from .distributed import DistContext
 from .finetune import MAX_SECONDS, FinetuneSettings, finetune, pad_id_of, score_responses
 from .instruct_data import (
-    InstructionDataset, doc_tasks, builtin_instructions, instruction_collate, split_instructions, stdlib_docs,
+    InstructionDataset, doc_tasks, builtin_instructions, instruction_collate, rehearsal_sections, split_instructions,
+    stdlib_docs,
 )
 from .lora import unwrap_lora
 from .pretrain import LICENSE_NOTE
@@ -82,12 +83,17 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--cosine", action="store_true", help="decay the lr to lr/10 by the end (steps or time)")
     p.add_argument("--eval-interval", type=int, default=100)
     p.add_argument("--eval-batches", type=int, default=10)
     p.add_argument("--n-computed", type=int, default=150, help="held-out computed tasks scored before vs after")
     p.add_argument("--n-doc", type=int, default=50, help="held-out documentation questions of each kind scored")
     p.add_argument("--answer-tokens", type=int, default=32, help="max new tokens per scored answer")
     p.add_argument("--mask-instruction", action="store_true", help="loss on the response only")
+    p.add_argument("--rehearse", type=float, default=0.0, metavar="SHARE",
+                   help="also replay this many standard-library sections of the pre-training corpus per "
+                        "training entry (plain text, loss on every token), so tuning keeps what pre-training "
+                        "stored (0: none)")
     p.add_argument("--max-minutes", type=float, default=8.0, help="time limit for the training steps")
     p.add_argument("--threads", type=int)
     p.add_argument("--seed", type=int, default=123)
@@ -107,12 +113,15 @@ def _run(args, argv, dist: DistContext) -> None:
     device = dist.device(pick_device(args.device))
     bundle = load_model(args.model)
     data = builtin_instructions()
+    if args.rehearse:
+        data.rehearsal = rehearsal_sections()
     sets = held_out_sets(data, args.n_computed, args.n_doc)
     settings = FinetuneSettings(task="instruction", method=args.method, rank=args.rank, alpha=args.alpha,
                                 epochs=args.epochs, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                eval_interval=args.eval_interval, eval_batches=args.eval_batches, seed=args.seed,
+                                cosine=args.cosine, eval_interval=args.eval_interval, eval_batches=args.eval_batches, seed=args.seed,
                                 max_seconds=min(args.max_minutes * 60, MAX_SECONDS),
-                                mask_instruction=args.mask_instruction, n_score=0, n_samples=2)
+                                mask_instruction=args.mask_instruction, rehearsal=args.rehearse,
+                                n_score=0, n_samples=2)
     procs = f" × {dist.world_size} processes ({dist.backend})" if dist.enabled else ""
     started = time.time()
     if dist.is_main:
@@ -163,6 +172,7 @@ def _run(args, argv, dist: DistContext) -> None:
             "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads(),
             "data": data.description,
+            "rehearsal": args.rehearse,
         "license": LICENSE_NOTE,
             "before": before, "after": after,
             "examples": examples,

@@ -145,8 +145,13 @@ def lr_at(step: int, cfg: TrainConfig, total_steps: int, time_fraction: float = 
     if not cfg.cosine_decay:
         return cfg.lr
     span = max(total_steps - cfg.warmup_steps, 1)
-    progress = min(max(max(step - cfg.warmup_steps, 0) / span, time_fraction), 1.0)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    return cosine_lr(cfg.lr, cfg.min_lr, max(max(step - cfg.warmup_steps, 0) / span, time_fraction))
+
+
+def cosine_lr(lr: float, min_lr: float, progress: float) -> float:
+    """Half a cosine from ``lr`` (progress 0) down to ``min_lr`` (progress 1 and after)."""
+    progress = min(max(progress, 0.0), 1.0)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
 def gpt2_init_(model: GPTModel, seed: int = 123) -> GPTModel:

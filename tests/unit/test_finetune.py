@@ -328,3 +328,53 @@ def test_batches_are_pinned_for_a_gpu_only(monkeypatch):
     cls = prepare_task(labelled, TOK, classify, 64, torch.device("cuda"))
     batches = list(cls.batches)
     assert len(seen) == 3 * len(batches) > 0  # inputs, last positions, labels of every batch
+
+
+def test_cosine_lr_decays_to_a_tenth_along_the_steps_and_the_default_stays_constant():
+    data = _colours_vs_animals(80)
+    kw = dict(task="classification", method="full", epochs=1, max_steps=6, lr=1e-3, eval_interval=1,
+              max_seconds=None)
+    flat, _ = _run(_base(), data, **kw)
+    events, last = _run(_base(), data, cosine=True, **kw)
+    # an evaluation after step k reports the lr that step k (0-based k-1) trained with
+    lrs = [ev.lr for ev in events if ev.is_eval and ev.step > 0]
+    assert len(lrs) == 6 and all(b < a for a, b in zip(lrs, lrs[1:])), lrs
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-4 + 0.45e-3 * (1 + math.cos(math.pi * 5 / 6)))
+    assert {ev.lr for ev in flat if ev.step > 0} == {1e-3}
+    assert last.result is not None
+
+
+def test_rehearsal_pieces_end_on_a_whole_paragraph_and_skip_what_cannot():
+    from llm_core.finetune import rehearsal_pieces
+
+    texts = ["mod.f(a, b)\n\nAdd a and b.\n\n" + "x" * 200, "mod.g()\n\nDo g.", "y" * 100 + "\n\nnever fits"]
+    pieces = rehearsal_pieces(texts, TOK, 40)
+    assert [TOK.decode(p) for p in pieces] == ["mod.f(a, b)\n\nAdd a and b.", "mod.g()\n\nDo g."]
+
+
+def test_instruction_tuning_replays_rehearsal_texts_with_the_loss_on_every_token():
+    from llm_core.finetune import InstructionTask
+
+    data = _colour_questions(120)
+    data.rehearsal = tuple(f"colours.c{i}()\n\nPaint colour {i}." for i in range(200))
+    plain = InstructionTask(data, TOK, FinetuneSettings(task="instruction", mask_instruction=True), 256)
+    task = InstructionTask(data, TOK, FinetuneSettings(task="instruction", mask_instruction=True, rehearsal=0.5), 256)
+    ds = task.batches.dataset
+    assert task.n_instructions == plain.n_instructions == len(plain.batches.dataset)
+    assert task.n_rehearsal == round(0.5 * task.n_instructions) == len(ds) - task.n_instructions
+    replayed = [TOK.decode(ds.encoded[i]) for i in range(task.n_instructions, len(ds))]
+    assert all(t.startswith("colours.c") for t in replayed) and len(set(replayed)) == len(replayed)
+    assert set(ds.prompt_lengths[task.n_instructions:]) == {0}
+    with pytest.raises(FinetuneError, match="rehearsal must be between 0 and 10"):
+        next(finetune(_base(), TOK, data, FinetuneSettings(task="instruction", rehearsal=-1)))
+
+
+def test_rehearsal_sections_are_the_training_split_of_the_standard_library():
+    from llm_core.doc_corpus import is_held_out
+    from llm_core.instruct_data import rehearsal_sections
+
+    sections = rehearsal_sections()
+    modules = {s.split("\n", 1)[0].removeprefix("Module ") for s in sections if s.startswith("Module ")}
+    assert "json" in modules and len(sections) > 1000
+    assert not any(is_held_out("pydoc", m) for m in modules)
+    assert any(s.startswith("json.dumps(") for s in sections)
