@@ -19,6 +19,7 @@ from tabs.markup import html_text, md_text
 INSTRUCT_MODEL = "pydoc-gpt-instruct"
 BASE_MODEL = "pydoc-gpt"
 MAX_NEW_TOKENS = 120
+DEFAULT_MAX_NEW_TOKENS = 48
 
 HUB_INSTRUCT = "instruction-tuned GPT-2 (Hub)"
 SHIPPED, BASE, FINETUNED, ACTIVE = ("shipped instruct model", "plain base model",
@@ -251,7 +252,7 @@ def build(ctx) -> None:
                 with gr.Row():
                     top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p", elem_id="chat-top-p",
                                       info="Keep the smallest set of tokens with this much probability (1 = all).")
-                    max_new = gr.Slider(1, MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens",
+                    max_new = gr.Slider(1, MAX_NEW_TOKENS, value=DEFAULT_MAX_NEW_TOKENS, step=1, label="Max new tokens",
                                         elem_id="chat-max-new",
                                         info="Upper bound on the answer; the context may leave fewer.")
                 seed = gr.Number(123, precision=0, label="Seed", elem_id="chat-seed",

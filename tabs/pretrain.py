@@ -33,6 +33,7 @@ from tabs.markup import md_code, md_text
 # Server-side caps: a demo machine has 2 vCPUs shared by every visitor.
 MAX_STEPS = 3000
 MAX_SECONDS = 15 * 60
+DEFAULT_SAMPLE_PROMPT = "The list"
 MAX_PARAMS = 130_000_000  # up to GPT-2 small; larger ones do not train on a CPU
 STREAM_EVERY_S = 0.3
 
@@ -414,7 +415,7 @@ def build(ctx) -> None:
                     eval_interval = gr.Number(20, label="Evaluate every", precision=0, elem_id="pt-eval",
                                               info="Steps between train/validation evaluations (5 batches each).")
                     seed = gr.Number(123, label="Seed", precision=0, info="Initial weights and sampling.")
-                prompt = gr.Textbox("The list", label="Sample prompt", max_length=200,
+                prompt = gr.Textbox(DEFAULT_SAMPLE_PROMPT, label="Sample prompt", max_length=200,
                                     info="Continued greedily at each evaluation: watch it learn.")
                 with gr.Row():
                     preview_btn = gr.Button("Before training: what does it say?", elem_id="pt-preview")

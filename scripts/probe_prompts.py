@@ -1,0 +1,187 @@
+"""Measure the prompts the tabs offer, on the shipped models, through the tabs' own code.
+
+    python scripts/probe_prompts.py generate                 # Generate's examples (+ --prompts to try others)
+    python scripts/probe_prompts.py chat                     # Chat's example lists, greedy
+    python scripts/probe_prompts.py pretrain --steps 200 400 # Pretrain's default run: its live samples
+    python scripts/probe_prompts.py attention                # README's worked example (interventions)
+
+The tabs quote what the models say; this prints it, so the quotes are measured, not hoped for.
+Generate: each example row's settings and seed, with how repetitive the text is (share of
+repeated word 3-grams) and how much of it is blank lines. Chat: each example as the first
+message of a fresh conversation, greedy, as the tab answers it. Pretrain: the tab's default
+run (corpus, tokenizer, size, batch, lr, evaluation interval) for each step count, and the live
+sample it shows at each evaluation. Attention: the numbers README's worked example quotes (the
+Attention tab's default prompt on the model, its most important head by ablation, that head's
+direct logit attribution, and activation patching on the Architecture tab's prompt pair).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def repetition(text: str) -> float:
+    """Share of word 3-grams that already occurred earlier in the text (0: none repeated)."""
+    words = text.split()
+    grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    if not grams:
+        return 0.0
+    seen, repeated = set(), 0
+    for g in grams:
+        repeated += g in seen
+        seen.add(g)
+    return repeated / len(grams)
+
+
+def blank_share(text: str) -> float:
+    """Share of the text's lines that are empty (a collapsed model writes newlines)."""
+    lines = text.split("\n")
+    return sum(not line.strip() for line in lines) / len(lines)
+
+
+def probe_generate(model_name: str, prompts: list[str]) -> None:
+    from tabs import generate as gen_tab
+    rows = [list(r) for r in gen_tab.EXAMPLES]
+    rows += [[p, *rows[1][1:]] for p in prompts]  # extra prompts at the Top-k + top-p row's settings
+    for prompt, temperature, top_k, top_p, max_new, seed in rows:
+        run = None
+        for out in gen_tab.generate_text(prompt, temperature, top_k, top_p, max_new, seed, True, True, model_name):
+            run = out[-1]
+        text = gen_tab.run_text(run, gen_tab.decoding_bundle(model_name).tokenizer)
+        new = text[len(prompt):]
+        print(f"## {prompt!r}  T={temperature} k={top_k} p={top_p} seed={seed}")
+        print(f"repeated 3-grams {repetition(new):.0%}, blank lines {blank_share(new):.0%}, {run['end']}")
+        print(text)
+        print()
+
+
+def probe_chat(model_name: str) -> None:
+    from llm_core.chat import build_chat_prompt, stream_reply
+    from llm_core.generation import SamplingSettings
+    from tabs import chat as chat_tab
+    from tabs.common import get_bundle
+    bundle = get_bundle(model_name)
+    settings = SamplingSettings(temperature=0.0, max_new_tokens=chat_tab.DEFAULT_MAX_NEW_TOKENS)
+    for label, rows in (("good", chat_tab.GOOD_EXAMPLES), ("bad", chat_tab.BAD_EXAMPLES)):
+        for message, input_text in rows:
+            prompt = build_chat_prompt([], message, bundle.tokenizer, bundle.config.context_length, input_text,
+                                       settings.max_new_tokens)
+            reply = None
+            for reply in stream_reply(bundle.model, bundle.tokenizer, prompt, settings):
+                pass
+            answer = reply.text if reply else ""
+            print(f"[{label}] {message} | {input_text} -> {answer!r}")
+
+
+def probe_pretrain(step_counts: list[int], prompts: list[str]) -> None:
+    import gradio as gr
+
+    from tabs import pretrain as pt
+    from tabs.common import builtin_names
+    defaults = dict(corpus=pt.CORPUS_BUILTIN, upload=None, pasted="",
+                    tok_choice=pt.TOK_BUILTIN if builtin_names() else pt.TOK_GPT2, size="tiny", layers=4, heads=4,
+                    dims=128, context=64, batch_size=8, lr=1e-3, warmup=20, cosine=True, eval_interval=20, seed=123,
+                    x_axis="tokens seen", log_scale=False, smoothing=0.6, runs=[])
+    for steps in step_counts:
+        for prompt in prompts:
+            samples = ""
+            try:
+                for _fig, _status, samples, _runs in pt.pretrain(steps=steps, prompt=prompt, **defaults):
+                    pass
+            except gr.Error as exc:
+                print(f"{steps} steps: {exc}")
+                continue
+            last = samples.split("\n[step ")[0]
+            print(f"## {steps} steps, prompt {prompt!r}: the last sample, then every evaluation's")
+            print(last)
+            print(samples.replace("\n\n", "\n"))
+            print()
+
+
+def probe_attention(model_name: str) -> None:
+    import torch
+
+    from llm_core import interventions as iv
+    from llm_core.examples import pick_example
+    from tabs.architecture import PATCH_PAIRS
+    from tabs.attention import DEFAULT_PROMPTS
+    from tabs.common import get_bundle
+    bundle = get_bundle(model_name)
+    model, tok = bundle.model, bundle.tokenizer
+    piece = lambda t: repr(tok.decode([t]))  # noqa: E731
+    prompt = pick_example(tok, DEFAULT_PROMPTS)
+    ids = tok.encode(prompt)
+    with torch.inference_mode():
+        trace = model.run_with_trace(torch.tensor([ids]))
+    probs = trace["logits"][0, -1].float().softmax(-1)
+    top = probs.topk(3)
+    target = int(top.indices[0])
+    print(f"prompt {prompt!r}: top next tokens " + ", ".join(
+        f"{piece(int(i))} {float(p):.1%}" for p, i in zip(top.values, top.indices)))
+    att = iv.head_attribution(bundle, ids, target)
+    flat = int(att.delta.argmin())
+    layer, head = divmod(flat, att.delta.shape[1])
+    print(f"most important head by ablation: layer {layer} head {head}, "
+          f"delta log p({piece(target)}) {float(att.delta[layer, head]):+.2f}")
+    knocked = iv.ablate_heads(bundle, ids, [(layer, head)])[0, -1].float().softmax(-1)
+    k_top = int(knocked.argmax())
+    print(f"knocked out: p({piece(target)}) {float(knocked[target]):.1%}, top {piece(k_top)} {float(knocked[k_top]):.1%}")
+    dla = iv.direct_logit_attribution(model, trace, target)
+    d_flat = int(dla.heads.argmax())
+    d_layer, d_head = divmod(d_flat, dla.heads.shape[1])
+    print(f"direct logit attribution: that head {float(dla.heads[layer, head]):+.2f}, layer {layer} MLP "
+          f"{float(dla.mlp[layer]):+.2f}, the largest MLP layer {int(dla.mlp.argmax())} "
+          f"{float(dla.mlp.max()):+.2f}, the largest head layer {d_layer} head {d_head} {float(dla.heads.max()):+.2f}")
+    for clean, corrupt in PATCH_PAIRS:
+        c_ids, x_ids = tok.encode(clean), tok.encode(corrupt)
+        if len(c_ids) != len(x_ids):
+            continue
+        with torch.inference_mode():
+            c_tok = int(model(torch.tensor([c_ids]))[0, -1].argmax())
+            x_tok = int(model(torch.tensor([x_ids]))[0, -1].argmax())
+        if c_tok == x_tok:
+            continue
+        pm = iv.patching_map(bundle, c_ids, x_ids, c_tok, x_tok)
+        print(f"patching {clean!r} ({piece(c_tok)}) into {corrupt!r} ({piece(x_tok)}), share restored per "
+              f"layer and position:")
+        for li, row in enumerate(pm.restored):
+            print(f"  layer {li}: " + " ".join(f"{float(v):4.0%}" for v in row))
+        break
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    g = sub.add_parser("generate")
+    g.add_argument("--model", default="pydoc-gpt")
+    g.add_argument("--prompts", nargs="*", default=[])
+    c = sub.add_parser("chat")
+    c.add_argument("--model", default="pydoc-gpt-instruct")
+    t = sub.add_parser("pretrain")
+    t.add_argument("--steps", type=int, nargs="+", default=[200])
+    t.add_argument("--prompts", nargs="+", default=None, help="default: the tab's sample prompt")
+    a = sub.add_parser("attention")
+    a.add_argument("--model", default="pydoc-gpt")
+    for s in (g, c, t, a):
+        s.add_argument("--threads", type=int, help="torch CPU threads")
+    args = p.parse_args(argv)
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.what == "generate":
+        probe_generate(args.model, args.prompts)
+    elif args.what == "chat":
+        probe_chat(args.model)
+    elif args.what == "attention":
+        probe_attention(args.model)
+    else:
+        from tabs import pretrain as pt
+        probe_pretrain(args.steps, args.prompts or [pt.DEFAULT_SAMPLE_PROMPT])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
