@@ -58,14 +58,15 @@ def probe_generate(model_name: str, prompts: list[str]) -> None:
         print()
 
 
-def probe_chat(model_name: str) -> None:
+def probe_chat(model_name: str, extra: list[str] = ()) -> None:
     from llm_core.chat import build_chat_prompt, stream_reply
     from llm_core.generation import SamplingSettings
     from tabs import chat as chat_tab
     from tabs.common import get_bundle
     bundle = get_bundle(model_name)
     settings = SamplingSettings(temperature=0.0, max_new_tokens=chat_tab.DEFAULT_MAX_NEW_TOKENS)
-    for label, rows in (("good", chat_tab.GOOD_EXAMPLES), ("bad", chat_tab.BAD_EXAMPLES)):
+    tried = [m.split("|", 1) if "|" in m else [m, ""] for m in extra]
+    for label, rows in (("good", chat_tab.GOOD_EXAMPLES), ("bad", chat_tab.BAD_EXAMPLES), ("try", tried)):
         for message, input_text in rows:
             prompt = build_chat_prompt([], message, bundle.tokenizer, bundle.config.context_length, input_text,
                                        settings.max_new_tokens)
@@ -160,6 +161,7 @@ def main(argv=None) -> int:
     g.add_argument("--prompts", nargs="*", default=[])
     c = sub.add_parser("chat")
     c.add_argument("--model", default="pydoc-gpt-instruct")
+    c.add_argument("--messages", nargs="*", default=[], help='more to try: "message" or "message|input"')
     t = sub.add_parser("pretrain")
     t.add_argument("--steps", type=int, nargs="+", default=[200])
     t.add_argument("--prompts", nargs="+", default=None, help="default: the tab's sample prompt")
@@ -174,7 +176,7 @@ def main(argv=None) -> int:
     if args.what == "generate":
         probe_generate(args.model, args.prompts)
     elif args.what == "chat":
-        probe_chat(args.model)
+        probe_chat(args.model, args.messages)
     elif args.what == "attention":
         probe_attention(args.model)
     else:
