@@ -173,7 +173,7 @@ def _run(args, argv, dist: DistContext) -> None:
             "threads": torch.get_num_threads(),
             "data": data.description,
             "rehearsal": args.rehearse,
-        "license": LICENSE_NOTE,
+            "license": LICENSE_NOTE,
             "before": before, "after": after,
             "examples": examples,
             "curve": [{k: h[k] for k in ("step", "train_loss", "val_loss")} for h in res.history],

@@ -2,15 +2,16 @@
 
     python scripts/probe_prompts.py generate                 # Generate's examples (+ --prompts to try others)
     python scripts/probe_prompts.py chat                     # Chat's example lists, greedy
-    python scripts/probe_prompts.py pretrain --steps 200 400 # Pretrain's default run: its live samples
+    python scripts/probe_prompts.py pretrain --steps 600     # Pretrain's default run: its live samples
     python scripts/probe_prompts.py attention                # README's worked example (interventions)
 
 The tabs quote what the models say; this prints it, so the quotes are measured, not hoped for.
 Generate: each example row's settings and seed, with how repetitive the text is (share of
 repeated word 3-grams) and how much of it is blank lines. Chat: each example as the first
 message of a fresh conversation, greedy, as the tab answers it. Pretrain: the tab's default
-run (corpus, tokenizer, size, batch, lr, evaluation interval) for each step count, and the live
-sample it shows at each evaluation. Attention: the numbers README's worked example quotes (the
+run (corpus, tokenizer, size, batch, lr, evaluation interval) and the live
+samples it would show for each prompt every 100 steps (one run: the first prompt is the one the
+run is configured with). Attention: the numbers README's worked example quotes (the
 Attention tab's default prompt on the model, its most important head by ablation, that head's
 direct logit attribution, and activation patching on the Architecture tab's prompt pair).
 """
@@ -77,29 +78,31 @@ def probe_chat(model_name: str, extra: list[str] = ()) -> None:
             print(f"[{label}] {message} | {input_text} -> {answer!r}")
 
 
-def probe_pretrain(step_counts: list[int], prompts: list[str]) -> None:
-    import gradio as gr
+def probe_pretrain(steps: int, prompts: list[str], temperatures: list[float]) -> None:
+    """One run of the tab's defaults; every 100 steps each prompt's live sample at each temperature
+    (0: greedy; above, from a generator seeded as the tab's run seeds it)."""
+    import torch
 
+    from llm_core.registry import builtin_names
+    from llm_core.training import sample_text, train_model
     from tabs import pretrain as pt
-    from tabs.common import builtin_names
-    defaults = dict(corpus=pt.CORPUS_BUILTIN, upload=None, pasted="",
-                    tok_choice=pt.TOK_BUILTIN if builtin_names() else pt.TOK_GPT2, size="tiny", layers=4, heads=4,
-                    dims=128, context=64, batch_size=8, lr=1e-3, warmup=20, cosine=True, eval_interval=20, seed=123,
-                    x_axis="tokens seen", log_scale=False, smoothing=0.6, runs=[])
-    for steps in step_counts:
+    tokenizer, cfg, train_loader, val_loader, *_ = pt._prepare(
+        pt.CORPUS_BUILTIN, None, "", pt.TOK_BUILTIN if builtin_names() else pt.TOK_GPT2, "tiny", 4, 4, 128, 64, 8)
+    model = pt._build(cfg, 123, training=True)
+    tcfg = pt.train_config(steps, 1e-3, 20, True, 20, 123, prompts[0])
+    for ev in train_model(model, train_loader, val_loader, tcfg, tokenizer=tokenizer):
+        if not (ev.is_eval and (ev.step % 100 == 0 or ev.done)):
+            continue
+        print(f"## step {ev.step}, validation loss {ev.val_loss:.3f}")
+        was_training = model.training
+        model.eval()
         for prompt in prompts:
-            samples = ""
-            try:
-                for _fig, _status, samples, _runs in pt.pretrain(steps=steps, prompt=prompt, **defaults):
-                    pass
-            except gr.Error as exc:
-                print(f"{steps} steps: {exc}")
-                continue
-            last = samples.split("\n[step ")[0]
-            print(f"## {steps} steps, prompt {prompt!r}: the last sample, then every evaluation's")
-            print(last)
-            print(samples.replace("\n\n", "\n"))
-            print()
+            for t in temperatures:
+                gen = torch.Generator().manual_seed(tcfg.seed)
+                text = sample_text(model, tokenizer, prompt, pt.SAMPLE_TOKENS, t, gen)
+                print(f"{prompt!r} T={t:g}: blank lines {blank_share(text):.0%}, repeated 3-grams "
+                      f"{repetition(text):.0%}: {text!r}")
+        model.train(was_training)
 
 
 def probe_attention(model_name: str) -> None:
@@ -163,8 +166,9 @@ def main(argv=None) -> int:
     c.add_argument("--model", default="pydoc-gpt-instruct")
     c.add_argument("--messages", nargs="*", default=[], help='more to try: "message" or "message|input"')
     t = sub.add_parser("pretrain")
-    t.add_argument("--steps", type=int, nargs="+", default=[200])
+    t.add_argument("--steps", type=int, default=600)
     t.add_argument("--prompts", nargs="+", default=None, help="default: the tab's sample prompt")
+    t.add_argument("--temperatures", type=float, nargs="+", default=[0.0])
     a = sub.add_parser("attention")
     a.add_argument("--model", default="pydoc-gpt")
     for s in (g, c, t, a):
@@ -181,7 +185,7 @@ def main(argv=None) -> int:
         probe_attention(args.model)
     else:
         from tabs import pretrain as pt
-        probe_pretrain(args.steps, args.prompts or [pt.DEFAULT_SAMPLE_PROMPT])
+        probe_pretrain(args.steps, args.prompts or [pt.DEFAULT_SAMPLE_PROMPT], args.temperatures)
     return 0
 
 

@@ -34,6 +34,11 @@ from tabs.markup import md_code, md_text
 MAX_STEPS = 3000
 MAX_SECONDS = 15 * 60
 DEFAULT_SAMPLE_PROMPT = "The list"
+SAMPLE_TOKENS = 24  # new tokens in each live sample
+# Greedy (0, the book's printout) shows a young model's most common token, here the line break,
+# for the whole default run (scripts/probe_prompts.py pretrain); sampling shows its words forming.
+SAMPLE_TEMPERATURE = 1.0
+MAX_SAMPLE_TEMPERATURE = 2.0
 MAX_PARAMS = 130_000_000  # up to GPT-2 small; larger ones do not train on a CPU
 STREAM_EVERY_S = 0.3
 
@@ -208,10 +213,19 @@ def preview_untrained(corpus, upload, pasted, tok_choice, size, layers, heads, d
             f"Greedy continuation: {md_code(text)}")
 
 
+def train_config(steps: int, lr: float, warmup: int, cosine: bool, eval_interval: int, seed: int,
+                 prompt: str, sample_temperature: float = 0.0) -> TrainConfig:
+    """The run the tab starts (validated numbers in): AdamW, the live sample at each evaluation."""
+    return TrainConfig(max_steps=steps, lr=lr, weight_decay=0.1, warmup_steps=warmup, cosine_decay=bool(cosine),
+                       min_lr=lr / 10, eval_interval=eval_interval, eval_batches=5, max_seconds=MAX_SECONDS,
+                       sample_prompt=(prompt or "Every effort moves you")[:200], sample_tokens=SAMPLE_TOKENS,
+                       sample_temperature=sample_temperature, seed=seed)
+
+
 @friendly_errors
 def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, steps, batch_size, lr,
              warmup, cosine, eval_interval, seed, prompt, x_axis, log_scale, smoothing, runs,
-             request: gr.Request = None):
+             sample_temperature=None, request: gr.Request = None):
     """Stream a training run: (figure, status, samples, runs)."""
     steps = check_int(steps, "Steps", 1, MAX_STEPS)
     lr = check_float(lr, "Learning rate", 0.0, 1.0, lo_open=True)
@@ -219,6 +233,8 @@ def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
     eval_interval = check_int(eval_interval, "Evaluate every", 1, MAX_STEPS)
     seed = check_int(seed, "Seed", 0, 2**31 - 1)
     smoothing = check_float(smoothing, "Smoothing", 0.0, 0.99)
+    sample_temperature = check_float(SAMPLE_TEMPERATURE if sample_temperature is None else sample_temperature,
+                                     "Sample temperature", 0.0, MAX_SAMPLE_TEMPERATURE)
     device = pick_device()  # a CUDA GPU when there is one (bf16 autocast where supported), else the CPU
     tokenizer, cfg, train_loader, val_loader, corpus_name, n_train, n_val = _prepare(
         corpus, upload, pasted, tok_choice, size, layers, heads, dims, context, batch_size, device)
@@ -229,9 +245,7 @@ def pretrain(corpus, upload, pasted, tok_choice, size, layers, heads, dims, cont
     run = _new_run(f"run {len(runs) + 1}: {size}, lr {lr:g}")
     runs.append(run)
     n_params = model.num_parameters()
-    tcfg = TrainConfig(max_steps=steps, lr=lr, weight_decay=0.1, warmup_steps=warmup, cosine_decay=bool(cosine),
-                       min_lr=lr / 10, eval_interval=eval_interval, eval_batches=5, max_seconds=MAX_SECONDS,
-                       sample_prompt=(prompt or "Every effort moves you")[:200], sample_tokens=24, seed=seed)
+    tcfg = train_config(steps, lr, warmup, cosine, eval_interval, seed, prompt, sample_temperature)
     samples: list[str] = []
     last = None
     header = (f"Corpus {corpus_name}: {n_train:,} training and {n_val:,} validation tokens "
@@ -415,8 +429,14 @@ def build(ctx) -> None:
                     eval_interval = gr.Number(20, label="Evaluate every", precision=0, elem_id="pt-eval",
                                               info="Steps between train/validation evaluations (5 batches each).")
                     seed = gr.Number(123, label="Seed", precision=0, info="Initial weights and sampling.")
-                prompt = gr.Textbox(DEFAULT_SAMPLE_PROMPT, label="Sample prompt", max_length=200,
-                                    info="Continued greedily at each evaluation: watch it learn.")
+                with gr.Row():
+                    prompt = gr.Textbox(DEFAULT_SAMPLE_PROMPT, label="Sample prompt", max_length=200,
+                                        info="Continued at each evaluation: watch it learn.")
+                    sample_temp = gr.Number(SAMPLE_TEMPERATURE, label="Sample temperature", elem_id="pt-sample-temp",
+                                            minimum=0, maximum=MAX_SAMPLE_TEMPERATURE,
+                                            info="0 = greedy, as the book's printout (a young model repeats its "
+                                                 "commonest token, often a line break); 1 = its own probabilities, "
+                                                 "seeded.")
                 with gr.Row():
                     preview_btn = gr.Button("Before training: what does it say?", elem_id="pt-preview")
                     start = gr.Button("Start training", variant="primary", elem_id="pt-start")
@@ -456,7 +476,7 @@ def build(ctx) -> None:
         preview_btn.click(preview_untrained, inputs + [batch, prompt, seed], preview, concurrency_id=CPU_HEAVY,
                           api_name="pretrain_preview")
         start.click(pretrain, inputs + [steps, batch, lr, warmup, cosine, eval_interval, seed, prompt,
-                                                x_axis, log_scale, smoothing, runs],
+                                                x_axis, log_scale, smoothing, runs, sample_temp],
                             [plot, status, samples, runs], concurrency_id="training", concurrency_limit=2,
                             show_progress_on=[status], api_name="pretrain")
         stop.click(stop_training, None, None, queue=False, api_name="pretrain_stop")

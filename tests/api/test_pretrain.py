@@ -56,7 +56,7 @@ def test_the_tab_pins_its_batches_for_a_gpu_only():
 
 
 def test_stop_keeps_the_partial_model_and_save_makes_it_loadable(tmp_path):
-    gen = P.pretrain(*_args(steps=500), [], None)
+    gen = P.pretrain(*_args(steps=500), [])
     first = [next(gen) for _ in range(3)]
     P.stop_training(None)
     rest = list(gen)
@@ -90,14 +90,30 @@ def test_bad_input_gives_clear_messages(client, over, message):
 
 def test_nan_learning_rate_is_refused_on_the_server():  # JSON cannot even carry NaN: call the handler
     with pytest.raises(gr.Error, match="Learning rate"):
-        next(P.pretrain(*_args(lr=float("nan")), [], None))
+        next(P.pretrain(*_args(lr=float("nan")), []))
+
+
+def _last_sample(temperature) -> str:
+    out = None
+    for out in P.pretrain(*_args(steps=8), [], temperature):
+        pass
+    return out[2].split("\n[step ")[0]  # newest first: the final evaluation's sample
+
+
+def test_live_samples_are_greedy_at_zero_and_seeded_above():
+    greedy, sampled = _last_sample(0.0), _last_sample(1.0)
+    assert greedy.startswith("[step 8] Every effort") and sampled.startswith("[step 8] Every effort")
+    assert _last_sample(1.0) == sampled   # the run's seed fixes the sampled text
+    assert sampled != greedy              # 24 tokens drawn from a barely trained model's probabilities
+    with pytest.raises(gr.Error, match="Sample temperature"):
+        next(P.pretrain(*_args(), [], 5.0))
 
 
 def test_second_run_is_refused_while_one_runs():
     assert TRAINING_SLOT.acquire(blocking=False)
     try:
         with pytest.raises(gr.Error, match="Another training run"):
-            next(P.pretrain(*_args(), [], None))
+            next(P.pretrain(*_args(), []))
     finally:
         TRAINING_SLOT.release()
 
