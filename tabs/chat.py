@@ -32,21 +32,22 @@ def default_choice() -> str:
     return HUB_INSTRUCT if default_chat_model() == INSTRUCT_GPT2 else SHIPPED
 
 # (instruction, input): what the shipped model answers well and what it gets wrong, checked greedily
-# on it (assets/models/pydoc-gpt-instruct/TRAINING.md). The good ones are mostly written-here answers
-# it learned (identity, scope, a declined off-topic question) plus a docstring it recalls; the
-# computed tasks it cannot do (it says "no" to every palindrome and makes up reversals and sums).
+# on it with `python scripts/probe_prompts.py chat` (answers in assets/models/pydoc-gpt-instruct/
+# TRAINING.md). The good ones are mostly answers it trained on (identity, scope, how-tos, a declined
+# off-topic question, a docstring); the bad ones show it cannot count, spell or add, and mixes up
+# docstrings it half remembers.
 GOOD_EXAMPLES = [
     ["Hello! Who are you?", ""],
     ["What can you do?", ""],
-    ["What does str.split() do?", ""],
+    ["How do I sort a list in Python?", ""],
+    ["What does dict.get() do?", ""],
     ["What is the capital of France?", ""],
-    ["How many items are in the list?", "89, 89, 59, 33, 25, 83, 97, 33"],
 ]
 BAD_EXAMPLES = [
+    ["How many items are in the list?", "89, 89, 59, 33, 25, 83, 97, 33"],
     ["Reverse the following word.", "python"],
-    ["Convert the text to upper case.", "hello world"],
     ["Add the two numbers.", "12, 30"],
-    ["Is the word a palindrome? Answer yes or no.", "level"],
+    ["What does str.upper() do?", ""],
     ["What does os.path.join() do?", ""],
 ]
 
@@ -222,10 +223,11 @@ def build(ctx) -> None:
             "Alpaca template (*Below is an instruction… ### Instruction: … ### Response:*); earlier turns go "
             "into the same prompt, oldest dropped first when the model's context (256 tokens for the shipped "
             "one) runs out. Put the text to work on in **Input** (the template's `### Input:` section). The "
-            "shipped model is small (5.85M parameters, pre-trained for 3.5 hours and tuned for 11 minutes on "
-            "a CPU): it says what it is, declines questions outside Python's documentation, recalls some "
-            "docstrings and how-tos (16 % exact on held-out one-answer documentation questions), but "
-            "cannot do the string and number tasks (7 % exact). Tick *compare* to see the untuned base "
+            "shipped model is small (5.85M parameters, pre-trained about 5 hours and instruction-tuned for 30 "
+            "minutes on one CPU core): it says what it is, declines questions outside Python's documentation, "
+            "answers short how-tos, recalls some docstrings and gets 28 % of held-out one-answer documentation "
+            "questions (a module, a parameter list) exactly right, but mostly cannot do the string and number "
+            "tasks (14 % exact). Tick *compare* to see the untuned base "
             f"ramble on instead. Where `{INSTRUCT_GPT2}` (GPT-2 small tuned on Alpaca-GPT4) is in the local "
             "Hugging Face cache, as on a Space that preloads it, it is the default here and compare mode "
             "sets it beside GPT-2 small.")
@@ -287,4 +289,4 @@ def build(ctx) -> None:
             gr.Examples(GOOD_EXAMPLES, [textbox, input_text], elem_id="chat-examples-good",
                         label="Answered right by the shipped model (greedy)")
             gr.Examples(BAD_EXAMPLES, [textbox, input_text], elem_id="chat-examples-bad",
-                        label="Answered wrong: it says yes and 3 to almost anything, and cannot spell or add")
+                        label="Answered wrong: it cannot count, spell or add, and mixes up docstrings it half remembers")
