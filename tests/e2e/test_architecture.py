@@ -7,13 +7,15 @@ from tests.conftest import open_tab
 
 # Forward passes share two busy cores with the rest of the suite: give results time to arrive.
 WAIT = 45_000
+# The diagram itself: while the tab loads, Gradio's spinner is another svg in the same box.
+DIAGRAM = "#arch-diagram svg[aria-label^='GPT block diagram']"
 
 
 def test_diagram_counts_and_a_prompt_through_the_model(page):
     open_tab(page, "tab-architecture")
-    expect(page.locator("#arch-diagram svg")).to_be_visible(timeout=WAIT)
-    expect(page.locator("#arch-diagram svg")).to_contain_text("TransformerBlock", timeout=WAIT)
-    expect(page.locator("#arch-diagram svg")).to_contain_text("Masked multi-head attention", timeout=WAIT)
+    expect(page.locator(DIAGRAM)).to_be_visible(timeout=WAIT)
+    expect(page.locator(DIAGRAM)).to_contain_text("TransformerBlock", timeout=WAIT)
+    expect(page.locator(DIAGRAM)).to_contain_text("Masked multi-head attention", timeout=WAIT)
     expect(page.locator("#arch-config")).to_contain_text("n_layers", timeout=WAIT)
     expect(page.locator("#arch-params")).to_contain_text("output head", timeout=WAIT)
     expect(page.locator("#arch-gelu .js-plotly-plot")).to_be_visible(timeout=WAIT)
