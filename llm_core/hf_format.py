@@ -386,7 +386,7 @@ def check_shapes(sd: dict[str, torch.Tensor], cfg: GPTConfig) -> None:
                 raise CheckpointError("config.json says the head is untied (tie_word_embeddings: false) "
                                       "but model.safetensors has no lm_head.weight")
             raise CheckpointError(f"model.safetensors has no tensor {name}: it does not hold a GPT-2 of "
-                                  f"this config")
+                                  "this config")
         if tuple(sd[name].shape) != shape:
             raise CheckpointError(f"model.safetensors does not match config.json: {name} is "
                                   f"{tuple(sd[name].shape)}, the config needs {shape}")
