@@ -679,7 +679,6 @@ def _assistant_tasks() -> list[dict]:
     return out
 
 
-@lru_cache(maxsize=4)
 @lru_cache(maxsize=1)
 def rehearsal_sections() -> tuple[str, ...]:
     """Pre-training text to replay while instruction tuning: the standard library's sections as
@@ -699,6 +698,7 @@ def rehearsal_sections() -> tuple[str, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=4)
 def builtin_instructions(seed: int = 123, computed_per_kind: int = 100) -> InstructionData:
     """Documentation questions plus computed tasks, shuffled (a fixed order for a fixed seed)."""
     docs = stdlib_docs()

@@ -15,6 +15,7 @@ its share of every global batch (``--batch-size``); rank 0 alone measures, logs 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -113,8 +114,8 @@ def _run(args, argv, dist: DistContext) -> None:
     device = dist.device(pick_device(args.device))
     bundle = load_model(args.model)
     data = builtin_instructions()
-    if args.rehearse:
-        data.rehearsal = rehearsal_sections()
+    if args.rehearse:  # a copy: builtin_instructions() is cached and shared
+        data = dataclasses.replace(data, rehearsal=rehearsal_sections())
     sets = held_out_sets(data, args.n_computed, args.n_doc)
     settings = FinetuneSettings(task="instruction", method=args.method, rank=args.rank, alpha=args.alpha,
                                 epochs=args.epochs, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
