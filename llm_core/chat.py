@@ -13,7 +13,7 @@ from typing import Iterator
 
 import torch
 
-from .generation import IncrementalDecoder, SamplingSettings, stream_generate
+from .generation import IncrementalDecoder, SamplingSettings, make_generator, stream_generate
 from .instruct_data import PROMPT_INTRO, RESPONSE_HEADER, extract_response, format_input
 
 MAX_MESSAGE_CHARS = 2000   # longer text cannot fit any shipped model's context anyway
@@ -173,3 +173,35 @@ def stream_reply(model, tokenizer, prompt: ChatPrompt, settings: SamplingSetting
     raw += decoder.flush()
     reply.text = extract_response(raw, "")
     yield reply
+
+
+@dataclass
+class Turn:
+    """One message of a scripted conversation and what came back."""
+    message: str
+    answer: str
+    tokens: int
+    ended: bool          # the model ended the answer itself
+    prompt_tokens: int
+    context_length: int
+    dropped_turns: int
+
+
+def converse(model, tokenizer, messages, settings: SamplingSettings, seed: int | None = None,
+             inputs=None) -> list[Turn]:
+    """Send ``messages`` one after another as the Chat tab does, each answer becoming part of the
+    next prompt (an empty one fed back as NO_ANSWER). ``seed``: every message sampled from a fresh
+    generator with that seed, as the tab's seed box does; ``inputs``: an input text per message."""
+    history: list[dict] = []
+    turns = []
+    for i, message in enumerate(messages):
+        prompt = build_chat_prompt(history, message, tokenizer, model.cfg.context_length,
+                                   inputs[i] if inputs else "", settings.max_new_tokens)
+        reply = ChatReply()
+        for reply in stream_reply(model, tokenizer, prompt, settings,
+                                  make_generator(seed) if seed is not None else None):
+            pass
+        turns.append(Turn(message, reply.text, reply.tokens, reply.stopped_at_eos, prompt.n_tokens,
+                          prompt.context_length, prompt.dropped_turns))
+        history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply.text or NO_ANSWER}]
+    return turns

@@ -619,7 +619,7 @@ _HOWTOS = [
      "sys.argv is the list of arguments; the argparse module turns them into options.", []),
 ]
 CONVERSATION_ENTRIES = 400  # multi-turn prompts: earlier turns, then the message to answer
-CONVERSATION_MAX_CHARS = 640  # so a conversation and its answer fit a 256-token context
+CONVERSATION_MAX_CHARS = 620  # so a conversation and its answer fit a 256-token context (253 at most, docs-gpt)
 
 
 def chat_instruction(turns: list[tuple[str, str]], message: str) -> str:
@@ -656,7 +656,7 @@ def _conversation_tasks(rng: random.Random, singles: list[dict], n: int) -> list
     for _ in range(n * 4):
         if len(out) >= n:
             break
-        picked = rng.sample(singles, rng.choice((2, 3)))
+        picked = rng.sample(singles, rng.choice((2, 3, 4)))
         *earlier, last = picked
         instruction = chat_instruction([(e["instruction"], e["output"]) for e in earlier], last["instruction"])
         if len(instruction) + len(last["output"]) > CONVERSATION_MAX_CHARS:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from llm_core.chat import NO_ANSWER, build_chat_prompt, stream_reply  # noqa: E402
-from llm_core.generation import SamplingSettings, make_generator, prepare_for_decoding  # noqa: E402
+from llm_core.chat import NO_ANSWER, Turn, converse  # noqa: E402
+from llm_core.generation import SamplingSettings, prepare_for_decoding  # noqa: E402
 
 # Greeting and identity, a documented function, a how-to, a follow-up that only makes sense with
 # the turn before it, and an off-topic question the model should decline honestly.
@@ -33,34 +32,6 @@ DEMO_MESSAGES = (
 )
 CHAT_MAX_NEW_TOKENS = 48  # the Chat tab's default
 CHAT_SEED = 123           # the Chat tab's default seed
-
-
-@dataclass
-class Turn:
-    message: str
-    answer: str
-    tokens: int
-    ended: bool          # the model ended the answer itself
-    prompt_tokens: int
-    context_length: int
-    dropped_turns: int
-
-
-def converse(model, tokenizer, messages, settings: SamplingSettings, seed: int = CHAT_SEED) -> list[Turn]:
-    """Send ``messages`` one after another, each answer becoming part of the next prompt."""
-    history: list[dict] = []
-    turns = []
-    for message in messages:
-        prompt = build_chat_prompt(history, message, tokenizer, model.cfg.context_length, "",
-                                   settings.max_new_tokens)
-        reply = None
-        for reply in stream_reply(model, tokenizer, prompt, settings, make_generator(seed)):
-            pass
-        answer = reply.text if reply is not None else ""
-        turns.append(Turn(message, answer, reply.tokens if reply else 0, bool(reply and reply.stopped_at_eos),
-                          prompt.n_tokens, prompt.context_length, prompt.dropped_turns))
-        history += [{"role": "user", "content": message}, {"role": "assistant", "content": answer or NO_ANSWER}]
-    return turns
 
 
 def markdown(label: str, turns: list[Turn], title: str) -> str:

@@ -60,7 +60,7 @@ def probe_generate(model_name: str, prompts: list[str]) -> None:
 
 
 def probe_chat(model_name: str, extra: list[str] = ()) -> None:
-    from llm_core.chat import build_chat_prompt, stream_reply
+    from llm_core.chat import converse
     from llm_core.generation import SamplingSettings
     from tabs import chat as chat_tab
     from tabs.common import get_bundle
@@ -68,14 +68,9 @@ def probe_chat(model_name: str, extra: list[str] = ()) -> None:
     settings = SamplingSettings(temperature=0.0, max_new_tokens=chat_tab.DEFAULT_MAX_NEW_TOKENS)
     tried = [m.split("|", 1) if "|" in m else [m, ""] for m in extra]
     for label, rows in (("good", chat_tab.GOOD_EXAMPLES), ("bad", chat_tab.BAD_EXAMPLES), ("try", tried)):
-        for message, input_text in rows:
-            prompt = build_chat_prompt([], message, bundle.tokenizer, bundle.config.context_length, input_text,
-                                       settings.max_new_tokens)
-            reply = None
-            for reply in stream_reply(bundle.model, bundle.tokenizer, prompt, settings):
-                pass
-            answer = reply.text if reply else ""
-            print(f"[{label}] {message} | {input_text} -> {answer!r}")
+        for message, input_text in rows:  # each in a fresh conversation, as an example click starts one
+            turn, = converse(bundle.model, bundle.tokenizer, [message], settings, inputs=[input_text])
+            print(f"[{label}] {message} | {input_text} -> {turn.answer!r}")
 
 
 def probe_pretrain(steps: int, prompts: list[str], temperatures: list[float]) -> None:
@@ -86,10 +81,12 @@ def probe_pretrain(steps: int, prompts: list[str], temperatures: list[float]) ->
     from llm_core.registry import builtin_names
     from llm_core.training import sample_text, train_model
     from tabs import pretrain as pt
+    d = pt.DEFAULTS
     tokenizer, cfg, train_loader, val_loader, *_ = pt._prepare(
-        pt.CORPUS_BUILTIN, None, "", pt.TOK_BUILTIN if builtin_names() else pt.TOK_GPT2, "tiny", 4, 4, 128, 64, 8)
-    model = pt._build(cfg, 123, training=True)
-    tcfg = pt.train_config(steps, 1e-3, 20, True, 20, 123, prompts[0])
+        pt.CORPUS_BUILTIN, None, "", pt.TOK_BUILTIN if builtin_names() else pt.TOK_GPT2, d["size"], d["layers"],
+        d["heads"], d["dims"], d["context"], d["batch_size"])
+    model = pt._build(cfg, d["seed"], training=True)
+    tcfg = pt.train_config(steps, d["lr"], d["warmup"], d["cosine"], d["eval_interval"], d["seed"], prompts[0])
     for ev in train_model(model, train_loader, val_loader, tcfg, tokenizer=tokenizer):
         if not (ev.is_eval and (ev.step % 100 == 0 or ev.done)):
             continue

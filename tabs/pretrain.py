@@ -39,6 +39,9 @@ SAMPLE_TOKENS = 24  # new tokens in each live sample
 # for the whole default run (scripts/probe_prompts.py pretrain); sampling shows its words forming.
 SAMPLE_TEMPERATURE = 1.0
 MAX_SAMPLE_TEMPERATURE = 2.0
+# The form's starting values: a run that finishes in about a minute on a laptop CPU.
+DEFAULTS = dict(size="tiny", layers=4, heads=4, dims=128, context=64, steps=200, batch_size=8, lr=1e-3,
+                warmup=20, cosine=True, eval_interval=20, seed=123)
 MAX_PARAMS = 130_000_000  # up to GPT-2 small; larger ones do not train on a CPU
 STREAM_EVERY_S = 0.3
 
@@ -404,31 +407,31 @@ def build(ctx) -> None:
                                label="Tokenizer", elem_id="pt-tokenizer",
                                info="A small vocabulary trains much faster on a CPU: GPT-2's 50,257-row "
                                     "embedding and output head dominate a tiny model.")
-                size = gr.Dropdown(SIZES, value="tiny", label="Model size", elem_id="pt-size",
+                size = gr.Dropdown(SIZES, value=DEFAULTS["size"], label="Model size", elem_id="pt-size",
                                    info="; ".join(PRESET_LABELS[s] for s in SIZES if s in PRESET_LABELS)
                                         + " (context 256 for GPT-2 small). 'custom' uses the four fields below.")
                 with gr.Row():
-                    layers = gr.Number(4, label="Layers", precision=0, info="Transformer blocks", minimum=1)
-                    heads = gr.Number(4, label="Heads", precision=0, info="Must divide dims", minimum=1)
-                    dims = gr.Number(128, label="Embedding dims", precision=0, info="Width of the residual stream")
-                    context = gr.Number(64, label="Context", precision=0, info="Tokens per window (≤ 1024)")
+                    layers = gr.Number(DEFAULTS["layers"], label="Layers", precision=0, info="Transformer blocks", minimum=1)
+                    heads = gr.Number(DEFAULTS["heads"], label="Heads", precision=0, info="Must divide dims", minimum=1)
+                    dims = gr.Number(DEFAULTS["dims"], label="Embedding dims", precision=0, info="Width of the residual stream")
+                    context = gr.Number(DEFAULTS["context"], label="Context", precision=0, info="Tokens per window (≤ 1024)")
             with gr.Column(scale=1):
                 with gr.Row():
-                    steps = gr.Number(200, label="Steps", precision=0, elem_id="pt-steps",
+                    steps = gr.Number(DEFAULTS["steps"], label="Steps", precision=0, elem_id="pt-steps",
                                       info=f"Optimizer steps (this server caps at {MAX_STEPS:,} and "
                                            f"{MAX_SECONDS // 60} minutes).")
-                    batch = gr.Number(8, label="Batch size", precision=0, elem_id="pt-batch",
+                    batch = gr.Number(DEFAULTS["batch_size"], label="Batch size", precision=0, elem_id="pt-batch",
                                       info="Windows per step (the book uses 2).")
                 with gr.Row():
-                    lr = gr.Number(1e-3, label="Learning rate", elem_id="pt-lr",
+                    lr = gr.Number(DEFAULTS["lr"], label="Learning rate", elem_id="pt-lr",
                                    info="AdamW step size; the book uses 4e-4 (weight decay 0.1).")
-                    warmup = gr.Number(20, label="Warm-up steps", precision=0,
+                    warmup = gr.Number(DEFAULTS["warmup"], label="Warm-up steps", precision=0,
                                        info="Linear ramp from lr/warm-up to lr: avoids early blow-ups.")
                 with gr.Row():
-                    cosine = gr.Checkbox(True, label="Cosine decay", info="Lower the lr to lr/10 by the last step.")
-                    eval_interval = gr.Number(20, label="Evaluate every", precision=0, elem_id="pt-eval",
+                    cosine = gr.Checkbox(DEFAULTS["cosine"], label="Cosine decay", info="Lower the lr to lr/10 by the last step.")
+                    eval_interval = gr.Number(DEFAULTS["eval_interval"], label="Evaluate every", precision=0, elem_id="pt-eval",
                                               info="Steps between train/validation evaluations (5 batches each).")
-                    seed = gr.Number(123, label="Seed", precision=0, info="Initial weights and sampling.")
+                    seed = gr.Number(DEFAULTS["seed"], label="Seed", precision=0, info="Initial weights and sampling.")
                 with gr.Row():
                     prompt = gr.Textbox(DEFAULT_SAMPLE_PROMPT, label="Sample prompt", max_length=200,
                                         info="Continued at each evaluation: watch it learn.")

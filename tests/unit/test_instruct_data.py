@@ -2,11 +2,13 @@
 import io
 import json
 import zipfile
+from collections import Counter
 
 import pytest
 import torch
 
 from llm_core import instruct_data as d
+from llm_core.registry import load_model
 from llm_core.tokenizers import gpt2_tokenizer
 
 BOOK_ENTRY = {"instruction": "Identify the correct spelling of the following word.",
@@ -265,9 +267,13 @@ def test_conversations_end_in_a_written_answer_and_fit_the_context():
     singles = {e["instruction"]: e["output"] for e in assistant if d.RESPONSE_HEADER not in e["instruction"]}
     convs = [e for e in assistant if d.RESPONSE_HEADER in e["instruction"]]
     assert len(convs) >= d.CONVERSATION_ENTRIES
+    turns = Counter(e["instruction"].count(d.RESPONSE_HEADER) + 1 for e in convs)
+    assert set(turns) == {2, 3, 4} and min(turns.values()) >= 50
+    tok = load_model("pydoc-gpt").tokenizer  # the shipped chat model's: its 256-token context holds each whole
     for e in convs:
         *earlier, last = e["instruction"].split("\n\n### Instruction:\n")
         assert len(e["instruction"]) + len(e["output"]) <= d.CONVERSATION_MAX_CHARS
+        assert len(tok.encode_ordinary(d.format_input(e) + d.format_response(e))) + 1 <= 256
         for turn in earlier:
             question, answer = turn.split(d.RESPONSE_HEADER)
             assert singles[question] == answer
@@ -276,7 +282,6 @@ def test_conversations_end_in_a_written_answer_and_fit_the_context():
 
 
 def test_written_answers_fit_the_chat_tabs_default_answer_length():
-    from llm_core.registry import load_model
 
     tok = load_model("pydoc-gpt").tokenizer
     outputs = {e["output"] for e in d.builtin_instructions().entries if e.get("kind") == "assistant"}
