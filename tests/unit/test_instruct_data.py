@@ -282,7 +282,6 @@ def test_conversations_end_in_a_written_answer_and_fit_the_context():
 
 
 def test_written_answers_fit_the_chat_tabs_default_answer_length():
-
     tok = load_model("pydoc-gpt").tokenizer
     outputs = {e["output"] for e in d.builtin_instructions().entries if e.get("kind") == "assistant"}
     longest = max(outputs, key=lambda o: len(tok.encode_ordinary(o)))
