@@ -650,7 +650,7 @@ def _howto_tasks() -> list[dict]:
 
 
 def _conversation_tasks(rng: random.Random, singles: list[dict], n: int) -> list[dict]:
-    """The last message of a conversation answered after one or two unrelated earlier turns, so a
+    """The last message of a conversation answered after one to three unrelated earlier turns, so a
     model learns to answer the newest instruction, not the first one it sees."""
     out: dict[str, dict] = {}
     for _ in range(n * 4):
