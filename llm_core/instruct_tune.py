@@ -69,6 +69,14 @@ def measure(model, tokenizer, sets: dict[str, list[dict]], max_new_tokens: int, 
     return out, answers
 
 
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Every dropout of the model (embeddings, attention weights, residual branches) at rate p.
+    Only training mode drops; the saved config keeps the base's rate, which inference ignores."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m llm_core.instruct_tune", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="pydoc-gpt", help="base model name")
@@ -95,6 +103,8 @@ def main(argv=None) -> None:
                    help="also replay this many standard-library sections of the pre-training corpus per "
                         "training entry (plain text, loss on every token), so tuning keeps what pre-training "
                         "stored (0: none)")
+    p.add_argument("--dropout", type=float, default=0.0, metavar="P",
+                   help="dropout rate while tuning (the base was pre-trained without; 0: none)")
     p.add_argument("--max-minutes", type=float, default=8.0, help="time limit for the training steps")
     p.add_argument("--threads", type=int)
     p.add_argument("--seed", type=int, default=123)
@@ -113,6 +123,9 @@ def _run(args, argv, dist: DistContext) -> None:
     command = "python -m llm_core.instruct_tune " + " ".join(sys.argv[1:] if argv is None else argv)
     device = dist.device(pick_device(args.device))
     bundle = load_model(args.model)
+    if not 0.0 <= args.dropout < 1.0:
+        raise SystemExit("--dropout must be in [0, 1)")
+    set_dropout(bundle.model, args.dropout)
     data = builtin_instructions()
     if args.rehearse:  # a copy: builtin_instructions() is cached and shared
         data = dataclasses.replace(data, rehearsal=rehearsal_sections())
@@ -174,6 +187,7 @@ def _run(args, argv, dist: DistContext) -> None:
             "threads": torch.get_num_threads(),
             "data": data.description,
             "rehearsal": args.rehearse,
+            "dropout": args.dropout,
             "license": LICENSE_NOTE,
             "before": before, "after": after,
             "examples": examples,

@@ -47,7 +47,7 @@ BAD_EXAMPLES = [
     ["How many items are in the list?", "89, 89, 59, 33, 25, 83, 97, 33"],
     ["Reverse the following word.", "python"],
     ["Add the two numbers.", "12, 30"],
-    ["What does str.upper() do?", ""],
+    ["What does math.sqrt() do?", ""],
     ["What does os.path.join() do?", ""],
 ]
 

@@ -163,6 +163,22 @@ def test_instruct_tune_scores_computed_tasks_apart_from_doc_questions():
     assert all(e["check"] == "similar" for e in sets["doc_similar"])
 
 
+def test_tuning_dropout_reaches_every_dropout_and_only_in_training():
+    from llm_core.instruct_tune import set_dropout
+
+    cfg = GPTConfig(vocab_size=50, context_length=16, emb_dim=32, n_heads=2, n_layers=2, drop_rate=0.0)
+    model, ids = build_untrained(cfg, seed=3), torch.tensor([[1, 2, 3, 4, 5, 6]])
+    set_dropout(model, 0.5)
+    rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(rates) == 1 + 2 * model.cfg.n_layers and set(rates) == {0.5}  # embeddings, attention, shortcut
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(ids), model(ids))
+        model.train()
+        torch.manual_seed(0)
+        assert not torch.equal(model(ids), model(ids))
+
+
 def test_shipped_instruct_model_loads_beside_the_base():
     from llm_core.registry import builtin_names, model_choices
 
