@@ -478,6 +478,8 @@ def model_card(name: str, cfg: GPTConfig, tok: BPETokenizer, meta: dict | None =
         lines.append(f"| training data | {corpus.get('name', 'text')}: {', '.join(facts)} |")
     elif corpus:
         lines.append(f"| training data | {corpus} |")
+    if meta.get("train_seconds") is not None:  # instruct_tune's "seconds" also counts its measuring
+        meta = {**meta, "seconds": meta["train_seconds"]}
     for key, label in (("base_model", "base model"), ("steps", "steps"), ("tokens_seen", "tokens seen"),
                        ("train_loss", "train loss"), ("val_loss", "validation loss"),
                        ("val_loss_full", "validation loss, whole split"), ("perplexity", "perplexity"),

@@ -517,6 +517,9 @@ def test_model_cards_name_a_license_the_hub_accepts():
         card = (BUILTIN_DIR / name / "README.md").read_text()
         front = card.split("---")[1]
         assert "license: mit" in front and "Python Software Foundation" in card
+    meta = load_model("pydoc-gpt-instruct").meta
+    card = (BUILTIN_DIR / "pydoc-gpt-instruct" / "README.md").read_text()
+    assert f"| training seconds | {meta['train_seconds']:.4g} |" in card  # not the measuring around it
 
 
 @pytest.mark.slow
