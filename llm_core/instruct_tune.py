@@ -110,6 +110,8 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     args = p.parse_args(argv)
+    if not 0.0 <= args.dropout < 1.0:
+        p.error("--dropout must be in [0, 1)")
     if args.threads:
         torch.set_num_threads(args.threads)
     dist = DistContext.from_env(pick_device(args.device))
@@ -123,8 +125,6 @@ def _run(args, argv, dist: DistContext) -> None:
     command = "python -m llm_core.instruct_tune " + " ".join(sys.argv[1:] if argv is None else argv)
     device = dist.device(pick_device(args.device))
     bundle = load_model(args.model)
-    if not 0.0 <= args.dropout < 1.0:
-        raise SystemExit("--dropout must be in [0, 1)")
     set_dropout(bundle.model, args.dropout)
     data = builtin_instructions()
     if args.rehearse:  # a copy: builtin_instructions() is cached and shared

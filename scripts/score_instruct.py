@@ -65,9 +65,10 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = builtin_instructions()
-    runs = [(n, held_out_sets(data, args.n_computed, n)) for n in args.n_doc]
     if args.fair_with:
         runs = [(f"not trained at {args.fair_with}", unseen_sets(data, train_split_at(args.fair_with)))]
+    else:
+        runs = [(n, held_out_sets(data, args.n_computed, n)) for n in args.n_doc]
     for name in args.models:
         bundle = load_model(name)
         for label, sets in runs:
