@@ -619,7 +619,9 @@ _HOWTOS = [
      "sys.argv is the list of arguments; the argparse module turns them into options.", []),
 ]
 CONVERSATION_ENTRIES = 400  # multi-turn prompts: earlier turns, then the message to answer
+FOLLOW_UP_CONVERSATIONS = 150  # of each kind: ending in a how-to's follow-up, going on after one
 CONVERSATION_MAX_CHARS = 620  # so a conversation and its answer fit a 256-token context (253 at most, docs-gpt)
+FOLLOW_UP_MAX_CHARS = 590  # the same for those around a follow-up: more code in them, more tokens per character
 
 
 def chat_instruction(turns: list[tuple[str, str]], message: str) -> str:
@@ -666,6 +668,37 @@ def _conversation_tasks(rng: random.Random, singles: list[dict], n: int) -> list
     return list(out.values())
 
 
+def _follow_up_conversations(rng: random.Random, singles: list[dict], n: int) -> list[dict]:
+    """Conversations around a how-to's follow-up, as in a live chat: ``n`` that end in the
+    follow-up after one or two unrelated turns and the how-to (so "And in reverse order?" refers
+    to the turn just before, however many came earlier), and ``n`` that go on after it with a new,
+    unrelated message (so a model does not answer every later message as another follow-up)."""
+    pairs = [(q, answer, f, follow_answer) for questions, answer, follow_ups in _HOWTOS for q in questions
+             for follow_questions, follow_answer in follow_ups for f in follow_questions]
+    ending, going_on = {}, {}
+    for _ in range(n * 8):
+        if len(ending) >= n and len(going_on) >= n:
+            break
+        q, answer, f, follow_answer = rng.choice(pairs)
+        howto = [(q + "?", answer)]
+        if len(ending) < n:
+            earlier = [(e["instruction"], e["output"]) for e in rng.sample(singles, rng.choice((1, 2)))
+                       if e["output"] != answer]
+            turns, message, output, out = earlier + howto, f + "?", follow_answer, ending
+        else:
+            *earlier, new = rng.sample(singles, rng.choice((1, 2)))
+            if new["output"] in (answer, follow_answer):
+                continue
+            turns = [(e["instruction"], e["output"]) for e in earlier] + howto + [(f + "?", follow_answer)]
+            message, output, out = new["instruction"], new["output"], going_on
+        instruction = chat_instruction(turns, message)
+        if len(instruction) + len(output) > FOLLOW_UP_MAX_CHARS:
+            continue
+        out.setdefault(instruction, {"instruction": instruction, "input": "", "output": output,
+                                     "check": "exact", "kind": "assistant"})
+    return list(ending.values()) + list(going_on.values())
+
+
 def _assistant_tasks() -> list[dict]:
     """Greetings, "who are you", "what can you do" and off-topic questions, each phrasing written
     with and without a question mark / exclamation mark and in lower case."""
@@ -706,8 +739,10 @@ def builtin_instructions(seed: int = 123, computed_per_kind: int = 100) -> Instr
     from_docs = doc_tasks(docs)
     computed = _computed_tasks(rng, _word_pool(docs), computed_per_kind)
     singles = _assistant_tasks() + _howto_tasks()
-    assistant = singles + _conversation_tasks(rng, [e for e in singles if RESPONSE_HEADER not in e["instruction"]],
-                                              CONVERSATION_ENTRIES)
+    alone = [e for e in singles if RESPONSE_HEADER not in e["instruction"]]
+    assistant = (singles + _conversation_tasks(rng, alone, CONVERSATION_ENTRIES)
+                 # its own generator: the conversations above stay the same as before it was added
+                 + _follow_up_conversations(random.Random(seed + 1), alone, FOLLOW_UP_CONVERSATIONS))
     entries = from_docs + computed + assistant
     rng.shuffle(entries)
     return InstructionData(

@@ -1,12 +1,12 @@
 """Score chat models on the held-out instruction entries, as llm_core.instruct_tune measures them.
 
     python scripts/score_instruct.py pydoc-gpt-instruct /path/to/run        # first 50 and the whole test split
-    python scripts/score_instruct.py pydoc-gpt pydoc-gpt-instruct OLD_RUN --fair-with d62e5ab
+    python scripts/score_instruct.py pydoc-gpt pydoc-gpt-instruct OLD_RUN --fair-with d62e5ab e7cde67
 
 A change to the built-in instruction set reshuffles its 85/10/5 split, so a model tuned on an
-older set may have trained on today's test entries. ``--fair-with COMMIT`` scores on today's
-held-out entries minus every entry of that commit's training split (read with that commit's own
-code, from a temporary git worktree): entries no model tuned on either set has seen.
+older set may have trained on today's test entries. ``--fair-with COMMIT…`` scores on today's
+held-out entries minus every entry of those commits' training splits (each read with that commit's
+own code, from a temporary git worktree): entries no model tuned on any of the sets has seen.
 """
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ def unseen_sets(data, seen: set[tuple[str, str]]) -> dict[str, list[dict]]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", help="built-in names or saved models' folders")
-    p.add_argument("--fair-with", metavar="COMMIT", help="leave out the training entries of the set at this commit")
+    p.add_argument("--fair-with", metavar="COMMIT", nargs="+",
+                   help="leave out the training entries of the set at each of these commits")
     p.add_argument("--n-doc", type=int, nargs="+", default=[50, 10_000],
                    help="documentation questions of each kind to score (the CLI's 50; 10000: all)")
     p.add_argument("--n-computed", type=int, default=150)
@@ -66,7 +67,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     data = builtin_instructions()
     if args.fair_with:
-        runs = [(f"not trained at {args.fair_with}", unseen_sets(data, train_split_at(args.fair_with)))]
+        seen = set().union(*(train_split_at(commit) for commit in args.fair_with))
+        runs = [(f"not trained at {' '.join(args.fair_with)}", unseen_sets(data, seen))]
     else:
         runs = [(n, held_out_sets(data, args.n_computed, n)) for n in args.n_doc]
     for name in args.models:

@@ -44,7 +44,7 @@ GOOD_EXAMPLES = [
     ["What is the capital of France?", ""],
 ]
 BAD_EXAMPLES = [
-    ["How many items are in the list?", "89, 89, 59, 33, 25, 83, 97, 33"],
+    ["How many items are in the list?", "3, 9, 4, 7, 1, 8, 2"],
     ["Reverse the following word.", "python"],
     ["Add the two numbers.", "12, 30"],
     ["What does math.sqrt() do?", ""],
@@ -223,9 +223,10 @@ def build(ctx) -> None:
             "Alpaca template (*Below is an instruction… ### Instruction: … ### Response:*); earlier turns go "
             "into the same prompt, oldest dropped first when the model's context (256 tokens for the shipped "
             "one) runs out. Put the text to work on in **Input** (the template's `### Input:` section). The "
-            "shipped model is small (5.85M parameters, pre-trained about 5 hours and instruction-tuned for 50 "
-            "minutes on one CPU core): it says what it is, declines questions outside Python's documentation, "
-            "answers short how-tos, recalls some docstrings and gets 33 % of held-out one-answer documentation "
+            "shipped model is small (5.85M parameters, pre-trained about 6½ hours and instruction-tuned for 35 "
+            "minutes on one or two CPU cores): it says what it is, declines questions outside Python's "
+            "documentation, answers short how-tos and their follow-ups (\"And in reverse order?\"), recalls "
+            "some docstrings and gets 37 % of held-out one-answer documentation "
             "questions (a module, a parameter list) exactly right, but mostly cannot do the string and number "
             "tasks (19 % exact). Tick *compare* to see the untuned base "
             f"ramble on instead. Where `{INSTRUCT_GPT2}` (GPT-2 small tuned on Alpaca-GPT4) is in the local "

@@ -266,6 +266,7 @@ def test_conversations_end_in_a_written_answer_and_fit_the_context():
     assistant = [e for e in data.entries if e.get("kind") == "assistant"]
     singles = {e["instruction"]: e["output"] for e in assistant if d.RESPONSE_HEADER not in e["instruction"]}
     convs = [e for e in assistant if d.RESPONSE_HEADER in e["instruction"]]
+    follow_ups = {f + "?": a for _, _, pairs in d._HOWTOS for questions, a in pairs for f in questions}
     assert len(convs) >= d.CONVERSATION_ENTRIES
     turns = Counter(e["instruction"].count(d.RESPONSE_HEADER) + 1 for e in convs)
     assert set(turns) == {2, 3, 4} and min(turns.values()) >= 50
@@ -274,11 +275,46 @@ def test_conversations_end_in_a_written_answer_and_fit_the_context():
         *earlier, last = e["instruction"].split("\n\n### Instruction:\n")
         assert len(e["instruction"]) + len(e["output"]) <= d.CONVERSATION_MAX_CHARS
         assert len(tok.encode_ordinary(d.format_input(e) + d.format_response(e))) + 1 <= 256
-        for turn in earlier:
+        for turn in earlier:  # a question asked alone, or a how-to's follow-up (after its how-to)
             question, answer = turn.split(d.RESPONSE_HEADER)
-            assert singles[question] == answer
+            assert singles.get(question, follow_ups.get(question)) == answer
         if last in singles:  # a conversation ending in a question asked alone too gets the same answer
             assert singles[last] == e["output"]
+
+
+def test_follow_ups_are_also_asked_after_unrelated_turns_and_their_how_to():
+    entries = d.builtin_instructions().entries
+    howto_answers = {answer: {a for fq, a in follow_ups} for _, answer, follow_ups in d._HOWTOS if follow_ups}
+    long_follow_ups = []
+    for e in entries:
+        turns = e["instruction"].split("\n\n### Instruction:\n")
+        if len(turns) < 3:
+            continue
+        _, previous_answer = turns[-2].split(d.RESPONSE_HEADER)
+        if e["output"] in howto_answers.get(previous_answer, ()):
+            long_follow_ups.append(e)
+    # at least the constant's worth, each with one or two unrelated turns before the how-to
+    assert len(long_follow_ups) >= d.FOLLOW_UP_CONVERSATIONS
+    assert {e["instruction"].count(d.RESPONSE_HEADER) + 1 for e in long_follow_ups} == {3, 4}
+    sort = "Use sorted(items) to get a new sorted list, or items.sort() to sort the list in place."
+    reverse = [e for e in long_follow_ups if sort in e["instruction"] and "reverse=True" in e["output"]]
+    assert reverse, "the demo's sort / reverse follow-up is among them"
+
+
+def test_conversations_also_go_on_after_a_follow_up_with_an_unrelated_message():
+    entries = d.builtin_instructions().entries
+    follow_answers = {a for _, _, follow_ups in d._HOWTOS for _, a in follow_ups}
+    singles = {e["instruction"]: e["output"] for e in entries
+               if e.get("kind") == "assistant" and d.RESPONSE_HEADER not in e["instruction"]}
+    going_on = []
+    for e in entries:
+        *earlier, last = e["instruction"].split("\n\n### Instruction:\n")
+        if earlier and earlier[-1].split(d.RESPONSE_HEADER)[1] in follow_answers:
+            assert singles[last] == e["output"] and e["output"] not in follow_answers
+            going_on.append(e)
+    assert len(going_on) >= d.FOLLOW_UP_CONVERSATIONS
+    declined = singles["What is the capital of France?"]
+    assert any(e["output"] == declined for e in going_on), "an off-topic question after a follow-up is declined"
 
 
 def test_written_answers_fit_the_chat_tabs_default_answer_length():
