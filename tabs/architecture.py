@@ -33,6 +33,7 @@ MAX_TOP_K = 10
 # Clean / corrupted prompt pairs for activation patching, tried in order: the first whose
 # prompts have the same length and different predictions on the active model is shown.
 PATCH_PAIRS = [("The Eiffel Tower is in", "The Colosseum is in"),
+               ("Open the file and read the", "Open the list and sort the"),
                ("If the list is a list, the list", "If the file is a file, the file")]
 SITE_CHOICES = [("residual stream entering the layer", "resid_pre"), ("attention output", "attn.out"),
                 ("MLP output", "ff.out")]

@@ -108,16 +108,15 @@ def test_logit_lens_keeps_repeated_tokens_and_shows_quotes(client):
 
 
 def test_activation_patching_restores_the_clean_answer(client):
-    fig, md = client.predict("If the list is a list, the list", "If the file is a file, the file", "resid_pre",
-                             "", "", api_name="/activation_patching")
+    clean, corrupt = "Open the file and read the", "Open the list and sort the"  # ␣file vs ␣list
+    fig, md = client.predict(clean, corrupt, "resid_pre", "", "", api_name="/activation_patching")
     heat = plot_data(fig)[0]
     z = np.array(values(heat["z"]), dtype=float)
     from llm_core import default_model_name, load_model
     bundle = load_model(default_model_name())
-    t = len(bundle.tokenizer.encode("If the list is a list, the list"))
+    t = len(bundle.tokenizer.encode(clean))
     assert z.shape == (bundle.config.n_layers, t)
-    clean_ids = bundle.tokenizer.encode("If the list is a list, the list")
-    corrupt_ids = bundle.tokenizer.encode("If the file is a file, the file")
+    clean_ids, corrupt_ids = bundle.tokenizer.encode(clean), bundle.tokenizer.encode(corrupt)
     same = [i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a == b]
     # entering layer 0 the stream is token + position embedding: where the tokens agree, nothing to restore
     assert same and np.allclose(z[0, same], 0.0)
