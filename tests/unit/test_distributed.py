@@ -209,7 +209,7 @@ def test_two_gloo_processes_give_the_loss_curve_of_one(corpus, tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_run_resumed_gives_the_same_next_losses(corpus, tmp_path):
-    steps = 40
+    steps = 12
     args = cli_args(corpus, steps, "--eval-interval", "2", "--dropout", "0.1")
     full_log = tmp_path / "full.jsonl"
     run_cli("llm_core.pretrain", *args, "--out", str(tmp_path / "full"), "--log-json", str(full_log))
@@ -237,7 +237,7 @@ def test_a_killed_run_resumed_gives_the_same_next_losses(corpus, tmp_path):
 @pytest.mark.slow
 def test_two_gloo_processes_killed_and_resumed_give_the_same_next_losses(corpus, tmp_path):
     """Dropout on: each rank draws its own masks, so each must get its own generators back."""
-    steps = 24
+    steps = 12
     args = cli_args(corpus, steps, "--eval-interval", "2", "--dropout", "0.1")
 
     def torchrun(*extra):
